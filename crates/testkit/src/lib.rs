@@ -1,0 +1,152 @@
+//! Test helpers shared by pairgate's test suites. OpenSSL is the interop
+//! peer: certificates and CSRs our code makes are checked by it, and the
+//! certificates our code must refuse (SHA-1 signed, weak keys) are made by
+//! it, because our own code cannot make them.
+
+#![forbid(unsafe_code)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub use tempfile::TempDir;
+
+/// A fresh temporary directory, removed on drop.
+pub fn temp_dir() -> TempDir {
+    tempfile::Builder::new()
+        .prefix("pairgate-test-")
+        .tempdir()
+        .expect("temp dir")
+}
+
+/// Runs `openssl` with `args` in `dir` and returns its output, whatever the
+/// exit status.
+pub fn openssl_output(dir: &Path, args: &[&str]) -> Output {
+    Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl is installed (scripts/test installs it)")
+}
+
+/// Runs `openssl` with `args` in `dir`, panicking with its stderr on failure.
+pub fn openssl(dir: &Path, args: &[&str]) -> String {
+    let out = openssl_output(dir, args);
+    assert!(
+        out.status.success(),
+        "openssl {} failed: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// An OpenSSL-made certificate authority in a directory: `NAME.key`,
+/// `NAME.pem`.
+pub struct OpensslCa {
+    /// Directory holding the files.
+    pub dir: PathBuf,
+    /// Base name of the files.
+    pub name: String,
+}
+
+impl OpensslCa {
+    /// Creates a root CA with an EC P-256 key, signed with SHA-256.
+    pub fn new(dir: &Path, name: &str) -> Self {
+        openssl(
+            dir,
+            &[
+                "ecparam",
+                "-name",
+                "prime256v1",
+                "-genkey",
+                "-noout",
+                "-out",
+                &format!("{name}.key"),
+            ],
+        );
+        openssl(
+            dir,
+            &[
+                "req",
+                "-x509",
+                "-new",
+                "-key",
+                &format!("{name}.key"),
+                "-sha256",
+                "-days",
+                "30",
+                "-subj",
+                &format!("/CN={name}"),
+                "-addext",
+                "basicConstraints=critical,CA:TRUE",
+                "-addext",
+                "keyUsage=critical,keyCertSign,cRLSign",
+                "-out",
+                &format!("{name}.pem"),
+            ],
+        );
+        Self {
+            dir: dir.to_path_buf(),
+            name: name.to_owned(),
+        }
+    }
+
+    /// Path of the CA certificate.
+    pub fn cert_path(&self) -> PathBuf {
+        self.dir.join(format!("{}.pem", self.name))
+    }
+
+    /// Issues a leaf for a new key of `key_spec` (an `openssl genpkey`
+    /// algorithm option list such as `["-algorithm", "EC", "-pkeyopt",
+    /// "ec_paramgen_curve:P-256"]`) signed with `digest` (`sha256`,
+    /// `sha1`, ...). Returns the PEM path.
+    pub fn issue(&self, leaf: &str, key_spec: &[&str], digest: &str) -> PathBuf {
+        let dir = &self.dir;
+        let key = format!("{leaf}.key");
+        let mut args = vec!["genpkey"];
+        args.extend_from_slice(key_spec);
+        args.extend_from_slice(&["-out", &key]);
+        openssl(dir, &args);
+        let csr = format!("{leaf}.csr");
+        openssl(
+            dir,
+            &[
+                "req",
+                "-new",
+                "-key",
+                &key,
+                "-subj",
+                &format!("/CN={leaf}"),
+                "-out",
+                &csr,
+            ],
+        );
+        let pem = format!("{leaf}.pem");
+        openssl(
+            dir,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                &format!("{}.pem", self.name),
+                "-CAkey",
+                &format!("{}.key", self.name),
+                "-CAcreateserial",
+                &format!("-{digest}"),
+                "-days",
+                "10",
+                "-out",
+                &pem,
+            ],
+        );
+        dir.join(pem)
+    }
+}
+
+/// `openssl genpkey` options for an EC P-256 key.
+pub const P256: &[&str] = &["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"];
+/// `openssl genpkey` options for an RSA-1024 key (weak, to be refused).
+pub const RSA1024: &[&str] = &["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:1024"];
