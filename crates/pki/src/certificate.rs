@@ -168,11 +168,10 @@ pub(crate) fn check_signature_algorithm(
     alg: &AlgorithmIdentifier<'_>,
 ) -> Result<String, CertificateError> {
     let oid = alg.algorithm.to_id_string();
-    let weak = |name: &str| {
-        Err(CertificateError::WeakSignatureAlgorithm {
-            algorithm: name.to_owned(),
-        })
+    let weak_error = |name: &str| CertificateError::WeakSignatureAlgorithm {
+        algorithm: name.to_owned(),
     };
+    let weak = |name: &str| Err(weak_error(name));
     let name = match oid.as_str() {
         "1.2.840.113549.1.1.11" => "sha256WithRSAEncryption",
         "1.2.840.113549.1.1.12" => "sha384WithRSAEncryption",
@@ -185,7 +184,7 @@ pub(crate) fn check_signature_algorithm(
                 .parameters
                 .as_ref()
                 .and_then(|p| x509_parser::signature_algorithm::RsaSsaPssParams::try_from(p).ok())
-                .ok_or_else(|| weak("RSASSA-PSS with default (SHA-1) parameters").unwrap_err())?;
+                .ok_or_else(|| weak_error("RSASSA-PSS with default (SHA-1) parameters"))?;
             match params.hash_algorithm_oid().to_id_string().as_str() {
                 "2.16.840.1.101.3.4.2.1" => "RSASSA-PSS-SHA256",
                 "2.16.840.1.101.3.4.2.2" => "RSASSA-PSS-SHA384",

@@ -105,7 +105,7 @@ fn read_tlv(input: &[u8]) -> Result<(u8, &[u8], &[u8]), DerError> {
 /// Converts a raw PKCS#11 ECDSA signature (`r ‖ s`, each `field_len`
 /// bytes) into a DER `ECDSA-Sig-Value`.
 pub fn ecdsa_raw_to_der(raw: &[u8]) -> Result<Vec<u8>, DerError> {
-    if raw.is_empty() || raw.len() % 2 != 0 {
+    if raw.is_empty() || !raw.len().is_multiple_of(2) {
         return Err(DerError::Malformed("raw ECDSA signature has odd length"));
     }
     let (r, s) = raw.split_at(raw.len() / 2);

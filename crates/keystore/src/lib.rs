@@ -1,0 +1,136 @@
+//! Key stores for terminal (and server) identities. A key is generated
+//! inside a store under an alias and never leaves it: callers get its
+//! public key and ask the store to sign. Each alias also holds the
+//! certificate chain for its key, and the store keeps a trust store of
+//! server and CA certificates that passed the firmware-root rule.
+//!
+//! Two backends implement [`KeyStore`]: [`software::SoftwareKeyStore`], a
+//! directory with private keys encrypted under a passphrase, and
+//! [`pkcs11::Pkcs11KeyStore`], a PKCS#11 token (an HSM; SoftHSM2 in tests).
+//! Stores are named by URI ([`KeyStoreUri`]): `file:/path` or RFC 7512
+//! `pkcs11:token=…`.
+
+#![forbid(unsafe_code)]
+
+mod alias;
+mod error;
+mod operations;
+mod passphrase;
+pub mod pkcs11;
+mod public_key;
+mod signer;
+pub mod software;
+mod uri;
+
+use std::fmt;
+
+use pairgate_pki::{
+    CertificateFingerprint, KeyAlgorithm, SignatureScheme, SpkiPin, TrustedCertificate,
+};
+use rustls_pki_types::CertificateDer;
+
+pub use alias::Alias;
+pub use error::KeyStoreError;
+pub use operations::{
+    add_trusted_certificate, certificate_request, import_certificate_chain,
+    self_signed_certificate, terminal_fingerprint,
+};
+pub use passphrase::Passphrase;
+pub use public_key::PublicKeyInfo;
+pub use signer::StoreSigner;
+pub use uri::{KeyStoreUri, Pkcs11Uri};
+
+/// What a store lists for one alias.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct AliasEntry {
+    /// The alias.
+    pub alias: Alias,
+    /// Its key's algorithm.
+    pub algorithm: KeyAlgorithm,
+    /// Pin of its public key.
+    pub public_key_pin: SpkiPin,
+    /// Fingerprint of its leaf certificate, when one is set.
+    pub certificate: Option<CertificateFingerprint>,
+}
+
+/// A store of non-exportable keys, their certificate chains, and a trust
+/// store. Implementations are safe to share between threads; every
+/// mutation is all-or-nothing.
+pub trait KeyStore: Send + Sync + fmt::Debug {
+    /// A description for messages and logs, without secrets.
+    fn describe(&self) -> String;
+
+    /// Generates a key under `alias` inside the store. Refused when the
+    /// alias already holds a key.
+    fn generate_key(
+        &self,
+        alias: &Alias,
+        algorithm: KeyAlgorithm,
+    ) -> Result<PublicKeyInfo, KeyStoreError>;
+
+    /// The public key of `alias`.
+    fn public_key(&self, alias: &Alias) -> Result<PublicKeyInfo, KeyStoreError>;
+
+    /// Signs `message` with the key of `alias`. ECDSA signatures are DER.
+    fn sign(
+        &self,
+        alias: &Alias,
+        scheme: SignatureScheme,
+        message: &[u8],
+    ) -> Result<Vec<u8>, KeyStoreError>;
+
+    /// Sets the certificate chain of `alias`, leaf first. Refused unless
+    /// the leaf's public key is the alias's key.
+    fn set_certificate_chain(
+        &self,
+        alias: &Alias,
+        chain: &[CertificateDer<'static>],
+    ) -> Result<(), KeyStoreError>;
+
+    /// The certificate chain of `alias`, leaf first; empty when none is set.
+    fn certificate_chain(
+        &self,
+        alias: &Alias,
+    ) -> Result<Vec<CertificateDer<'static>>, KeyStoreError>;
+
+    /// Every alias holding a key, sorted by name.
+    fn aliases(&self) -> Result<Vec<AliasEntry>, KeyStoreError>;
+
+    /// Deletes the key and certificates of `alias`.
+    fn delete(&self, alias: &Alias) -> Result<(), KeyStoreError>;
+
+    /// Adds a certificate that passed the firmware-root rule to the trust
+    /// store. Adding one that is already there changes nothing.
+    fn add_trusted(&self, certificate: &TrustedCertificate) -> Result<(), KeyStoreError>;
+
+    /// The trust store's certificates.
+    fn trusted(&self) -> Result<Vec<CertificateDer<'static>>, KeyStoreError>;
+
+    /// Removes a trust-store certificate by fingerprint.
+    fn remove_trusted(&self, fingerprint: &CertificateFingerprint) -> Result<(), KeyStoreError>;
+
+    /// Wipes every key, certificate and trust-store entry. Firmware roots
+    /// are not in the store and so survive.
+    fn factory_reset(&self) -> Result<(), KeyStoreError>;
+}
+
+/// Opens the store a URI names. A software store needs `passphrase`; when
+/// `create` is set and no software store exists yet, one is created.
+pub fn open(
+    uri: &KeyStoreUri,
+    passphrase: Option<Passphrase>,
+    create: bool,
+) -> Result<Box<dyn KeyStore>, KeyStoreError> {
+    match uri {
+        KeyStoreUri::File(dir) => {
+            let passphrase = passphrase.ok_or(KeyStoreError::PassphraseRequired)?;
+            let store = if create {
+                software::SoftwareKeyStore::open_or_create(dir, passphrase)?
+            } else {
+                software::SoftwareKeyStore::open(dir, passphrase)?
+            };
+            Ok(Box::new(store))
+        }
+        KeyStoreUri::Pkcs11(uri) => Ok(Box::new(pkcs11::Pkcs11KeyStore::open(uri)?)),
+    }
+}
