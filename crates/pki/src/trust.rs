@@ -118,7 +118,6 @@ impl FirmwareRoots {
     /// Applies the trust-store rule to a DER certificate at time `now`.
     pub fn admit(&self, der: &[u8], now: SystemTime) -> Result<TrustedCertificate, TrustError> {
         let info = CertificateInfo::parse(der)?;
-        info.check_validity(now)?;
         let (_, cert) = X509Certificate::from_der(der)
             .map_err(|e| CertificateError::Malformed(e.to_string()))?;
         for root in self
@@ -130,6 +129,9 @@ impl FirmwareRoots {
                 continue;
             };
             if cert.verify_signature(Some(root_cert.public_key())).is_ok() {
+                // Who signed it matters most, so it is reported first; a
+                // firmware-signed certificate must still be in its validity.
+                info.check_validity(now)?;
                 return Ok(TrustedCertificate {
                     der: CertificateDer::from(der.to_vec()),
                     info,

@@ -185,18 +185,17 @@ fn trust_store_admits_only_firmware_signed(store: &dyn KeyStore, _dir: &Path) {
     let acquirer = OpensslCa::new(dir.path(), "acquirer");
     let stranger = OpensslCa::new(dir.path(), "stranger");
     let roots = FirmwareRoots::from_pem(&std::fs::read(acquirer.cert_path()).unwrap()).unwrap();
-    let now = SystemTime::now();
 
     let good = std::fs::read(acquirer.issue("server", P256, "sha256")).unwrap();
-    let admitted = add_trusted_certificate(store, &roots, &good, now).unwrap();
-    add_trusted_certificate(store, &roots, &good, now).unwrap();
+    let admitted = add_trusted_certificate(store, &roots, &good, SystemTime::now()).unwrap();
+    add_trusted_certificate(store, &roots, &good, SystemTime::now()).unwrap();
     assert_eq!(store.trusted().unwrap(), vec![admitted.der().clone()]);
 
     let sha1 = std::fs::read(acquirer.issue("legacy", P256, "sha1")).unwrap();
-    let err = add_trusted_certificate(store, &roots, &sha1, now).unwrap_err();
+    let err = add_trusted_certificate(store, &roots, &sha1, SystemTime::now()).unwrap_err();
     assert!(err.to_string().contains("SHA-1"), "{err}");
     let foreign = std::fs::read(stranger.issue("foreign", P256, "sha256")).unwrap();
-    let err = add_trusted_certificate(store, &roots, &foreign, now).unwrap_err();
+    let err = add_trusted_certificate(store, &roots, &foreign, SystemTime::now()).unwrap_err();
     assert!(
         err.to_string().contains("not signed by any firmware root"),
         "{err}"

@@ -20,15 +20,20 @@ fn only_certificates_signed_by_a_firmware_root_enter() {
     let roots = FirmwareRoots::from_pem(&bundle).unwrap();
     assert_eq!(roots.certificates().count(), 2);
 
-    let now = SystemTime::now();
     let good = acquirer.issue("server", P256, "sha256");
-    let admitted = roots.admit(&pem_der(&read(&good)), now).unwrap();
+    let admitted = roots
+        .admit(&pem_der(&read(&good)), SystemTime::now())
+        .unwrap();
     assert_eq!(admitted.info().subject, "CN=server");
     let from_vendor = vendor.issue("vendor-server", P256, "sha384");
-    roots.admit(&pem_der(&read(&from_vendor)), now).unwrap();
+    roots
+        .admit(&pem_der(&read(&from_vendor)), SystemTime::now())
+        .unwrap();
 
     let foreign = stranger.issue("foreign", P256, "sha256");
-    let err = roots.admit(&pem_der(&read(&foreign)), now).unwrap_err();
+    let err = roots
+        .admit(&pem_der(&read(&foreign)), SystemTime::now())
+        .unwrap_err();
     assert!(matches!(err, TrustError::NotSignedByFirmwareRoot { .. }));
     assert!(
         err.to_string().contains("not signed by any firmware root"),
@@ -60,10 +65,11 @@ fn sha1_signed_weak_key_and_expired_certificates_are_refused() {
     let dir = temp_dir();
     let acquirer = OpensslCa::new(dir.path(), "acquirer");
     let roots = FirmwareRoots::from_pem(&read(&acquirer.cert_path())).unwrap();
-    let now = SystemTime::now();
 
     let sha1 = acquirer.issue("sha1", P256, "sha1");
-    let err = roots.admit(&pem_der(&read(&sha1)), now).unwrap_err();
+    let err = roots
+        .admit(&pem_der(&read(&sha1)), SystemTime::now())
+        .unwrap_err();
     assert!(
         matches!(
             &err,
@@ -74,7 +80,9 @@ fn sha1_signed_weak_key_and_expired_certificates_are_refused() {
     assert!(err.to_string().contains("SHA-1"), "{err}");
 
     let weak = acquirer.issue("weak", RSA1024, "sha256");
-    let err = roots.admit(&pem_der(&read(&weak)), now).unwrap_err();
+    let err = roots
+        .admit(&pem_der(&read(&weak)), SystemTime::now())
+        .unwrap_err();
     assert!(
         matches!(err, TrustError::Certificate(CertificateError::WeakKey(_))),
         "{err}"
@@ -82,7 +90,7 @@ fn sha1_signed_weak_key_and_expired_certificates_are_refused() {
     assert!(err.to_string().contains("1024"), "{err}");
 
     let good = acquirer.issue("good", P256, "sha256");
-    let later = now + Duration::from_secs(400 * 86400);
+    let later = SystemTime::now() + Duration::from_secs(400 * 86400);
     let err = roots.admit(&pem_der(&read(&good)), later).unwrap_err();
     assert!(
         matches!(
