@@ -1,0 +1,49 @@
+//! The `pairgate` command. Every subcommand prints plain text for people
+//! or, with `--json`, one JSON document for scripts. Errors go to stderr
+//! (as `{"error": {"message": …}}` with `--json`) with exit status 1.
+
+#![forbid(unsafe_code)]
+
+mod ca;
+mod output;
+mod terminal;
+
+use clap::{Parser, Subcommand};
+
+use crate::output::Output;
+
+/// pairgate: hardware-backed identity and pairing for unattended terminals.
+#[derive(Parser, Debug)]
+#[command(name = "pairgate", version, about, propagate_version = true)]
+struct Cli {
+    /// Print one JSON document instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Terminal side: key store, certificates, trust store.
+    Terminal(terminal::TerminalArgs),
+    /// A development certificate authority in the acquirer's role.
+    Ca(ca::CaArgs),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let out = Output::new(cli.json);
+    let result = match cli.command {
+        Command::Terminal(args) => terminal::run(args, &out),
+        Command::Ca(args) => ca::run(args, &out),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            out.error(&e);
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

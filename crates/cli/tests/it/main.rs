@@ -1,0 +1,14 @@
+//! End-to-end tests of the `pairgate` binary: the terminal key store and
+//! the development CA, checked by OpenSSL, on the software store and on a
+//! real SoftHSM2 token.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+mod ca;
+mod keys;
+mod support;
