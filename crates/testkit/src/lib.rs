@@ -150,3 +150,16 @@ impl OpensslCa {
 pub const P256: &[&str] = &["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"];
 /// `openssl genpkey` options for an RSA-1024 key (weak, to be refused).
 pub const RSA1024: &[&str] = &["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:1024"];
+
+/// OpenSSL's SHA-256 fingerprint of the PEM certificate at `path` (relative
+/// to `dir`), as 64 lowercase hex digits.
+pub fn openssl_sha256_fingerprint(dir: &Path, path: &str) -> String {
+    let out = openssl(
+        dir,
+        &["x509", "-in", path, "-noout", "-fingerprint", "-sha256"],
+    );
+    let (_, hex) = out
+        .split_once('=')
+        .expect("openssl prints NAME=fingerprint");
+    hex.trim().replace(':', "").to_lowercase()
+}

@@ -79,24 +79,7 @@ fn identity_flow(d: &Path, keystore: &str) {
 
         let fp = json(&run(&["fingerprint", "--alias", alias, "--json"]));
         assert_eq!(fp["alias"], alias);
-        let openssl_fp = openssl(
-            d,
-            &[
-                "x509",
-                "-in",
-                &format!("{alias}.pem"),
-                "-noout",
-                "-fingerprint",
-                "-sha256",
-            ],
-        );
-        let expected = openssl_fp
-            .split('=')
-            .nth(1)
-            .unwrap()
-            .trim()
-            .replace(':', "")
-            .to_lowercase();
+        let expected = pairgate_testkit::openssl_sha256_fingerprint(d, &format!("{alias}.pem"));
         assert_eq!(fp["fingerprint"], expected);
     }
     // A certificate for another key is refused and says why.

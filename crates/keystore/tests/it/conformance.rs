@@ -122,17 +122,7 @@ fn self_signed_certificates_match_openssl_fingerprint(store: &dyn KeyStore, _dir
             &["verify", "-CAfile", &path, "-partial_chain", &path],
         );
         assert!(out.contains(": OK"), "{out}");
-        let fp = openssl(
-            dir.path(),
-            &["x509", "-in", &path, "-noout", "-fingerprint", "-sha256"],
-        );
-        let openssl_hex: String = fp
-            .split('=')
-            .nth(1)
-            .unwrap()
-            .trim()
-            .replace(':', "")
-            .to_lowercase();
+        let openssl_hex = pairgate_testkit::openssl_sha256_fingerprint(dir.path(), &path);
         assert_eq!(
             terminal_fingerprint(store, &a).unwrap().to_hex(),
             openssl_hex
