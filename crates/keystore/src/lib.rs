@@ -112,6 +112,12 @@ pub trait KeyStore: Send + Sync + fmt::Debug {
     /// Wipes every key, certificate and trust-store entry. Firmware roots
     /// are not in the store and so survive.
     fn factory_reset(&self) -> Result<(), KeyStoreError>;
+
+    /// Whether signing goes to hardware and may block for a while, so that
+    /// async callers move it off their executor's worker.
+    fn is_hardware(&self) -> bool {
+        false
+    }
 }
 
 /// Opens the store a URI names. A software store needs `passphrase`; when

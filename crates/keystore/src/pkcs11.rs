@@ -465,6 +465,10 @@ impl KeyStore for Pkcs11KeyStore {
         self.uri.to_string()
     }
 
+    fn is_hardware(&self) -> bool {
+        true
+    }
+
     fn generate_key(
         &self,
         alias: &Alias,

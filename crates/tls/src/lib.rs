@@ -1,0 +1,41 @@
+//! Hardened TLS for terminals and servers: the Rust counterpart of an
+//! `SSLContext` on an HSM-backed provider. A terminal picks a key-store
+//! alias and a trust policy and gets a TLS client for one connection or one
+//! HTTPS client; nothing here is process-global.
+//!
+//! - [`TlsPolicy`]: TLS 1.2 and 1.3 (or exactly one of them), AEAD suites
+//!   with ECDHE only, no SHA-1 signature schemes, bounded session lifetime,
+//!   handshake timeout.
+//! - [`client::TlsClient`]: client authentication with an alias's key
+//!   (signing inside the key store), server trust by trust store, SPKI pins
+//!   or both.
+//! - [`server::TlsServer`]: identity from an alias or PEM files, client
+//!   certificates required: any key proved in the handshake (the gate) or
+//!   only what a verifier accepts (the master). The peer's fingerprint is
+//!   available after the handshake.
+
+#![forbid(unsafe_code)]
+
+pub mod client;
+mod error;
+mod key;
+mod policy;
+pub mod server;
+mod session;
+mod verify;
+
+pub use error::{PinMismatch, TlsError};
+pub use key::{alias_certified_key, pem_certified_key};
+pub use policy::{TlsPolicy, VersionPolicy};
+pub use session::{TtlClientSessionStore, TtlServerSessionStore};
+pub use verify::ClientCertAcceptor;
+
+use pairgate_pki::TerminalFingerprint;
+
+/// The fingerprint of the peer's end-entity certificate on an established
+/// connection (for a resumed session, the one from the original handshake).
+pub fn peer_fingerprint(conn: &rustls::CommonState) -> Option<TerminalFingerprint> {
+    conn.peer_certificates()
+        .and_then(|certs| certs.first())
+        .map(|leaf| TerminalFingerprint::of_certificate(leaf))
+}

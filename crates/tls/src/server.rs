@@ -1,0 +1,113 @@
+//! The server's TLS side: identity from a key-store alias or PEM files;
+//! every client must present a certificate and prove its key. The gate
+//! accepts any sound certificate; the master only what its acceptor (the
+//! paired-fingerprint set) accepts. Sessions resume from a cache with the
+//! policy's lifetime; tickets are off, so nothing outlives the cache.
+
+use std::sync::Arc;
+
+use pairgate_pki::TerminalFingerprint;
+use rustls::ServerConfig;
+use rustls::sign::{CertifiedKey, SingleCertAndKey};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
+
+use crate::verify::ClientVerifier;
+use crate::{ClientCertAcceptor, TlsError, TlsPolicy, TtlServerSessionStore};
+
+/// Which client certificates the server accepts.
+#[derive(Clone, Debug)]
+pub enum ClientAuth {
+    /// Any certificate with sound algorithms whose key the client proves
+    /// in the handshake (self-signed is the norm): the gate.
+    AnyProvenKey,
+    /// Only certificates the acceptor accepts: the master.
+    Accepting(Arc<dyn ClientCertAcceptor>),
+}
+
+/// A configured TLS server.
+#[derive(Clone, Debug)]
+pub struct TlsServer {
+    config: Arc<ServerConfig>,
+    policy: TlsPolicy,
+    sessions: Arc<TtlServerSessionStore>,
+}
+
+impl TlsServer {
+    /// A server presenting `identity`.
+    pub fn new(
+        identity: Arc<CertifiedKey>,
+        client_auth: ClientAuth,
+        policy: &TlsPolicy,
+    ) -> Result<Self, TlsError> {
+        let provider = policy.provider();
+        let acceptor = match client_auth {
+            ClientAuth::AnyProvenKey => None,
+            ClientAuth::Accepting(a) => Some(a),
+        };
+        let verifier = Arc::new(ClientVerifier {
+            acceptor,
+            provider: provider.clone(),
+        });
+        let mut config = ServerConfig::builder_with_provider(provider)
+            .with_protocol_versions(policy.protocol_versions())?
+            .with_client_cert_verifier(verifier)
+            .with_cert_resolver(Arc::new(SingleCertAndKey::from(identity)));
+        let sessions = Arc::new(TtlServerSessionStore::new(
+            policy.session_lifetime,
+            policy.session_cache_size,
+        ));
+        config.session_storage = sessions.clone();
+        // No ticketer (the builder's default never produces stateless
+        // tickets, which would carry their own 24 h life): sessions live
+        // in the TTL cache only.
+        debug_assert!(!config.ticketer.enabled());
+        config.ignore_client_order = true;
+        let config = Arc::new(config);
+        Ok(Self {
+            config,
+            policy: policy.clone(),
+            sessions,
+        })
+    }
+
+    /// The rustls configuration.
+    pub fn config(&self) -> Arc<ServerConfig> {
+        self.config.clone()
+    }
+
+    /// Sessions held for resumption.
+    pub fn cached_sessions(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// Completes the handshake on an accepted connection within the
+    /// policy's timeout, returning the stream and the client's fingerprint.
+    pub async fn accept(
+        &self,
+        tcp: TcpStream,
+    ) -> Result<(TlsStream<TcpStream>, TerminalFingerprint), TlsError> {
+        let peer = tcp
+            .peer_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_else(|_| "client".into());
+        let _ = tcp.set_nodelay(true);
+        let stream = tokio::time::timeout(
+            self.policy.handshake_timeout,
+            TlsAcceptor::from(self.config.clone()).accept(tcp),
+        )
+        .await
+        .map_err(|_| TlsError::HandshakeTimeout(peer.clone()))?
+        .map_err(|e| TlsError::Io {
+            context: format!("TLS handshake with {peer}"),
+            source: e,
+        })?;
+        let fingerprint =
+            crate::peer_fingerprint(stream.get_ref().1).ok_or_else(|| TlsError::Io {
+                context: format!("TLS handshake with {peer}"),
+                source: std::io::Error::other("no client certificate"),
+            })?;
+        Ok((stream, fingerprint))
+    }
+}
