@@ -129,10 +129,7 @@ impl TlsClient {
             TlsConnector::from(self.config.clone())
                 .connect(name, tcp)
                 .await
-                .map_err(|e| TlsError::Io {
-                    context: format!("TLS handshake with {addr}"),
-                    source: e,
-                })
+                .map_err(|e| TlsError::handshake(format!("TLS handshake with {addr}"), e))
         };
         tokio::time::timeout(self.policy.handshake_timeout, connect)
             .await

@@ -55,9 +55,32 @@ pub enum TlsError {
         /// The I/O error (a TLS alert or verification failure inside).
         source: std::io::Error,
     },
+    /// The server's key is not the pinned one.
+    #[error("{0}")]
+    PinMismatch(PinMismatch),
     /// The handshake did not finish in time.
     #[error("TLS handshake with {0} timed out")]
     HandshakeTimeout(String),
+}
+
+impl TlsError {
+    /// Wraps a handshake I/O error, lifting a pin mismatch out of the
+    /// rustls error so that both fingerprints reach the message.
+    pub(crate) fn handshake(context: String, source: std::io::Error) -> Self {
+        let mismatch = source
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+            .and_then(|e| match e {
+                rustls::Error::InvalidCertificate(rustls::CertificateError::Other(
+                    rustls::OtherError(other),
+                )) => other.downcast_ref::<PinMismatch>().cloned(),
+                _ => None,
+            });
+        match mismatch {
+            Some(m) => Self::PinMismatch(m),
+            None => Self::Io { context, source },
+        }
+    }
 }
 
 impl From<rustls::Error> for TlsError {

@@ -1,0 +1,103 @@
+//! Resumption works inside the policy's session lifetime and falls back to
+//! a full handshake after it, under TLS 1.2 and TLS 1.3.
+
+use std::time::Duration;
+
+use pairgate_pki::KeyAlgorithm;
+use pairgate_tls::client::{ServerTrust, TlsClient};
+use pairgate_tls::server::{ClientAuth, TlsServer};
+use pairgate_tls::{TlsPolicy, alias_certified_key};
+use rustls::HandshakeKind;
+
+use crate::support::{Backend, exchange, identity, serve};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resumption_inside_the_lifetime_full_handshake_after() {
+    for base in [TlsPolicy::tls12_only(), TlsPolicy::tls13_only()] {
+        let policy = TlsPolicy {
+            session_lifetime: Duration::from_millis(1500),
+            ..base
+        };
+        let server_id = identity(Backend::Software, KeyAlgorithm::P256, "server");
+        let client_id = identity(Backend::Software, KeyAlgorithm::P256, "terminal");
+        let server = TlsServer::new(
+            alias_certified_key(server_id.store.clone(), &server_id.alias).unwrap(),
+            ClientAuth::AnyProvenKey,
+            &policy,
+        )
+        .unwrap();
+        let (addr, mut seen) = serve(server.clone()).await;
+        let addr = addr.to_string();
+        let client = TlsClient::with_alias(
+            client_id.store.clone(),
+            &client_id.alias,
+            ServerTrust::Pins(vec![server_id.pin]),
+            &policy,
+        )
+        .unwrap();
+        let kind = |s: &tokio_rustls::client::TlsStream<tokio::net::TcpStream>| {
+            s.get_ref().1.handshake_kind()
+        };
+
+        let mut first = client.connect(&addr, None).await.unwrap();
+        // Read to the end so TLS 1.3 tickets arrive before the next connect.
+        exchange(&mut first).await;
+        assert_eq!(kind(&first), Some(HandshakeKind::Full), "{policy:?}");
+        let mut second = client.connect(&addr, None).await.unwrap();
+        exchange(&mut second).await;
+        assert_eq!(kind(&second), Some(HandshakeKind::Resumed), "{policy:?}");
+        // The server still knows who the resumed client is.
+        seen.recv().await.unwrap().result.unwrap();
+        assert_eq!(
+            seen.recv().await.unwrap().result.unwrap(),
+            client_id.fingerprint
+        );
+
+        tokio::time::sleep(Duration::from_millis(1700)).await;
+        let mut third = client.connect(&addr, None).await.unwrap();
+        exchange(&mut third).await;
+        assert_eq!(
+            kind(&third),
+            Some(HandshakeKind::Full),
+            "resumed after the lifetime under {policy:?}"
+        );
+        assert!(server.cached_sessions() >= 1);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resumed_chains_do_not_extend_the_lifetime() {
+    let policy = TlsPolicy {
+        session_lifetime: Duration::from_millis(1500),
+        ..TlsPolicy::tls13_only()
+    };
+    let server_id = identity(Backend::Software, KeyAlgorithm::P256, "server");
+    let client_id = identity(Backend::Software, KeyAlgorithm::P256, "terminal");
+    let server = TlsServer::new(
+        alias_certified_key(server_id.store.clone(), &server_id.alias).unwrap(),
+        ClientAuth::AnyProvenKey,
+        &policy,
+    )
+    .unwrap();
+    let (addr, _seen) = serve(server).await;
+    let addr = addr.to_string();
+    let client = TlsClient::with_alias(
+        client_id.store,
+        &client_id.alias,
+        ServerTrust::Pins(vec![server_id.pin]),
+        &policy,
+    )
+    .unwrap();
+    let mut kinds = Vec::new();
+    // Resume every 400 ms: tickets issued on resumed handshakes must not
+    // keep the chain alive past 1.5 s from the full handshake.
+    for _ in 0..6 {
+        let mut s = client.connect(&addr, None).await.unwrap();
+        exchange(&mut s).await;
+        kinds.push(s.get_ref().1.handshake_kind().unwrap());
+        tokio::time::sleep(Duration::from_millis(400)).await;
+    }
+    assert_eq!(kinds[0], HandshakeKind::Full);
+    assert_eq!(kinds[1], HandshakeKind::Resumed);
+    assert!(kinds[2..].contains(&HandshakeKind::Full), "{kinds:?}");
+}
