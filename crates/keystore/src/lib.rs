@@ -33,7 +33,7 @@ pub use alias::Alias;
 pub use error::KeyStoreError;
 pub use operations::{
     add_trusted_certificate, certificate_request, import_certificate_chain,
-    self_signed_certificate, terminal_fingerprint,
+    self_signed_certificate, self_signed_server_certificate, terminal_fingerprint,
 };
 pub use passphrase::Passphrase;
 pub use public_key::PublicKeyInfo;

@@ -39,6 +39,31 @@ pub fn self_signed_certificate(
     Ok(cert)
 }
 
+/// Makes a self-signed server certificate (serverAuth, with the given
+/// names) for the key of `alias`, signed inside the store, and sets it as
+/// the alias's certificate.
+pub fn self_signed_server_certificate(
+    store: &dyn KeyStore,
+    alias: &Alias,
+    subject: &Subject,
+    dns_names: &[String],
+    ip_addresses: &[std::net::IpAddr],
+    now: SystemTime,
+    days: u32,
+) -> Result<CertificateDer<'static>, KeyStoreError> {
+    let signer = StoreSigner::new(store, alias)?;
+    let cert = pairgate_pki::certificate::self_signed_server_certificate(
+        &signer,
+        subject,
+        dns_names,
+        ip_addresses,
+        now,
+        days,
+    )?;
+    store.set_certificate_chain(alias, std::slice::from_ref(&cert))?;
+    Ok(cert)
+}
+
 /// Imports a certificate chain (PEM or DER bytes, leaf first) for `alias`;
 /// refused unless the leaf certifies the alias's key.
 pub fn import_certificate_chain(

@@ -355,6 +355,36 @@ pub fn self_signed_client_certificate(
     Ok(cert.der().clone())
 }
 
+/// A self-signed server certificate for `key`: serverAuth, the given names
+/// as SANs. The server identity that terminals pin by its key.
+pub fn self_signed_server_certificate(
+    key: &impl SigningKey,
+    subject: &Subject,
+    dns_names: &[String],
+    ip_addresses: &[std::net::IpAddr],
+    now: SystemTime,
+    days: u32,
+) -> Result<CertificateDer<'static>, CertificateError> {
+    let mut params = client_certificate_params(subject, now, days);
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    for name in dns_names {
+        let name = name
+            .clone()
+            .try_into()
+            .map_err(|_| CertificateError::Build(format!("{name:?} is not a valid DNS name")))?;
+        params.subject_alt_names.push(rcgen::SanType::DnsName(name));
+    }
+    for ip in ip_addresses {
+        params
+            .subject_alt_names
+            .push(rcgen::SanType::IpAddress(*ip));
+    }
+    let cert = params
+        .self_signed(key)
+        .map_err(|e| CertificateError::Build(e.to_string()))?;
+    Ok(cert.der().clone())
+}
+
 /// A PKCS#10 CSR for `key` with `subject`, signed by the key.
 pub fn certificate_request(
     key: &impl SigningKey,

@@ -10,6 +10,7 @@
     clippy::panic
 )]
 
+mod interop;
 mod mutual;
 mod refusals;
 mod resumption;

@@ -95,6 +95,32 @@ pub fn identity(backend: Backend, algorithm: KeyAlgorithm, cn: &str) -> Identity
     }
 }
 
+/// A P-256 or RSA key with a self-signed server certificate for
+/// `localhost` and 127.0.0.1.
+pub fn server_identity(backend: Backend, algorithm: KeyAlgorithm) -> Identity {
+    let (store, dir) = store(backend);
+    let alias = Alias::new("server").unwrap();
+    let public = store.generate_key(&alias, algorithm).unwrap();
+    pairgate_keystore::self_signed_server_certificate(
+        store.as_ref(),
+        &alias,
+        &Subject::common_name("localhost").unwrap(),
+        &["localhost".to_owned()],
+        &["127.0.0.1".parse().unwrap()],
+        SystemTime::now(),
+        30,
+    )
+    .unwrap();
+    let fingerprint = terminal_fingerprint(store.as_ref(), &alias).unwrap();
+    Identity {
+        store,
+        alias,
+        fingerprint,
+        pin: public.pin(),
+        _dir: dir,
+    }
+}
+
 /// What the echo server saw for one connection.
 #[derive(Debug)]
 pub struct Seen {
