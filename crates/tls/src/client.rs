@@ -103,6 +103,17 @@ impl TlsClient {
         Self::new(Some(alias_certified_key(store, alias)?), trust, policy)
     }
 
+    /// The same client with session resumption turned off: every
+    /// connection makes a full handshake.
+    pub fn without_resumption(&self) -> Self {
+        let mut config = (*self.config).clone();
+        config.resumption = rustls::client::Resumption::disabled();
+        Self {
+            config: Arc::new(config),
+            policy: self.policy.clone(),
+        }
+    }
+
     /// The rustls configuration, for an HTTPS client or another stack.
     pub fn config(&self) -> Arc<ClientConfig> {
         self.config.clone()

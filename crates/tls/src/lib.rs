@@ -18,6 +18,7 @@
 
 pub mod client;
 mod error;
+pub mod https;
 mod key;
 mod policy;
 pub mod server;

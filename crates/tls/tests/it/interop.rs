@@ -342,3 +342,90 @@ public class Client {
     }
 }
 "#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_client_against_openssl_and_our_server() {
+    use pairgate_tls::https::HttpsClient;
+    let dir = temp_dir();
+    let d = dir.path();
+    openssl(
+        d,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "srv.key",
+            "-out",
+            "srv.pem",
+            "-subj",
+            "/CN=localhost",
+            "-days",
+            "10",
+        ],
+    );
+    let pin = pairgate_pki::SpkiPin::of_certificate(
+        &pairgate_pki::certificate::parse_certificates(&std::fs::read(d.join("srv.pem")).unwrap())
+            .unwrap()[0],
+    )
+    .unwrap();
+    let client_id = identity(Backend::Software, KeyAlgorithm::P256, "terminal");
+    let tls = TlsClient::with_alias(
+        client_id.store.clone(),
+        &client_id.alias,
+        ServerTrust::Pins(vec![pin]),
+        &TlsPolicy::default(),
+    )
+    .unwrap();
+    let port = free_port();
+    let _server = s_server(
+        d,
+        port,
+        &["-cert", "srv.pem", "-key", "srv.key", "-verify", "1"],
+    );
+    let response = HttpsClient::new(tls)
+        .request("GET", &format!("https://127.0.0.1:{port}/"), &[], None)
+        .await
+        .unwrap();
+    assert_eq!(response.status, 200);
+    assert!(String::from_utf8_lossy(&response.body).contains("Client certificate"));
+
+    let server_id = server_identity(Backend::Software, KeyAlgorithm::P256);
+    let server = TlsServer::new(
+        alias_certified_key(server_id.store.clone(), &server_id.alias).unwrap(),
+        ClientAuth::AnyProvenKey,
+        &TlsPolicy::default(),
+    )
+    .unwrap();
+    let (addr, _) = serve(server).await;
+    let tls = TlsClient::with_alias(
+        client_id.store,
+        &client_id.alias,
+        ServerTrust::Pins(vec![server_id.pin]),
+        &TlsPolicy::default(),
+    )
+    .unwrap();
+    let response = HttpsClient::new(tls.clone())
+        .request("GET", &format!("https://{addr}/x"), &[], None)
+        .await
+        .unwrap();
+    assert_eq!(response.status, 200);
+    assert_eq!(
+        String::from_utf8_lossy(&response.body),
+        format!("hello {}\n", client_id.fingerprint)
+    );
+    // Bodies over the limit are refused, not truncated.
+    let err = HttpsClient::new(tls)
+        .with_max_body(8)
+        .request("GET", &format!("https://{addr}/x"), &[], None)
+        .await
+        .unwrap_err();
+    assert!(
+        format!("{err:#}").contains("reading the response"),
+        "{err:#}"
+    );
+}
