@@ -4,6 +4,7 @@
 
 #![forbid(unsafe_code)]
 
+mod bench;
 mod ca;
 mod output;
 mod terminal;
@@ -30,6 +31,8 @@ enum Command {
     Terminal(terminal::TerminalArgs),
     /// A development certificate authority in the acquirer's role.
     Ca(ca::CaArgs),
+    /// Benchmarks, each beside a peer or ceiling measured in the same run.
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -38,6 +41,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Terminal(args) => terminal::run(args, &out),
         Command::Ca(args) => ca::run(args, &out),
+        Command::Bench(args) => bench::run(args, &out),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

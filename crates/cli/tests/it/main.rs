@@ -9,6 +9,7 @@
     clippy::panic
 )]
 
+mod bench;
 mod ca;
 mod keys;
 mod support;
