@@ -58,6 +58,10 @@ impl TlsClient {
         if trust_store.is_empty() && pins.is_empty() {
             return Err(TlsError::EmptyTrust);
         }
+        let trust_store_fingerprints = trust_store
+            .iter()
+            .map(|c| pairgate_pki::CertificateFingerprint::of_certificate(c))
+            .collect();
         let chain = if trust_store.is_empty() {
             None
         } else {
@@ -73,6 +77,7 @@ impl TlsClient {
         };
         let verifier = Arc::new(ServerVerifier {
             pins,
+            trust_store: trust_store_fingerprints,
             chain,
             provider: provider.clone(),
         });

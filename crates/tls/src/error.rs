@@ -58,6 +58,11 @@ pub enum TlsError {
     /// The server's key is not the pinned one.
     #[error("{0}")]
     PinMismatch(PinMismatch),
+    /// The server's certificate is not trusted (wrong chain, name or
+    /// algorithm); the message names the presented and expected
+    /// fingerprints.
+    #[error("{0}")]
+    UntrustedServer(String),
     /// The handshake did not finish in time.
     #[error("TLS handshake with {0} timed out")]
     HandshakeTimeout(String),
@@ -67,19 +72,24 @@ impl TlsError {
     /// Wraps a handshake I/O error, lifting a pin mismatch out of the
     /// rustls error so that both fingerprints reach the message.
     pub(crate) fn handshake(context: String, source: std::io::Error) -> Self {
-        let mismatch = source
+        let other = source
             .get_ref()
             .and_then(|inner| inner.downcast_ref::<rustls::Error>())
             .and_then(|e| match e {
                 rustls::Error::InvalidCertificate(rustls::CertificateError::Other(
                     rustls::OtherError(other),
-                )) => other.downcast_ref::<PinMismatch>().cloned(),
+                )) => Some(other.clone()),
                 _ => None,
             });
-        match mismatch {
-            Some(m) => Self::PinMismatch(m),
-            None => Self::Io { context, source },
+        if let Some(other) = other {
+            if let Some(m) = other.downcast_ref::<PinMismatch>() {
+                return Self::PinMismatch(m.clone());
+            }
+            if let Some(r) = other.downcast_ref::<crate::verify::Refused>() {
+                return Self::UntrustedServer(format!("{context}: {}", r.0));
+            }
         }
+        Self::Io { context, source }
     }
 }
 

@@ -37,7 +37,7 @@ pub trait ClientCertAcceptor: Send + Sync + std::fmt::Debug {
 
 /// A refusal with a reason a person can act on.
 #[derive(Debug)]
-struct Refused(String);
+pub(crate) struct Refused(pub String);
 
 impl std::fmt::Display for Refused {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -66,6 +66,8 @@ fn checked_info(cert: &CertificateDer<'_>) -> Result<CertificateInfo, Error> {
 #[derive(Debug)]
 pub(crate) struct ServerVerifier {
     pub pins: Vec<SpkiPin>,
+    /// Fingerprints of the trust-store certificates, for error messages.
+    pub trust_store: Vec<pairgate_pki::CertificateFingerprint>,
     pub chain: Option<Arc<WebPkiServerVerifier>>,
     pub provider: Arc<CryptoProvider>,
 }
@@ -90,9 +92,18 @@ impl ServerCertVerifier for ServerVerifier {
             }
         }
         match &self.chain {
-            Some(chain) => {
-                chain.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
-            }
+            Some(chain) => chain
+                .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+                .map_err(|e| {
+                    let expected: Vec<String> =
+                        self.trust_store.iter().map(|f| f.to_hex()).collect();
+                    other(Refused(format!(
+                        "server certificate {} ({}) is not trusted: {e}; the trust store holds {}",
+                        info.fingerprint,
+                        info.subject,
+                        expected.join(", ")
+                    )))
+                }),
             None => Ok(ServerCertVerified::assertion()),
         }
     }

@@ -167,14 +167,23 @@ async fn trust_store_mode_checks_chain_and_name() {
         connect(trusted, "gate.example").await.is_err(),
         "wrong name accepted"
     );
+    let err = connect(
+        ServerTrust::TrustStore(vec![other_ca.certificate().clone()]),
+        "localhost",
+    )
+    .await
+    .unwrap_err();
+    let text = err.to_string();
+    let presented =
+        pairgate_keystore::terminal_fingerprint(server_id.store.as_ref(), &server_id.alias)
+            .unwrap();
+    let expected = pairgate_pki::CertificateFingerprint::of_certificate(other_ca.certificate());
     assert!(
-        connect(
-            ServerTrust::TrustStore(vec![other_ca.certificate().clone()]),
-            "localhost"
-        )
-        .await
-        .is_err()
+        matches!(err, pairgate_tls::TlsError::UntrustedServer(_)),
+        "{text}"
     );
+    assert!(text.contains(&presented.to_hex()), "{text}");
+    assert!(text.contains(&expected.to_hex()), "{text}");
     let both = ServerTrust::Both {
         trust_store: vec![ca.certificate().clone()],
         pins: vec![server_id.pin],
