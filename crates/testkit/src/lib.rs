@@ -163,3 +163,29 @@ pub fn openssl_sha256_fingerprint(dir: &Path, path: &str) -> String {
         .expect("openssl prints NAME=fingerprint");
     hex.trim().replace(':', "").to_lowercase()
 }
+
+/// A self-signed P-256 certificate and key made by OpenSSL in `dir`:
+/// `NAME.pem` and `NAME.key`, signed with `digest` (`sha256`, `sha1`, …).
+pub fn openssl_self_signed(dir: &Path, name: &str, cn: &str, digest: &str) {
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            &format!("-{digest}"),
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            &format!("{name}.key"),
+            "-out",
+            &format!("{name}.pem"),
+            "-subj",
+            &format!("/CN={cn}"),
+            "-days",
+            "10",
+        ],
+    );
+}

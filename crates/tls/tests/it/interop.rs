@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 use pairgate_pki::KeyAlgorithm;
 use pairgate_pki::certificate::certificate_pem;
 use pairgate_testkit::{openssl, openssl_output, temp_dir};
-use pairgate_tls::client::{ServerTrust, TlsClient};
-use pairgate_tls::server::{ClientAuth, TlsServer};
-use pairgate_tls::{TlsPolicy, alias_certified_key};
+use pairgate_tls::TlsPolicy;
+use pairgate_tls::client::ServerTrust;
+use pairgate_tls::server::ClientAuth;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::support::{Backend, identity, serve, server_identity};
@@ -61,26 +61,7 @@ fn s_server(dir: &Path, port: u16, args: &[&str]) -> Killed {
 async fn our_client_against_openssl_s_server_with_verify() {
     let dir = temp_dir();
     let d = dir.path();
-    openssl(
-        d,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            "srv.key",
-            "-out",
-            "srv.pem",
-            "-subj",
-            "/CN=localhost",
-            "-days",
-            "10",
-        ],
-    );
+    pairgate_testkit::openssl_self_signed(d, "srv", "localhost", "sha256");
     let server_pin = pairgate_pki::SpkiPin::of_certificate(
         &pairgate_pki::certificate::parse_certificates(&std::fs::read(d.join("srv.pem")).unwrap())
             .unwrap()[0],
@@ -113,13 +94,7 @@ async fn our_client_against_openssl_s_server_with_verify() {
                         flag,
                     ],
                 );
-                let client = TlsClient::with_alias(
-                    client_id.store.clone(),
-                    &client_id.alias,
-                    ServerTrust::Pins(vec![server_pin]),
-                    &policy,
-                )
-                .unwrap();
+                let client = client_id.client(ServerTrust::Pins(vec![server_pin]), &policy);
                 let mut stream = client
                     .connect(&format!("127.0.0.1:{port}"), Some("localhost"))
                     .await
@@ -151,34 +126,10 @@ async fn openssl_curl_and_java_clients_against_our_server() {
     )
     .unwrap();
     let policy = TlsPolicy::tls12_only();
-    let server = TlsServer::new(
-        alias_certified_key(server_id.store.clone(), &server_id.alias).unwrap(),
-        ClientAuth::AnyProvenKey,
-        &policy,
-    )
-    .unwrap();
+    let server = server_id.server(ClientAuth::AnyProvenKey, &policy);
     let (addr, mut seen) = serve(server).await;
     let port = addr.port().to_string();
-    openssl(
-        d,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            "c.key",
-            "-out",
-            "c.pem",
-            "-subj",
-            "/CN=foreign-terminal",
-            "-days",
-            "10",
-        ],
-    );
+    pairgate_testkit::openssl_self_signed(d, "c", "foreign-terminal", "sha256");
     let client_fp = pairgate_testkit::openssl_sha256_fingerprint(d, "c.pem");
 
     // OpenSSL's client.
@@ -348,39 +299,14 @@ async fn https_client_against_openssl_and_our_server() {
     use pairgate_tls::https::HttpsClient;
     let dir = temp_dir();
     let d = dir.path();
-    openssl(
-        d,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            "srv.key",
-            "-out",
-            "srv.pem",
-            "-subj",
-            "/CN=localhost",
-            "-days",
-            "10",
-        ],
-    );
+    pairgate_testkit::openssl_self_signed(d, "srv", "localhost", "sha256");
     let pin = pairgate_pki::SpkiPin::of_certificate(
         &pairgate_pki::certificate::parse_certificates(&std::fs::read(d.join("srv.pem")).unwrap())
             .unwrap()[0],
     )
     .unwrap();
     let client_id = identity(Backend::Software, KeyAlgorithm::P256, "terminal");
-    let tls = TlsClient::with_alias(
-        client_id.store.clone(),
-        &client_id.alias,
-        ServerTrust::Pins(vec![pin]),
-        &TlsPolicy::default(),
-    )
-    .unwrap();
+    let tls = client_id.client(ServerTrust::Pins(vec![pin]), &TlsPolicy::default());
     let port = free_port();
     let _server = s_server(
         d,
@@ -395,20 +321,12 @@ async fn https_client_against_openssl_and_our_server() {
     assert!(String::from_utf8_lossy(&response.body).contains("Client certificate"));
 
     let server_id = server_identity(Backend::Software, KeyAlgorithm::P256);
-    let server = TlsServer::new(
-        alias_certified_key(server_id.store.clone(), &server_id.alias).unwrap(),
-        ClientAuth::AnyProvenKey,
-        &TlsPolicy::default(),
-    )
-    .unwrap();
+    let server = server_id.server(ClientAuth::AnyProvenKey, &TlsPolicy::default());
     let (addr, _) = serve(server).await;
-    let tls = TlsClient::with_alias(
-        client_id.store,
-        &client_id.alias,
+    let tls = client_id.client(
         ServerTrust::Pins(vec![server_id.pin]),
         &TlsPolicy::default(),
-    )
-    .unwrap();
+    );
     let response = HttpsClient::new(tls.clone())
         .request("GET", &format!("https://{addr}/x"), &[], None)
         .await

@@ -7,9 +7,9 @@ use std::time::SystemTime;
 
 use pairgate_pki::ca::{CertificateAuthority, RequestedKey};
 use pairgate_pki::{KeyAlgorithm, SpkiPin, Subject};
+use pairgate_tls::TlsPolicy;
 use pairgate_tls::client::{ServerTrust, TlsClient};
-use pairgate_tls::server::{ClientAuth, TlsServer};
-use pairgate_tls::{TlsPolicy, alias_certified_key};
+use pairgate_tls::server::ClientAuth;
 use rustls::ProtocolVersion;
 
 use crate::support::{Backend, exchange, identity, serve};
@@ -25,20 +25,9 @@ async fn mutual_tls_for_every_backend_algorithm_and_version() {
                 (TlsPolicy::tls12_only(), ProtocolVersion::TLSv1_2),
                 (TlsPolicy::tls13_only(), ProtocolVersion::TLSv1_3),
             ] {
-                let server = TlsServer::new(
-                    alias_certified_key(server_id.store.clone(), &server_id.alias).unwrap(),
-                    ClientAuth::AnyProvenKey,
-                    &policy,
-                )
-                .unwrap();
+                let server = server_id.server(ClientAuth::AnyProvenKey, &policy);
                 let (addr, mut seen) = serve(server).await;
-                let client = TlsClient::with_alias(
-                    client_id.store.clone(),
-                    &client_id.alias,
-                    ServerTrust::Pins(vec![server_id.pin]),
-                    &policy,
-                )
-                .unwrap();
+                let client = client_id.client(ServerTrust::Pins(vec![server_id.pin]), &policy);
                 let mut stream = client.connect(&addr.to_string(), None).await.unwrap();
                 assert_eq!(
                     stream.get_ref().1.protocol_version(),
@@ -58,20 +47,12 @@ async fn mutual_tls_for_every_backend_algorithm_and_version() {
 async fn a_tls12_only_client_cannot_reach_a_tls13_only_server() {
     let server_id = identity(Backend::Software, KeyAlgorithm::P256, "server");
     let client_id = identity(Backend::Software, KeyAlgorithm::P256, "terminal");
-    let server = TlsServer::new(
-        alias_certified_key(server_id.store.clone(), &server_id.alias).unwrap(),
-        ClientAuth::AnyProvenKey,
-        &TlsPolicy::tls13_only(),
-    )
-    .unwrap();
+    let server = server_id.server(ClientAuth::AnyProvenKey, &TlsPolicy::tls13_only());
     let (addr, _) = serve(server).await;
-    let client = TlsClient::with_alias(
-        client_id.store,
-        &client_id.alias,
+    let client = client_id.client(
         ServerTrust::Pins(vec![server_id.pin]),
         &TlsPolicy::tls12_only(),
-    )
-    .unwrap();
+    );
     let err = client.connect(&addr.to_string(), None).await.unwrap_err();
     assert!(format!("{err:#}").contains("handshake"), "{err:#}");
 }
@@ -80,21 +61,10 @@ async fn a_tls12_only_client_cannot_reach_a_tls13_only_server() {
 async fn pin_mismatch_names_both_fingerprints() {
     let server_id = identity(Backend::Software, KeyAlgorithm::P256, "server");
     let client_id = identity(Backend::Software, KeyAlgorithm::P256, "terminal");
-    let server = TlsServer::new(
-        alias_certified_key(server_id.store.clone(), &server_id.alias).unwrap(),
-        ClientAuth::AnyProvenKey,
-        &TlsPolicy::default(),
-    )
-    .unwrap();
+    let server = server_id.server(ClientAuth::AnyProvenKey, &TlsPolicy::default());
     let (addr, _) = serve(server).await;
     let wrong = SpkiPin::from_bytes([0x5a; 32]);
-    let client = TlsClient::with_alias(
-        client_id.store,
-        &client_id.alias,
-        ServerTrust::Pins(vec![wrong]),
-        &TlsPolicy::default(),
-    )
-    .unwrap();
+    let client = client_id.client(ServerTrust::Pins(vec![wrong]), &TlsPolicy::default());
     let err = format!(
         "{:#}",
         client.connect(&addr.to_string(), None).await.unwrap_err()
@@ -141,22 +111,11 @@ async fn trust_store_mode_checks_chain_and_name() {
         .store
         .set_certificate_chain(&server_id.alias, &[cert, ca.certificate().clone()])
         .unwrap();
-    let server = TlsServer::new(
-        alias_certified_key(server_id.store.clone(), &server_id.alias).unwrap(),
-        ClientAuth::AnyProvenKey,
-        &TlsPolicy::default(),
-    )
-    .unwrap();
+    let server = server_id.server(ClientAuth::AnyProvenKey, &TlsPolicy::default());
     let (addr, _) = serve(server).await;
     let client_id = identity(Backend::Software, KeyAlgorithm::P256, "terminal");
     let connect = |trust: ServerTrust, name: &'static str| {
-        let client = TlsClient::with_alias(
-            client_id.store.clone(),
-            &client_id.alias,
-            trust,
-            &TlsPolicy::default(),
-        )
-        .unwrap();
+        let client = client_id.client(trust, &TlsPolicy::default());
         let addr = addr.to_string();
         async move { client.connect(&addr, Some(name)).await }
     };

@@ -7,10 +7,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use pairgate_pki::{KeyAlgorithm, TerminalFingerprint};
-use pairgate_testkit::{openssl, openssl_output, temp_dir};
+use pairgate_testkit::{openssl_output, temp_dir};
 use pairgate_tls::client::{ServerTrust, TlsClient};
 use pairgate_tls::server::{ClientAuth, TlsServer};
-use pairgate_tls::{ClientCertAcceptor, TlsPolicy, alias_certified_key, pem_certified_key};
+use pairgate_tls::{ClientCertAcceptor, TlsPolicy, pem_certified_key};
 use rustls::pki_types::CertificateDer;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -36,12 +36,7 @@ impl ClientCertAcceptor for Paired {
 }
 
 fn gate_server(server_id: &Identity, auth: ClientAuth, policy: &TlsPolicy) -> TlsServer {
-    TlsServer::new(
-        alias_certified_key(server_id.store.clone(), &server_id.alias).unwrap(),
-        auth,
-        policy,
-    )
-    .unwrap()
+    server_id.server(auth, policy)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -60,13 +55,7 @@ async fn master_style_server_accepts_only_what_the_acceptor_accepts() {
     let addr = addr.to_string();
     let trust = ServerTrust::Pins(vec![server_id.pin]);
 
-    let ok = TlsClient::with_alias(
-        paired_id.store.clone(),
-        &paired_id.alias,
-        trust.clone(),
-        &TlsPolicy::default(),
-    )
-    .unwrap();
+    let ok = paired_id.client(trust.clone(), &TlsPolicy::default());
     let mut stream = ok.connect(&addr, None).await.unwrap();
     assert!(
         exchange(&mut stream)
@@ -80,13 +69,7 @@ async fn master_style_server_accepts_only_what_the_acceptor_accepts() {
 
     // TLS 1.3 clients learn of the refusal on first read; either way no
     // data flows and the server reports why.
-    let stranger = TlsClient::with_alias(
-        stranger_id.store.clone(),
-        &stranger_id.alias,
-        trust.clone(),
-        &TlsPolicy::default(),
-    )
-    .unwrap();
+    let stranger = stranger_id.client(trust.clone(), &TlsPolicy::default());
     if let Ok(mut s) = stranger.connect(&addr, None).await {
         let mut buf = Vec::new();
         let _ = s.write_all(b"ping\n").await;
@@ -109,27 +92,7 @@ async fn master_style_server_accepts_only_what_the_acceptor_accepts() {
 async fn sha1_signed_client_certificates_are_refused() {
     let dir = temp_dir();
     let d = dir.path();
-    openssl(
-        d,
-        &[
-            "req",
-            "-x509",
-            "-sha1",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            "k.pem",
-            "-out",
-            "c.pem",
-            "-subj",
-            "/CN=legacy",
-            "-days",
-            "10",
-        ],
-    );
+    pairgate_testkit::openssl_self_signed(d, "c", "legacy", "sha1");
     let server_id = identity(Backend::Software, KeyAlgorithm::P256, "gate");
     let (addr, mut seen) = serve(gate_server(
         &server_id,
@@ -141,7 +104,7 @@ async fn sha1_signed_client_certificates_are_refused() {
     let key = pem_certified_key(
         &policy.provider(),
         &std::fs::read(d.join("c.pem")).unwrap(),
-        &std::fs::read(d.join("k.pem")).unwrap(),
+        &std::fs::read(d.join("c.key")).unwrap(),
     )
     .unwrap();
     let client =
@@ -164,7 +127,7 @@ async fn sha1_signed_client_certificates_are_refused() {
             "-cert",
             "c.pem",
             "-key",
-            "k.pem",
+            "c.key",
             "-brief",
             "-no_ign_eof",
         ],

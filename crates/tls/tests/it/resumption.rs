@@ -4,9 +4,9 @@
 use std::time::Duration;
 
 use pairgate_pki::KeyAlgorithm;
-use pairgate_tls::client::{ServerTrust, TlsClient};
-use pairgate_tls::server::{ClientAuth, TlsServer};
-use pairgate_tls::{TlsPolicy, alias_certified_key};
+use pairgate_tls::TlsPolicy;
+use pairgate_tls::client::ServerTrust;
+use pairgate_tls::server::ClientAuth;
 use rustls::HandshakeKind;
 
 use crate::support::{Backend, exchange, identity, serve};
@@ -20,21 +20,10 @@ async fn resumption_inside_the_lifetime_full_handshake_after() {
         };
         let server_id = identity(Backend::Software, KeyAlgorithm::P256, "server");
         let client_id = identity(Backend::Software, KeyAlgorithm::P256, "terminal");
-        let server = TlsServer::new(
-            alias_certified_key(server_id.store.clone(), &server_id.alias).unwrap(),
-            ClientAuth::AnyProvenKey,
-            &policy,
-        )
-        .unwrap();
+        let server = server_id.server(ClientAuth::AnyProvenKey, &policy);
         let (addr, mut seen) = serve(server.clone()).await;
         let addr = addr.to_string();
-        let client = TlsClient::with_alias(
-            client_id.store.clone(),
-            &client_id.alias,
-            ServerTrust::Pins(vec![server_id.pin]),
-            &policy,
-        )
-        .unwrap();
+        let client = client_id.client(ServerTrust::Pins(vec![server_id.pin]), &policy);
         let kind = |s: &tokio_rustls::client::TlsStream<tokio::net::TcpStream>| {
             s.get_ref().1.handshake_kind()
         };
@@ -73,21 +62,10 @@ async fn resumed_chains_do_not_extend_the_lifetime() {
     };
     let server_id = identity(Backend::Software, KeyAlgorithm::P256, "server");
     let client_id = identity(Backend::Software, KeyAlgorithm::P256, "terminal");
-    let server = TlsServer::new(
-        alias_certified_key(server_id.store.clone(), &server_id.alias).unwrap(),
-        ClientAuth::AnyProvenKey,
-        &policy,
-    )
-    .unwrap();
+    let server = server_id.server(ClientAuth::AnyProvenKey, &policy);
     let (addr, _seen) = serve(server).await;
     let addr = addr.to_string();
-    let client = TlsClient::with_alias(
-        client_id.store,
-        &client_id.alias,
-        ServerTrust::Pins(vec![server_id.pin]),
-        &policy,
-    )
-    .unwrap();
+    let client = client_id.client(ServerTrust::Pins(vec![server_id.pin]), &policy);
     let mut kinds = Vec::new();
     // Resume every 400 ms: tickets issued on resumed handshakes must not
     // keep the chain alive past 1.5 s from the full handshake.

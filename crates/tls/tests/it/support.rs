@@ -72,6 +72,32 @@ pub fn store(backend: Backend) -> (Arc<dyn KeyStore>, TempDir) {
     }
 }
 
+impl Identity {
+    /// A server presenting this identity.
+    pub fn server(
+        &self,
+        auth: pairgate_tls::server::ClientAuth,
+        policy: &pairgate_tls::TlsPolicy,
+    ) -> TlsServer {
+        TlsServer::new(
+            pairgate_tls::alias_certified_key(self.store.clone(), &self.alias).unwrap(),
+            auth,
+            policy,
+        )
+        .unwrap()
+    }
+
+    /// A client presenting this identity.
+    pub fn client(
+        &self,
+        trust: pairgate_tls::client::ServerTrust,
+        policy: &pairgate_tls::TlsPolicy,
+    ) -> pairgate_tls::client::TlsClient {
+        pairgate_tls::client::TlsClient::with_alias(self.store.clone(), &self.alias, trust, policy)
+            .unwrap()
+    }
+}
+
 /// A key of `algorithm` with a self-signed certificate.
 pub fn identity(backend: Backend, algorithm: KeyAlgorithm, cn: &str) -> Identity {
     let (store, dir) = store(backend);
