@@ -1,0 +1,148 @@
+//! The pairgate server's store. One interface over SQLite (a file in the
+//! data directory, the default) and PostgreSQL (when several server
+//! instances share the work), speaking domain verbs rather than SQL. Every
+//! trust change runs in one transaction together with its audit record,
+//! and the audit log is hash-chained so that an edited or deleted row is
+//! detected.
+//!
+//! Both backends run the same SQL through sqlx's `Any` driver (`$N`
+//! placeholders work on both); only the schema differs, with migrations
+//! per backend in `migrations/`.
+
+#![forbid(unsafe_code)]
+
+mod audit;
+mod error;
+mod terminals;
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::{Duration, SystemTime};
+
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::{AnyPool, Executor};
+
+pub use audit::{AuditRecord, AuditVerification};
+pub use error::StoreError;
+pub use terminals::{NewTerminal, Serial, Terminal, TerminalState};
+
+/// Which database a store runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// A SQLite file.
+    Sqlite,
+    /// A PostgreSQL server.
+    Postgres,
+}
+
+/// Who made a change: an operator's username, or a service name such as
+/// `gate` or `cli`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Actor(String);
+
+impl Actor {
+    /// An actor by name.
+    pub fn new(name: impl Into<String>) -> Self {
+        Self(name.into())
+    }
+
+    /// The name recorded in the audit log.
+    pub fn name(&self) -> &str {
+        &self.0
+    }
+}
+
+/// The store.
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
+static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
+
+/// Milliseconds since the Unix epoch.
+pub(crate) fn millis(t: SystemTime) -> i64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+impl Store {
+    /// Opens (and migrates) the store at `url`: `sqlite:PATH` or
+    /// `postgres://…`.
+    pub async fn open(url: &str) -> Result<Self, StoreError> {
+        sqlx::any::install_default_drivers();
+        let backend = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Backend::Postgres
+        } else if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else {
+            return Err(StoreError::InvalidUrl(
+                url.split('@').next_back().unwrap_or(url).to_owned(),
+            ));
+        };
+        let url = match backend {
+            // Create the file if missing; WAL and foreign keys per connection.
+            Backend::Sqlite if !url.contains('?') => format!("{url}?mode=rwc"),
+            _ => url.to_owned(),
+        };
+        let options = AnyConnectOptions::from_str(&url).map_err(StoreError::Connect)?;
+        let pool = AnyPoolOptions::new()
+            .max_connections(if backend == Backend::Sqlite { 4 } else { 16 })
+            .acquire_timeout(Duration::from_secs(10))
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if backend == Backend::Sqlite {
+                        conn.execute("PRAGMA journal_mode = WAL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000; PRAGMA synchronous = FULL")
+                            .await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect_with(options)
+            .await
+            .map_err(StoreError::Connect)?;
+        let migrator = match backend {
+            Backend::Sqlite => &SQLITE_MIGRATIONS,
+            Backend::Postgres => &POSTGRES_MIGRATIONS,
+        };
+        migrator
+            .run(&pool)
+            .await
+            .map_err(|e| StoreError::Migrate(e.to_string()))?;
+        Ok(Self { pool, backend })
+    }
+
+    /// Opens the default SQLite store in a data directory
+    /// (`DIR/pairgate.db`), creating the directory.
+    pub async fn open_data_dir(dir: &Path) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| StoreError::Io(format!("creating {}: {e}", dir.display())))?;
+        Self::open(&format!("sqlite:{}", dir.join("pairgate.db").display())).await
+    }
+
+    /// Starts a write transaction. SQLite's deferred transactions fail
+    /// with SQLITE_BUSY when two of them upgrade to writing at once, so on
+    /// SQLite a writer takes the write lock up front (`BEGIN IMMEDIATE`)
+    /// and waits its turn under the busy timeout.
+    pub(crate) async fn begin_write(
+        &self,
+    ) -> Result<sqlx::Transaction<'static, sqlx::Any>, StoreError> {
+        Ok(match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => self.pool.begin().await?,
+        })
+    }
+
+    /// The backend in use.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// The connection pool, for the server's own queries in tests.
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+}

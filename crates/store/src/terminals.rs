@@ -1,0 +1,237 @@
+//! Terminals: registered by an operator before they may ask to pair,
+//! paired to one certificate fingerprint, unpaired to break trust.
+
+use std::fmt;
+use std::time::SystemTime;
+
+use sqlx::Row;
+
+use crate::audit::append;
+use crate::{Actor, Store, StoreError, millis};
+
+/// A terminal serial: 1 to 64 of `A-Z a-z 0-9 . _ -`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(transparent)]
+pub struct Serial(String);
+
+impl Serial {
+    /// Validates a serial.
+    pub fn new(text: &str) -> Result<Self, StoreError> {
+        let ok = (1..=64).contains(&text.len())
+            && text
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+        if ok {
+            Ok(Self(text.to_owned()))
+        } else {
+            Err(StoreError::Invalid(format!(
+                "invalid serial {text:?}: use 1 to 64 of A-Z a-z 0-9 . _ -"
+            )))
+        }
+    }
+
+    /// The serial text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Serial {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Where a terminal stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TerminalState {
+    /// Known, never paired.
+    Registered,
+    /// Paired to a fingerprint.
+    Paired,
+    /// Was paired; trust was broken.
+    Unpaired,
+}
+
+impl TerminalState {
+    fn parse(text: &str) -> Result<Self, StoreError> {
+        match text {
+            "registered" => Ok(Self::Registered),
+            "paired" => Ok(Self::Paired),
+            "unpaired" => Ok(Self::Unpaired),
+            other => Err(StoreError::Corrupt(format!("terminal state {other:?}"))),
+        }
+    }
+}
+
+/// What an operator gives to register a terminal.
+#[derive(Clone, Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewTerminal {
+    /// Serial, unique.
+    pub serial: String,
+    /// Display name.
+    #[serde(default)]
+    pub name: String,
+    /// Where it stands.
+    #[serde(default)]
+    pub location: String,
+    /// The location contact who reads the pairing code.
+    #[serde(default)]
+    pub contact_name: String,
+    /// Their phone.
+    #[serde(default)]
+    pub contact_phone: String,
+}
+
+/// A terminal as stored.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Terminal {
+    /// Serial.
+    pub serial: Serial,
+    /// Display name.
+    pub name: String,
+    /// Location.
+    pub location: String,
+    /// Location contact.
+    pub contact_name: String,
+    /// Contact phone.
+    pub contact_phone: String,
+    /// State.
+    pub state: TerminalState,
+    /// Paired certificate fingerprint (hex), when paired.
+    pub paired_fingerprint: Option<String>,
+    /// When paired (Unix ms).
+    pub paired_at: Option<i64>,
+    /// Who approved the pairing.
+    pub paired_by: Option<String>,
+    /// Last request seen at the master (Unix ms).
+    pub last_seen_at: Option<i64>,
+    /// Address of that request.
+    pub last_seen_address: Option<String>,
+    /// Firmware reported by the terminal.
+    pub firmware: Option<String>,
+    /// VPN profile handed to the terminal once paired.
+    pub vpn_profile: String,
+    /// When registered (Unix ms).
+    pub created_at: i64,
+}
+
+/// The columns `terminal()` reads, as a literal so queries stay static.
+macro_rules! terminal_columns {
+    () => {
+        "serial, name, location, contact_name, contact_phone, state, paired_fingerprint, \
+         paired_at, paired_by, last_seen_at, last_seen_address, firmware, vpn_profile, created_at"
+    };
+}
+
+fn terminal(row: &sqlx::any::AnyRow) -> Result<Terminal, StoreError> {
+    let serial: String = row.try_get("serial")?;
+    let state: String = row.try_get("state")?;
+    Ok(Terminal {
+        serial: Serial::new(&serial)
+            .map_err(|_| StoreError::Corrupt(format!("serial {serial:?}")))?,
+        name: row.try_get("name")?,
+        location: row.try_get("location")?,
+        contact_name: row.try_get("contact_name")?,
+        contact_phone: row.try_get("contact_phone")?,
+        state: TerminalState::parse(&state)?,
+        paired_fingerprint: row.try_get("paired_fingerprint")?,
+        paired_at: row.try_get("paired_at")?,
+        paired_by: row.try_get("paired_by")?,
+        last_seen_at: row.try_get("last_seen_at")?,
+        last_seen_address: row.try_get("last_seen_address")?,
+        firmware: row.try_get("firmware")?,
+        vpn_profile: row.try_get("vpn_profile")?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+fn bounded(name: &str, value: &str, max: usize) -> Result<(), StoreError> {
+    if value.chars().count() > max || value.chars().any(char::is_control) {
+        return Err(StoreError::Invalid(format!(
+            "{name} must be at most {max} characters without control characters"
+        )));
+    }
+    Ok(())
+}
+
+impl Store {
+    /// Registers a terminal so that it may ask to pair; audited.
+    pub async fn register_terminal(
+        &self,
+        new: &NewTerminal,
+        actor: &Actor,
+        now: SystemTime,
+    ) -> Result<Terminal, StoreError> {
+        let serial = Serial::new(new.serial.trim())?;
+        bounded("name", &new.name, 200)?;
+        bounded("location", &new.location, 200)?;
+        bounded("contact_name", &new.contact_name, 200)?;
+        bounded("contact_phone", &new.contact_phone, 40)?;
+        let at = millis(now);
+        let mut tx = self.begin_write().await?;
+        let exists = sqlx::query("SELECT 1 AS one FROM terminals WHERE serial = $1")
+            .bind(serial.as_str())
+            .fetch_optional(&mut *tx)
+            .await?;
+        if exists.is_some() {
+            return Err(StoreError::AlreadyExists(format!("terminal {serial}")));
+        }
+        sqlx::query(
+            "INSERT INTO terminals (serial, name, location, contact_name, contact_phone, state, created_at) \
+             VALUES ($1, $2, $3, $4, $5, 'registered', $6)",
+        )
+        .bind(serial.as_str())
+        .bind(&new.name)
+        .bind(&new.location)
+        .bind(&new.contact_name)
+        .bind(&new.contact_phone)
+        .bind(at)
+        .execute(&mut *tx)
+        .await?;
+        let detail = serde_json::json!({
+            "name": new.name, "location": new.location,
+            "contact_name": new.contact_name, "contact_phone": new.contact_phone,
+        });
+        append(
+            &mut tx,
+            at,
+            actor,
+            "terminal.register",
+            serial.as_str(),
+            &detail,
+        )
+        .await?;
+        tx.commit().await?;
+        self.terminal(&serial)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("terminal {serial}")))
+    }
+
+    /// A terminal by serial.
+    pub async fn terminal(&self, serial: &Serial) -> Result<Option<Terminal>, StoreError> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            terminal_columns!(),
+            " FROM terminals WHERE serial = $1"
+        ))
+        .bind(serial.as_str())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(terminal).transpose()
+    }
+
+    /// Every terminal, by serial.
+    pub async fn terminals(&self) -> Result<Vec<Terminal>, StoreError> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            terminal_columns!(),
+            " FROM terminals ORDER BY serial"
+        ))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(terminal).collect()
+    }
+}

@@ -1,0 +1,13 @@
+//! Store tests, each run on SQLite and on PostgreSQL (a fresh database in
+//! the throwaway cluster scripts/test starts).
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+mod audit;
+mod support;
+mod terminals;

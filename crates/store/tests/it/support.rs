@@ -1,0 +1,62 @@
+//! A fresh store per test on either backend.
+
+use pairgate_store::Store;
+use pairgate_testkit::{TempDir, temp_dir};
+use sqlx::Connection;
+
+/// Keeps a test's SQLite directory alive.
+pub struct Fixture {
+    pub store: Store,
+    _dir: Option<TempDir>,
+}
+
+pub async fn sqlite() -> Fixture {
+    let dir = temp_dir();
+    let store = Store::open_data_dir(dir.path()).await.unwrap();
+    Fixture {
+        store,
+        _dir: Some(dir),
+    }
+}
+
+pub async fn postgres() -> Fixture {
+    let admin = std::env::var("PAIRGATE_TEST_DATABASE_URL")
+        .expect("PAIRGATE_TEST_DATABASE_URL is not set: run the tests through scripts/test, which starts PostgreSQL");
+    sqlx::any::install_default_drivers();
+    let name = format!("t_{}", &pairgate_pki::Nonce::random().to_hex()[..16]);
+    let mut conn = sqlx::AnyConnection::connect(&admin).await.unwrap();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    conn.close().await.unwrap();
+    let (base, _) = admin.rsplit_once('/').unwrap();
+    let store = Store::open(&format!("{base}/{name}")).await.unwrap();
+    Fixture { store, _dir: None }
+}
+
+/// Generates one `#[tokio::test]` per backend for each listed test body
+/// `async fn NAME(store: &Store)`.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let f = $crate::support::sqlite().await;
+                    super::$name(&f.store).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let f = $crate::support::postgres().await;
+                    super::$name(&f.store).await;
+                }
+            )*
+        }
+    };
+}
