@@ -72,8 +72,9 @@ enum CaCommand {
         /// Generate a P-256 key and write it here (PKCS#8 PEM, mode 0600).
         #[arg(long, required_unless_present = "csr")]
         key_out: Option<PathBuf>,
-        /// Subject (default: CN=<first DNS name or IP>).
-        #[arg(long)]
+        /// Subject for a new key (default: CN=<first DNS name or IP>); with
+        /// --csr the CSR's subject is used.
+        #[arg(long, conflicts_with = "csr")]
         subject: Option<Subject>,
         /// Validity in days.
         #[arg(long, default_value_t = 397)]

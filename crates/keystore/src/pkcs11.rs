@@ -198,6 +198,10 @@ pub struct Pkcs11KeyStore {
     /// Idle logged-in sessions. At least one stays open while the store
     /// lives, which keeps the token's login state.
     sessions: Mutex<Vec<Session>>,
+    /// Private-key handle and algorithm per alias, so a signature costs one
+    /// token call. Our own key changes clear it; a handle another process
+    /// invalidated is looked up again on first failure.
+    signing_keys: Mutex<HashMap<String, (ObjectHandle, KeyAlgorithm)>>,
 }
 
 impl std::fmt::Debug for Pkcs11KeyStore {
@@ -235,6 +239,7 @@ impl Pkcs11KeyStore {
             ctx,
             slot,
             sessions: Mutex::new(vec![session]),
+            signing_keys: Mutex::new(HashMap::new()),
         })
     }
 
@@ -297,6 +302,48 @@ impl Pkcs11KeyStore {
         let result = f(&session);
         self.pool().push(session);
         result
+    }
+
+    fn signing_keys(&self) -> MutexGuard<'_, HashMap<String, (ObjectHandle, KeyAlgorithm)>> {
+        self.signing_keys.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The private-key handle and algorithm of `alias`, from the cache
+    /// unless `fresh`. The exact RSA size does not matter for signing.
+    fn signing_key(
+        &self,
+        session: &Session,
+        alias: &Alias,
+        fresh: bool,
+    ) -> Result<(ObjectHandle, KeyAlgorithm), KeyStoreError> {
+        if !fresh && let Some(found) = self.signing_keys().get(alias.as_str()) {
+            return Ok(*found);
+        }
+        let handle = Self::find_key(session, ObjectClass::PRIVATE_KEY, alias)?
+            .ok_or_else(|| KeyStoreError::NoSuchAlias(alias.to_string()))?;
+        let key_type = session
+            .get_attributes(handle, &[AttributeType::KeyType])
+            .map_err(ck("reading the key type"))?
+            .into_iter()
+            .find_map(|a| {
+                if let Attribute::KeyType(t) = a {
+                    Some(t)
+                } else {
+                    None
+                }
+            });
+        let algorithm = match key_type {
+            Some(t) if t == KeyType::EC => KeyAlgorithm::P256,
+            Some(t) if t == KeyType::RSA => KeyAlgorithm::Rsa2048,
+            _ => {
+                return Err(KeyStoreError::Pkcs11(
+                    "unsupported key type on the token".into(),
+                ));
+            }
+        };
+        self.signing_keys()
+            .insert(alias.to_string(), (handle, algorithm));
+        Ok((handle, algorithm))
     }
 
     fn find(session: &Session, template: &[Attribute]) -> Result<Vec<ObjectHandle>, KeyStoreError> {
@@ -440,6 +487,37 @@ impl Pkcs11KeyStore {
     }
 }
 
+/// The mechanism and the data a token signs for `scheme`: the digest
+/// (ECDSA, PSS) or the DigestInfo (PKCS#1 v1.5), hashed in software.
+fn signing_input(scheme: SignatureScheme, message: &[u8]) -> (Mechanism<'static>, Vec<u8>) {
+    use pairgate_pki::algorithm::HashAlgorithm;
+    let hash = scheme.hash();
+    let digest = hash.digest(message);
+    match scheme {
+        SignatureScheme::EcdsaP256Sha256 => (Mechanism::Ecdsa, digest),
+        SignatureScheme::RsaPkcs1Sha256
+        | SignatureScheme::RsaPkcs1Sha384
+        | SignatureScheme::RsaPkcs1Sha512 => {
+            (Mechanism::RsaPkcs, der::rsa_digest_info(hash, &digest))
+        }
+        SignatureScheme::RsaPssSha256
+        | SignatureScheme::RsaPssSha384
+        | SignatureScheme::RsaPssSha512 => {
+            let (hash_alg, mgf) = match hash {
+                HashAlgorithm::Sha256 => (MechanismType::SHA256, PkcsMgfType::MGF1_SHA256),
+                HashAlgorithm::Sha384 => (MechanismType::SHA384, PkcsMgfType::MGF1_SHA384),
+                HashAlgorithm::Sha512 => (MechanismType::SHA512, PkcsMgfType::MGF1_SHA512),
+            };
+            let params = PkcsPssParams {
+                hash_alg,
+                mgf,
+                s_len: (hash.len() as u64).into(),
+            };
+            (Mechanism::RsaPkcsPss(params), digest)
+        }
+    }
+}
+
 /// Chain position N of an alias is labelled `alias` (leaf) or `alias#N`.
 fn chain_label(alias: &Alias, index: usize) -> String {
     if index == 0 {
@@ -474,6 +552,7 @@ impl KeyStore for Pkcs11KeyStore {
         alias: &Alias,
         algorithm: KeyAlgorithm,
     ) -> Result<PublicKeyInfo, KeyStoreError> {
+        self.signing_keys().clear();
         let id = alias.as_str().as_bytes().to_vec();
         let label = id.clone();
         self.with_session(|session| {
@@ -530,71 +609,29 @@ impl KeyStore for Pkcs11KeyStore {
         scheme: SignatureScheme,
         message: &[u8],
     ) -> Result<Vec<u8>, KeyStoreError> {
+        let (mechanism, input) = signing_input(scheme, message);
         self.with_session(|session| {
-            let handle = Self::find_key(session, ObjectClass::PRIVATE_KEY, alias)?
-                .ok_or_else(|| KeyStoreError::NoSuchAlias(alias.to_string()))?;
-            let key_type = session
-                .get_attributes(handle, &[AttributeType::KeyType])
-                .map_err(ck("reading the key type"))?
-                .into_iter()
-                .find_map(|a| {
-                    if let Attribute::KeyType(t) = a {
-                        Some(t)
-                    } else {
-                        None
-                    }
-                });
-            let algorithm = match key_type {
-                Some(t) if t == KeyType::EC => KeyAlgorithm::P256,
-                // The exact RSA size does not matter for the scheme check.
-                Some(t) if t == KeyType::RSA => KeyAlgorithm::Rsa2048,
-                _ => {
-                    return Err(KeyStoreError::Pkcs11(
-                        "unsupported key type on the token".into(),
-                    ));
+            let attempt = |fresh: bool| -> Result<Result<Vec<u8>, CkError>, KeyStoreError> {
+                let (handle, algorithm) = self.signing_key(session, alias, fresh)?;
+                if !scheme.suits(algorithm) {
+                    return Err(KeyStoreError::SchemeMismatch {
+                        alias: alias.to_string(),
+                        algorithm,
+                        scheme,
+                    });
                 }
+                Ok(session.sign(&mechanism, handle, &input))
             };
-            if !scheme.suits(algorithm) {
-                return Err(KeyStoreError::SchemeMismatch {
-                    alias: alias.to_string(),
-                    algorithm,
-                    scheme,
-                });
+            let signature = match attempt(false)? {
+                // Another process replaced or deleted the key since we
+                // cached its handle: look it up once more.
+                Err(CkError::Pkcs11(
+                    RvError::ObjectHandleInvalid | RvError::KeyHandleInvalid,
+                    _,
+                )) => attempt(true)?,
+                other => other,
             }
-            let hash = scheme.hash();
-            let digest = hash.digest(message);
-            let (mechanism, input) = match scheme {
-                SignatureScheme::EcdsaP256Sha256 => (Mechanism::Ecdsa, digest),
-                SignatureScheme::RsaPkcs1Sha256
-                | SignatureScheme::RsaPkcs1Sha384
-                | SignatureScheme::RsaPkcs1Sha512 => {
-                    (Mechanism::RsaPkcs, der::rsa_digest_info(hash, &digest))
-                }
-                SignatureScheme::RsaPssSha256
-                | SignatureScheme::RsaPssSha384
-                | SignatureScheme::RsaPssSha512 => {
-                    let (hash_alg, mgf) = match hash {
-                        pairgate_pki::algorithm::HashAlgorithm::Sha256 => {
-                            (MechanismType::SHA256, PkcsMgfType::MGF1_SHA256)
-                        }
-                        pairgate_pki::algorithm::HashAlgorithm::Sha384 => {
-                            (MechanismType::SHA384, PkcsMgfType::MGF1_SHA384)
-                        }
-                        pairgate_pki::algorithm::HashAlgorithm::Sha512 => {
-                            (MechanismType::SHA512, PkcsMgfType::MGF1_SHA512)
-                        }
-                    };
-                    let params = PkcsPssParams {
-                        hash_alg,
-                        mgf,
-                        s_len: (hash.len() as u64).into(),
-                    };
-                    (Mechanism::RsaPkcsPss(params), digest)
-                }
-            };
-            let signature = session
-                .sign(&mechanism, handle, &input)
-                .map_err(ck("signing"))?;
+            .map_err(ck("signing"))?;
             if scheme == SignatureScheme::EcdsaP256Sha256 {
                 der::ecdsa_raw_to_der(&signature)
                     .map_err(|e| KeyStoreError::Pkcs11(format!("ECDSA signature: {e}")))
@@ -718,6 +755,7 @@ impl KeyStore for Pkcs11KeyStore {
     }
 
     fn delete(&self, alias: &Alias) -> Result<(), KeyStoreError> {
+        self.signing_keys().clear();
         self.with_session(|session| {
             let handles = Self::find(
                 session,
@@ -779,6 +817,7 @@ impl KeyStore for Pkcs11KeyStore {
     }
 
     fn factory_reset(&self) -> Result<(), KeyStoreError> {
+        self.signing_keys().clear();
         self.with_session(|session| {
             for class in [
                 ObjectClass::PRIVATE_KEY,

@@ -119,6 +119,22 @@ fn server_certificates_for_a_new_key_and_for_a_csr() {
         )
         .contains("--dns")
     );
+    let err = fails(
+        d,
+        &[
+            "ca",
+            "sign-server-cert",
+            "--dir",
+            "ca",
+            "--dns",
+            "a.example",
+            "--csr",
+            "rsa.csr",
+            "--subject",
+            "CN=other",
+        ],
+    );
+    assert!(err.contains("cannot be used with"), "{err}");
 }
 
 #[test]

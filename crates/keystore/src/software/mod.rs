@@ -45,8 +45,9 @@ struct Stamp {
 struct State {
     doc: Document,
     stamp: Option<Stamp>,
-    /// Unsealed keys, by alias, with the public key they were unsealed for.
-    keys: HashMap<String, (Vec<u8>, Arc<SoftKey>)>,
+    /// Unsealed keys, by alias, with the (hex) public key they were
+    /// unsealed for.
+    keys: HashMap<String, (String, Arc<SoftKey>)>,
 }
 
 /// A key store in a directory, private keys encrypted at rest.
@@ -249,10 +250,10 @@ impl SoftwareKeyStore {
         let result = f(&mut doc)?;
         atomic::write_atomic(&self.path, &doc.to_bytes()?)?;
         state.stamp = stamp_of(&self.path)?;
-        state.keys.retain(|alias, (spki, _)| {
+        state.keys.retain(|alias, (public_key, _)| {
             doc.keys
                 .get(alias)
-                .is_some_and(|e| unhex(&e.public_key) == *spki)
+                .is_some_and(|e| e.public_key == *public_key)
         });
         state.doc = doc;
         Ok(result)
@@ -268,13 +269,15 @@ impl SoftwareKeyStore {
             .keys
             .get(alias.as_str())
             .ok_or_else(|| KeyStoreError::NoSuchAlias(alias.to_string()))?;
-        let spki = unhex(&entry.public_key);
         let algorithm = entry.algorithm;
-        if let Some((cached_spki, key)) = state.keys.get(alias.as_str())
-            && *cached_spki == spki
+        // Hot path (a signature per TLS handshake): compare the stored hex
+        // text, decoding nothing, when the key is already unsealed.
+        if let Some((cached_public_key, key)) = state.keys.get(alias.as_str())
+            && *cached_public_key == entry.public_key
         {
             return Ok((algorithm, key.clone()));
         }
+        let spki = unhex(&entry.public_key);
         let aad = key_aad(alias.as_str(), algorithm, &spki);
         let corrupt = |reason: &str| KeyStoreError::Corrupt {
             path: self.path.clone(),
@@ -294,7 +297,9 @@ impl SoftwareKeyStore {
             ),
         };
         let key = Arc::new(key);
-        state.keys.insert(alias.to_string(), (spki, key.clone()));
+        state
+            .keys
+            .insert(alias.to_string(), (entry.public_key.clone(), key.clone()));
         Ok((algorithm, key))
     }
 }

@@ -135,3 +135,33 @@ fn concurrent_signing_from_many_threads() {
         }
     });
 }
+
+#[test]
+fn a_key_replaced_by_another_handle_is_found_again() {
+    let (uri, _dir) = softhsm_uri();
+    let alias = Alias::new("rotating").unwrap();
+    let signer = Pkcs11KeyStore::open(&uri).unwrap();
+    let other = Pkcs11KeyStore::open(&uri).unwrap();
+    signer.generate_key(&alias, KeyAlgorithm::P256).unwrap();
+    // Warm the signer's handle cache.
+    signer
+        .sign(&alias, SignatureScheme::EcdsaP256Sha256, b"m")
+        .unwrap();
+
+    // Another handle (another process on a real terminal) replaces the key.
+    other.delete(&alias).unwrap();
+    let replacement = other.generate_key(&alias, KeyAlgorithm::P256).unwrap();
+    let sig = signer
+        .sign(&alias, SignatureScheme::EcdsaP256Sha256, b"after")
+        .unwrap();
+    replacement
+        .verify(SignatureScheme::EcdsaP256Sha256, b"after", &sig)
+        .unwrap();
+
+    // And one it deleted is reported as gone, not as a token failure.
+    other.delete(&alias).unwrap();
+    assert!(matches!(
+        signer.sign(&alias, SignatureScheme::EcdsaP256Sha256, b"gone"),
+        Err(KeyStoreError::NoSuchAlias(_))
+    ));
+}

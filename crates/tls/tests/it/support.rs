@@ -98,19 +98,18 @@ impl Identity {
     }
 }
 
-/// A key of `algorithm` with a self-signed certificate.
-pub fn identity(backend: Backend, algorithm: KeyAlgorithm, cn: &str) -> Identity {
+/// A new key of `algorithm` under `alias`, certified by `certify` (which
+/// sets the alias's certificate).
+fn certified(
+    backend: Backend,
+    algorithm: KeyAlgorithm,
+    alias: &str,
+    certify: impl FnOnce(&dyn KeyStore, &Alias),
+) -> Identity {
     let (store, dir) = store(backend);
-    let alias = Alias::new("identity").unwrap();
+    let alias = Alias::new(alias).unwrap();
     let public = store.generate_key(&alias, algorithm).unwrap();
-    self_signed_certificate(
-        store.as_ref(),
-        &alias,
-        &Subject::common_name(cn).unwrap(),
-        SystemTime::now(),
-        30,
-    )
-    .unwrap();
+    certify(store.as_ref(), &alias);
     let fingerprint = terminal_fingerprint(store.as_ref(), &alias).unwrap();
     Identity {
         store,
@@ -121,30 +120,29 @@ pub fn identity(backend: Backend, algorithm: KeyAlgorithm, cn: &str) -> Identity
     }
 }
 
-/// A P-256 or RSA key with a self-signed server certificate for
+/// A key of `algorithm` with a self-signed client certificate.
+pub fn identity(backend: Backend, algorithm: KeyAlgorithm, cn: &str) -> Identity {
+    certified(backend, algorithm, "identity", |store, alias| {
+        let subject = Subject::common_name(cn).unwrap();
+        self_signed_certificate(store, alias, &subject, SystemTime::now(), 30).unwrap();
+    })
+}
+
+/// A key of `algorithm` with a self-signed server certificate for
 /// `localhost` and 127.0.0.1.
 pub fn server_identity(backend: Backend, algorithm: KeyAlgorithm) -> Identity {
-    let (store, dir) = store(backend);
-    let alias = Alias::new("server").unwrap();
-    let public = store.generate_key(&alias, algorithm).unwrap();
-    pairgate_keystore::self_signed_server_certificate(
-        store.as_ref(),
-        &alias,
-        &Subject::common_name("localhost").unwrap(),
-        &["localhost".to_owned()],
-        &["127.0.0.1".parse().unwrap()],
-        SystemTime::now(),
-        30,
-    )
-    .unwrap();
-    let fingerprint = terminal_fingerprint(store.as_ref(), &alias).unwrap();
-    Identity {
-        store,
-        alias,
-        fingerprint,
-        pin: public.pin(),
-        _dir: dir,
-    }
+    certified(backend, algorithm, "server", |store, alias| {
+        pairgate_keystore::self_signed_server_certificate(
+            store,
+            alias,
+            &Subject::common_name("localhost").unwrap(),
+            &["localhost".to_owned()],
+            &["127.0.0.1".parse().unwrap()],
+            SystemTime::now(),
+            30,
+        )
+        .unwrap();
+    })
 }
 
 /// What the echo server saw for one connection.
