@@ -139,6 +139,15 @@ impl PairingCode {
         Self((u64::from_be_bytes(first) % 100_000_000) as u32)
     }
 
+    /// A code from its number; `None` at 10^8 or above.
+    pub const fn from_value(value: u32) -> Option<Self> {
+        if value < 100_000_000 {
+            Some(Self(value))
+        } else {
+            None
+        }
+    }
+
     /// The code as a number below 10^8.
     pub const fn value(&self) -> u32 {
         self.0

@@ -26,6 +26,49 @@ pub enum StoreError {
     /// It exists already.
     #[error("{0} already exists")]
     AlreadyExists(String),
+    /// The operator could not be authenticated (no such operator, disabled,
+    /// no 2FA, wrong or replayed TOTP).
+    #[error("not authorised: {0}")]
+    Unauthorized(String),
+    /// The operator's role does not allow this.
+    #[error("forbidden: {0}")]
+    Forbidden(String),
+    /// A pairing request for a serial no operator registered; audited.
+    #[error("unknown serial {0:?}: an operator must register the terminal first")]
+    UnknownSerial(String),
+    /// The pairing request expired; it is now marked so.
+    #[error("pairing request {0} has expired")]
+    Expired(String),
+    /// The pairing request is no longer open.
+    #[error("pairing request {id} is {state}, not open")]
+    Closed {
+        /// Request id.
+        id: String,
+        /// Its state.
+        state: String,
+    },
+    /// The pairing request is open but the terminal has not revealed its
+    /// nonce yet, so there is no code to check.
+    #[error("pairing request {0} has no code yet: the terminal has not revealed its nonce")]
+    NotRevealed(String),
+    /// The revealed nonce does not open the commitment; the request ended.
+    #[error("the revealed nonce does not match the commitment; pairing request {0} has ended")]
+    RevealMismatch(String),
+    /// The pairing code does not match; `remaining` attempts are left (0:
+    /// the request ended).
+    #[error("wrong pairing code for request {id}; {remaining} attempt(s) left")]
+    WrongCode {
+        /// Request id.
+        id: String,
+        /// Attempts left before the request ends.
+        remaining: i64,
+    },
+    /// A limit was reached (open pairing requests); nothing was written.
+    #[error("limit reached: {0}")]
+    Limit(String),
+    /// The change conflicts with the stored state.
+    #[error("conflict: {0}")]
+    Conflict(String),
     /// The stored data is not what pairgate wrote.
     #[error("the database holds unexpected data: {0}")]
     Corrupt(String),

@@ -13,6 +13,9 @@
 
 mod audit;
 mod error;
+mod operators;
+mod paired;
+mod pairing;
 mod terminals;
 
 use std::path::Path;
@@ -24,6 +27,11 @@ use sqlx::{AnyPool, Executor};
 
 pub use audit::{AuditRecord, AuditVerification};
 pub use error::StoreError;
+pub use operators::{NewOperatorCredentials, Operator, Role, SecondFactor};
+pub use paired::{PairedWatch, Wake};
+pub use pairing::{
+    MAX_CODE_ATTEMPTS, Opened, PairingAttempt, PairingLimits, PairingRequest, PairingState,
+};
 pub use terminals::{NewTerminal, Serial, Terminal, TerminalState};
 
 /// Which database a store runs on.
@@ -52,11 +60,28 @@ impl Actor {
     }
 }
 
+/// A database URL, which may hold a password: never printed.
+#[derive(Clone)]
+pub(crate) struct SecretUrl(std::sync::Arc<str>);
+
+impl SecretUrl {
+    pub(crate) fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for SecretUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<database url>")
+    }
+}
+
 /// The store.
 #[derive(Clone, Debug)]
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    url: SecretUrl,
 }
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
@@ -112,7 +137,11 @@ impl Store {
             .run(&pool)
             .await
             .map_err(|e| StoreError::Migrate(e.to_string()))?;
-        Ok(Self { pool, backend })
+        Ok(Self {
+            pool,
+            backend,
+            url: SecretUrl(url.into()),
+        })
     }
 
     /// Opens the default SQLite store in a data directory

@@ -6,7 +6,10 @@ use std::time::SystemTime;
 
 use sqlx::Row;
 
+use pairgate_pki::TerminalFingerprint;
+
 use crate::audit::append;
+use crate::paired::bump_generation;
 use crate::{Actor, Store, StoreError, millis};
 
 /// A terminal serial: 1 to 64 of `A-Z a-z 0-9 . _ -`.
@@ -210,6 +213,23 @@ impl Store {
             .ok_or_else(|| StoreError::NotFound(format!("terminal {serial}")))
     }
 
+    /// A terminal by serial, read inside a transaction.
+    pub(crate) async fn terminal_in(
+        &self,
+        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+        serial: &Serial,
+    ) -> Result<Option<Terminal>, StoreError> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            terminal_columns!(),
+            " FROM terminals WHERE serial = $1"
+        ))
+        .bind(serial.as_str())
+        .fetch_optional(&mut **tx)
+        .await?;
+        row.as_ref().map(terminal).transpose()
+    }
+
     /// A terminal by serial.
     pub async fn terminal(&self, serial: &Serial) -> Result<Option<Terminal>, StoreError> {
         let row = sqlx::query(concat!(
@@ -233,5 +253,114 @@ impl Store {
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(terminal).collect()
+    }
+
+    /// The terminal paired with `fingerprint`, if any.
+    pub async fn paired_terminal(
+        &self,
+        fingerprint: &TerminalFingerprint,
+    ) -> Result<Option<Terminal>, StoreError> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            terminal_columns!(),
+            " FROM terminals WHERE paired_fingerprint = $1 AND state = 'paired'"
+        ))
+        .bind(fingerprint.to_hex())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(terminal).transpose()
+    }
+
+    /// The whole paired set: fingerprint and serial of every paired
+    /// terminal. The master loads it into memory.
+    pub async fn paired_fingerprints(
+        &self,
+    ) -> Result<Vec<(TerminalFingerprint, Serial)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT serial, paired_fingerprint FROM terminals WHERE state = 'paired' AND paired_fingerprint IS NOT NULL",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let serial: String = row.try_get("serial")?;
+                let fp: String = row.try_get("paired_fingerprint")?;
+                Ok((
+                    fp.parse()
+                        .map_err(|_| StoreError::Corrupt(format!("fingerprint of {serial}")))?,
+                    Serial::new(&serial)
+                        .map_err(|_| StoreError::Corrupt(format!("serial {serial:?}")))?,
+                ))
+            })
+            .collect()
+    }
+
+    /// Breaks a terminal's trust: it is no longer paired, the paired-set
+    /// generation moves on (and PostgreSQL notifies every instance), and
+    /// the audit records the fingerprint it had.
+    pub async fn unpair(
+        &self,
+        serial: &Serial,
+        actor: &Actor,
+        now: SystemTime,
+    ) -> Result<Terminal, StoreError> {
+        let at = millis(now);
+        let mut tx = self.begin_write().await?;
+        let Some(before) = self.terminal_in(&mut tx, serial).await? else {
+            return Err(StoreError::NotFound(format!("terminal {serial}")));
+        };
+        if before.state != TerminalState::Paired {
+            return Err(StoreError::Conflict(format!(
+                "terminal {serial} is not paired"
+            )));
+        }
+        sqlx::query(
+            "UPDATE terminals SET state = 'unpaired', paired_fingerprint = NULL WHERE serial = $1",
+        )
+        .bind(serial.as_str())
+        .execute(&mut *tx)
+        .await?;
+        append(
+            &mut tx,
+            at,
+            actor,
+            "terminal.unpair",
+            serial.as_str(),
+            &serde_json::json!({ "fingerprint": before.paired_fingerprint }),
+        )
+        .await?;
+        bump_generation(&mut tx, self.backend).await?;
+        tx.commit().await?;
+        self.terminal(serial)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("terminal {serial}")))
+    }
+
+    /// Records a paired terminal's heartbeat: when, from where, which
+    /// firmware. Not a trust change, so not audited. Returns whether the
+    /// fingerprint is (still) paired to the serial.
+    pub async fn record_heartbeat(
+        &self,
+        serial: &Serial,
+        fingerprint: &TerminalFingerprint,
+        address: &str,
+        firmware: Option<&str>,
+        now: SystemTime,
+    ) -> Result<bool, StoreError> {
+        if let Some(firmware) = firmware {
+            bounded("firmware", firmware, 100)?;
+        }
+        let done = sqlx::query(
+            "UPDATE terminals SET last_seen_at = $1, last_seen_address = $2, firmware = COALESCE($3, firmware) \
+             WHERE serial = $4 AND paired_fingerprint = $5 AND state = 'paired'",
+        )
+        .bind(millis(now))
+        .bind(address)
+        .bind(firmware)
+        .bind(serial.as_str())
+        .bind(fingerprint.to_hex())
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
     }
 }

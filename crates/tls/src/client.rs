@@ -26,6 +26,13 @@ pub enum ServerTrust {
     /// The server's key must be one of these pins (the server name is not
     /// checked: the pin is the identity).
     Pins(Vec<SpkiPin>),
+    /// First contact, before any pin is known (pairing): any server
+    /// certificate with sound algorithms whose key the server proves in the
+    /// handshake. The caller reads the key it saw from the connection
+    /// ([`crate::peer_spki_pin`], [`crate::https::HttpsResponse::server_pin`]),
+    /// pins it for every later connection, and has it confirmed by the
+    /// pairing code.
+    FirstContact,
     /// Both: a pinned key in a chain to the trust store.
     Both {
         /// Trust-store certificates.
@@ -50,12 +57,14 @@ impl TlsClient {
         policy: &TlsPolicy,
     ) -> Result<Self, TlsError> {
         let provider = policy.provider();
+        let first_contact = matches!(trust, ServerTrust::FirstContact);
         let (trust_store, pins) = match trust {
             ServerTrust::TrustStore(t) => (t, Vec::new()),
             ServerTrust::Pins(p) => (Vec::new(), p),
             ServerTrust::Both { trust_store, pins } => (trust_store, pins),
+            ServerTrust::FirstContact => (Vec::new(), Vec::new()),
         };
-        if trust_store.is_empty() && pins.is_empty() {
+        if trust_store.is_empty() && pins.is_empty() && !first_contact {
             return Err(TlsError::EmptyTrust);
         }
         let trust_store_fingerprints = trust_store

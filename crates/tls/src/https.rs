@@ -7,6 +7,8 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
 
+use pairgate_pki::SpkiPin;
+
 use crate::TlsError;
 use crate::client::TlsClient;
 
@@ -19,6 +21,8 @@ pub struct HttpsResponse {
     pub headers: Vec<(String, String)>,
     /// The body.
     pub body: Vec<u8>,
+    /// The SPKI pin of the server key this response came over.
+    pub server_pin: Option<SpkiPin>,
 }
 
 /// HTTPS over a configured [`TlsClient`].
@@ -67,6 +71,7 @@ impl HttpsClient {
             None => (rest, "/"),
         };
         let stream = self.tls.connect(authority, None).await?;
+        let server_pin = crate::peer_spki_pin(stream.get_ref().1);
         let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .map_err(|e| request_error(&format!("HTTP to {authority}"), e))?;
@@ -107,6 +112,7 @@ impl HttpsClient {
             status,
             headers,
             body,
+            server_pin,
         })
     }
 }

@@ -31,7 +31,7 @@ pub use policy::{TlsPolicy, VersionPolicy};
 pub use session::{TtlClientSessionStore, TtlServerSessionStore};
 pub use verify::ClientCertAcceptor;
 
-use pairgate_pki::TerminalFingerprint;
+use pairgate_pki::{SpkiPin, TerminalFingerprint};
 
 /// The fingerprint of the peer's end-entity certificate on an established
 /// connection (for a resumed session, the one from the original handshake).
@@ -39,4 +39,12 @@ pub fn peer_fingerprint(conn: &rustls::CommonState) -> Option<TerminalFingerprin
     conn.peer_certificates()
         .and_then(|certs| certs.first())
         .map(|leaf| TerminalFingerprint::of_certificate(leaf))
+}
+
+/// The SPKI pin of the peer's end-entity certificate: what a terminal pins
+/// after first contact with a server.
+pub fn peer_spki_pin(conn: &rustls::CommonState) -> Option<SpkiPin> {
+    conn.peer_certificates()
+        .and_then(|certs| certs.first())
+        .and_then(|leaf| SpkiPin::of_certificate(leaf).ok())
 }

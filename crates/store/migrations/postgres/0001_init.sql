@@ -1,5 +1,6 @@
 -- pairgate schema v1 (postgres). Times are Unix milliseconds (BIGINT), bytes
--- are hex text where they travel on the wire (fingerprints, nonces).
+-- are hex text where they travel on the wire (fingerprints, nonces). Flags
+-- are BIGINT 0/1: sqlx's Any driver reads no SQLite booleans.
 
 CREATE TABLE terminals (
     id                 BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -26,8 +27,8 @@ CREATE TABLE operators (
     role                 TEXT NOT NULL CHECK (role IN ('admin', 'operator', 'viewer')),
     totp_secret          TEXT,
     totp_last_step       BIGINT,
-    must_change_password BOOLEAN NOT NULL DEFAULT TRUE,
-    disabled             BOOLEAN NOT NULL DEFAULT FALSE,
+    must_change_password BIGINT NOT NULL DEFAULT 1 CHECK (must_change_password IN (0, 1)),
+    disabled             BIGINT NOT NULL DEFAULT 0 CHECK (disabled IN (0, 1)),
     created_at           BIGINT NOT NULL
 );
 
@@ -42,9 +43,11 @@ CREATE TABLE pairing_requests (
     commitment      TEXT NOT NULL,
     terminal_nonce  TEXT,
     server_nonce    TEXT NOT NULL,
+    server_pin      TEXT NOT NULL,
     state           TEXT NOT NULL CHECK (state IN ('awaiting_reveal', 'pending', 'approved', 'rejected', 'expired', 'superseded', 'failed')),
-    flagged         BOOLEAN NOT NULL DEFAULT FALSE,
-    failed_attempts INTEGER NOT NULL DEFAULT 0,
+    flagged         BIGINT NOT NULL DEFAULT 0 CHECK (flagged IN (0, 1)),
+    supersedes      TEXT,
+    failed_attempts BIGINT NOT NULL DEFAULT 0,
     created_at      BIGINT NOT NULL,
     expires_at      BIGINT NOT NULL,
     decided_at      BIGINT,
@@ -52,6 +55,7 @@ CREATE TABLE pairing_requests (
 );
 CREATE INDEX pairing_requests_serial ON pairing_requests (serial, state);
 CREATE INDEX pairing_requests_fingerprint ON pairing_requests (fingerprint);
+CREATE INDEX pairing_requests_open ON pairing_requests (state, expires_at);
 
 -- Append-only, hash-chained: hash = SHA-256 over the row and the previous
 -- row's hash. audit_head holds the chain's tip; updating it first

@@ -9,5 +9,6 @@
 )]
 
 mod audit;
+mod pairing;
 mod support;
 mod terminals;

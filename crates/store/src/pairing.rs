@@ -1,0 +1,816 @@
+//! Pairing requests, the verbs of DESIGN.md's pairing protocol: a terminal
+//! opens a request with a commitment to its nonce, reveals the nonce, and
+//! an operator with a fresh TOTP approves it by the code the location
+//! contact reads out. Each verb is one transaction with its audit record;
+//! approval also sets the terminal's paired fingerprint and bumps the
+//! paired-set generation.
+//!
+//! States: `awaiting_reveal` → `pending` → `approved`; or `rejected`,
+//! `expired`, `superseded` (another fingerprint asked for the same serial),
+//! `failed` (a wrong reveal or three wrong codes). On the wire the two open
+//! states are both `pending` and `failed` is `rejected`.
+
+use std::time::{Duration, SystemTime};
+
+use pairgate_pki::{Commitment, Nonce, PairingCode, SpkiPin, TerminalFingerprint};
+use sqlx::{Any, Row, Transaction};
+
+use crate::audit::append;
+use crate::operators::SecondFactor;
+use crate::paired::bump_generation;
+use crate::{Actor, Serial, Store, StoreError, Terminal, TerminalState, millis};
+
+/// Wrong codes that end a request.
+pub const MAX_CODE_ATTEMPTS: i64 = 3;
+
+/// Where a pairing request stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PairingState {
+    /// Opened with a commitment; the nonce is not revealed yet.
+    AwaitingReveal,
+    /// Revealed: both sides can show the code; waits for an operator.
+    Pending,
+    /// Approved: the terminal is paired with this fingerprint.
+    Approved,
+    /// Rejected by an operator.
+    Rejected,
+    /// Not decided in time.
+    Expired,
+    /// Another fingerprint asked to pair the same serial.
+    Superseded,
+    /// A wrong reveal or too many wrong codes.
+    Failed,
+}
+
+impl PairingState {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::AwaitingReveal => "awaiting_reveal",
+            Self::Pending => "pending",
+            Self::Approved => "approved",
+            Self::Rejected => "rejected",
+            Self::Expired => "expired",
+            Self::Superseded => "superseded",
+            Self::Failed => "failed",
+        }
+    }
+
+    fn parse(text: &str) -> Result<Self, StoreError> {
+        Ok(match text {
+            "awaiting_reveal" => Self::AwaitingReveal,
+            "pending" => Self::Pending,
+            "approved" => Self::Approved,
+            "rejected" => Self::Rejected,
+            "expired" => Self::Expired,
+            "superseded" => Self::Superseded,
+            "failed" => Self::Failed,
+            other => return Err(StoreError::Corrupt(format!("pairing state {other:?}"))),
+        })
+    }
+
+    /// Whether the request can still be revealed or decided.
+    pub fn is_open(self) -> bool {
+        matches!(self, Self::AwaitingReveal | Self::Pending)
+    }
+
+    /// The status the protocol shows the terminal.
+    pub fn wire_status(self) -> &'static str {
+        match self {
+            Self::AwaitingReveal | Self::Pending => "pending",
+            Self::Approved => "approved",
+            Self::Rejected | Self::Failed => "rejected",
+            Self::Expired => "expired",
+            Self::Superseded => "superseded",
+        }
+    }
+}
+
+/// A pairing request as stored.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct PairingRequest {
+    /// Request id (32 hex digits).
+    pub id: String,
+    /// Terminal serial.
+    pub serial: String,
+    /// Fingerprint of the TLS client certificate that asked.
+    pub fingerprint: String,
+    /// That certificate (DER).
+    #[serde(skip)]
+    pub certificate: Vec<u8>,
+    /// The address it came from.
+    pub remote_address: String,
+    /// Model reported by the terminal.
+    pub model: String,
+    /// Firmware reported by the terminal.
+    pub firmware: String,
+    /// hex(SHA-256(terminal nonce)).
+    pub commitment: String,
+    /// The revealed terminal nonce.
+    pub terminal_nonce: Option<String>,
+    /// The server's nonce.
+    pub server_nonce: String,
+    /// SPKI pin of the server key the gate presented in this session.
+    pub server_pin: String,
+    /// State.
+    pub state: PairingState,
+    /// Flagged for the operator's attention: it superseded another
+    /// fingerprint's request, or the terminal is paired with another key.
+    pub flagged: bool,
+    /// The request it superseded.
+    pub supersedes: Option<String>,
+    /// Wrong codes entered so far.
+    pub failed_attempts: i64,
+    /// Opened (Unix ms).
+    pub created_at: i64,
+    /// Expires (Unix ms).
+    pub expires_at: i64,
+    /// Decided (Unix ms).
+    pub decided_at: Option<i64>,
+    /// Decided by (operator or service).
+    pub decided_by: Option<String>,
+}
+
+impl PairingRequest {
+    /// The code the server derives from what it saw, once revealed.
+    pub fn code(&self) -> Result<Option<PairingCode>, StoreError> {
+        let Some(terminal_nonce) = &self.terminal_nonce else {
+            return Ok(None);
+        };
+        let corrupt = |what: &str| StoreError::Corrupt(format!("{what} of request {}", self.id));
+        let fp: TerminalFingerprint = self
+            .fingerprint
+            .parse()
+            .map_err(|_| corrupt("fingerprint"))?;
+        let pin: SpkiPin = self.server_pin.parse().map_err(|_| corrupt("server pin"))?;
+        let tn: Nonce = terminal_nonce
+            .parse()
+            .map_err(|_| corrupt("terminal nonce"))?;
+        let sn: Nonce = self
+            .server_nonce
+            .parse()
+            .map_err(|_| corrupt("server nonce"))?;
+        Ok(Some(PairingCode::derive(&fp, &pin, &tn, &sn)))
+    }
+}
+
+/// What the gate saw when a terminal asked to pair.
+#[derive(Clone, Debug)]
+pub struct PairingAttempt {
+    /// The serial it claims.
+    pub serial: Serial,
+    /// Fingerprint of its TLS client certificate.
+    pub fingerprint: TerminalFingerprint,
+    /// That certificate (DER).
+    pub certificate: Vec<u8>,
+    /// Its address.
+    pub remote_address: String,
+    /// Reported model.
+    pub model: String,
+    /// Reported firmware.
+    pub firmware: String,
+    /// Its commitment to a nonce.
+    pub commitment: Commitment,
+    /// The SPKI pin of the server key presented in this TLS session.
+    pub server_pin: SpkiPin,
+}
+
+/// Bounds on open pairing requests.
+#[derive(Clone, Copy, Debug)]
+pub struct PairingLimits {
+    /// How long a request stays open.
+    pub ttl: Duration,
+    /// How many requests may be open at once, across all serials.
+    pub max_open: i64,
+}
+
+impl Default for PairingLimits {
+    fn default() -> Self {
+        Self {
+            ttl: Duration::from_secs(24 * 3600),
+            max_open: 1000,
+        }
+    }
+}
+
+/// The answer to a pairing attempt.
+#[derive(Clone, Debug)]
+pub enum Opened {
+    /// The fingerprint is already paired to this serial.
+    Paired(Terminal),
+    /// An open request (new, or the same one again).
+    Pending(PairingRequest),
+}
+
+/// The columns `request()` reads.
+macro_rules! request_columns {
+    () => {
+        "id, serial, fingerprint, certificate, remote_address, model, firmware, commitment, \
+         terminal_nonce, server_nonce, server_pin, state, flagged, supersedes, failed_attempts, \
+         created_at, expires_at, decided_at, decided_by"
+    };
+}
+
+fn request(row: &sqlx::any::AnyRow) -> Result<PairingRequest, StoreError> {
+    let state: String = row.try_get("state")?;
+    Ok(PairingRequest {
+        id: row.try_get("id")?,
+        serial: row.try_get("serial")?,
+        fingerprint: row.try_get("fingerprint")?,
+        certificate: row.try_get("certificate")?,
+        remote_address: row.try_get("remote_address")?,
+        model: row.try_get("model")?,
+        firmware: row.try_get("firmware")?,
+        commitment: row.try_get("commitment")?,
+        terminal_nonce: row.try_get("terminal_nonce")?,
+        server_nonce: row.try_get("server_nonce")?,
+        server_pin: row.try_get("server_pin")?,
+        state: PairingState::parse(&state)?,
+        flagged: row.try_get::<i64, _>("flagged")? != 0,
+        supersedes: row.try_get("supersedes")?,
+        failed_attempts: row.try_get("failed_attempts")?,
+        created_at: row.try_get("created_at")?,
+        expires_at: row.try_get("expires_at")?,
+        decided_at: row.try_get("decided_at")?,
+        decided_by: row.try_get("decided_by")?,
+    })
+}
+
+fn request_id() -> String {
+    let mut bytes = [0u8; 16];
+    // aws-lc aborts the process rather than return weak randomness.
+    let _ = aws_lc_rs::rand::fill(&mut bytes);
+    hex::encode(bytes)
+}
+
+fn check_request_id(id: &str) -> Result<(), StoreError> {
+    if id.len() == 32
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
+        Ok(())
+    } else {
+        Err(StoreError::NotFound(format!("pairing request {id:?}")))
+    }
+}
+
+fn bounded_text(name: &str, value: &str, max: usize) -> Result<(), StoreError> {
+    if value.chars().count() > max || value.chars().any(char::is_control) {
+        return Err(StoreError::Invalid(format!(
+            "{name} must be at most {max} characters without control characters"
+        )));
+    }
+    Ok(())
+}
+
+/// Loads a request inside `tx`, taking its row lock on PostgreSQL (a no-op
+/// update), so decisions on one request queue instead of racing.
+async fn lock_request(
+    tx: &mut Transaction<'_, Any>,
+    id: &str,
+) -> Result<Option<PairingRequest>, StoreError> {
+    let row = sqlx::query(concat!(
+        "UPDATE pairing_requests SET state = state WHERE id = $1 RETURNING ",
+        request_columns!()
+    ))
+    .bind(id)
+    .fetch_optional(&mut **tx)
+    .await?;
+    row.as_ref().map(request).transpose()
+}
+
+/// Ends an open request in `state`, audited as `action`.
+async fn close(
+    tx: &mut Transaction<'_, Any>,
+    req: &PairingRequest,
+    state: PairingState,
+    actor: &Actor,
+    action: &str,
+    at: i64,
+    detail: serde_json::Value,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE pairing_requests SET state = $1, decided_at = $2, decided_by = $3 WHERE id = $4",
+    )
+    .bind(state.as_str())
+    .bind(at)
+    .bind(actor.name())
+    .bind(&req.id)
+    .execute(&mut **tx)
+    .await?;
+    append(tx, at, actor, action, &req.serial, &detail).await?;
+    Ok(())
+}
+
+/// If `req` is open but past its expiry, marks it expired (audited) and
+/// says so.
+async fn expire_if_due(
+    tx: &mut Transaction<'_, Any>,
+    req: &PairingRequest,
+    at: i64,
+) -> Result<bool, StoreError> {
+    if req.state.is_open() && req.expires_at <= at {
+        close(
+            tx,
+            req,
+            PairingState::Expired,
+            &Actor::new("gate"),
+            "pairing.expire",
+            at,
+            serde_json::json!({ "request": req.id, "fingerprint": req.fingerprint }),
+        )
+        .await?;
+        return Ok(true);
+    }
+    Ok(false)
+}
+
+impl Store {
+    /// A terminal asks to pair (protocol step 2). Unknown serials are
+    /// refused with an audit record. An already paired fingerprint gets
+    /// its terminal; the same fingerprint and commitment again get the
+    /// same request; the same fingerprint with a new commitment (the
+    /// terminal restarted) renews the request with a fresh server nonce;
+    /// another fingerprint supersedes the open request and is flagged.
+    pub async fn open_pairing_request(
+        &self,
+        attempt: &PairingAttempt,
+        limits: &PairingLimits,
+        now: SystemTime,
+    ) -> Result<Opened, StoreError> {
+        bounded_text("model", &attempt.model, 100)?;
+        bounded_text("firmware", &attempt.firmware, 100)?;
+        let at = millis(now);
+        let gate = Actor::new("gate");
+        let fingerprint = attempt.fingerprint.to_hex();
+        let serial = attempt.serial.as_str();
+        let mut tx = self.begin_write().await?;
+        let Some(terminal) = self.terminal_in(&mut tx, &attempt.serial).await? else {
+            append(
+                &mut tx,
+                at,
+                &gate,
+                "pairing.unknown_serial",
+                serial,
+                &serde_json::json!({
+                    "fingerprint": fingerprint, "remote_address": attempt.remote_address,
+                }),
+            )
+            .await?;
+            tx.commit().await?;
+            return Err(StoreError::UnknownSerial(serial.to_owned()));
+        };
+        if terminal.state == TerminalState::Paired
+            && terminal.paired_fingerprint.as_deref() == Some(fingerprint.as_str())
+        {
+            tx.commit().await?;
+            return Ok(Opened::Paired(terminal));
+        }
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            request_columns!(),
+            " FROM pairing_requests WHERE serial = $1 AND state IN ('awaiting_reveal', 'pending') ORDER BY created_at"
+        ))
+        .bind(serial)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut open = None;
+        for row in &rows {
+            let req = request(row)?;
+            if !expire_if_due(&mut tx, &req, at).await? {
+                open = Some(req);
+            }
+        }
+        let mut supersedes = None;
+        if let Some(req) = open {
+            if req.fingerprint == fingerprint {
+                if req.commitment == attempt.commitment.to_hex() {
+                    tx.commit().await?;
+                    return Ok(Opened::Pending(req));
+                }
+                return self.renew(tx, req, attempt, at).await;
+            }
+            close(
+                &mut tx,
+                &req,
+                PairingState::Superseded,
+                &gate,
+                "pairing.supersede",
+                at,
+                serde_json::json!({
+                    "request": req.id, "fingerprint": req.fingerprint,
+                    "by_fingerprint": fingerprint,
+                }),
+            )
+            .await?;
+            supersedes = Some(req.id);
+        }
+        let open_now = sqlx::query(
+            "SELECT COUNT(*) AS n FROM pairing_requests WHERE state IN ('awaiting_reveal', 'pending') AND expires_at > $1",
+        )
+        .bind(at)
+        .fetch_one(&mut *tx)
+        .await?;
+        let open_now: i64 = open_now.try_get("n")?;
+        if open_now >= limits.max_open {
+            return Err(StoreError::Limit(format!(
+                "{open_now} pairing requests are open (the limit is {}); try again later",
+                limits.max_open
+            )));
+        }
+        let repair = terminal.paired_fingerprint.is_some();
+        let flagged = supersedes.is_some() || repair;
+        let id = request_id();
+        let server_nonce = Nonce::random().to_hex();
+        let ttl = i64::try_from(limits.ttl.as_millis()).unwrap_or(i64::MAX);
+        sqlx::query(
+            "INSERT INTO pairing_requests (id, serial, fingerprint, certificate, remote_address, model, firmware, \
+             commitment, server_nonce, server_pin, state, flagged, supersedes, failed_attempts, created_at, expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'awaiting_reveal', $11, $12, 0, $13, $14)",
+        )
+        .bind(&id)
+        .bind(serial)
+        .bind(&fingerprint)
+        .bind(attempt.certificate.clone())
+        .bind(&attempt.remote_address)
+        .bind(&attempt.model)
+        .bind(&attempt.firmware)
+        .bind(attempt.commitment.to_hex())
+        .bind(&server_nonce)
+        .bind(attempt.server_pin.to_hex())
+        .bind(i64::from(flagged))
+        .bind(supersedes.clone())
+        .bind(at)
+        .bind(at.saturating_add(ttl))
+        .execute(&mut *tx)
+        .await?;
+        append(
+            &mut tx,
+            at,
+            &gate,
+            "pairing.open",
+            serial,
+            &serde_json::json!({
+                "request": id, "fingerprint": fingerprint,
+                "remote_address": attempt.remote_address,
+                "model": attempt.model, "firmware": attempt.firmware,
+                "flagged": flagged, "supersedes": supersedes,
+                "paired_fingerprint": terminal.paired_fingerprint,
+            }),
+        )
+        .await?;
+        let req = lock_request(&mut tx, &id)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("pairing request {id}")))?;
+        tx.commit().await?;
+        Ok(Opened::Pending(req))
+    }
+
+    /// The same fingerprint came back with a new commitment: a fresh
+    /// server nonce, so that no nonce pair is ever reused and the one
+    /// chance per request stays one.
+    async fn renew(
+        &self,
+        mut tx: Transaction<'static, Any>,
+        req: PairingRequest,
+        attempt: &PairingAttempt,
+        at: i64,
+    ) -> Result<Opened, StoreError> {
+        sqlx::query(
+            "UPDATE pairing_requests SET commitment = $1, server_nonce = $2, terminal_nonce = NULL, \
+             state = 'awaiting_reveal', server_pin = $3, model = $4, firmware = $5, remote_address = $6 WHERE id = $7",
+        )
+        .bind(attempt.commitment.to_hex())
+        .bind(Nonce::random().to_hex())
+        .bind(attempt.server_pin.to_hex())
+        .bind(&attempt.model)
+        .bind(&attempt.firmware)
+        .bind(&attempt.remote_address)
+        .bind(&req.id)
+        .execute(&mut *tx)
+        .await?;
+        append(
+            &mut tx,
+            at,
+            &Actor::new("gate"),
+            "pairing.renew",
+            &req.serial,
+            &serde_json::json!({ "request": req.id, "fingerprint": req.fingerprint }),
+        )
+        .await?;
+        let req = lock_request(&mut tx, &req.id)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("pairing request {}", req.id)))?;
+        tx.commit().await?;
+        Ok(Opened::Pending(req))
+    }
+
+    /// The terminal reveals its nonce (protocol step 3). Only the
+    /// fingerprint that opened the request may; a nonce that does not open
+    /// the commitment ends the request.
+    pub async fn reveal_pairing_nonce(
+        &self,
+        id: &str,
+        fingerprint: &TerminalFingerprint,
+        nonce: &Nonce,
+        now: SystemTime,
+    ) -> Result<PairingRequest, StoreError> {
+        check_request_id(id)?;
+        let at = millis(now);
+        let mut tx = self.begin_write().await?;
+        let req = match lock_request(&mut tx, id).await? {
+            Some(req) if req.fingerprint == fingerprint.to_hex() => req,
+            _ => return Err(StoreError::NotFound(format!("pairing request {id}"))),
+        };
+        if expire_if_due(&mut tx, &req, at).await? {
+            tx.commit().await?;
+            return Err(StoreError::Expired(id.to_owned()));
+        }
+        let revealed = nonce.to_hex();
+        match req.state {
+            PairingState::AwaitingReveal => {}
+            PairingState::Pending if req.terminal_nonce.as_deref() == Some(revealed.as_str()) => {
+                return Ok(req);
+            }
+            PairingState::Pending => {
+                return Err(StoreError::Conflict(format!(
+                    "pairing request {id} was already revealed with another nonce"
+                )));
+            }
+            state => {
+                return Err(StoreError::Closed {
+                    id: id.to_owned(),
+                    state: state.wire_status().to_owned(),
+                });
+            }
+        }
+        let commitment: Commitment = req
+            .commitment
+            .parse()
+            .map_err(|_| StoreError::Corrupt(format!("commitment of request {id}")))?;
+        if !commitment.opens_to(nonce) {
+            close(
+                &mut tx,
+                &req,
+                PairingState::Failed,
+                &Actor::new("gate"),
+                "pairing.reveal_mismatch",
+                at,
+                serde_json::json!({ "request": id, "fingerprint": req.fingerprint }),
+            )
+            .await?;
+            tx.commit().await?;
+            return Err(StoreError::RevealMismatch(id.to_owned()));
+        }
+        sqlx::query(
+            "UPDATE pairing_requests SET terminal_nonce = $1, state = 'pending' WHERE id = $2",
+        )
+        .bind(&revealed)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        append(
+            &mut tx,
+            at,
+            &Actor::new("gate"),
+            "pairing.reveal",
+            &req.serial,
+            &serde_json::json!({ "request": id, "fingerprint": req.fingerprint }),
+        )
+        .await?;
+        let req = lock_request(&mut tx, id)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("pairing request {id}")))?;
+        tx.commit().await?;
+        Ok(req)
+    }
+
+    /// An operator approves a request by the code the location contact
+    /// read out (protocol step 4–5). A wrong code counts as a failed
+    /// attempt (kept even though the call fails); the third ends the
+    /// request. On success the terminal is paired with the request's
+    /// fingerprint, in one transaction with the audit record.
+    pub async fn approve_pairing(
+        &self,
+        id: &str,
+        code: &PairingCode,
+        operator: &SecondFactor,
+        now: SystemTime,
+    ) -> Result<Terminal, StoreError> {
+        check_request_id(id)?;
+        let actor = operator.actor();
+        if !operator.role().may_change_trust() {
+            return Err(StoreError::Forbidden(format!(
+                "{} is a {} and may not approve pairings",
+                actor.name(),
+                operator.role().as_str()
+            )));
+        }
+        let at = millis(now);
+        let mut tx = self.begin_write().await?;
+        let Some(req) = lock_request(&mut tx, id).await? else {
+            return Err(StoreError::NotFound(format!("pairing request {id}")));
+        };
+        if expire_if_due(&mut tx, &req, at).await? {
+            tx.commit().await?;
+            return Err(StoreError::Expired(id.to_owned()));
+        }
+        if !req.state.is_open() {
+            return Err(StoreError::Closed {
+                id: id.to_owned(),
+                state: req.state.as_str().to_owned(),
+            });
+        }
+        let Some(expected) = req.code()? else {
+            return Err(StoreError::NotRevealed(id.to_owned()));
+        };
+        if !expected.matches(code) {
+            let attempts = req.failed_attempts + 1;
+            sqlx::query("UPDATE pairing_requests SET failed_attempts = $1 WHERE id = $2")
+                .bind(attempts)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            let detail = serde_json::json!({
+                "request": id, "fingerprint": req.fingerprint, "failed_attempts": attempts,
+            });
+            if attempts >= MAX_CODE_ATTEMPTS {
+                close(
+                    &mut tx,
+                    &req,
+                    PairingState::Failed,
+                    &actor,
+                    "pairing.fail",
+                    at,
+                    detail,
+                )
+                .await?;
+            } else {
+                append(
+                    &mut tx,
+                    at,
+                    &actor,
+                    "pairing.wrong_code",
+                    &req.serial,
+                    &detail,
+                )
+                .await?;
+            }
+            tx.commit().await?;
+            return Err(StoreError::WrongCode {
+                id: id.to_owned(),
+                remaining: (MAX_CODE_ATTEMPTS - attempts).max(0),
+            });
+        }
+        let other = sqlx::query(
+            "SELECT serial FROM terminals WHERE paired_fingerprint = $1 AND serial <> $2",
+        )
+        .bind(&req.fingerprint)
+        .bind(&req.serial)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some(other) = other {
+            let other: String = other.try_get("serial")?;
+            return Err(StoreError::Conflict(format!(
+                "fingerprint {} is already paired to terminal {other}; unpair it first",
+                req.fingerprint
+            )));
+        }
+        let serial = Serial::new(&req.serial)
+            .map_err(|_| StoreError::Corrupt(format!("serial of request {id}")))?;
+        let previous = self
+            .terminal_in(&mut tx, &serial)
+            .await?
+            .and_then(|t| t.paired_fingerprint);
+        sqlx::query(
+            "UPDATE terminals SET state = 'paired', paired_fingerprint = $1, paired_at = $2, paired_by = $3 \
+             WHERE serial = $4",
+        )
+        .bind(&req.fingerprint)
+        .bind(at)
+        .bind(actor.name())
+        .bind(&req.serial)
+        .execute(&mut *tx)
+        .await?;
+        close(
+            &mut tx,
+            &req,
+            PairingState::Approved,
+            &actor,
+            "pairing.approve",
+            at,
+            serde_json::json!({
+                "request": id, "fingerprint": req.fingerprint,
+                "previous_fingerprint": previous, "flagged": req.flagged,
+            }),
+        )
+        .await?;
+        bump_generation(&mut tx, self.backend).await?;
+        tx.commit().await?;
+        self.terminal(&serial)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("terminal {serial}")))
+    }
+
+    /// An operator rejects an open request; audited.
+    pub async fn reject_pairing(
+        &self,
+        id: &str,
+        actor: &Actor,
+        now: SystemTime,
+    ) -> Result<PairingRequest, StoreError> {
+        check_request_id(id)?;
+        let at = millis(now);
+        let mut tx = self.begin_write().await?;
+        let Some(req) = lock_request(&mut tx, id).await? else {
+            return Err(StoreError::NotFound(format!("pairing request {id}")));
+        };
+        if !req.state.is_open() {
+            return Err(StoreError::Closed {
+                id: id.to_owned(),
+                state: req.state.as_str().to_owned(),
+            });
+        }
+        close(
+            &mut tx,
+            &req,
+            PairingState::Rejected,
+            actor,
+            "pairing.reject",
+            at,
+            serde_json::json!({ "request": id, "fingerprint": req.fingerprint }),
+        )
+        .await?;
+        let req = lock_request(&mut tx, id)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("pairing request {id}")))?;
+        tx.commit().await?;
+        Ok(req)
+    }
+
+    /// Marks every open request past its expiry as expired (audited);
+    /// returns how many.
+    pub async fn expire_pairing_requests(&self, now: SystemTime) -> Result<u64, StoreError> {
+        let at = millis(now);
+        let mut tx = self.begin_write().await?;
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            request_columns!(),
+            " FROM pairing_requests WHERE state IN ('awaiting_reveal', 'pending') AND expires_at <= $1"
+        ))
+        .bind(at)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut expired = 0;
+        for row in &rows {
+            if expire_if_due(&mut tx, &request(row)?, at).await? {
+                expired += 1;
+            }
+        }
+        tx.commit().await?;
+        Ok(expired)
+    }
+
+    /// A request by id.
+    pub async fn pairing_request(&self, id: &str) -> Result<Option<PairingRequest>, StoreError> {
+        if check_request_id(id).is_err() {
+            return Ok(None);
+        }
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            request_columns!(),
+            " FROM pairing_requests WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(request).transpose()
+    }
+
+    /// The newest `limit` requests, or only the open ones.
+    pub async fn pairing_requests(
+        &self,
+        open_only: bool,
+        limit: i64,
+    ) -> Result<Vec<PairingRequest>, StoreError> {
+        let rows = if open_only {
+            sqlx::query(concat!(
+                "SELECT ",
+                request_columns!(),
+                " FROM pairing_requests WHERE state IN ('awaiting_reveal', 'pending') ORDER BY created_at DESC, id LIMIT $1"
+            ))
+        } else {
+            sqlx::query(concat!(
+                "SELECT ",
+                request_columns!(),
+                " FROM pairing_requests ORDER BY created_at DESC, id LIMIT $1"
+            ))
+        }
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(request).collect()
+    }
+}
