@@ -189,3 +189,36 @@ pub fn openssl_self_signed(dir: &Path, name: &str, cn: &str, digest: &str) {
         ],
     );
 }
+
+/// A fresh, empty PostgreSQL database in the throwaway cluster that
+/// `scripts/test` starts (`PAIRGATE_TEST_DATABASE_URL`); returns its URL.
+/// Each test gets its own, so tests run in parallel without sharing rows.
+pub async fn fresh_postgres_database() -> String {
+    use sqlx::Connection;
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let admin = std::env::var("PAIRGATE_TEST_DATABASE_URL").expect(
+        "PAIRGATE_TEST_DATABASE_URL is not set: run the tests through scripts/test, which starts PostgreSQL",
+    );
+    sqlx::any::install_default_drivers();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let name = format!(
+        "t_{}_{}_{nanos}",
+        std::process::id(),
+        COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    );
+    let mut conn = sqlx::AnyConnection::connect(&admin)
+        .await
+        .expect("connecting to the test PostgreSQL");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut conn)
+        .await
+        .expect("creating a test database");
+    let _ = conn.close().await;
+    let (base, _) = admin
+        .rsplit_once('/')
+        .expect("PAIRGATE_TEST_DATABASE_URL ends with /DATABASE");
+    format!("{base}/{name}")
+}

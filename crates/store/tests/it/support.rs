@@ -2,7 +2,6 @@
 
 use pairgate_store::Store;
 use pairgate_testkit::{TempDir, temp_dir};
-use sqlx::Connection;
 
 /// Keeps a test's SQLite directory alive.
 pub struct Fixture {
@@ -20,18 +19,8 @@ pub async fn sqlite() -> Fixture {
 }
 
 pub async fn postgres() -> Fixture {
-    let admin = std::env::var("PAIRGATE_TEST_DATABASE_URL")
-        .expect("PAIRGATE_TEST_DATABASE_URL is not set: run the tests through scripts/test, which starts PostgreSQL");
-    sqlx::any::install_default_drivers();
-    let name = format!("t_{}", &pairgate_pki::Nonce::random().to_hex()[..16]);
-    let mut conn = sqlx::AnyConnection::connect(&admin).await.unwrap();
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-        .execute(&mut conn)
-        .await
-        .unwrap();
-    conn.close().await.unwrap();
-    let (base, _) = admin.rsplit_once('/').unwrap();
-    let store = Store::open(&format!("{base}/{name}")).await.unwrap();
+    let url = pairgate_testkit::fresh_postgres_database().await;
+    let store = Store::open(&url).await.unwrap();
     Fixture { store, _dir: None }
 }
 

@@ -1,0 +1,459 @@
+//! Server settings: defaults that need no file, then a TOML file (unknown
+//! keys refused), then `PAIRGATE_<KEY>` environment variables, then
+//! `--set KEY=VALUE` / flags from the command line. [`SETTINGS`] documents
+//! every key; `pairgate server --help` prints it.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use pairgate_tls::{TlsPolicy, VersionPolicy};
+
+/// A setting could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("reading {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The TOML or a value in it is wrong.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Every setting with its meaning, for `--help` and the README. A unit
+/// test keeps this list and [`Settings`] in step.
+pub const SETTINGS: &[(&str, &str)] = &[
+    (
+        "data_dir",
+        "data directory: SQLite database, server identity (default ./pairgate-data)",
+    ),
+    (
+        "database_url",
+        "postgres://… to share one PostgreSQL; empty: SQLite in data_dir",
+    ),
+    ("gate_listen", "gate address (default 0.0.0.0:7741)"),
+    ("master_listen", "master address (default 0.0.0.0:7743)"),
+    (
+        "cas_listen",
+        "CAS admin web UI address (default 127.0.0.1:7780; served once CAS is built)",
+    ),
+    (
+        "master_url",
+        "master URL handed to paired terminals (default https://localhost:<master port>)",
+    ),
+    (
+        "identity_keystore",
+        "key store of the server identity: file:DIR or pkcs11:… (default file:<data_dir>/identity)",
+    ),
+    (
+        "identity_passphrase_file",
+        "passphrase file of a file: identity store (default <data_dir>/identity.passphrase, made at first start)",
+    ),
+    (
+        "server_names",
+        "DNS names and IP addresses in the server certificate (default localhost,127.0.0.1)",
+    ),
+    (
+        "upstream_url",
+        "http://host:port of the operator's application behind the master's /app/ (empty: none)",
+    ),
+    ("tls_versions", "\"1.2+1.3\" (default), \"1.2\" or \"1.3\""),
+    (
+        "session_lifetime_secs",
+        "TLS session resumption lifetime (default 600)",
+    ),
+    (
+        "handshake_timeout_secs",
+        "TLS handshake timeout (default 10)",
+    ),
+    (
+        "header_timeout_secs",
+        "time a client may take to send request headers (default 10)",
+    ),
+    (
+        "pairing_ttl_secs",
+        "how long a pairing request stays open (default 86400)",
+    ),
+    (
+        "max_open_requests",
+        "open pairing requests allowed at once (default 1000)",
+    ),
+    (
+        "unknown_serial_per_minute",
+        "unknown-serial attempts per address and minute before 429 (default 10)",
+    ),
+    (
+        "max_body_bytes",
+        "largest request body at gate and master API (default 16384)",
+    ),
+    (
+        "max_proxy_body_bytes",
+        "largest body forwarded to the upstream (default 1048576)",
+    ),
+    (
+        "long_poll_max_secs",
+        "longest wait of GET /v1/pairing/{id}?wait=N (default 30)",
+    ),
+    (
+        "paired_poll_ms",
+        "how often an SQLite server checks the paired set (default 200)",
+    ),
+    (
+        "reconcile_secs",
+        "how often a PostgreSQL server re-checks the paired set besides NOTIFY (default 5)",
+    ),
+    (
+        "proxy_timeout_secs",
+        "upstream request timeout (default 30)",
+    ),
+];
+
+/// The server's settings.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    /// See [`SETTINGS`].
+    pub data_dir: PathBuf,
+    /// See [`SETTINGS`].
+    pub database_url: String,
+    /// See [`SETTINGS`].
+    pub gate_listen: String,
+    /// See [`SETTINGS`].
+    pub master_listen: String,
+    /// See [`SETTINGS`].
+    pub cas_listen: String,
+    /// See [`SETTINGS`].
+    pub master_url: String,
+    /// See [`SETTINGS`].
+    pub identity_keystore: String,
+    /// See [`SETTINGS`].
+    pub identity_passphrase_file: String,
+    /// See [`SETTINGS`].
+    pub server_names: Vec<String>,
+    /// See [`SETTINGS`].
+    pub upstream_url: String,
+    /// See [`SETTINGS`].
+    pub tls_versions: String,
+    /// See [`SETTINGS`].
+    pub session_lifetime_secs: u64,
+    /// See [`SETTINGS`].
+    pub handshake_timeout_secs: u64,
+    /// See [`SETTINGS`].
+    pub header_timeout_secs: u64,
+    /// See [`SETTINGS`].
+    pub pairing_ttl_secs: u64,
+    /// See [`SETTINGS`].
+    pub max_open_requests: u64,
+    /// See [`SETTINGS`].
+    pub unknown_serial_per_minute: u64,
+    /// See [`SETTINGS`].
+    pub max_body_bytes: u64,
+    /// See [`SETTINGS`].
+    pub max_proxy_body_bytes: u64,
+    /// See [`SETTINGS`].
+    pub long_poll_max_secs: u64,
+    /// See [`SETTINGS`].
+    pub paired_poll_ms: u64,
+    /// See [`SETTINGS`].
+    pub reconcile_secs: u64,
+    /// See [`SETTINGS`].
+    pub proxy_timeout_secs: u64,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("./pairgate-data"),
+            database_url: String::new(),
+            gate_listen: "0.0.0.0:7741".into(),
+            master_listen: "0.0.0.0:7743".into(),
+            cas_listen: "127.0.0.1:7780".into(),
+            master_url: String::new(),
+            identity_keystore: String::new(),
+            identity_passphrase_file: String::new(),
+            server_names: vec!["localhost".into(), "127.0.0.1".into()],
+            upstream_url: String::new(),
+            tls_versions: "1.2+1.3".into(),
+            session_lifetime_secs: 600,
+            handshake_timeout_secs: 10,
+            header_timeout_secs: 10,
+            pairing_ttl_secs: 86_400,
+            max_open_requests: 1000,
+            unknown_serial_per_minute: 10,
+            max_body_bytes: 16 * 1024,
+            max_proxy_body_bytes: 1 << 20,
+            long_poll_max_secs: 30,
+            paired_poll_ms: 200,
+            reconcile_secs: 5,
+            proxy_timeout_secs: 30,
+        }
+    }
+}
+
+fn invalid(e: impl std::fmt::Display) -> ConfigError {
+    ConfigError::Invalid(e.to_string())
+}
+
+impl Settings {
+    /// Defaults, overlaid with `file` (if any), then the environment
+    /// (`PAIRGATE_DATA_DIR`, `PAIRGATE_GATE_LISTEN`, …), then `overrides`
+    /// (`key=value`, the command line's).
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+        overrides: &[(String, String)],
+    ) -> Result<Self, ConfigError> {
+        let mut table = toml::Table::try_from(Self::default()).map_err(invalid)?;
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.display().to_string(),
+                source,
+            })?;
+            let from_file: toml::Table = toml::from_str(&text)
+                .map_err(|e| ConfigError::Invalid(format!("{}: {e}", path.display())))?;
+            for (key, value) in from_file {
+                if !table.contains_key(&key) {
+                    return Err(ConfigError::Invalid(format!(
+                        "{}: unknown setting {key:?}",
+                        path.display()
+                    )));
+                }
+                table.insert(key, value);
+            }
+        }
+        for (name, value) in env {
+            let Some(key) = name.strip_prefix("PAIRGATE_") else {
+                continue;
+            };
+            let key = key.to_ascii_lowercase();
+            // Other PAIRGATE_ variables (key-store passphrases, PKCS#11)
+            // belong to other parts; only known settings are read here.
+            if table.contains_key(&key) {
+                set(&mut table, &key, &value, &format!("environment {name}"))?;
+            }
+        }
+        for (key, value) in overrides {
+            if !table.contains_key(key) {
+                return Err(ConfigError::Invalid(format!(
+                    "unknown setting {key:?}; `pairgate server --help` lists them"
+                )));
+            }
+            set(&mut table, key, value, "command line")?;
+        }
+        let settings: Self = table.try_into().map_err(invalid)?;
+        settings.check()?;
+        Ok(settings)
+    }
+
+    /// Rejects values that parse but make no sense.
+    fn check(&self) -> Result<(), ConfigError> {
+        for (name, addr) in [
+            ("gate_listen", &self.gate_listen),
+            ("master_listen", &self.master_listen),
+            ("cas_listen", &self.cas_listen),
+        ] {
+            addr.parse::<SocketAddr>().map_err(|_| {
+                ConfigError::Invalid(format!(
+                    "{name} = {addr:?} is not an address like 0.0.0.0:7741"
+                ))
+            })?;
+        }
+        self.tls_policy()?;
+        if !self.master_url.is_empty() && !self.master_url.starts_with("https://") {
+            return Err(ConfigError::Invalid(format!(
+                "master_url = {:?} must start with https://",
+                self.master_url
+            )));
+        }
+        if !self.upstream_url.is_empty() && !self.upstream_url.starts_with("http://") {
+            return Err(ConfigError::Invalid(format!(
+                "upstream_url = {:?} must start with http:// (the upstream sits next to the master)",
+                self.upstream_url
+            )));
+        }
+        for (name, value) in [
+            ("max_body_bytes", self.max_body_bytes),
+            ("max_open_requests", self.max_open_requests),
+            ("pairing_ttl_secs", self.pairing_ttl_secs),
+            ("handshake_timeout_secs", self.handshake_timeout_secs),
+            ("header_timeout_secs", self.header_timeout_secs),
+            ("paired_poll_ms", self.paired_poll_ms),
+            ("reconcile_secs", self.reconcile_secs),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::Invalid(format!("{name} must be above 0")));
+            }
+        }
+        Ok(())
+    }
+
+    /// The database URL: `database_url`, or SQLite in the data directory.
+    pub fn database(&self) -> DatabaseLocation {
+        if self.database_url.is_empty() {
+            DatabaseLocation::DataDir(self.data_dir.clone())
+        } else {
+            DatabaseLocation::Url(self.database_url.clone())
+        }
+    }
+
+    /// The master URL handed to terminals.
+    pub fn master_url(&self) -> String {
+        if !self.master_url.is_empty() {
+            return self.master_url.clone();
+        }
+        let port = self
+            .master_listen
+            .parse::<SocketAddr>()
+            .map(|a| a.port())
+            .unwrap_or(7743);
+        format!("https://localhost:{port}")
+    }
+
+    /// The TLS policy from the settings.
+    pub fn tls_policy(&self) -> Result<TlsPolicy, ConfigError> {
+        let versions = match self.tls_versions.as_str() {
+            "1.2+1.3" => VersionPolicy::default(),
+            "1.2" => TlsPolicy::tls12_only().versions,
+            "1.3" => TlsPolicy::tls13_only().versions,
+            other => {
+                return Err(ConfigError::Invalid(format!(
+                    "tls_versions = {other:?}: use \"1.2+1.3\", \"1.2\" or \"1.3\""
+                )));
+            }
+        };
+        Ok(TlsPolicy {
+            versions,
+            session_lifetime: Duration::from_secs(self.session_lifetime_secs),
+            handshake_timeout: Duration::from_secs(self.handshake_timeout_secs),
+            ..TlsPolicy::default()
+        })
+    }
+
+    /// The identity key store URI.
+    pub fn identity_keystore(&self) -> String {
+        if self.identity_keystore.is_empty() {
+            format!("file:{}", self.data_dir.join("identity").display())
+        } else {
+            self.identity_keystore.clone()
+        }
+    }
+
+    /// The identity passphrase file.
+    pub fn identity_passphrase_file(&self) -> PathBuf {
+        if self.identity_passphrase_file.is_empty() {
+            self.data_dir.join("identity.passphrase")
+        } else {
+            PathBuf::from(&self.identity_passphrase_file)
+        }
+    }
+
+    /// `--help` text naming every setting.
+    pub fn help() -> String {
+        let mut out = String::from(
+            "Settings (a TOML file via --config, PAIRGATE_<KEY> in the environment, or --set KEY=VALUE; later wins):\n",
+        );
+        for (key, what) in SETTINGS {
+            out.push_str(&format!("  {key:<26} {what}\n"));
+        }
+        out
+    }
+}
+
+/// Where the store lives.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DatabaseLocation {
+    /// SQLite in this data directory.
+    DataDir(PathBuf),
+    /// A database URL.
+    Url(String),
+}
+
+/// Sets `key` from text, typed like its default.
+fn set(table: &mut toml::Table, key: &str, text: &str, from: &str) -> Result<(), ConfigError> {
+    let bad = || ConfigError::Invalid(format!("{from}: {key} = {text:?} is not valid"));
+    let value = match table.get(key) {
+        Some(toml::Value::Integer(_)) => {
+            toml::Value::Integer(text.trim().parse().map_err(|_| bad())?)
+        }
+        Some(toml::Value::Array(_)) => toml::Value::Array(
+            text.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| toml::Value::String(s.to_owned()))
+                .collect(),
+        ),
+        Some(toml::Value::String(_)) => toml::Value::String(text.to_owned()),
+        _ => return Err(bad()),
+    };
+    table.insert(key.to_owned(), value);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_setting_is_documented() {
+        let table = toml::Table::try_from(Settings::default()).unwrap();
+        let mut keys: Vec<&str> = table.keys().map(String::as_str).collect();
+        let mut documented: Vec<&str> = SETTINGS.iter().map(|(k, _)| *k).collect();
+        keys.sort_unstable();
+        documented.sort_unstable();
+        assert_eq!(keys, documented);
+    }
+
+    #[test]
+    fn layers_apply_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("pairgate.toml");
+        std::fs::write(
+            &file,
+            "gate_listen = \"127.0.0.1:1\"\nmaster_listen = \"127.0.0.1:2\"\nserver_names = [\"a\"]\n",
+        )
+        .unwrap();
+        let env = vec![
+            (
+                "PAIRGATE_MASTER_LISTEN".to_owned(),
+                "127.0.0.1:3".to_owned(),
+            ),
+            ("PAIRGATE_SERVER_NAMES".to_owned(), "b, c".to_owned()),
+            ("PAIRGATE_PKCS11_PIN_FILE".to_owned(), "/x".to_owned()),
+            ("HOME".to_owned(), "/root".to_owned()),
+        ];
+        let set = vec![("max_body_bytes".to_owned(), "99".to_owned())];
+        let s = Settings::load(Some(&file), env, &set).unwrap();
+        assert_eq!(s.gate_listen, "127.0.0.1:1");
+        assert_eq!(s.master_listen, "127.0.0.1:3");
+        assert_eq!(s.server_names, ["b", "c"]);
+        assert_eq!(s.max_body_bytes, 99);
+        assert_eq!(s.master_url(), "https://localhost:3");
+        assert_eq!(s.cas_listen, "127.0.0.1:7780");
+    }
+
+    #[test]
+    fn bad_settings_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("pairgate.toml");
+        std::fs::write(&file, "gate_port = 1\n").unwrap();
+        let e = Settings::load(Some(&file), [], &[]).unwrap_err();
+        assert!(e.to_string().contains("gate_port"), "{e}");
+        for (k, v) in [
+            ("max_body_bytes", "lots"),
+            ("gate_listen", "7741"),
+            ("tls_versions", "1.1"),
+            ("master_url", "http://x"),
+            ("max_body_bytes", "0"),
+            ("nonsense", "1"),
+        ] {
+            let r = Settings::load(None, [], &[(k.to_owned(), v.to_owned())]);
+            assert!(r.is_err(), "{k}={v}");
+        }
+        assert_eq!(Settings::load(None, [], &[]).unwrap(), Settings::default());
+    }
+}

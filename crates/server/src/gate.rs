@@ -1,0 +1,265 @@
+//! The gate service (TCP 7741): the only endpoint an unpaired terminal may
+//! reach. JSON over HTTPS with a client certificate whose key was proved
+//! in the handshake (self-signed is the norm). It speaks DESIGN.md's
+//! pairing protocol:
+//!
+//! - `POST /v1/pairing` `{"serial", "model", "firmware", "commitment"}` →
+//!   `200 {"status": "paired", "config"}` for an already paired
+//!   fingerprint, else `202 {"status": "pending", "request_id",
+//!   "server_nonce", "expires_at"}`;
+//! - `POST /v1/pairing/{id}/reveal` `{"terminal_nonce"}`;
+//! - `GET /v1/pairing/{id}[?wait=SECONDS]` → `{"status", "request_id",
+//!   "expires_at", "config"?}`, long-polling while the request is open.
+//!
+//! Unknown serials are refused and audited; an address that keeps trying
+//! them is answered `429` without touching the store.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Json, Router};
+use pairgate_pki::{Commitment, Nonce};
+use pairgate_store::{
+    Opened, PairingAttempt, PairingLimits, PairingRequest, PairingState, Serial, Store, StoreError,
+    Terminal,
+};
+
+use crate::http::{JsonBody, Peer, no_route, rfc3339};
+use crate::{ApiError, TerminalConfig};
+
+/// Gate state.
+#[derive(Clone)]
+pub(crate) struct Gate {
+    pub store: Store,
+    pub limits: PairingLimits,
+    pub long_poll_max: Duration,
+    pub master_url: String,
+    pub unknown_serials: Arc<UnknownSerialLimiter>,
+}
+
+/// Counts unknown-serial attempts per address in one-minute windows.
+#[derive(Debug)]
+pub(crate) struct UnknownSerialLimiter {
+    per_minute: u64,
+    windows: Mutex<HashMap<IpAddr, (Instant, u64)>>,
+}
+
+impl UnknownSerialLimiter {
+    pub(crate) fn new(per_minute: u64) -> Self {
+        Self {
+            per_minute,
+            windows: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn window(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, (Instant, u64)>> {
+        self.windows
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Whether `ip` has used up its attempts this minute.
+    fn blocked(&self, ip: IpAddr) -> bool {
+        let mut windows = self.window();
+        let now = Instant::now();
+        match windows.get(&ip) {
+            Some((start, _)) if now.duration_since(*start) >= Duration::from_secs(60) => {
+                windows.remove(&ip);
+                false
+            }
+            Some((_, count)) => *count >= self.per_minute,
+            None => false,
+        }
+    }
+
+    /// Counts one unknown-serial attempt of `ip`.
+    fn count(&self, ip: IpAddr) {
+        let mut windows = self.window();
+        let now = Instant::now();
+        // Bound the map: drop finished windows when it grows.
+        if windows.len() > 100_000 {
+            windows.retain(|_, (start, _)| now.duration_since(*start) < Duration::from_secs(60));
+        }
+        let entry = windows.entry(ip).or_insert((now, 0));
+        entry.1 += 1;
+    }
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PairingBody {
+    serial: String,
+    #[serde(default)]
+    model: String,
+    #[serde(default)]
+    firmware: String,
+    commitment: String,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RevealBody {
+    terminal_nonce: String,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WaitQuery {
+    #[serde(default)]
+    wait: Option<u64>,
+}
+
+/// The gate's routes.
+pub(crate) fn router(gate: Gate) -> Router {
+    Router::new()
+        .route("/v1/pairing", post(open))
+        .route("/v1/pairing/{id}", get(status))
+        .route("/v1/pairing/{id}/reveal", post(reveal))
+        .fallback(no_route)
+        .with_state(gate)
+}
+
+/// The configuration a paired terminal receives.
+fn config(gate: &Gate, peer: &Peer, terminal: &Terminal) -> TerminalConfig {
+    TerminalConfig {
+        master_url: gate.master_url.clone(),
+        server_pins: vec![peer.server_pin.to_hex()],
+        vpn_profile: terminal.vpn_profile.clone(),
+    }
+}
+
+async fn open(
+    State(gate): State<Gate>,
+    Extension(peer): Extension<Peer>,
+    JsonBody(body): JsonBody<PairingBody>,
+) -> Result<Response, ApiError> {
+    let ip = peer.address.ip();
+    if gate.unknown_serials.blocked(ip) {
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "PG-RATE-LIMITED",
+            "too many pairing attempts for unknown serials from this address; wait a minute",
+        ));
+    }
+    let serial = Serial::new(body.serial.trim())
+        .map_err(|e| ApiError::bad_request("PG-BAD-SERIAL", e.to_string()))?;
+    let commitment: Commitment = body.commitment.parse().map_err(|_| {
+        ApiError::bad_request(
+            "PG-BAD-COMMITMENT",
+            "commitment must be 64 lowercase hex digits: hex(SHA-256(terminal_nonce))",
+        )
+    })?;
+    let attempt = PairingAttempt {
+        serial,
+        fingerprint: peer.fingerprint,
+        certificate: peer.certificate.to_vec(),
+        remote_address: peer.address.to_string(),
+        model: body.model,
+        firmware: body.firmware,
+        commitment,
+        server_pin: peer.server_pin,
+    };
+    match gate
+        .store
+        .open_pairing_request(&attempt, &gate.limits, SystemTime::now())
+        .await
+    {
+        Ok(Opened::Paired(terminal)) => Ok((
+            StatusCode::OK,
+            Json(serde_json::json!({
+                "status": "paired",
+                "config": config(&gate, &peer, &terminal),
+            })),
+        )
+            .into_response()),
+        Ok(Opened::Pending(req)) => Ok((
+            StatusCode::ACCEPTED,
+            Json(serde_json::json!({
+                "status": "pending",
+                "request_id": req.id,
+                "server_nonce": req.server_nonce,
+                "expires_at": rfc3339(req.expires_at),
+            })),
+        )
+            .into_response()),
+        Err(e @ StoreError::UnknownSerial(_)) => {
+            gate.unknown_serials.count(ip);
+            Err(e.into())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// A request as the terminal that opened it may see it; anyone else gets
+/// `404`, so request ids reveal nothing.
+async fn own_request(gate: &Gate, peer: &Peer, id: &str) -> Result<PairingRequest, ApiError> {
+    match gate.store.pairing_request(id).await? {
+        Some(req) if req.fingerprint == peer.fingerprint.to_hex() => Ok(req),
+        _ => Err(StoreError::NotFound(format!("pairing request {id}")).into()),
+    }
+}
+
+async fn reveal(
+    State(gate): State<Gate>,
+    Extension(peer): Extension<Peer>,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody<RevealBody>,
+) -> Result<Response, ApiError> {
+    let nonce: Nonce = body.terminal_nonce.parse().map_err(|_| {
+        ApiError::bad_request(
+            "PG-BAD-NONCE",
+            "terminal_nonce must be 64 lowercase hex digits",
+        )
+    })?;
+    let req = gate
+        .store
+        .reveal_pairing_nonce(&id, &peer.fingerprint, &nonce, SystemTime::now())
+        .await?;
+    Ok(Json(serde_json::json!({
+        "status": req.state.wire_status(),
+        "request_id": req.id,
+        "expires_at": rfc3339(req.expires_at),
+    }))
+    .into_response())
+}
+
+async fn status(
+    State(gate): State<Gate>,
+    Extension(peer): Extension<Peer>,
+    Path(id): Path<String>,
+    Query(query): Query<WaitQuery>,
+) -> Result<Response, ApiError> {
+    let wait = Duration::from_secs(query.wait.unwrap_or(0)).min(gate.long_poll_max);
+    let deadline = Instant::now() + wait;
+    let mut req = own_request(&gate, &peer, &id).await?;
+    while req.state.is_open() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        req = own_request(&gate, &peer, &id).await?;
+    }
+    let mut status = req.state.wire_status();
+    let mut config_json = None;
+    if req.state == PairingState::Approved {
+        // Only while this fingerprint is still the paired one: an approval
+        // later undone by unpair hands out nothing.
+        match gate.store.paired_terminal(&peer.fingerprint).await? {
+            Some(terminal) => config_json = Some(config(&gate, &peer, &terminal)),
+            // Unpaired since: the protocol's closest status.
+            None => status = "rejected",
+        }
+    }
+    let mut answer = serde_json::json!({
+        "status": status,
+        "request_id": req.id,
+        "expires_at": rfc3339(req.expires_at),
+    });
+    if let (Some(config), Some(object)) = (config_json, answer.as_object_mut()) {
+        object.insert("config".into(), serde_json::json!(config));
+    }
+    Ok(Json(answer).into_response())
+}

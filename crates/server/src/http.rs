@@ -1,0 +1,212 @@
+//! HTTPS plumbing shared by gate and master: the accept loop (TLS
+//! handshake, then HTTP/1.1 with a header timeout), the [`Peer`] every
+//! request carries (the fingerprint from its own TLS session), a
+//! per-connection guard that can close a connection at once (unpair), and
+//! a JSON body reader with a size limit and JSON errors.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use axum::Router;
+use axum::extract::{FromRequest, Request};
+use axum::http::StatusCode;
+use http_body_util::{BodyExt, Limited};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use pairgate_pki::{SpkiPin, TerminalFingerprint};
+use pairgate_tls::server::TlsServer;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tower::ServiceExt;
+
+use crate::ApiError;
+
+/// What the TLS session says about the client of a request.
+#[derive(Clone, Debug)]
+pub struct Peer {
+    /// Fingerprint of the client certificate of this connection's session.
+    pub fingerprint: TerminalFingerprint,
+    /// That certificate (DER).
+    pub certificate: Arc<Vec<u8>>,
+    /// The client's address.
+    pub address: SocketAddr,
+    /// The pin of the server key presented in the session.
+    pub server_pin: SpkiPin,
+}
+
+/// The largest request body a service reads.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct BodyLimit(pub usize);
+
+/// Resolves when a connection of `fingerprint` must be closed.
+pub(crate) trait ConnectionGuard: Send + Sync {
+    /// A future that completes when the connection has to go.
+    fn closed(&self, fingerprint: TerminalFingerprint) -> Pin<Box<dyn Future<Output = ()> + Send>>;
+}
+
+/// How connections are served.
+#[derive(Clone)]
+pub(crate) struct ServeOptions {
+    pub tls: TlsServer,
+    pub server_pin: SpkiPin,
+    pub body_limit: usize,
+    pub header_timeout: Duration,
+    pub guard: Option<Arc<dyn ConnectionGuard>>,
+    pub name: &'static str,
+}
+
+/// Accepts connections until `shutdown` turns true.
+pub(crate) async fn serve(
+    listener: TcpListener,
+    router: Router,
+    options: ServeOptions,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let (tcp, address) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off.
+                    tracing::warn!(service = options.name, error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.changed() => return,
+        };
+        let router = router.clone();
+        let options = options.clone();
+        let mut conn_shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let (stream, fingerprint) = match options.tls.accept(tcp).await {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    tracing::debug!(service = options.name, %address, error = %e, "handshake refused");
+                    return;
+                }
+            };
+            let certificate = stream
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .map(|c| c.as_ref().to_vec())
+                .unwrap_or_default();
+            let peer = Peer {
+                fingerprint,
+                certificate: Arc::new(certificate),
+                address,
+                server_pin: options.server_pin,
+            };
+            let limit = BodyLimit(options.body_limit);
+            let service = hyper::service::service_fn(
+                move |request: hyper::Request<hyper::body::Incoming>| {
+                    let mut request = request.map(axum::body::Body::new);
+                    request.extensions_mut().insert(peer.clone());
+                    request.extensions_mut().insert(limit);
+                    router.clone().oneshot(request)
+                },
+            );
+            let connection = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(options.header_timeout)
+                .serve_connection(TokioIo::new(stream), service);
+            let closed: Pin<Box<dyn Future<Output = ()> + Send>> = match &options.guard {
+                Some(guard) => guard.closed(fingerprint),
+                None => Box::pin(std::future::pending()),
+            };
+            tokio::select! {
+                _ = connection => {}
+                // Dropping the connection closes the socket at once.
+                () = closed => {
+                    tracing::info!(service = options.name, %address, fingerprint = %fingerprint, "closing the connection of an unpaired terminal");
+                }
+                _ = conn_shutdown.changed() => {}
+            }
+        });
+    }
+}
+
+/// A JSON request body, read up to the service's limit. Malformed JSON,
+/// unknown fields and oversized bodies are answered in the JSON error
+/// format.
+pub(crate) struct JsonBody<T>(pub T);
+
+impl<S, T> FromRequest<S> for JsonBody<T>
+where
+    S: Send + Sync,
+    T: serde::de::DeserializeOwned,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, _state: &S) -> Result<Self, ApiError> {
+        let limit = request
+            .extensions()
+            .get::<BodyLimit>()
+            .map_or(16 * 1024, |l| l.0);
+        if let Some(kind) = request.headers().get(axum::http::header::CONTENT_TYPE) {
+            let kind = kind.to_str().unwrap_or_default();
+            if !kind.starts_with("application/json") {
+                return Err(ApiError::new(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "PG-CONTENT-TYPE",
+                    format!("the body must be application/json, not {kind:?}"),
+                ));
+            }
+        }
+        let bytes = read_body(request.into_body(), limit).await?;
+        serde_json::from_slice(&bytes).map(JsonBody).map_err(|e| {
+            ApiError::bad_request("PG-BAD-JSON", format!("the request body is not valid: {e}"))
+        })
+    }
+}
+
+/// Reads a body up to `limit` bytes; `413` beyond.
+pub(crate) async fn read_body(
+    body: axum::body::Body,
+    limit: usize,
+) -> Result<axum::body::Bytes, ApiError> {
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "PG-TOO-LARGE",
+            format!("the request body is over {limit} bytes"),
+        )),
+        Err(e) => Err(ApiError::bad_request(
+            "PG-BAD-BODY",
+            format!("reading the request body: {e}"),
+        )),
+    }
+}
+
+/// Answers unknown paths in the JSON error format.
+pub(crate) async fn no_route() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "PG-NO-ROUTE", "no such endpoint")
+}
+
+/// RFC 3339 UTC for Unix milliseconds.
+pub(crate) fn rfc3339(millis: i64) -> String {
+    let nanos = i128::from(millis) * 1_000_000;
+    time::OffsetDateTime::from_unix_timestamp_nanos(nanos)
+        .ok()
+        .and_then(|t| {
+            t.replace_nanosecond(0)
+                .ok()?
+                .format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
+}
+
+/// The current time as RFC 3339 UTC.
+pub(crate) fn now_rfc3339() -> String {
+    rfc3339(
+        SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
+    )
+}

@@ -1,0 +1,145 @@
+//! The master's in-memory paired set: fingerprint → serial, checked on
+//! every request without a database round trip. A background task keeps
+//! it equal to the store: it reloads when the paired-set generation moves
+//! (woken by NOTIFY on PostgreSQL, by polling on SQLite), reloads in full
+//! when the PostgreSQL listener drops, and reconciles periodically. Every
+//! reload bumps a version that open connections watch, so an unpaired
+//! terminal's connections close at once.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use pairgate_pki::TerminalFingerprint;
+use pairgate_store::{Serial, Store, StoreError, Wake};
+use tokio::sync::watch;
+
+use crate::http::ConnectionGuard;
+
+/// The paired set.
+#[derive(Debug)]
+pub struct PairedSet {
+    map: RwLock<HashMap<TerminalFingerprint, Serial>>,
+    version: watch::Sender<u64>,
+}
+
+impl PairedSet {
+    /// Loads the set from the store.
+    pub async fn load(store: &Store) -> Result<Arc<Self>, StoreError> {
+        let map = store.paired_fingerprints().await?.into_iter().collect();
+        Ok(Arc::new(Self {
+            map: RwLock::new(map),
+            version: watch::Sender::new(0),
+        }))
+    }
+
+    /// The serial paired with `fingerprint`, if any.
+    pub fn serial(&self, fingerprint: &TerminalFingerprint) -> Option<Serial> {
+        self.map
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(fingerprint)
+            .cloned()
+    }
+
+    /// How many terminals are paired.
+    pub fn len(&self) -> usize {
+        self.map
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .len()
+    }
+
+    /// Whether none is.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn replace(&self, map: HashMap<TerminalFingerprint, Serial>) {
+        *self
+            .map
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = map;
+        self.version.send_modify(|v| *v += 1);
+    }
+
+    /// Keeps the set in step with the store until `shutdown`.
+    pub(crate) async fn follow(
+        self: Arc<Self>,
+        store: Store,
+        poll: Duration,
+        reconcile: Duration,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        let mut last = None;
+        let mut watch = None;
+        let mut force = true;
+        loop {
+            if watch.is_none() {
+                match store.watch_paired(poll, reconcile).await {
+                    Ok(w) => {
+                        watch = Some(w);
+                        // Changes may have happened while unwatched.
+                        force = true;
+                    }
+                    Err(e) => tracing::warn!(error = %e, "cannot watch the paired set; retrying"),
+                }
+            }
+            match self.refresh(&store, &mut last, force).await {
+                Ok(()) => force = false,
+                Err(e) => tracing::warn!(error = %e, "reloading the paired set failed; retrying"),
+            }
+            let wake = async {
+                match watch.as_mut() {
+                    Some(w) => w.wait().await,
+                    None => {
+                        tokio::time::sleep(poll.max(Duration::from_millis(500))).await;
+                        Wake::Reload
+                    }
+                }
+            };
+            tokio::select! {
+                wake = wake => if wake == Wake::Reload { force = true },
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+
+    async fn refresh(
+        &self,
+        store: &Store,
+        last: &mut Option<i64>,
+        force: bool,
+    ) -> Result<(), StoreError> {
+        let generation = store.paired_generation().await?;
+        if force || *last != Some(generation) {
+            let map = store.paired_fingerprints().await?.into_iter().collect();
+            self.replace(map);
+            *last = Some(generation);
+        }
+        Ok(())
+    }
+}
+
+impl ConnectionGuard for Arc<PairedSet> {
+    /// Completes when `fingerprint`, paired when the connection was
+    /// served, is no longer paired. A connection that was never paired is
+    /// not closed here: each of its requests gets `403`.
+    fn closed(&self, fingerprint: TerminalFingerprint) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+        let set = self.clone();
+        let mut versions = self.version.subscribe();
+        Box::pin(async move {
+            if set.serial(&fingerprint).is_none() {
+                return std::future::pending().await;
+            }
+            while versions.changed().await.is_ok() {
+                if set.serial(&fingerprint).is_none() {
+                    return;
+                }
+            }
+            std::future::pending().await
+        })
+    }
+}

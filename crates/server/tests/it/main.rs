@@ -1,0 +1,15 @@
+//! Server tests on 127.0.0.1 with ports the tests pick themselves, each on
+//! SQLite and on PostgreSQL (a fresh database in the throwaway cluster
+//! scripts/test starts).
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+mod bad_input;
+mod master;
+mod pairing;
+mod support;

@@ -1,0 +1,256 @@
+//! The master: only paired fingerprints, checked per request; unpair
+//! closes kept-alive connections and refuses resumed sessions within a
+//! second; the upstream sees the terminal's identity, never headers the
+//! terminal forged.
+
+use std::time::{Duration, Instant, SystemTime};
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper_util::rt::TokioIo;
+use pairgate_store::{Actor, Serial};
+use pairgate_tls::client::ServerTrust;
+
+use crate::support::{
+    Db, Fixture, Operator, TestTerminal, assert_error, eventually, get, json, post,
+};
+
+/// Pairs a fresh terminal for `serial`.
+async fn paired(f: &Fixture, serial: &str) -> TestTerminal {
+    f.register(serial).await;
+    let mut op = Operator::create(&f.store, &format!("op-{}", serial.to_lowercase())).await;
+    let terminal = TestTerminal::new(serial);
+    let p = terminal.start_pairing(&f.gate(""), serial).await;
+    op.approve(&f.store, &p.id, p.code).await.unwrap();
+    assert!(
+        eventually(Duration::from_secs(2), async || f
+            .server
+            .paired
+            .serial(&terminal.fingerprint)
+            .is_some())
+        .await
+    );
+    terminal
+}
+
+async fn unknown_unpaired_and_superseded_get_403(db: Db) {
+    let f = Fixture::start(db, |_| {}).await;
+    let pin = f.server.pin;
+    // Unknown: never asked to pair.
+    let stranger = TestTerminal::new("stranger");
+    let r = get(
+        &stranger.https(ServerTrust::Pins(vec![pin])),
+        &f.master("/v1/me"),
+    )
+    .await;
+    assert_error(&r, 403, "PG-NOT-PAIRED");
+    assert_eq!(
+        r.headers
+            .iter()
+            .find(|(n, _)| n == "connection")
+            .map(|(_, v)| v.as_str()),
+        Some("close")
+    );
+    // Superseded: asked, then another key asked for the same serial.
+    f.register("ATM-2").await;
+    let first = TestTerminal::new("ATM-2");
+    let p = first.start_pairing(&f.gate(""), "ATM-2").await;
+    let second = TestTerminal::new("ATM-2b");
+    second.start_pairing(&f.gate(""), "ATM-2").await;
+    let req = f.store.pairing_request(&p.id).await.unwrap().unwrap();
+    assert_eq!(req.state.wire_status(), "superseded");
+    for t in [&first, &second] {
+        let r = get(&t.https(ServerTrust::Pins(vec![pin])), &f.master("/v1/me")).await;
+        assert_error(&r, 403, "PG-NOT-PAIRED");
+    }
+    let r = get(
+        &first.https(ServerTrust::Pins(vec![pin])),
+        &f.gate(&format!("/v1/pairing/{}", p.id)),
+    )
+    .await;
+    assert_eq!(json(&r)["status"], "superseded");
+    // Unpaired: paired once, then unpaired.
+    let t = paired(&f, "ATM-3").await;
+    let client = t.https(ServerTrust::Pins(vec![pin]));
+    assert_eq!(get(&client, &f.master("/v1/me")).await.status, 200);
+    f.store
+        .unpair(
+            &Serial::new("ATM-3").unwrap(),
+            &Actor::new("olga"),
+            SystemTime::now(),
+        )
+        .await
+        .unwrap();
+    assert!(
+        eventually(Duration::from_secs(1), async || get(
+            &client,
+            &f.master("/v1/me")
+        )
+        .await
+        .status
+            == 403)
+        .await
+    );
+    // Unknown paths and the proxy without an upstream answer in JSON too.
+    let t = paired(&f, "ATM-4").await;
+    let client = t.https(ServerTrust::Pins(vec![pin]));
+    assert_error(&get(&client, &f.master("/nope")).await, 404, "PG-NO-ROUTE");
+    assert_error(
+        &get(&client, &f.master("/app/x")).await,
+        404,
+        "PG-NO-UPSTREAM",
+    );
+    f.server.shutdown().await;
+}
+
+async fn unpair_closes_kept_alive_and_refuses_resumed(db: Db) {
+    let f = Fixture::start(db, |_| {}).await;
+    let t = paired(&f, "ATM-1").await;
+    let tls = t.tls(ServerTrust::Pins(vec![f.server.pin]));
+    let addr = f.server.master_addr.to_string();
+    // A kept-alive connection: one request now, the connection stays open.
+    let stream = tls.connect(&addr, None).await.unwrap();
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    let driver = tokio::spawn(connection);
+    let request = || {
+        hyper::Request::get("/v1/me")
+            .header("host", "localhost")
+            .body(Full::new(Bytes::new()))
+            .unwrap()
+    };
+    let r = sender.send_request(request()).await.unwrap();
+    assert_eq!(r.status(), 200);
+    r.into_body().collect().await.unwrap();
+    // A second connection resumes that session (no certificate checks).
+    let resumed = tls.connect(&addr, None).await.unwrap();
+    assert_eq!(
+        resumed.get_ref().1.handshake_kind(),
+        Some(rustls::HandshakeKind::Resumed)
+    );
+    drop(resumed);
+
+    let unpaired_at = Instant::now();
+    f.store
+        .unpair(
+            &Serial::new("ATM-1").unwrap(),
+            &Actor::new("olga"),
+            SystemTime::now(),
+        )
+        .await
+        .unwrap();
+    // The kept-alive connection is closed by the server.
+    tokio::time::timeout(Duration::from_secs(1), driver)
+        .await
+        .expect("the kept-alive connection of an unpaired terminal stayed open")
+        .unwrap()
+        .ok();
+    assert!(sender.send_request(request()).await.is_err());
+    // A resumed session is refused per request.
+    let stream = tls.connect(&addr, None).await.unwrap();
+    assert_eq!(
+        stream.get_ref().1.handshake_kind(),
+        Some(rustls::HandshakeKind::Resumed)
+    );
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let r = sender.send_request(request()).await.unwrap();
+    assert_eq!(r.status(), 403);
+    let body = r.into_body().collect().await.unwrap().to_bytes();
+    let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(body["error"]["code"], "PG-NOT-PAIRED");
+    assert!(unpaired_at.elapsed() < Duration::from_secs(2));
+    f.server.shutdown().await;
+}
+
+/// An upstream that answers with the headers and path it received.
+async fn echo_upstream() -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (tcp, _) = listener.accept().await.unwrap();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(
+                    |req: hyper::Request<hyper::body::Incoming>| async move {
+                        let mut headers = serde_json::Map::new();
+                        for (name, value) in req.headers() {
+                            let entry = headers
+                                .entry(name.as_str().to_owned())
+                                .or_insert_with(|| serde_json::Value::Array(Vec::new()));
+                            if let serde_json::Value::Array(values) = entry {
+                                values.push(value.to_str().unwrap().into());
+                            }
+                        }
+                        let uri = req.uri().to_string();
+                        let method = req.method().to_string();
+                        let body = req.into_body().collect().await?.to_bytes();
+                        let answer = serde_json::json!({
+                            "uri": uri, "method": method, "headers": headers,
+                            "body": String::from_utf8_lossy(&body),
+                        });
+                        let mut response =
+                            hyper::Response::new(Full::new(Bytes::from(answer.to_string())));
+                        *response.status_mut() = hyper::StatusCode::CREATED;
+                        Ok::<_, hyper::Error>(response)
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tcp), service)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+async fn proxy_sets_identity_and_strips_forgeries(db: Db) {
+    let upstream = echo_upstream().await;
+    let f = Fixture::start(db, |s| s.upstream_url = format!("http://{upstream}/base")).await;
+    let t = paired(&f, "ATM-1").await;
+    let client = t.https(ServerTrust::Pins(vec![f.server.pin]));
+    let r = client
+        .request(
+            "PUT",
+            &f.master("/app/orders/7?x=1"),
+            &[
+                ("x-pairgate-terminal-serial", "ATM-666"),
+                ("X-Pairgate-Terminal-Fingerprint", "00"),
+                ("x-forwarded-for", "1.2.3.4"),
+                ("x-custom", "kept"),
+            ],
+            Some(b"hello".to_vec()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    let seen = json(&r);
+    assert_eq!(seen["uri"], "/base/orders/7?x=1");
+    assert_eq!(seen["method"], "PUT");
+    assert_eq!(seen["body"], "hello");
+    let h = &seen["headers"];
+    assert_eq!(
+        h["x-pairgate-terminal-serial"],
+        serde_json::json!(["ATM-1"])
+    );
+    assert_eq!(
+        h["x-pairgate-terminal-fingerprint"],
+        serde_json::json!([t.fingerprint.to_hex()])
+    );
+    assert_eq!(h["x-forwarded-for"], serde_json::json!(["127.0.0.1"]));
+    assert_eq!(h["x-custom"], serde_json::json!(["kept"]));
+    // An unpaired client never reaches the upstream.
+    let stranger = TestTerminal::new("x").https(ServerTrust::Pins(vec![f.server.pin]));
+    let r = post(&stranger, &f.master("/app/orders"), &serde_json::json!({})).await;
+    assert_error(&r, 403, "PG-NOT-PAIRED");
+    f.server.shutdown().await;
+}
+
+crate::on_both_databases!(
+    unknown_unpaired_and_superseded_get_403,
+    unpair_closes_kept_alive_and_refuses_resumed,
+    proxy_sets_identity_and_strips_forgeries,
+);
