@@ -4,9 +4,11 @@
 
 #![forbid(unsafe_code)]
 
+mod admin;
 mod bench;
 mod ca;
 mod output;
+mod server;
 mod terminal;
 
 use clap::{Parser, Subcommand};
@@ -27,6 +29,11 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Gate (7741) and master (7743) services on the embedded defaults or
+    /// the given settings.
+    Server(server::ServerArgs),
+    /// Operators, terminals, pairing approvals, unpair, audit log.
+    Admin(admin::AdminArgs),
     /// Terminal side: key store, certificates, trust store.
     Terminal(terminal::TerminalArgs),
     /// A development certificate authority in the acquirer's role.
@@ -39,6 +46,8 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let out = Output::new(cli.json);
     let result = match cli.command {
+        Command::Server(args) => server::run(args, &out),
+        Command::Admin(args) => admin::run(args, &out),
         Command::Terminal(args) => terminal::run(args, &out),
         Command::Ca(args) => ca::run(args, &out),
         Command::Bench(args) => bench::run(args, &out),

@@ -188,8 +188,8 @@ pub(crate) async fn no_route() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "PG-NO-ROUTE", "no such endpoint")
 }
 
-/// RFC 3339 UTC for Unix milliseconds.
-pub(crate) fn rfc3339(millis: i64) -> String {
+/// RFC 3339 UTC (whole seconds) for Unix milliseconds.
+pub fn rfc3339(millis: i64) -> String {
     let nanos = i128::from(millis) * 1_000_000;
     time::OffsetDateTime::from_unix_timestamp_nanos(nanos)
         .ok()

@@ -19,7 +19,7 @@ use std::time::{Duration, SystemTime};
 
 pub use config::{DatabaseLocation, Settings};
 pub use error::{ApiError, ServerError};
-pub use http::Peer;
+pub use http::{Peer, rfc3339};
 pub use identity::ServerIdentity;
 pub use paired::PairedSet;
 

@@ -147,9 +147,33 @@ impl Store {
     /// Opens the default SQLite store in a data directory
     /// (`DIR/pairgate.db`), creating the directory.
     pub async fn open_data_dir(dir: &Path) -> Result<Self, StoreError> {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| StoreError::Io(format!("creating {}: {e}", dir.display())))?;
-        Self::open(&format!("sqlite:{}", dir.join("pairgate.db").display())).await
+        let io = |what: &str, e: std::io::Error| StoreError::Io(format!("{what}: {e}"));
+        // The database holds password hashes and TOTP seeds: the directory
+        // is 0700 and the file 0600 (SQLite gives -wal/-shm the same mode).
+        let mut builder = std::fs::DirBuilder::new();
+        builder.recursive(true);
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+        builder
+            .create(dir)
+            .map_err(|e| io(&format!("creating {}", dir.display()), e))?;
+        let path = dir.join("pairgate.db");
+        let mut options = std::fs::OpenOptions::new();
+        options.append(true).create(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        options
+            .open(&path)
+            .map_err(|e| io(&format!("creating {}", path.display()), e))?;
+        // sqlx reads `?` and `#` in a sqlite: URL as its own syntax, so a
+        // path holding them is refused rather than misread.
+        let text = path.display().to_string();
+        if text.contains('?') || text.contains('#') {
+            return Err(StoreError::Invalid(format!(
+                "the data directory path {text:?} contains ? or #; choose another"
+            )));
+        }
+        Self::open(&format!("sqlite:{text}")).await
     }
 
     /// Starts a write transaction. SQLite's deferred transactions fail

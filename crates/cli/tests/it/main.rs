@@ -1,6 +1,7 @@
 //! End-to-end tests of the `pairgate` binary: the terminal key store and
 //! the development CA, checked by OpenSSL, on the software store and on a
-//! real SoftHSM2 token.
+//! real SoftHSM2 token; the server and admin commands on SQLite and
+//! PostgreSQL.
 
 #![allow(
     clippy::unwrap_used,
@@ -9,6 +10,7 @@
     clippy::panic
 )]
 
+mod admin;
 mod bench;
 mod ca;
 mod keys;

@@ -1,0 +1,351 @@
+//! `pairgate admin …`: the operator's verbs on the server's data directory
+//! or database, over the same store code as the gate, master and CAS. Every
+//! trust change is one transaction with its audit record; approval takes
+//! the operator's fresh TOTP.
+
+use std::time::SystemTime;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Subcommand};
+use pairgate_pki::PairingCode;
+use pairgate_server::rfc3339;
+use pairgate_store::{Actor, NewTerminal, PairingRequest, Role, Serial, Store, Terminal};
+use serde_json::{Value, json};
+
+use crate::output::Output;
+use crate::server::SettingsArgs;
+
+#[derive(Args, Debug)]
+#[command(after_long_help = pairgate_server::Settings::help())]
+pub struct AdminArgs {
+    #[command(flatten)]
+    settings: SettingsArgs,
+    #[command(subcommand)]
+    command: AdminCommand,
+}
+
+#[derive(Subcommand, Debug)]
+enum AdminCommand {
+    /// Operators of CAS and of these commands.
+    #[command(subcommand)]
+    Operator(OperatorCommand),
+    /// Terminals.
+    #[command(subcommand)]
+    Terminal(TerminalCommand),
+    /// Pairing requests, newest first.
+    Requests {
+        /// Only open requests (awaiting the reveal or a decision).
+        #[arg(long)]
+        pending: bool,
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+    },
+    /// Approves a request by the code the location contact reads out.
+    Approve {
+        /// Request id.
+        request: String,
+        /// The code shown on the terminal, NNNN-NNNN.
+        #[arg(long)]
+        code: PairingCode,
+        /// The approving operator.
+        #[arg(long)]
+        operator: String,
+        /// The operator's current TOTP code.
+        #[arg(long)]
+        totp: String,
+    },
+    /// Rejects an open request.
+    Reject {
+        /// Request id.
+        request: String,
+    },
+    /// Breaks a terminal's trust: the master refuses it from now on.
+    Unpair {
+        /// Terminal serial.
+        serial: String,
+    },
+    /// The audit log, or `verify` to check its hash chain.
+    Audit {
+        #[command(subcommand)]
+        command: Option<AuditCommand>,
+        /// At most this many records, newest first.
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum OperatorCommand {
+    /// Creates an operator; prints a one-time password and a TOTP URI.
+    Create {
+        /// Username (a-z 0-9 . _ -).
+        name: String,
+        /// admin, operator or viewer.
+        #[arg(long)]
+        role: Role,
+    },
+    /// Lists operators.
+    List,
+}
+
+#[derive(Subcommand, Debug)]
+enum TerminalCommand {
+    /// Registers a terminal so that it may ask to pair.
+    Add {
+        /// Serial.
+        serial: String,
+        /// Display name.
+        #[arg(long, default_value = "")]
+        name: String,
+        /// Location.
+        #[arg(long, default_value = "")]
+        location: String,
+        /// The location contact who reads the pairing code.
+        #[arg(long, default_value = "")]
+        contact: String,
+        /// Their phone.
+        #[arg(long, default_value = "")]
+        phone: String,
+    },
+    /// Lists terminals.
+    List,
+}
+
+#[derive(Subcommand, Debug)]
+enum AuditCommand {
+    /// Recomputes the hash chain; fails if a record was edited or deleted.
+    Verify,
+}
+
+/// Who the audit log names for changes made here without an operator.
+fn cli_actor() -> Actor {
+    let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
+    Actor::new(format!("cli:{user}"))
+}
+
+fn when(ms: Option<i64>) -> Value {
+    ms.map_or(Value::Null, |ms| Value::String(rfc3339(ms)))
+}
+
+fn terminal_json(t: &Terminal) -> Value {
+    json!({
+        "serial": t.serial, "name": t.name, "location": t.location,
+        "contact_name": t.contact_name, "contact_phone": t.contact_phone,
+        "state": t.state, "paired_fingerprint": t.paired_fingerprint,
+        "paired_at": when(t.paired_at), "paired_by": t.paired_by,
+        "last_seen_at": when(t.last_seen_at), "last_seen_address": t.last_seen_address,
+        "firmware": t.firmware, "created_at": when(Some(t.created_at)),
+    })
+}
+
+fn request_json(r: &PairingRequest) -> Value {
+    json!({
+        "id": r.id, "serial": r.serial, "fingerprint": r.fingerprint,
+        "state": r.state, "status": r.state.wire_status(), "flagged": r.flagged,
+        "supersedes": r.supersedes, "failed_attempts": r.failed_attempts,
+        "remote_address": r.remote_address, "model": r.model, "firmware": r.firmware,
+        "code_ready": r.terminal_nonce.is_some(),
+        "created_at": when(Some(r.created_at)), "expires_at": when(Some(r.expires_at)),
+        "decided_at": when(r.decided_at), "decided_by": r.decided_by,
+    })
+}
+
+pub fn run(args: AdminArgs, out: &Output) -> Result<()> {
+    let settings = args.settings.load(Vec::new())?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    runtime.block_on(async {
+        let store = pairgate_server::open_store(&settings).await?;
+        command(&store, args.command, out).await
+    })
+}
+
+async fn command(store: &Store, command: AdminCommand, out: &Output) -> Result<()> {
+    let now = SystemTime::now();
+    match command {
+        AdminCommand::Operator(OperatorCommand::Create { name, role }) => {
+            let creds = store
+                .create_operator(&name, role, &cli_actor(), now)
+                .await?;
+            out.print(
+                format!(
+                    "operator {name} ({}) created\n  one-time password: {}\n  TOTP (add to an authenticator app): {}\nBoth are shown once.",
+                    role.as_str(),
+                    creds.password.as_str(),
+                    creds.totp_uri.as_str()
+                ),
+                json!({
+                    "username": name, "role": role.as_str(),
+                    "password": creds.password.as_str(), "totp_uri": creds.totp_uri.as_str(),
+                }),
+            );
+        }
+        AdminCommand::Operator(OperatorCommand::List) => {
+            let operators = store.operators().await?;
+            let text: Vec<String> = operators
+                .iter()
+                .map(|o| {
+                    format!(
+                        "{:<20} {:<9} 2fa={} {}",
+                        o.username,
+                        o.role.as_str(),
+                        if o.totp_enabled { "on" } else { "off" },
+                        if o.disabled { "disabled" } else { "" }
+                    )
+                })
+                .collect();
+            out.print(text.join("\n"), json!(operators));
+        }
+        AdminCommand::Terminal(TerminalCommand::Add {
+            serial,
+            name,
+            location,
+            contact,
+            phone,
+        }) => {
+            let new = NewTerminal {
+                serial,
+                name,
+                location,
+                contact_name: contact,
+                contact_phone: phone,
+            };
+            let t = store.register_terminal(&new, &cli_actor(), now).await?;
+            out.print(
+                format!("terminal {} registered; it may now ask to pair", t.serial),
+                terminal_json(&t),
+            );
+        }
+        AdminCommand::Terminal(TerminalCommand::List) => {
+            let terminals = store.terminals().await?;
+            let text: Vec<String> = terminals
+                .iter()
+                .map(|t| {
+                    format!(
+                        "{:<20} {:<10} {} {}",
+                        t.serial,
+                        serde_json::to_value(t.state)
+                            .ok()
+                            .and_then(|v| v.as_str().map(str::to_owned))
+                            .unwrap_or_default(),
+                        t.paired_fingerprint.as_deref().unwrap_or("-"),
+                        t.name
+                    )
+                })
+                .collect();
+            out.print(
+                text.join("\n"),
+                Value::Array(terminals.iter().map(terminal_json).collect()),
+            );
+        }
+        AdminCommand::Requests { pending, limit } => {
+            let requests = store.pairing_requests(pending, limit).await?;
+            let text: Vec<String> = requests
+                .iter()
+                .map(|r| {
+                    format!(
+                        "{}  {:<16} {:<15} {}{}  {}",
+                        r.id,
+                        r.serial,
+                        r.state.as_str(),
+                        if r.flagged { "FLAGGED " } else { "" },
+                        rfc3339(r.created_at),
+                        r.fingerprint
+                    )
+                })
+                .collect();
+            out.print(
+                text.join("\n"),
+                Value::Array(requests.iter().map(request_json).collect()),
+            );
+        }
+        AdminCommand::Approve {
+            request,
+            code,
+            operator,
+            totp,
+        } => {
+            let proof = store.verify_second_factor(&operator, &totp, now).await?;
+            let t = store.approve_pairing(&request, &code, &proof, now).await?;
+            out.print(
+                format!(
+                    "terminal {} paired with {} by {operator}",
+                    t.serial,
+                    t.paired_fingerprint.as_deref().unwrap_or("-")
+                ),
+                terminal_json(&t),
+            );
+        }
+        AdminCommand::Reject { request } => {
+            let r = store.reject_pairing(&request, &cli_actor(), now).await?;
+            out.print(format!("request {} rejected", r.id), request_json(&r));
+        }
+        AdminCommand::Unpair { serial } => {
+            let serial = Serial::new(&serial)?;
+            let t = store.unpair(&serial, &cli_actor(), now).await?;
+            out.print(
+                format!(
+                    "terminal {} unpaired; the master refuses it from now on",
+                    t.serial
+                ),
+                terminal_json(&t),
+            );
+        }
+        AdminCommand::Audit {
+            command: Some(AuditCommand::Verify),
+            ..
+        } => {
+            let v = store.verify_audit().await?;
+            if let Some(seq) = v.first_broken {
+                bail!(
+                    "the audit log is broken at record {seq}: it was edited, deleted or reordered ({} records checked)",
+                    v.records
+                );
+            }
+            out.print(
+                format!("audit log intact: {} records", v.records),
+                json!({ "records": v.records, "intact": true, "first_broken": null }),
+            );
+        }
+        AdminCommand::Audit {
+            command: None,
+            limit,
+        } => {
+            let records = store.audit_records(limit).await?;
+            let text: Vec<String> = records
+                .iter()
+                .map(|r| {
+                    format!(
+                        "{:>6} {} {:<16} {:<24} {:<16} {}",
+                        r.seq,
+                        rfc3339(r.at),
+                        r.actor,
+                        r.action,
+                        r.subject,
+                        r.detail
+                    )
+                })
+                .collect();
+            out.print(
+                text.join("\n"),
+                Value::Array(
+                    records
+                        .iter()
+                        .map(|r| {
+                            json!({
+                                "seq": r.seq, "at": rfc3339(r.at), "actor": r.actor,
+                                "action": r.action, "subject": r.subject,
+                                "detail": serde_json::from_str::<Value>(&r.detail).unwrap_or(Value::Null),
+                                "hash": r.hash,
+                            })
+                        })
+                        .collect(),
+                ),
+            );
+        }
+    }
+    Ok(())
+}

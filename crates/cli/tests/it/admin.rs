@@ -1,0 +1,492 @@
+//! `pairgate admin` and `pairgate server` end to end, on SQLite and on
+//! PostgreSQL: the whole approval flow from the command line, a crash
+//! (SIGKILL) in the middle of approvals, an edited audit row, and the
+//! server binary answering a terminal.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, SystemTime};
+
+use pairgate_pki::{Nonce, PairingCode, SpkiPin, TerminalFingerprint};
+use pairgate_store::{
+    Actor, NewTerminal, Opened, PairingAttempt, PairingLimits, PairingRequest, PairingState, Role,
+    Serial, Store, TerminalState,
+};
+
+use crate::support::{fails, json, ok, pairgate};
+
+#[derive(Clone, Copy, Debug)]
+enum Db {
+    Sqlite,
+    Postgres,
+}
+
+/// A data directory, or a fresh PostgreSQL database, as `admin` flags.
+struct Place {
+    dir: pairgate_testkit::TempDir,
+    flags: Vec<String>,
+}
+
+impl Place {
+    async fn new(db: Db) -> Self {
+        let dir = pairgate_testkit::temp_dir();
+        let mut flags = vec![
+            "--data".to_owned(),
+            dir.path().join("data").display().to_string(),
+        ];
+        if let Db::Postgres = db {
+            flags.push("--database-url".into());
+            flags.push(pairgate_testkit::fresh_postgres_database().await);
+        }
+        Self { dir, flags }
+    }
+
+    fn args<'a>(&'a self, args: &[&'a str]) -> Vec<&'a str> {
+        let mut all = vec!["admin"];
+        all.extend(self.flags.iter().map(String::as_str));
+        all.extend_from_slice(args);
+        all
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        ok(self.dir.path(), &self.args(args))
+    }
+
+    fn fails(&self, args: &[&str]) -> String {
+        fails(self.dir.path(), &self.args(args))
+    }
+
+    async fn store(&self) -> Store {
+        match self.flags.get(3) {
+            Some(url) => Store::open(url).await.unwrap(),
+            None => Store::open_data_dir(&self.dir.path().join("data"))
+                .await
+                .unwrap(),
+        }
+    }
+}
+
+/// The TOTP code of `uri`'s secret for time step `step`.
+fn totp(uri: &str, step: u64) -> String {
+    let secret = uri
+        .split("secret=")
+        .nth(1)
+        .unwrap()
+        .split('&')
+        .next()
+        .unwrap();
+    let bytes = totp_rs::Secret::Encoded(secret.to_owned())
+        .to_bytes()
+        .unwrap();
+    totp_rs::TOTP::new(totp_rs::Algorithm::SHA1, 6, 1, 30, bytes)
+        .unwrap()
+        .generate(step * 30)
+}
+
+fn current_step() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        / 30
+}
+
+/// Opens and reveals a request for `serial` as a terminal would through
+/// the gate; returns it with the code the terminal shows.
+async fn revealed_request(
+    store: &Store,
+    serial: &str,
+    fp_byte: u8,
+) -> (PairingRequest, PairingCode) {
+    let nonce = Nonce::random();
+    let fingerprint = TerminalFingerprint::from_bytes([fp_byte; 32]);
+    let pin = SpkiPin::from_bytes([0x42; 32]);
+    let attempt = PairingAttempt {
+        serial: Serial::new(serial).unwrap(),
+        fingerprint,
+        certificate: vec![0x30, 0x00],
+        remote_address: "127.0.0.1:1".into(),
+        model: "X9".into(),
+        firmware: "1.0".into(),
+        commitment: nonce.commitment(),
+        server_pin: pin,
+    };
+    let Opened::Pending(req) = store
+        .open_pairing_request(&attempt, &PairingLimits::default(), SystemTime::now())
+        .await
+        .unwrap()
+    else {
+        panic!("already paired")
+    };
+    let req = store
+        .reveal_pairing_nonce(&req.id, &fingerprint, &nonce, SystemTime::now())
+        .await
+        .unwrap();
+    let server_nonce: Nonce = req.server_nonce.parse().unwrap();
+    let code = PairingCode::derive(&fingerprint, &pin, &nonce, &server_nonce);
+    (req, code)
+}
+
+async fn approval_flow_from_the_command_line(db: Db) {
+    let place = Place::new(db).await;
+    let created = json(&place.ok(&["--json", "operator", "create", "olga", "--role", "operator"]));
+    assert_eq!(created["username"], "olga");
+    assert_eq!(created["password"].as_str().unwrap().len(), 20);
+    let uri = created["totp_uri"].as_str().unwrap().to_owned();
+    assert!(
+        uri.starts_with("otpauth://totp/pairgate:olga?secret="),
+        "{uri}"
+    );
+    let err = place.fails(&["operator", "create", "eve", "--role", "root"]);
+    assert!(err.contains("root"), "{err}");
+    let t = json(&place.ok(&[
+        "--json",
+        "terminal",
+        "add",
+        "ATM-1",
+        "--name",
+        "Lobby",
+        "--location",
+        "Main St 1",
+        "--contact",
+        "Jana",
+        "--phone",
+        "+420 1",
+    ]));
+    assert_eq!(t["state"], "registered");
+    let err = place.fails(&["terminal", "add", "bad serial"]);
+    assert!(err.contains("invalid serial"), "{err}");
+
+    let store = place.store().await;
+    let (req, code) = revealed_request(&store, "ATM-1", 1).await;
+    let listed = json(&place.ok(&["--json", "requests", "--pending"]));
+    let listed = listed.as_array().unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0]["id"], req.id);
+    assert_eq!(listed[0]["serial"], "ATM-1");
+    assert_eq!(listed[0]["fingerprint"], req.fingerprint);
+    assert_eq!(listed[0]["state"], "pending");
+    assert!(listed[0]["created_at"].as_str().unwrap().ends_with('Z'));
+
+    let step = current_step();
+    let wrong_code = PairingCode::from_value((code.value() + 1) % 100_000_000)
+        .unwrap()
+        .to_string();
+    let right_code = code.to_string();
+    // A wrong TOTP: refused, nothing counted.
+    let err = place.fails(&[
+        "approve",
+        &req.id,
+        "--code",
+        &right_code,
+        "--operator",
+        "olga",
+        "--totp",
+        "000000",
+    ]);
+    assert!(err.contains("wrong TOTP"), "{err}");
+    let err = place.fails(&[
+        "approve",
+        &req.id,
+        "--code",
+        &right_code,
+        "--operator",
+        "olga",
+    ]);
+    assert!(err.contains("--totp"), "{err}");
+    // A wrong code counts.
+    let err = place.fails(&[
+        "approve",
+        &req.id,
+        "--code",
+        &wrong_code,
+        "--operator",
+        "olga",
+        "--totp",
+        &totp(&uri, step - 1),
+    ]);
+    assert!(
+        err.contains("wrong pairing code") && err.contains("2 attempt"),
+        "{err}"
+    );
+    // The same TOTP again is a replay.
+    let err = place.fails(&[
+        "approve",
+        &req.id,
+        "--code",
+        &right_code,
+        "--operator",
+        "olga",
+        "--totp",
+        &totp(&uri, step - 1),
+    ]);
+    assert!(err.contains("already used"), "{err}");
+    let paired = json(&place.ok(&[
+        "--json",
+        "approve",
+        &req.id,
+        "--code",
+        &right_code,
+        "--operator",
+        "olga",
+        "--totp",
+        &totp(&uri, step),
+    ]));
+    assert_eq!(paired["state"], "paired");
+    assert_eq!(paired["paired_by"], "olga");
+    assert_eq!(paired["paired_fingerprint"], req.fingerprint);
+    let terminals = json(&place.ok(&["--json", "terminal", "list"]));
+    assert_eq!(terminals[0]["state"], "paired");
+
+    let unpaired = json(&place.ok(&["--json", "unpair", "ATM-1"]));
+    assert_eq!(unpaired["state"], "unpaired");
+    let err = place.fails(&["unpair", "ATM-1"]);
+    assert!(err.contains("not paired"), "{err}");
+
+    let (req2, _) = revealed_request(&store, "ATM-1", 2).await;
+    let rejected = json(&place.ok(&["--json", "reject", &req2.id]));
+    assert_eq!(rejected["state"], "rejected");
+    assert!(place.ok(&["--json", "requests", "--pending"]).trim() == "[]");
+
+    let audit = json(&place.ok(&["--json", "audit"]));
+    let actions: Vec<&str> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["action"].as_str().unwrap())
+        .collect();
+    assert!(actions.contains(&"pairing.approve") && actions.contains(&"terminal.unpair"));
+    let verified = json(&place.ok(&["--json", "audit", "verify"]));
+    assert_eq!(verified["intact"], true);
+
+    // Someone edits a row behind pairgate's back.
+    sqlx::query("UPDATE audit_log SET detail = '{}' WHERE action = 'pairing.approve'")
+        .execute(store.pool())
+        .await
+        .unwrap();
+    let broken_at = store.verify_audit().await.unwrap().first_broken.unwrap();
+    let err = place.fails(&["audit", "verify"]);
+    assert!(
+        err.contains(&format!("broken at record {broken_at}")),
+        "{err}"
+    );
+}
+
+/// SIGKILL at staggered moments of `pairgate admin approve`: afterwards
+/// every request is either approved with its terminal paired and its audit
+/// record, or none of the three; the chain stays intact.
+async fn kill_during_approval_is_all_or_nothing(db: Db) {
+    let place = Place::new(db).await;
+    let store = place.store().await;
+    let mut outcomes = (0, 0);
+    for i in 0..14u8 {
+        let serial = format!("K-{i}");
+        let new = NewTerminal {
+            serial: serial.clone(),
+            ..NewTerminal::default()
+        };
+        store
+            .register_terminal(&new, &Actor::new("test"), SystemTime::now())
+            .await
+            .unwrap();
+        let creds = store
+            .create_operator(
+                &format!("op{i}"),
+                Role::Operator,
+                &Actor::new("test"),
+                SystemTime::now(),
+            )
+            .await
+            .unwrap();
+        let (req, code) = revealed_request(&store, &serial, 100 + i).await;
+        let code = code.to_string();
+        let totp = totp(&creds.totp_uri, current_step());
+        let operator = format!("op{i}");
+        let args = place.args(&[
+            "approve",
+            &req.id,
+            "--code",
+            &code,
+            "--operator",
+            &operator,
+            "--totp",
+            &totp,
+        ]);
+        let mut child = Command::new(env!("CARGO_BIN_EXE_pairgate"))
+            .args(&args)
+            .current_dir(place.dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        // Staggered from "before the store is open" to "after the commit"
+        // (an approval takes a few milliseconds here).
+        tokio::time::sleep(Duration::from_micros(u64::from(i) * 1500)).await;
+        let _ = child.kill();
+        let _ = child.wait();
+
+        let state = store.pairing_request(&req.id).await.unwrap().unwrap().state;
+        let terminal = store
+            .terminal(&Serial::new(&serial).unwrap())
+            .await
+            .unwrap()
+            .unwrap();
+        let audited = store
+            .audit_records(1000)
+            .await
+            .unwrap()
+            .iter()
+            .any(|r| r.action == "pairing.approve" && r.detail.contains(&req.id));
+        let approved = state == PairingState::Approved;
+        let paired = terminal.state == TerminalState::Paired
+            && terminal.paired_fingerprint.as_deref() == Some(req.fingerprint.as_str());
+        assert_eq!(
+            (approved, paired, audited),
+            (approved, approved, approved),
+            "iteration {i}: request {state:?}, terminal {:?}, audit record {audited}",
+            terminal.state
+        );
+        if approved {
+            outcomes.1 += 1;
+        } else {
+            assert_eq!(state, PairingState::Pending, "iteration {i}");
+            outcomes.0 += 1;
+        }
+        assert!(
+            store.verify_audit().await.unwrap().intact(),
+            "iteration {i}"
+        );
+    }
+    eprintln!(
+        "{db:?}: {} killed before the commit, {} after",
+        outcomes.0, outcomes.1
+    );
+    assert_eq!(outcomes.0 + outcomes.1, 14);
+}
+
+/// Reads the first stdout line of a running child.
+fn first_line(child: &mut std::process::Child) -> String {
+    use std::io::BufRead;
+    let stdout = child.stdout.take().unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(stdout)
+        .read_line(&mut line)
+        .unwrap();
+    line
+}
+
+async fn server_binary_serves_the_gate(db: Db) {
+    let place = Place::new(db).await;
+    let mut args = vec!["--json", "server"];
+    args.extend(place.flags.iter().map(String::as_str));
+    args.extend([
+        "--gate-listen",
+        "127.0.0.1:0",
+        "--master-listen",
+        "127.0.0.1:0",
+    ]);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pairgate"))
+        .args(&args)
+        .current_dir(place.dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let started = json(&first_line(&mut child));
+    let gate = started["gate"].as_str().unwrap().to_owned();
+    let pin: SpkiPin = started["pin"].as_str().unwrap().parse().unwrap();
+    // A terminal's first contact sees the printed pin, and an unknown
+    // serial is refused in the wire's error format.
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(Vec::<String>::new())
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let policy = pairgate_tls::TlsPolicy::default();
+    let identity = pairgate_tls::pem_certified_key(
+        &policy.provider(),
+        cert.pem().as_bytes(),
+        key.serialize_pem().as_bytes(),
+    )
+    .unwrap();
+    let client = pairgate_tls::https::HttpsClient::new(
+        pairgate_tls::client::TlsClient::new(
+            Some(identity),
+            pairgate_tls::client::ServerTrust::FirstContact,
+            &policy,
+        )
+        .unwrap(),
+    );
+    let body =
+        serde_json::json!({"serial": "NOPE", "commitment": Nonce::random().commitment().to_hex()});
+    let r = client
+        .request(
+            "POST",
+            &format!("https://{gate}/v1/pairing"),
+            &[("content-type", "application/json")],
+            Some(body.to_string().into_bytes()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.server_pin, Some(pin));
+    assert_eq!(r.status, 403);
+    let answer: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(answer["error"]["code"], "PG-UNKNOWN-SERIAL");
+    // SIGTERM stops it cleanly.
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert!(child.wait().unwrap().success());
+    // The store is private to its owner.
+    if let Db::Sqlite = db {
+        use std::os::unix::fs::PermissionsExt;
+        let data = place.dir.path().join("data");
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&data), 0o700);
+        assert_eq!(mode(&data.join("pairgate.db")), 0o600);
+        assert_eq!(mode(&data.join("identity.passphrase")), 0o600);
+    }
+    // A restart keeps the identity: the pin terminals hold stays valid.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pairgate"))
+        .args(&args)
+        .current_dir(place.dir.path())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let again = json(&first_line(&mut child));
+    assert_eq!(again["pin"], started["pin"]);
+    let _ = child.kill();
+    let _ = child.wait();
+    let out = pairgate(place.dir.path(), &["server", "--set", "nonsense=1"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nonsense"));
+}
+
+macro_rules! on_both_databases {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::Db::Sqlite).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::Db::Postgres).await;
+                }
+            )*
+        }
+    };
+}
+
+on_both_databases!(
+    approval_flow_from_the_command_line,
+    kill_during_approval_is_all_or_nothing,
+    server_binary_serves_the_gate,
+);
