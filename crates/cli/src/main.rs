@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 mod admin;
+mod agent;
 mod bench;
 mod ca;
 mod output;

@@ -14,6 +14,11 @@ impl Output {
         Self { json }
     }
 
+    /// Whether JSON was asked for.
+    pub fn is_json(&self) -> bool {
+        self.json
+    }
+
     /// Prints `text` for people or `value` for scripts.
     pub fn print(&self, text: impl AsRef<str>, value: Value) {
         if self.json {

@@ -1,5 +1,6 @@
 //! `pairgate terminal …`: the terminal's key store (keys, CSRs,
-//! certificates), its fingerprint, and its trust store.
+//! certificates), its fingerprint, and its trust store; the agent's
+//! commands are in `agent.rs`.
 
 use std::path::PathBuf;
 use std::time::SystemTime;
@@ -21,7 +22,7 @@ pub struct TerminalArgs {
     /// Terminal state directory; the software key store defaults to
     /// `file:<state>/keys`.
     #[arg(long, env = "PAIRGATE_STATE", global = true)]
-    state: Option<PathBuf>,
+    pub(crate) state: Option<PathBuf>,
 
     /// Key store URI: `file:/path/to/dir` or
     /// `pkcs11:token=…?module-path=…&pin-source=file:…`.
@@ -56,6 +57,8 @@ enum TerminalCommand {
     /// The trust store of server and CA certificates.
     #[command(subcommand)]
     Trust(TrustCommand),
+    #[command(flatten)]
+    Agent(crate::agent::AgentCommand),
 }
 
 #[derive(Subcommand, Debug)]
@@ -141,7 +144,7 @@ impl TerminalArgs {
         Ok(Passphrase::from_env(PASSPHRASE_ENV)?)
     }
 
-    fn open(&self, create: bool) -> Result<(Box<dyn KeyStore>, KeyStoreUri)> {
+    pub(crate) fn open(&self, create: bool) -> Result<(Box<dyn KeyStore>, KeyStoreUri)> {
         let uri = self.uri()?;
         let passphrase = match &uri {
             KeyStoreUri::File(_) => self.passphrase()?,
@@ -162,7 +165,7 @@ impl TerminalArgs {
     }
 }
 
-fn alias_for(uri: &KeyStoreUri, given: Option<&str>) -> Result<Alias> {
+pub(crate) fn alias_for(uri: &KeyStoreUri, given: Option<&str>) -> Result<Alias> {
     let default = match uri {
         KeyStoreUri::Pkcs11(p) => p.object.as_deref(),
         KeyStoreUri::File(_) => None,
@@ -196,6 +199,7 @@ pub fn run(args: TerminalArgs, out: &Output) -> Result<()> {
             Ok(())
         }
         TerminalCommand::Trust(cmd) => trust(&args, cmd, out),
+        TerminalCommand::Agent(cmd) => crate::agent::run(&args, cmd, out),
     }
 }
 

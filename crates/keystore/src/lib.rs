@@ -38,6 +38,7 @@ pub use operations::{
 pub use passphrase::Passphrase;
 pub use public_key::PublicKeyInfo;
 pub use signer::StoreSigner;
+pub use software::atomic::write_atomic;
 pub use uri::{KeyStoreUri, Pkcs11Uri};
 
 /// What a store lists for one alias.

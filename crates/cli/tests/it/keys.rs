@@ -227,36 +227,7 @@ fn identity_flow_on_softhsm() {
         std::env::var_os("SOFTHSM2_CONF").is_some(),
         "run through scripts/test (SOFTHSM2_CONF)"
     );
-    let module = std::env::var("PAIRGATE_TEST_PKCS11_MODULE")
-        .unwrap_or_else(|_| "/usr/lib/softhsm/libsofthsm2.so".into());
     let dir = temp_dir();
-    let mut random = [0u8; 6];
-    aws_lc_rs::rand::fill(&mut random).unwrap();
-    let label = format!("cli-{}", hex::encode(random));
-    // Provision a token the way an operator would, with softhsm2-util.
-    let out = std::process::Command::new("softhsm2-util")
-        .args([
-            "--init-token",
-            "--free",
-            "--label",
-            &label,
-            "--so-pin",
-            "5678",
-            "--pin",
-            "123456",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let pin = dir.path().join("pin");
-    std::fs::write(&pin, "123456").unwrap();
-    let uri = format!(
-        "pkcs11:token={label}?module-path={module}&pin-source=file:{}",
-        pin.display()
-    );
+    let uri = crate::support::softhsm_token_uri(dir.path());
     identity_flow(dir.path(), &uri);
 }

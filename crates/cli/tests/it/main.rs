@@ -11,6 +11,7 @@
 )]
 
 mod admin;
+mod agent;
 mod bench;
 mod ca;
 mod keys;

@@ -44,3 +44,113 @@ pub fn fails(cwd: &Path, args: &[&str]) -> String {
 pub fn json(text: &str) -> serde_json::Value {
     serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
 }
+
+/// A `pairgate server` process on 127.0.0.1 ports of its own (SQLite in
+/// `data`), killed when dropped.
+pub struct ServerProcess {
+    pub child: std::process::Child,
+    pub gate: String,
+    pub master_url: String,
+    pub pin: String,
+    pub data: std::path::PathBuf,
+}
+
+impl ServerProcess {
+    /// Starts a server on `data` with `extra` arguments.
+    pub fn start(cwd: &Path, data: &Path, extra: &[&str]) -> Self {
+        use std::io::BufRead;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_pairgate"))
+            .args(["--json", "server", "--data"])
+            .arg(data)
+            .args(["--master-listen", "127.0.0.1:0"])
+            .args(extra)
+            .current_dir(cwd)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let started = json(&line);
+        Self {
+            child,
+            gate: started["gate"].as_str().unwrap().to_owned(),
+            master_url: started["master_url"].as_str().unwrap().to_owned(),
+            pin: started["pin"].as_str().unwrap().to_owned(),
+            data: data.to_owned(),
+        }
+    }
+
+    /// `pairgate admin --data DATA ARGS`, required to succeed.
+    pub fn admin(&self, cwd: &Path, args: &[&str]) -> String {
+        let data = self.data.display().to_string();
+        let mut all = vec!["admin", "--data", &data];
+        all.extend_from_slice(args);
+        ok(cwd, &all)
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The current TOTP code of an `otpauth://` URI, for the given step offset.
+pub fn totp_now(uri: &str, offset: i64) -> String {
+    let secret = uri
+        .split("secret=")
+        .nth(1)
+        .unwrap()
+        .split('&')
+        .next()
+        .unwrap();
+    let bytes = totp_rs::Secret::Encoded(secret.to_owned())
+        .to_bytes()
+        .unwrap();
+    let step = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        / 30;
+    let step = step.checked_add_signed(offset).unwrap();
+    totp_rs::TOTP::new(totp_rs::Algorithm::SHA1, 6, 1, 30, bytes)
+        .unwrap()
+        .generate(step * 30)
+}
+
+/// A fresh SoftHSM2 token, provisioned the way an operator would with
+/// softhsm2-util; returns its key-store URI (PIN in a file in `dir`).
+pub fn softhsm_token_uri(dir: &Path) -> String {
+    let module = std::env::var("PAIRGATE_TEST_PKCS11_MODULE")
+        .unwrap_or_else(|_| "/usr/lib/softhsm/libsofthsm2.so".into());
+    let mut random = [0u8; 6];
+    aws_lc_rs::rand::fill(&mut random).unwrap();
+    let label = format!("cli-{}", hex::encode(random));
+    let out = Command::new("softhsm2-util")
+        .args([
+            "--init-token",
+            "--free",
+            "--label",
+            &label,
+            "--so-pin",
+            "5678",
+            "--pin",
+            "123456",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let pin = dir.join("pin");
+    std::fs::write(&pin, "123456").unwrap();
+    format!(
+        "pkcs11:token={label}?module-path={module}&pin-source=file:{}",
+        pin.display()
+    )
+}

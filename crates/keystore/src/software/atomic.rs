@@ -11,7 +11,7 @@ use std::path::Path;
 use crate::KeyStoreError;
 
 /// Atomically replaces `path` with `contents`, created with mode 0600.
-pub(crate) fn write_atomic(path: &Path, contents: &[u8]) -> Result<(), KeyStoreError> {
+pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<(), KeyStoreError> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
     let mut suffix = [0u8; 8];

@@ -4,7 +4,7 @@
 //! lock, applies the change, and replaces the file atomically, so several
 //! processes may share a store and a crash never leaves half a change.
 
-mod atomic;
+pub(crate) mod atomic;
 mod document;
 
 use std::collections::HashMap;

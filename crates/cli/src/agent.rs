@@ -1,0 +1,242 @@
+//! `pairgate terminal init | pair | status | call | factory-reset`: the
+//! terminal agent (`crates/terminal`) on a state directory, for firmware
+//! engineers trying it and operators simulating a terminal.
+
+use std::io::Write;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use anyhow::{Context, Result, bail};
+use clap::{Subcommand, ValueEnum};
+use pairgate_pki::{PairingCode, Subject};
+use pairgate_terminal::{Agent, IdentityMode, Init, PairOptions, PairingDisplay};
+use pairgate_tls::TlsPolicy;
+use serde_json::json;
+
+use crate::output::Output;
+use crate::terminal::TerminalArgs;
+
+/// How `init` certifies the key.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum Mode {
+    /// A self-signed client certificate.
+    SelfSigned,
+    /// A CSR for a CA (then `keys import-cert`).
+    Csr,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AgentCommand {
+    /// First boot: a key inside the key store and a self-signed
+    /// certificate (or a CSR with --mode csr).
+    Init {
+        /// self-signed (default) or csr.
+        #[arg(long, value_enum, default_value = "self-signed")]
+        mode: Mode,
+        /// CSR subject (csr mode), e.g. "CN=ATM-0042, O=Operator".
+        #[arg(long)]
+        subject: Option<Subject>,
+    },
+    /// Pairs with the server through its gate; prints the code to read out
+    /// and exits 0 once an operator approved it.
+    Pair {
+        /// Gate address, host:port (port 7741 by default).
+        #[arg(long)]
+        gate: String,
+        /// The serial the operator registered.
+        #[arg(long)]
+        serial: String,
+        /// Reported model.
+        #[arg(long, default_value = "")]
+        model: String,
+        /// Reported firmware.
+        #[arg(long, default_value = "")]
+        firmware: String,
+        /// Unpin the server key learned at another gate address.
+        #[arg(long)]
+        forget_pin: bool,
+        /// Give up waiting for approval after this many seconds (the
+        /// request stays open; pair again to resume it).
+        #[arg(long)]
+        timeout: Option<u64>,
+    },
+    /// Identity, pin and pairing state.
+    Status,
+    /// Calls the master: METHOD PATH, e.g. `call GET /v1/me`.
+    Call {
+        /// HTTP method.
+        method: String,
+        /// Path on the master.
+        path: String,
+        /// JSON body.
+        #[arg(long)]
+        data: Option<String>,
+    },
+    /// Wipes keys, certificates, trust store, pins and pairing state.
+    FactoryReset {
+        /// Answer the confirmation question with yes.
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+/// Prints the code as soon as it is known, in JSON mode as its own line.
+struct Printer {
+    json: bool,
+}
+
+impl PairingDisplay for Printer {
+    fn show_code(&self, request_id: &str, code: &PairingCode) {
+        if self.json {
+            println!(
+                "{}",
+                json!({ "request_id": request_id, "code": code.to_string() })
+            );
+        } else {
+            println!("pairing code: {code}  (request {request_id})");
+            println!("read it to the operator; waiting for approval…");
+        }
+        let _ = std::io::stdout().flush();
+    }
+
+    fn progress(&self, message: &str) {
+        eprintln!("{message}");
+    }
+}
+
+fn agent(args: &TerminalArgs) -> Result<Agent> {
+    let state = args
+        .state
+        .as_ref()
+        .context("the agent needs a state directory: give --state DIR")?;
+    let (store, uri) = args.open(true)?;
+    let alias = crate::terminal::alias_for(&uri, None)?;
+    Ok(Agent::new(
+        state,
+        Arc::from(store),
+        alias,
+        TlsPolicy::default(),
+    )?)
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    // Multi-threaded: HSM signing runs under block_in_place.
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the runtime")
+}
+
+pub fn run(args: &TerminalArgs, command: &AgentCommand, out: &Output) -> Result<()> {
+    let agent = agent(args)?;
+    match command {
+        AgentCommand::Init { mode, subject } => {
+            let mode = match (mode, subject) {
+                (Mode::SelfSigned, None) => IdentityMode::SelfSigned,
+                (Mode::SelfSigned, Some(_)) => bail!("--subject is for --mode csr"),
+                (Mode::Csr, Some(s)) => IdentityMode::Csr(s.clone()),
+                (Mode::Csr, None) => bail!("--mode csr needs --subject"),
+            };
+            match agent.init(&mode, SystemTime::now())? {
+                Init::Certified(fp) => out.print(
+                    format!(
+                        "terminal identity ready\nfingerprint: {}\n             {fp}",
+                        fp.grouped()
+                    ),
+                    json!({ "fingerprint": fp }),
+                ),
+                Init::Csr(pem) => out.print(pem.clone(), json!({ "csr": pem })),
+            }
+        }
+        AgentCommand::Pair {
+            gate,
+            serial,
+            model,
+            firmware,
+            forget_pin,
+            timeout,
+        } => {
+            let gate = if gate.contains(':') {
+                gate.clone()
+            } else {
+                format!("{gate}:7741")
+            };
+            let options = PairOptions {
+                gate,
+                serial: serial.clone(),
+                model: model.clone(),
+                firmware: firmware.clone(),
+                forget_pin: *forget_pin,
+                poll_wait: Duration::from_secs(25),
+                give_up_after: timeout.map(Duration::from_secs),
+            };
+            let printer = Printer {
+                json: out.is_json(),
+            };
+            let paired = runtime()?.block_on(agent.pair(&options, &printer))?;
+            out.print(
+                format!(
+                    "paired as {}\nmaster: {}\nserver pins: {}",
+                    paired.serial,
+                    paired.master_url,
+                    paired.server_pins.join(", ")
+                ),
+                json!({ "status": "paired", "config": paired }),
+            );
+        }
+        AgentCommand::Status => {
+            let status = agent.status()?;
+            out.print(
+                format!(
+                    "fingerprint: {}\ngate: {} (pin {})\npending request: {}\npaired: {}",
+                    status.fingerprint.as_deref().unwrap_or("none (run init)"),
+                    status.gate.as_deref().unwrap_or("-"),
+                    status.server_pin.as_deref().unwrap_or("-"),
+                    status.pending_request.as_deref().unwrap_or("-"),
+                    status.paired.as_ref().map_or("no".to_owned(), |p| format!(
+                        "{} via {}",
+                        p.serial, p.master_url
+                    )),
+                ),
+                json!(status),
+            );
+        }
+        AgentCommand::Call { method, path, data } => {
+            let body = match data {
+                Some(text) => {
+                    serde_json::from_str::<serde_json::Value>(text)
+                        .context("--data is not valid JSON")?;
+                    Some(text.clone().into_bytes())
+                }
+                None => None,
+            };
+            let r = runtime()?.block_on(agent.call(method, path, body))?;
+            let text = String::from_utf8_lossy(&r.body).into_owned();
+            let value: serde_json::Value =
+                serde_json::from_slice(&r.body).unwrap_or(serde_json::Value::String(text.clone()));
+            if !(200..300).contains(&r.status) {
+                bail!("the master answered {}: {text}", r.status);
+            }
+            out.print(text, json!({ "status": r.status, "body": value }));
+        }
+        AgentCommand::FactoryReset { yes } => {
+            if !yes {
+                eprint!(
+                    "This wipes the terminal's keys, certificates, trust store, pins and pairing. Type yes to continue: "
+                );
+                let mut answer = String::new();
+                std::io::stdin().read_line(&mut answer)?;
+                if answer.trim() != "yes" {
+                    bail!("factory reset not confirmed; nothing changed");
+                }
+            }
+            agent.factory_reset()?;
+            out.print(
+                "factory reset done: no keys, no pins, not paired",
+                json!({ "status": "reset" }),
+            );
+        }
+    }
+    Ok(())
+}

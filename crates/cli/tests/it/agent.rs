@@ -1,0 +1,284 @@
+//! The terminal agent against a real `pairgate server` process: init,
+//! pair (the code printed), approval through `pairgate admin approve`,
+//! calls to the master; on the software store and on SoftHSM2. Also: a
+//! killed pairing resumes with the same request, a different key at the
+//! pinned gate is refused, and a factory reset ends the pairing.
+
+use std::io::BufRead;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+use pairgate_testkit::temp_dir;
+
+use crate::support::{PASSPHRASE, ServerProcess, fails, json, ok, totp_now};
+
+/// `pairgate --json terminal --state STATE [--keystore URI] ARGS…`.
+fn terminal_args<'a>(state: &'a str, keystore: Option<&'a str>, args: &[&'a str]) -> Vec<&'a str> {
+    let mut all = vec!["--json", "terminal", "--state", state];
+    if let Some(uri) = keystore {
+        all.extend(["--keystore", uri]);
+    }
+    all.extend_from_slice(args);
+    all
+}
+
+/// Starts `pair` in the background and reads the code line it prints.
+fn start_pair(cwd: &Path, args: &[&str]) -> (Child, String, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pairgate"))
+        .args(args)
+        .current_dir(cwd)
+        .env("PAIRGATE_KEYSTORE_PASSPHRASE", PASSPHRASE)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut reader = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    reader.read_line(&mut line).unwrap();
+    let shown = json(&line);
+    let code = shown["code"].as_str().unwrap().to_owned();
+    let id = shown["request_id"].as_str().unwrap().to_owned();
+    // Keep draining its output so the child never blocks on a full pipe.
+    std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
+    (child, code, id)
+}
+
+fn approve(
+    cwd: &Path,
+    server: &ServerProcess,
+    operator: &str,
+    uri: &str,
+    id: &str,
+    code: &str,
+    step: i64,
+) {
+    server.admin(
+        cwd,
+        &[
+            "approve",
+            id,
+            "--code",
+            code,
+            "--operator",
+            operator,
+            "--totp",
+            &totp_now(uri, step),
+        ],
+    );
+}
+
+fn pair_and_call(keystore: Option<&str>) {
+    let dir = temp_dir();
+    let cwd = dir.path();
+    let server = ServerProcess::start(cwd, &cwd.join("server"), &["--gate-listen", "127.0.0.1:0"]);
+    server.admin(cwd, &["terminal", "add", "ATM-1", "--name", "Lobby"]);
+    let created = json(&server.admin(
+        cwd,
+        &["--json", "operator", "create", "olga", "--role", "operator"],
+    ));
+    let uri = created["totp_uri"].as_str().unwrap().to_owned();
+    let state = cwd.join("terminal").display().to_string();
+
+    let init = json(&ok(cwd, &terminal_args(&state, keystore, &["init"])));
+    let fingerprint = init["fingerprint"].as_str().unwrap().to_owned();
+    let (mut child, code, id) = start_pair(
+        cwd,
+        &terminal_args(
+            &state,
+            keystore,
+            &["pair", "--gate", &server.gate, "--serial", "ATM-1"],
+        ),
+    );
+    assert_eq!(code.len(), 9);
+    approve(cwd, &server, "olga", &uri, &id, &code, 0);
+    assert!(
+        child.wait().unwrap().success(),
+        "pair did not exit 0 after approval"
+    );
+    let status = json(&ok(cwd, &terminal_args(&state, keystore, &["status"])));
+    assert_eq!(status["paired"]["serial"], "ATM-1");
+    assert_eq!(status["server_pin"], server.pin);
+    assert_eq!(status["fingerprint"], fingerprint);
+    let me = json(&ok(
+        cwd,
+        &terminal_args(&state, keystore, &["call", "GET", "/v1/me"]),
+    ));
+    assert_eq!(me["status"], 200);
+    assert_eq!(me["body"]["serial"], "ATM-1");
+    assert_eq!(me["body"]["fingerprint"], fingerprint);
+    let hb = json(&ok(
+        cwd,
+        &terminal_args(
+            &state,
+            keystore,
+            &[
+                "call",
+                "POST",
+                "/v1/heartbeat",
+                "--data",
+                r#"{"firmware":"2.0"}"#,
+            ],
+        ),
+    ));
+    assert_eq!(hb["body"]["status"], "ok");
+
+    // Factory reset: no keys, no pins, not paired. A new identity is
+    // refused by the master until it pairs again.
+    let err = fails(cwd, &terminal_args(&state, keystore, &["factory-reset"]));
+    assert!(err.contains("not confirmed"), "{err}");
+    ok(
+        cwd,
+        &terminal_args(&state, keystore, &["factory-reset", "--yes"]),
+    );
+    let status = json(&ok(cwd, &terminal_args(&state, keystore, &["status"])));
+    assert!(
+        status["fingerprint"].is_null() && status["paired"].is_null(),
+        "{status}"
+    );
+    let err = fails(
+        cwd,
+        &terminal_args(&state, keystore, &["call", "GET", "/v1/me"]),
+    );
+    assert!(err.contains("not paired"), "{err}");
+    let init = json(&ok(cwd, &terminal_args(&state, keystore, &["init"])));
+    assert_ne!(init["fingerprint"], fingerprint.as_str());
+    // Pretend the old configuration survived: the master still refuses.
+    let state_file = cwd.join("terminal").join("state.json");
+    let mut st: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&state_file).unwrap()).unwrap();
+    st["paired"] = status_before_reset(&server);
+    std::fs::write(&state_file, st.to_string()).unwrap();
+    let err = fails(
+        cwd,
+        &terminal_args(&state, keystore, &["call", "GET", "/v1/me"]),
+    );
+    assert!(
+        err.contains("403") && err.contains("PG-NOT-PAIRED"),
+        "{err}"
+    );
+}
+
+/// A paired configuration pointing at `server`'s master.
+fn status_before_reset(server: &ServerProcess) -> serde_json::Value {
+    serde_json::json!({
+        "serial": "ATM-1", "gate": server.gate,
+        "master_url": server.master_url, "server_pins": [server.pin], "vpn_profile": "",
+    })
+}
+
+#[test]
+fn pair_and_call_with_a_software_key() {
+    pair_and_call(None);
+}
+
+#[test]
+fn pair_and_call_with_a_softhsm_key() {
+    let dir = temp_dir();
+    let uri = crate::support::softhsm_token_uri(dir.path());
+    pair_and_call(Some(&uri));
+}
+
+#[test]
+fn killed_pairing_resumes_the_same_request() {
+    let dir = temp_dir();
+    let cwd = dir.path();
+    let server = ServerProcess::start(cwd, &cwd.join("server"), &["--gate-listen", "127.0.0.1:0"]);
+    server.admin(cwd, &["terminal", "add", "ATM-1"]);
+    let created = json(&server.admin(
+        cwd,
+        &["--json", "operator", "create", "olga", "--role", "operator"],
+    ));
+    let uri = created["totp_uri"].as_str().unwrap().to_owned();
+    let state = cwd.join("terminal").display().to_string();
+    ok(cwd, &terminal_args(&state, None, &["init"]));
+    let args = terminal_args(
+        &state,
+        None,
+        &["pair", "--gate", &server.gate, "--serial", "ATM-1"],
+    );
+    let (mut first, code, id) = start_pair(cwd, &args);
+    first.kill().unwrap();
+    first.wait().unwrap();
+    // Restarted: the same request and the same code on screen.
+    let (mut second, code2, id2) = start_pair(cwd, &args);
+    assert_eq!((id2.as_str(), code2.as_str()), (id.as_str(), code.as_str()));
+    let pending = json(&server.admin(cwd, &["--json", "requests", "--pending"]));
+    assert_eq!(pending.as_array().unwrap().len(), 1);
+    approve(cwd, &server, "olga", &uri, &id, &code, 0);
+    assert!(second.wait().unwrap().success());
+    let me = json(&ok(
+        cwd,
+        &terminal_args(&state, None, &["call", "GET", "/v1/me"]),
+    ));
+    assert_eq!(me["body"]["serial"], "ATM-1");
+}
+
+#[test]
+fn another_key_at_the_pinned_gate_is_refused() {
+    let dir = temp_dir();
+    let cwd = dir.path();
+    let state = cwd.join("terminal").display().to_string();
+    ok(cwd, &terminal_args(&state, None, &["init"]));
+    let first = ServerProcess::start(cwd, &cwd.join("a"), &["--gate-listen", "127.0.0.1:0"]);
+    first.admin(cwd, &["terminal", "add", "ATM-1"]);
+    let gate = first.gate.clone();
+    // First contact pins the key; stop waiting after a second.
+    let args = terminal_args(
+        &state,
+        None,
+        &[
+            "pair",
+            "--gate",
+            &gate,
+            "--serial",
+            "ATM-1",
+            "--timeout",
+            "1",
+        ],
+    );
+    let err = fails(cwd, &args);
+    assert!(err.contains("still waiting"), "{err}");
+    let status = json(&ok(cwd, &terminal_args(&state, None, &["status"])));
+    assert_eq!(status["server_pin"], first.pin);
+    drop(first);
+    // Another server (another key) at the same address.
+    let second = ServerProcess::start(cwd, &cwd.join("b"), &["--gate-listen", &gate]);
+    assert_ne!(second.pin, status["server_pin"].as_str().unwrap());
+    let err = fails(cwd, &args);
+    assert!(
+        err.contains(&second.pin) || err.contains(&grouped(&second.pin)),
+        "{err}"
+    );
+    assert!(
+        err.contains(status["server_pin"].as_str().unwrap())
+            || err.contains(&grouped(status["server_pin"].as_str().unwrap())),
+        "{err}"
+    );
+    // Another address needs --forget-pin.
+    let other = ServerProcess::start(cwd, &cwd.join("c"), &["--gate-listen", "127.0.0.1:0"]);
+    let err = fails(
+        cwd,
+        &terminal_args(
+            &state,
+            None,
+            &[
+                "pair",
+                "--gate",
+                &other.gate,
+                "--serial",
+                "ATM-1",
+                "--timeout",
+                "1",
+            ],
+        ),
+    );
+    assert!(err.contains("--forget-pin"), "{err}");
+}
+
+fn grouped(hex: &str) -> String {
+    hex.as_bytes()
+        .chunks(4)
+        .map(|c| std::str::from_utf8(c).unwrap())
+        .collect::<Vec<_>>()
+        .join(" ")
+}

@@ -1,0 +1,472 @@
+//! The agent: one state directory and one key-store alias. It pairs
+//! through the gate with DESIGN.md's protocol and then calls the master
+//! with the pins the gate handed over the code-confirmed channel.
+//!
+//! Pinning: the first request to a gate address trusts any server key and
+//! records its SPKI pin before the code is derived; every later connection
+//! to that address requires that key, and the pairing code (read out by a
+//! person and typed by the operator) confirms it. A different key at a
+//! pinned address is refused with both fingerprints; another address needs
+//! an explicit `forget_pin`.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use pairgate_keystore::{Alias, KeyStore, KeyStoreError};
+use pairgate_pki::{KeyAlgorithm, Nonce, PairingCode, SpkiPin, Subject, TerminalFingerprint};
+use pairgate_tls::TlsPolicy;
+use pairgate_tls::client::{ServerTrust, TlsClient};
+use pairgate_tls::https::{HttpsClient, HttpsResponse};
+use rustls::sign::CertifiedKey;
+
+use crate::TerminalError;
+use crate::state::{GatePin, PairedConfig, PendingPairing, State, StateFile};
+
+/// How the first-boot identity is certified.
+#[derive(Clone, Debug)]
+pub enum IdentityMode {
+    /// A self-signed client certificate (the default; the server knows the
+    /// terminal by its fingerprint).
+    SelfSigned,
+    /// A CSR for a CA; the issued certificate is imported later.
+    Csr(Subject),
+}
+
+/// Shows the pairing code: the CLI prints it, a device draws it.
+pub trait PairingDisplay: Send + Sync {
+    /// The code to read out for request `request_id`.
+    fn show_code(&self, request_id: &str, code: &PairingCode);
+    /// A progress message (waiting, retrying).
+    fn progress(&self, _message: &str) {}
+}
+
+/// What `pair` needs.
+#[derive(Clone, Debug)]
+pub struct PairOptions {
+    /// Gate address, `host:port`.
+    pub gate: String,
+    /// The serial an operator registered.
+    pub serial: String,
+    /// Reported model.
+    pub model: String,
+    /// Reported firmware.
+    pub firmware: String,
+    /// Unpin a server key learned at another gate address.
+    pub forget_pin: bool,
+    /// Long-poll wait per status request.
+    pub poll_wait: Duration,
+    /// Stop waiting for approval after this long (the request stays open
+    /// and a later `pair` resumes it).
+    pub give_up_after: Option<Duration>,
+}
+
+/// The agent's view of itself.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Status {
+    /// Key alias.
+    pub alias: Option<String>,
+    /// Terminal Certificate Fingerprint, once certified.
+    pub fingerprint: Option<String>,
+    /// Gate address and pinned server key.
+    pub gate: Option<String>,
+    /// The pinned server key (hex).
+    pub server_pin: Option<String>,
+    /// A pairing in progress (request id).
+    pub pending_request: Option<String>,
+    /// The paired configuration.
+    pub paired: Option<PairedConfig>,
+}
+
+/// The terminal agent.
+pub struct Agent {
+    state: StateFile,
+    store: Arc<dyn KeyStore>,
+    alias: Alias,
+    policy: TlsPolicy,
+}
+
+fn gate_error(r: &HttpsResponse) -> TerminalError {
+    let body: serde_json::Value = serde_json::from_slice(&r.body).unwrap_or_default();
+    let code = body
+        .pointer("/error/code")
+        .and_then(serde_json::Value::as_str)
+        .unwrap_or("?");
+    let message = body
+        .pointer("/error/message")
+        .and_then(serde_json::Value::as_str)
+        .map(str::to_owned)
+        .unwrap_or_else(|| String::from_utf8_lossy(&r.body).into_owned());
+    TerminalError::Gate(format!("the gate answered {} {code}: {message}", r.status))
+}
+
+fn field<'a>(body: &'a serde_json::Value, name: &str) -> Result<&'a str, TerminalError> {
+    body.get(name)
+        .and_then(serde_json::Value::as_str)
+        .ok_or_else(|| TerminalError::Gate(format!("the gate's answer has no {name:?}")))
+}
+
+fn json_body(r: &HttpsResponse) -> Result<serde_json::Value, TerminalError> {
+    serde_json::from_slice(&r.body)
+        .map_err(|e| TerminalError::Gate(format!("the gate's answer is not JSON: {e}")))
+}
+
+impl Agent {
+    /// An agent on `state_dir` with the identity `alias` in `store`.
+    pub fn new(
+        state_dir: &Path,
+        store: Arc<dyn KeyStore>,
+        alias: Alias,
+        policy: TlsPolicy,
+    ) -> Result<Self, TerminalError> {
+        Ok(Self {
+            state: StateFile::new(state_dir)?,
+            store,
+            alias,
+            policy,
+        })
+    }
+
+    /// First boot: a P-256 key inside the key store and a self-signed
+    /// certificate (returns its fingerprint), or a CSR (returns its PEM).
+    /// Run again, it keeps an existing key.
+    pub fn init(&self, mode: &IdentityMode, now: SystemTime) -> Result<Init, TerminalError> {
+        match self.store.public_key(&self.alias) {
+            Ok(_) => {}
+            Err(KeyStoreError::NoSuchAlias(_)) => {
+                self.store.generate_key(&self.alias, KeyAlgorithm::P256)?;
+            }
+            Err(e) => return Err(e.into()),
+        }
+        let init = match mode {
+            IdentityMode::SelfSigned => {
+                if self.store.certificate_chain(&self.alias)?.is_empty() {
+                    let subject = Subject::common_name(self.alias.as_str())
+                        .map_err(|e| TerminalError::Io(e.to_string()))?;
+                    pairgate_keystore::self_signed_certificate(
+                        self.store.as_ref(),
+                        &self.alias,
+                        &subject,
+                        now,
+                        3650,
+                    )?;
+                }
+                Init::Certified(self.fingerprint()?)
+            }
+            IdentityMode::Csr(subject) => {
+                let csr = pairgate_keystore::certificate_request(
+                    self.store.as_ref(),
+                    &self.alias,
+                    subject,
+                )?;
+                Init::Csr(pairgate_pki::certificate::csr_pem(&csr))
+            }
+        };
+        let mut state = self.state.load()?;
+        state.alias = Some(self.alias.to_string());
+        self.state.save(&state)?;
+        Ok(init)
+    }
+
+    /// The Terminal Certificate Fingerprint.
+    pub fn fingerprint(&self) -> Result<TerminalFingerprint, TerminalError> {
+        match pairgate_keystore::terminal_fingerprint(self.store.as_ref(), &self.alias) {
+            Ok(fp) => Ok(fp),
+            Err(KeyStoreError::NoSuchAlias(_)) => Err(TerminalError::NotInitialised),
+            Err(KeyStoreError::NoCertificate(a)) => Err(TerminalError::NoCertificate(a)),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn identity(&self) -> Result<Arc<CertifiedKey>, TerminalError> {
+        self.fingerprint()?;
+        Ok(pairgate_tls::alias_certified_key(
+            self.store.clone(),
+            &self.alias,
+        )?)
+    }
+
+    fn https(&self, trust: ServerTrust) -> Result<HttpsClient, TerminalError> {
+        let tls = TlsClient::new(Some(self.identity()?), trust, &self.policy)?;
+        Ok(HttpsClient::new(tls))
+    }
+
+    /// Where the agent stands.
+    pub fn status(&self) -> Result<Status, TerminalError> {
+        let state = self.state.load()?;
+        let fingerprint = match self.fingerprint() {
+            Ok(fp) => Some(fp.to_hex()),
+            Err(TerminalError::NotInitialised | TerminalError::NoCertificate(_)) => None,
+            Err(e) => return Err(e),
+        };
+        Ok(Status {
+            alias: state.alias,
+            fingerprint,
+            gate: state.gate_pin.as_ref().map(|g| g.gate.clone()),
+            server_pin: state.gate_pin.map(|g| g.pin),
+            pending_request: state.pending.and_then(|p| p.request_id),
+            paired: state.paired,
+        })
+    }
+
+    /// Pairs through the gate (protocol steps 2–5) and stores the
+    /// configuration. A pairing interrupted earlier (same gate and
+    /// serial) is resumed with the same commitment, so the gate returns
+    /// the same request and the code on screen stays the same.
+    pub async fn pair(
+        &self,
+        options: &PairOptions,
+        display: &dyn PairingDisplay,
+    ) -> Result<PairedConfig, TerminalError> {
+        let fingerprint = self.fingerprint()?;
+        let mut state = self.state.load()?;
+        // The pin of this gate address, if any.
+        let known_pin = match &state.gate_pin {
+            Some(gp) if gp.gate == options.gate => Some(
+                gp.pin
+                    .parse::<SpkiPin>()
+                    .map_err(|_| TerminalError::Io("the stored server pin is damaged".into()))?,
+            ),
+            Some(gp) if !options.forget_pin => {
+                return Err(TerminalError::OtherGate {
+                    pinned: gp.gate.clone(),
+                    asked: options.gate.clone(),
+                });
+            }
+            _ => None,
+        };
+        if known_pin.is_none() {
+            state.gate_pin = None;
+        }
+        let nonce = match &state.pending {
+            Some(p) if p.gate == options.gate && p.serial == options.serial => p
+                .terminal_nonce
+                .parse::<Nonce>()
+                .map_err(|_| TerminalError::Io("the stored pairing nonce is damaged".into()))?,
+            _ => Nonce::random(),
+        };
+        // Saved before it is sent: a restart sends the same commitment.
+        state.pending = Some(PendingPairing {
+            gate: options.gate.clone(),
+            serial: options.serial.clone(),
+            terminal_nonce: nonce.to_hex(),
+            request_id: None,
+        });
+        self.state.save(&state)?;
+
+        let trust = match known_pin {
+            Some(pin) => ServerTrust::Pins(vec![pin]),
+            None => ServerTrust::FirstContact,
+        };
+        let gate_url = format!("https://{}", options.gate);
+        let body = serde_json::json!({
+            "serial": options.serial, "model": options.model,
+            "firmware": options.firmware, "commitment": nonce.commitment().to_hex(),
+        });
+        let r = self
+            .https(trust)?
+            .request(
+                "POST",
+                &format!("{gate_url}/v1/pairing"),
+                &[("content-type", "application/json")],
+                Some(body.to_string().into_bytes()),
+            )
+            .await?;
+        let pin = r
+            .server_pin
+            .ok_or_else(|| TerminalError::Gate("no server certificate seen".into()))?;
+        if known_pin.is_none() {
+            // Trust on first use, confirmed by the code below.
+            state.gate_pin = Some(GatePin {
+                gate: options.gate.clone(),
+                pin: pin.to_hex(),
+            });
+            self.state.save(&state)?;
+        }
+        let pinned = self.https(ServerTrust::Pins(vec![pin]))?;
+        let answer = json_body(&r)?;
+        match r.status {
+            200 if answer.get("status").and_then(serde_json::Value::as_str) == Some("paired") => {
+                return self.finish(
+                    &mut state,
+                    options,
+                    answer.get("config").unwrap_or(&serde_json::Value::Null),
+                );
+            }
+            202 => {}
+            _ => return Err(gate_error(&r)),
+        }
+        let id = field(&answer, "request_id")?.to_owned();
+        let server_nonce: Nonce = field(&answer, "server_nonce")?
+            .parse()
+            .map_err(|_| TerminalError::Gate("the server nonce is not 64 hex digits".into()))?;
+        if let Some(p) = state.pending.as_mut() {
+            p.request_id = Some(id.clone());
+        }
+        self.state.save(&state)?;
+        let r = pinned
+            .request(
+                "POST",
+                &format!("{gate_url}/v1/pairing/{id}/reveal"),
+                &[("content-type", "application/json")],
+                Some(
+                    serde_json::json!({ "terminal_nonce": nonce.to_hex() })
+                        .to_string()
+                        .into_bytes(),
+                ),
+            )
+            .await?;
+        if r.status != 200 {
+            state.pending = None;
+            self.state.save(&state)?;
+            return Err(gate_error(&r));
+        }
+        let code = PairingCode::derive(&fingerprint, &pin, &nonce, &server_nonce);
+        display.show_code(&id, &code);
+
+        let started = Instant::now();
+        let mut backoff = Duration::from_secs(1);
+        loop {
+            let wait = match options.give_up_after {
+                Some(limit) => options
+                    .poll_wait
+                    .min(limit.saturating_sub(started.elapsed())),
+                None => options.poll_wait,
+            };
+            let url = format!("{gate_url}/v1/pairing/{id}?wait={}", wait.as_secs());
+            match pinned.request("GET", &url, &[], None).await {
+                Ok(r) if r.status == 200 => {
+                    backoff = Duration::from_secs(1);
+                    let answer = json_body(&r)?;
+                    match answer.get("status").and_then(serde_json::Value::as_str) {
+                        Some("pending") => {}
+                        Some("approved") => {
+                            return self.finish(
+                                &mut state,
+                                options,
+                                answer.get("config").unwrap_or(&serde_json::Value::Null),
+                            );
+                        }
+                        Some(status) => {
+                            state.pending = None;
+                            self.state.save(&state)?;
+                            let hint = match status {
+                                "superseded" => {
+                                    ": another key asked to pair this serial; ask the operator"
+                                }
+                                "expired" => ": nobody approved it in time; pair again",
+                                _ => ": ask the operator, then pair again",
+                            };
+                            return Err(TerminalError::PairingEnded {
+                                id,
+                                status: status.to_owned(),
+                                hint,
+                            });
+                        }
+                        None => return Err(gate_error(&r)),
+                    }
+                }
+                Ok(r) => return Err(gate_error(&r)),
+                // A pinned-key mismatch is never retried.
+                Err(e @ pairgate_tls::TlsError::PinMismatch(_)) => return Err(e.into()),
+                Err(e) => {
+                    display.progress(&format!("gate unreachable ({e}); retrying in {backoff:?}"));
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(60));
+                }
+            }
+            if options
+                .give_up_after
+                .is_some_and(|limit| started.elapsed() >= limit)
+            {
+                return Err(TerminalError::Gate(format!(
+                    "pairing request {id} is still waiting for approval; run pair again to resume it"
+                )));
+            }
+        }
+    }
+
+    fn finish(
+        &self,
+        state: &mut State,
+        options: &PairOptions,
+        config: &serde_json::Value,
+    ) -> Result<PairedConfig, TerminalError> {
+        let master_url = field(config, "master_url")?.to_owned();
+        let server_pins: Vec<String> = config
+            .get("server_pins")
+            .and_then(serde_json::Value::as_array)
+            .map(|pins| {
+                pins.iter()
+                    .filter_map(|p| p.as_str())
+                    .filter(|p| p.parse::<SpkiPin>().is_ok())
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default();
+        if server_pins.is_empty() || !master_url.starts_with("https://") {
+            return Err(TerminalError::Gate(
+                "the configuration lacks a master URL or server pins".into(),
+            ));
+        }
+        let paired = PairedConfig {
+            serial: options.serial.clone(),
+            gate: options.gate.clone(),
+            master_url,
+            server_pins,
+            vpn_profile: config
+                .get("vpn_profile")
+                .unwrap_or(&serde_json::Value::Null)
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+        };
+        state.pending = None;
+        state.paired = Some(paired.clone());
+        self.state.save(state)?;
+        Ok(paired)
+    }
+
+    /// Calls the master: `method path` with an optional JSON body, over
+    /// mutual TLS with the paired server pins.
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<HttpsResponse, TerminalError> {
+        let state = self.state.load()?;
+        let paired = state.paired.ok_or(TerminalError::NotPaired)?;
+        let pins = paired
+            .server_pins
+            .iter()
+            .filter_map(|p| p.parse().ok())
+            .collect();
+        let url = format!("{}{path}", paired.master_url.trim_end_matches('/'));
+        let headers: &[(&str, &str)] = if body.is_some() {
+            &[("content-type", "application/json")]
+        } else {
+            &[]
+        };
+        Ok(self
+            .https(ServerTrust::Pins(pins))?
+            .request(method, &url, headers, body)
+            .await?)
+    }
+
+    /// Wipes every key, certificate and trust entry in the key store and
+    /// the state (pins, pairing). Firmware roots are not in either.
+    pub fn factory_reset(&self) -> Result<(), TerminalError> {
+        self.store.factory_reset()?;
+        self.state.remove()
+    }
+}
+
+/// What `init` made.
+#[derive(Clone, Debug)]
+pub enum Init {
+    /// A certified key: its fingerprint.
+    Certified(TerminalFingerprint),
+    /// A CSR (PEM) to send to the CA.
+    Csr(String),
+}
