@@ -227,10 +227,7 @@ async fn command(store: &Store, command: AdminCommand, out: &Output) -> Result<(
                     format!(
                         "{:<20} {:<10} {} {}",
                         t.serial,
-                        serde_json::to_value(t.state)
-                            .ok()
-                            .and_then(|v| v.as_str().map(str::to_owned))
-                            .unwrap_or_default(),
+                        t.state.as_str(),
                         t.paired_fingerprint.as_deref().unwrap_or("-"),
                         t.name
                     )

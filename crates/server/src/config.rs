@@ -301,17 +301,15 @@ impl Settings {
         }
     }
 
-    /// The master URL handed to terminals.
-    pub fn master_url(&self) -> String {
-        if !self.master_url.is_empty() {
-            return self.master_url.clone();
+    /// The master URL handed to terminals: `master_url`, else
+    /// `https://localhost:<port>` with the port the master actually bound
+    /// (settings may ask for port 0).
+    pub fn master_url(&self, bound_port: u16) -> String {
+        if self.master_url.is_empty() {
+            format!("https://localhost:{bound_port}")
+        } else {
+            self.master_url.clone()
         }
-        let port = self
-            .master_listen
-            .parse::<SocketAddr>()
-            .map(|a| a.port())
-            .unwrap_or(7743);
-        format!("https://localhost:{port}")
     }
 
     /// The TLS policy from the settings.
@@ -432,7 +430,7 @@ mod tests {
         assert_eq!(s.master_listen, "127.0.0.1:3");
         assert_eq!(s.server_names, ["b", "c"]);
         assert_eq!(s.max_body_bytes, 99);
-        assert_eq!(s.master_url(), "https://localhost:3");
+        assert_eq!(s.master_url(3), "https://localhost:3");
         assert_eq!(s.cas_listen, "127.0.0.1:7780");
     }
 

@@ -19,7 +19,7 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -30,7 +30,7 @@ use pairgate_store::{
     Terminal,
 };
 
-use crate::http::{JsonBody, Peer, no_route, rfc3339};
+use crate::http::{JsonBody, JsonQuery, Peer, no_route, rfc3339, wrong_method};
 use crate::{ApiError, TerminalConfig};
 
 /// Gate state.
@@ -122,6 +122,7 @@ pub(crate) fn router(gate: Gate) -> Router {
         .route("/v1/pairing/{id}", get(status))
         .route("/v1/pairing/{id}/reveal", post(reveal))
         .fallback(no_route)
+        .method_not_allowed_fallback(wrong_method)
         .with_state(gate)
 }
 
@@ -233,7 +234,7 @@ async fn status(
     State(gate): State<Gate>,
     Extension(peer): Extension<Peer>,
     Path(id): Path<String>,
-    Query(query): Query<WaitQuery>,
+    JsonQuery(query): JsonQuery<WaitQuery>,
 ) -> Result<Response, ApiError> {
     let wait = Duration::from_secs(query.wait.unwrap_or(0)).min(gate.long_poll_max);
     let deadline = Instant::now() + wait;

@@ -188,6 +188,36 @@ pub(crate) async fn no_route() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "PG-NO-ROUTE", "no such endpoint")
 }
 
+/// Answers a known path with the wrong method in the JSON error format.
+pub(crate) async fn wrong_method() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "PG-METHOD",
+        "this endpoint does not take that method",
+    )
+}
+
+/// Query parameters, with malformed ones answered in the JSON error format.
+pub(crate) struct JsonQuery<T>(pub T);
+
+impl<S, T> axum::extract::FromRequestParts<S> for JsonQuery<T>
+where
+    S: Send + Sync,
+    T: serde::de::DeserializeOwned,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, ApiError> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|q| JsonQuery(q.0))
+            .map_err(|e| ApiError::bad_request("PG-BAD-QUERY", e.body_text()))
+    }
+}
+
 /// RFC 3339 UTC (whole seconds) for Unix milliseconds.
 pub fn rfc3339(millis: i64) -> String {
     let nanos = i128::from(millis) * 1_000_000;

@@ -100,12 +100,7 @@ impl Server {
         let master_addr = local(&master_listener, &settings.master_listen)?;
 
         let paired = PairedSet::load(&store).await?;
-        let master_url = if settings.master_url.is_empty() {
-            // The port actually bound (settings may ask for port 0).
-            format!("https://localhost:{}", master_addr.port())
-        } else {
-            settings.master_url.clone()
-        };
+        let master_url = settings.master_url(master_addr.port());
         let body_limit = usize::try_from(settings.max_body_bytes).unwrap_or(usize::MAX);
         let header_timeout = Duration::from_secs(settings.header_timeout_secs);
         let gate = gate::Gate {

@@ -25,7 +25,7 @@ use hyper_util::rt::TokioIo;
 use pairgate_store::{Serial, Store};
 
 use crate::ApiError;
-use crate::http::{JsonBody, Peer, no_route, now_rfc3339, read_body, rfc3339};
+use crate::http::{JsonBody, Peer, no_route, now_rfc3339, read_body, rfc3339, wrong_method};
 use crate::paired::PairedSet;
 
 /// Master state.
@@ -81,6 +81,7 @@ pub(crate) fn router(master: Master) -> Router {
         .route("/app", any(proxy))
         .route("/app/{*rest}", any(proxy))
         .fallback(no_route)
+        .method_not_allowed_fallback(wrong_method)
         .layer(from_fn_with_state(master.clone(), require_paired))
         .with_state(master)
 }

@@ -18,6 +18,7 @@ use sqlx::{Any, Row, Transaction};
 use crate::audit::append;
 use crate::operators::SecondFactor;
 use crate::paired::bump_generation;
+use crate::terminals::bounded;
 use crate::{Actor, Serial, Store, StoreError, Terminal, TerminalState, millis};
 
 /// Wrong codes that end a request.
@@ -256,15 +257,6 @@ fn check_request_id(id: &str) -> Result<(), StoreError> {
     }
 }
 
-fn bounded_text(name: &str, value: &str, max: usize) -> Result<(), StoreError> {
-    if value.chars().count() > max || value.chars().any(char::is_control) {
-        return Err(StoreError::Invalid(format!(
-            "{name} must be at most {max} characters without control characters"
-        )));
-    }
-    Ok(())
-}
-
 /// Loads a request inside `tx`, taking its row lock on PostgreSQL (a no-op
 /// update), so decisions on one request queue instead of racing.
 async fn lock_request(
@@ -340,8 +332,8 @@ impl Store {
         limits: &PairingLimits,
         now: SystemTime,
     ) -> Result<Opened, StoreError> {
-        bounded_text("model", &attempt.model, 100)?;
-        bounded_text("firmware", &attempt.firmware, 100)?;
+        bounded("model", &attempt.model, 100)?;
+        bounded("firmware", &attempt.firmware, 100)?;
         let at = millis(now);
         let gate = Actor::new("gate");
         let fingerprint = attempt.fingerprint.to_hex();

@@ -58,6 +58,15 @@ pub enum TerminalState {
 }
 
 impl TerminalState {
+    /// The stored (and wire) name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Registered => "registered",
+            Self::Paired => "paired",
+            Self::Unpaired => "unpaired",
+        }
+    }
+
     fn parse(text: &str) -> Result<Self, StoreError> {
         match text {
             "registered" => Ok(Self::Registered),
@@ -151,7 +160,27 @@ fn terminal(row: &sqlx::any::AnyRow) -> Result<Terminal, StoreError> {
     })
 }
 
-fn bounded(name: &str, value: &str, max: usize) -> Result<(), StoreError> {
+/// A terminal by serial, on the pool or inside a transaction.
+async fn terminal_by_serial<'e, E>(
+    executor: E,
+    serial: &Serial,
+) -> Result<Option<Terminal>, StoreError>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Any>,
+{
+    let row = sqlx::query(concat!(
+        "SELECT ",
+        terminal_columns!(),
+        " FROM terminals WHERE serial = $1"
+    ))
+    .bind(serial.as_str())
+    .fetch_optional(executor)
+    .await?;
+    row.as_ref().map(terminal).transpose()
+}
+
+/// Refuses text over `max` characters or with control characters.
+pub(crate) fn bounded(name: &str, value: &str, max: usize) -> Result<(), StoreError> {
     if value.chars().count() > max || value.chars().any(char::is_control) {
         return Err(StoreError::Invalid(format!(
             "{name} must be at most {max} characters without control characters"
@@ -219,28 +248,12 @@ impl Store {
         tx: &mut sqlx::Transaction<'static, sqlx::Any>,
         serial: &Serial,
     ) -> Result<Option<Terminal>, StoreError> {
-        let row = sqlx::query(concat!(
-            "SELECT ",
-            terminal_columns!(),
-            " FROM terminals WHERE serial = $1"
-        ))
-        .bind(serial.as_str())
-        .fetch_optional(&mut **tx)
-        .await?;
-        row.as_ref().map(terminal).transpose()
+        terminal_by_serial(&mut **tx, serial).await
     }
 
     /// A terminal by serial.
     pub async fn terminal(&self, serial: &Serial) -> Result<Option<Terminal>, StoreError> {
-        let row = sqlx::query(concat!(
-            "SELECT ",
-            terminal_columns!(),
-            " FROM terminals WHERE serial = $1"
-        ))
-        .bind(serial.as_str())
-        .fetch_optional(&self.pool)
-        .await?;
-        row.as_ref().map(terminal).transpose()
+        terminal_by_serial(&self.pool, serial).await
     }
 
     /// Every terminal, by serial.

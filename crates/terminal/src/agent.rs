@@ -284,6 +284,10 @@ impl Agent {
             self.state.save(&state)?;
         }
         let pinned = self.https(ServerTrust::Pins(vec![pin]))?;
+        // Errors first: their body may not be JSON at all.
+        if !matches!(r.status, 200 | 202) {
+            return Err(gate_error(&r));
+        }
         let answer = json_body(&r)?;
         match r.status {
             200 if answer.get("status").and_then(serde_json::Value::as_str) == Some("paired") => {

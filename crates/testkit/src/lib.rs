@@ -222,3 +222,27 @@ pub async fn fresh_postgres_database() -> String {
         .expect("PAIRGATE_TEST_DATABASE_URL ends with /DATABASE");
     format!("{base}/{name}")
 }
+
+/// The TOTP code (RFC 6238: SHA-1, 6 digits, 30 s) of an `otpauth://` URI's
+/// secret for time step `step`, as an authenticator app computes it.
+pub fn totp_code(otpauth_uri: &str, step: u64) -> String {
+    let secret = otpauth_uri
+        .split("secret=")
+        .nth(1)
+        .and_then(|rest| rest.split('&').next())
+        .expect("the otpauth URI has a secret");
+    let bytes = totp_rs::Secret::Encoded(secret.to_owned())
+        .to_bytes()
+        .expect("the TOTP secret is base32");
+    totp_rs::TOTP::new(totp_rs::Algorithm::SHA1, 6, 1, 30, bytes)
+        .expect("a valid TOTP secret")
+        .generate(step * 30)
+}
+
+/// The current TOTP time step.
+pub fn totp_step_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() / 30)
+        .unwrap_or(0)
+}

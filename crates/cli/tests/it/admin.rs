@@ -13,7 +13,7 @@ use pairgate_store::{
     Serial, Store, TerminalState,
 };
 
-use crate::support::{fails, json, ok, pairgate};
+use crate::support::{ServerProcess, fails, json, ok, pairgate, totp_now};
 
 #[derive(Clone, Copy, Debug)]
 enum Db {
@@ -64,31 +64,6 @@ impl Place {
                 .unwrap(),
         }
     }
-}
-
-/// The TOTP code of `uri`'s secret for time step `step`.
-fn totp(uri: &str, step: u64) -> String {
-    let secret = uri
-        .split("secret=")
-        .nth(1)
-        .unwrap()
-        .split('&')
-        .next()
-        .unwrap();
-    let bytes = totp_rs::Secret::Encoded(secret.to_owned())
-        .to_bytes()
-        .unwrap();
-    totp_rs::TOTP::new(totp_rs::Algorithm::SHA1, 6, 1, 30, bytes)
-        .unwrap()
-        .generate(step * 30)
-}
-
-fn current_step() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-        / 30
 }
 
 /// Opens and reveals a request for `serial` as a terminal would through
@@ -168,7 +143,6 @@ async fn approval_flow_from_the_command_line(db: Db) {
     assert_eq!(listed[0]["state"], "pending");
     assert!(listed[0]["created_at"].as_str().unwrap().ends_with('Z'));
 
-    let step = current_step();
     let wrong_code = PairingCode::from_value((code.value() + 1) % 100_000_000)
         .unwrap()
         .to_string();
@@ -203,7 +177,7 @@ async fn approval_flow_from_the_command_line(db: Db) {
         "--operator",
         "olga",
         "--totp",
-        &totp(&uri, step - 1),
+        &totp_now(&uri, -1),
     ]);
     assert!(
         err.contains("wrong pairing code") && err.contains("2 attempt"),
@@ -218,7 +192,7 @@ async fn approval_flow_from_the_command_line(db: Db) {
         "--operator",
         "olga",
         "--totp",
-        &totp(&uri, step - 1),
+        &totp_now(&uri, -1),
     ]);
     assert!(err.contains("already used"), "{err}");
     let paired = json(&place.ok(&[
@@ -230,7 +204,7 @@ async fn approval_flow_from_the_command_line(db: Db) {
         "--operator",
         "olga",
         "--totp",
-        &totp(&uri, step),
+        &totp_now(&uri, 0),
     ]));
     assert_eq!(paired["state"], "paired");
     assert_eq!(paired["paired_by"], "olga");
@@ -300,7 +274,7 @@ async fn kill_during_approval_is_all_or_nothing(db: Db) {
             .unwrap();
         let (req, code) = revealed_request(&store, &serial, 100 + i).await;
         let code = code.to_string();
-        let totp = totp(&creds.totp_uri, current_step());
+        let totp = totp_now(&creds.totp_uri, 0);
         let operator = format!("op{i}");
         let args = place.args(&[
             "approve",
@@ -364,37 +338,15 @@ async fn kill_during_approval_is_all_or_nothing(db: Db) {
     assert_eq!(outcomes.0 + outcomes.1, 14);
 }
 
-/// Reads the first stdout line of a running child.
-fn first_line(child: &mut std::process::Child) -> String {
-    use std::io::BufRead;
-    let stdout = child.stdout.take().unwrap();
-    let mut line = String::new();
-    std::io::BufReader::new(stdout)
-        .read_line(&mut line)
-        .unwrap();
-    line
-}
-
 async fn server_binary_serves_the_gate(db: Db) {
     let place = Place::new(db).await;
-    let mut args = vec!["--json", "server"];
-    args.extend(place.flags.iter().map(String::as_str));
-    args.extend([
-        "--gate-listen",
-        "127.0.0.1:0",
-        "--master-listen",
-        "127.0.0.1:0",
-    ]);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_pairgate"))
-        .args(&args)
-        .current_dir(place.dir.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let started = json(&first_line(&mut child));
-    let gate = started["gate"].as_str().unwrap().to_owned();
-    let pin: SpkiPin = started["pin"].as_str().unwrap().parse().unwrap();
+    let data = place.dir.path().join("data");
+    // --data comes from ServerProcess; the rest (a database URL) from the place.
+    let mut extra: Vec<&str> = place.flags.iter().skip(2).map(String::as_str).collect();
+    extra.extend(["--gate-listen", "127.0.0.1:0"]);
+    let mut server = ServerProcess::start(place.dir.path(), &data, &extra);
+    let gate = server.gate.clone();
+    let pin: SpkiPin = server.pin.parse().unwrap();
     // A terminal's first contact sees the printed pin, and an unknown
     // serial is refused in the wire's error format.
     let key = rcgen::KeyPair::generate().unwrap();
@@ -434,31 +386,24 @@ async fn server_binary_serves_the_gate(db: Db) {
     assert_eq!(answer["error"]["code"], "PG-UNKNOWN-SERIAL");
     // SIGTERM stops it cleanly.
     let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
+        .args(["-TERM", &server.child.id().to_string()])
         .status()
         .unwrap();
     assert!(status.success());
-    assert!(child.wait().unwrap().success());
+    assert!(server.child.wait().unwrap().success());
+    drop(server);
     // The store is private to its owner.
     if let Db::Sqlite = db {
         use std::os::unix::fs::PermissionsExt;
-        let data = place.dir.path().join("data");
         let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(&data), 0o700);
         assert_eq!(mode(&data.join("pairgate.db")), 0o600);
         assert_eq!(mode(&data.join("identity.passphrase")), 0o600);
     }
     // A restart keeps the identity: the pin terminals hold stays valid.
-    let mut child = Command::new(env!("CARGO_BIN_EXE_pairgate"))
-        .args(&args)
-        .current_dir(place.dir.path())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let again = json(&first_line(&mut child));
-    assert_eq!(again["pin"], started["pin"]);
-    let _ = child.kill();
-    let _ = child.wait();
+    let again = ServerProcess::start(place.dir.path(), &data, &extra);
+    assert_eq!(again.pin, pin.to_hex());
+    drop(again);
     let out = pairgate(place.dir.path(), &["server", "--set", "nonsense=1"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("nonsense"));

@@ -67,10 +67,17 @@ fn approve(
     );
 }
 
-fn pair_and_call(keystore: Option<&str>) {
+/// `keystore`: the terminal's key store (default: software); `server_identity`:
+/// the server's (default: software).
+fn pair_and_call(keystore: Option<&str>, server_identity: Option<&str>) {
     let dir = temp_dir();
     let cwd = dir.path();
-    let server = ServerProcess::start(cwd, &cwd.join("server"), &["--gate-listen", "127.0.0.1:0"]);
+    let identity = server_identity.map(|uri| format!("identity_keystore={uri}"));
+    let mut extra = vec!["--gate-listen", "127.0.0.1:0"];
+    if let Some(setting) = &identity {
+        extra.extend(["--set", setting]);
+    }
+    let server = ServerProcess::start(cwd, &cwd.join("server"), &extra);
     server.admin(cwd, &["terminal", "add", "ATM-1", "--name", "Lobby"]);
     let created = json(&server.admin(
         cwd,
@@ -168,14 +175,16 @@ fn status_before_reset(server: &ServerProcess) -> serde_json::Value {
 
 #[test]
 fn pair_and_call_with_a_software_key() {
-    pair_and_call(None);
+    pair_and_call(None, None);
 }
 
 #[test]
-fn pair_and_call_with_a_softhsm_key() {
+fn pair_and_call_with_softhsm_keys_on_both_sides() {
     let dir = temp_dir();
-    let uri = crate::support::softhsm_token_uri(dir.path());
-    pair_and_call(Some(&uri));
+    let terminal_token = crate::support::softhsm_token_uri(&dir.path().join("terminal-pin"));
+    let server_token = crate::support::softhsm_token_uri(&dir.path().join("server-pin"));
+    // Both keys in HSM tokens: the terminal's and the server's identity.
+    pair_and_call(Some(&terminal_token), Some(&server_token));
 }
 
 #[test]

@@ -98,27 +98,12 @@ impl Drop for ServerProcess {
     }
 }
 
-/// The current TOTP code of an `otpauth://` URI, for the given step offset.
+/// The TOTP code of an `otpauth://` URI for the current step plus `offset`.
 pub fn totp_now(uri: &str, offset: i64) -> String {
-    let secret = uri
-        .split("secret=")
-        .nth(1)
-        .unwrap()
-        .split('&')
-        .next()
+    let step = pairgate_testkit::totp_step_now()
+        .checked_add_signed(offset)
         .unwrap();
-    let bytes = totp_rs::Secret::Encoded(secret.to_owned())
-        .to_bytes()
-        .unwrap();
-    let step = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-        / 30;
-    let step = step.checked_add_signed(offset).unwrap();
-    totp_rs::TOTP::new(totp_rs::Algorithm::SHA1, 6, 1, 30, bytes)
-        .unwrap()
-        .generate(step * 30)
+    pairgate_testkit::totp_code(uri, step)
 }
 
 /// A fresh SoftHSM2 token, provisioned the way an operator would with
@@ -147,6 +132,7 @@ pub fn softhsm_token_uri(dir: &Path) -> String {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    std::fs::create_dir_all(dir).unwrap();
     let pin = dir.join("pin");
     std::fs::write(&pin, "123456").unwrap();
     format!(

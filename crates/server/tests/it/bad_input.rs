@@ -92,6 +92,14 @@ async fn malformed_and_oversized_bodies(db: Db) {
         .await
         .unwrap();
     assert_error(&r, 400, "PG-BAD-NONCE");
+    // The wrong method and a malformed query answer in JSON too.
+    assert_error(&get(&client, &url).await, 405, "PG-METHOD");
+    let r = get(
+        &client,
+        &f.gate(&format!("/v1/pairing/{}?wait=soon", "0".repeat(32))),
+    )
+    .await;
+    assert_error(&r, 400, "PG-BAD-QUERY");
     assert_eq!(counts(&f).await, before, "bad input must write nothing");
     f.server.shutdown().await;
 }

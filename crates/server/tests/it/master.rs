@@ -254,3 +254,54 @@ crate::on_both_databases!(
     unpair_closes_kept_alive_and_refuses_resumed,
     proxy_sets_identity_and_strips_forgeries,
 );
+
+/// PostgreSQL: when the LISTEN connection dies, the master listens again
+/// (and reloads), so an unpair still takes effect at once, long before the
+/// periodic reconcile (set to a minute here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_listener_loss_is_recovered() {
+    let f = Fixture::start(Db::Postgres, |s| s.reconcile_secs = 60).await;
+    let t = paired(&f, "ATM-1").await;
+    let killed = sqlx::query(
+        "SELECT pg_terminate_backend(pid) AS done FROM pg_stat_activity \
+         WHERE datname = current_database() AND query ILIKE 'LISTEN%' AND pid <> pg_backend_pid()",
+    )
+    .fetch_all(f.store.pool())
+    .await
+    .unwrap();
+    assert_eq!(killed.len(), 1, "one LISTEN connection per server");
+    // Let it notice and listen again.
+    assert!(
+        eventually(Duration::from_secs(5), async || {
+            sqlx::query(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database() \
+                 AND query ILIKE 'LISTEN%' AND pid <> pg_backend_pid()",
+            )
+            .fetch_all(f.store.pool())
+            .await
+            .unwrap()
+            .len()
+                == 1
+        })
+        .await,
+        "the listener did not come back"
+    );
+    f.store
+        .unpair(
+            &Serial::new("ATM-1").unwrap(),
+            &Actor::new("olga"),
+            SystemTime::now(),
+        )
+        .await
+        .unwrap();
+    assert!(
+        eventually(Duration::from_secs(1), async || f
+            .server
+            .paired
+            .serial(&t.fingerprint)
+            .is_none())
+        .await,
+        "unpair was not seen within a second after the listener was lost"
+    );
+    f.server.shutdown().await;
+}

@@ -187,7 +187,7 @@ pub fn assert_error(r: &HttpsResponse, status: u16, code: &str) {
 /// An operator and their authenticator.
 pub struct Operator {
     pub name: String,
-    secret: Vec<u8>,
+    uri: String,
     step: u64,
 }
 
@@ -206,22 +206,10 @@ impl Operator {
     }
 
     pub fn from_uri(name: &str, uri: &str) -> Self {
-        let secret = uri
-            .split("secret=")
-            .nth(1)
-            .unwrap()
-            .split('&')
-            .next()
-            .unwrap()
-            .to_owned();
-        let now = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .unwrap()
-            .as_secs();
         Self {
             name: name.into(),
-            secret: totp_rs::Secret::Encoded(secret).to_bytes().unwrap(),
-            step: now / 30 - 1,
+            uri: uri.to_owned(),
+            step: pairgate_testkit::totp_step_now() - 1,
         }
     }
 
@@ -235,9 +223,7 @@ impl Operator {
             / 30;
         self.step = (self.step + 1).max(current - 1);
         assert!(self.step <= current + 1, "out of fresh TOTP steps");
-        totp_rs::TOTP::new(totp_rs::Algorithm::SHA1, 6, 1, 30, self.secret.clone())
-            .unwrap()
-            .generate(self.step * 30)
+        pairgate_testkit::totp_code(&self.uri, self.step)
     }
 
     pub async fn approve(

@@ -48,7 +48,7 @@ async fn setup(store: &Store) -> Operator {
 /// An operator and their authenticator.
 struct Operator {
     name: String,
-    secret: Vec<u8>,
+    uri: String,
     /// Each code is taken from a later time step, so none is a replay.
     step: u64,
 }
@@ -64,36 +64,19 @@ impl Operator {
                 .totp_uri
                 .starts_with(&format!("otpauth://totp/pairgate:{name}?secret="))
         );
-        let secret = creds
-            .totp_uri
-            .split("secret=")
-            .nth(1)
-            .unwrap()
-            .split('&')
-            .next()
-            .unwrap()
-            .to_owned();
-        let secret = totp_rs::Secret::Encoded(secret).to_bytes().unwrap();
-        let now = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .unwrap()
-            .as_secs();
         Self {
             name: name.into(),
-            secret,
-            step: now / 30,
+            uri: creds.totp_uri.to_string(),
+            step: pairgate_testkit::totp_step_now(),
         }
     }
 
     /// A fresh (time, code) pair one step after the last.
     fn next(&mut self) -> (SystemTime, String) {
         self.step += 1;
-        let t = self.step * 30;
-        let totp =
-            totp_rs::TOTP::new(totp_rs::Algorithm::SHA1, 6, 1, 30, self.secret.clone()).unwrap();
         (
-            SystemTime::UNIX_EPOCH + Duration::from_secs(t),
-            totp.generate(t),
+            SystemTime::UNIX_EPOCH + Duration::from_secs(self.step * 30),
+            pairgate_testkit::totp_code(&self.uri, self.step),
         )
     }
 
@@ -255,6 +238,18 @@ async fn second_factor_is_required_and_single_use(store: &Store) {
         .await;
     assert!(matches!(r, Err(StoreError::Forbidden(_))), "{r:?}");
     assert!(store.paired_fingerprints().await.unwrap().is_empty());
+    // Without a TOTP seed there is no second factor at all.
+    sqlx::query("UPDATE operators SET totp_secret = NULL WHERE username = 'vera'")
+        .execute(store.pool())
+        .await
+        .unwrap();
+    let (now, code) = vera.next();
+    let r = store.verify_second_factor("vera", &code, now).await;
+    assert!(
+        matches!(r, Err(StoreError::Unauthorized(ref m)) if m.contains("not set up")),
+        "{r:?}"
+    );
+    assert!(!store.operator("vera").await.unwrap().unwrap().totp_enabled);
     // Passwords.
     assert!(
         store
