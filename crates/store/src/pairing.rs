@@ -273,6 +273,13 @@ async fn lock_request(
     row.as_ref().map(request).transpose()
 }
 
+/// Reads a request back after changing it in `tx`.
+async fn reread(tx: &mut Transaction<'_, Any>, id: &str) -> Result<PairingRequest, StoreError> {
+    lock_request(tx, id)
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("pairing request {id}")))
+}
+
 /// Ends an open request in `state`, audited as `action`.
 async fn close(
     tx: &mut Transaction<'_, Any>,
@@ -453,9 +460,7 @@ impl Store {
             }),
         )
         .await?;
-        let req = lock_request(&mut tx, &id)
-            .await?
-            .ok_or_else(|| StoreError::NotFound(format!("pairing request {id}")))?;
+        let req = reread(&mut tx, &id).await?;
         tx.commit().await?;
         Ok(Opened::Pending(req))
     }
@@ -492,9 +497,7 @@ impl Store {
             &serde_json::json!({ "request": req.id, "fingerprint": req.fingerprint }),
         )
         .await?;
-        let req = lock_request(&mut tx, &req.id)
-            .await?
-            .ok_or_else(|| StoreError::NotFound(format!("pairing request {}", req.id)))?;
+        let req = reread(&mut tx, &req.id).await?;
         tx.commit().await?;
         Ok(Opened::Pending(req))
     }
@@ -572,9 +575,7 @@ impl Store {
             &serde_json::json!({ "request": id, "fingerprint": req.fingerprint }),
         )
         .await?;
-        let req = lock_request(&mut tx, id)
-            .await?
-            .ok_or_else(|| StoreError::NotFound(format!("pairing request {id}")))?;
+        let req = reread(&mut tx, id).await?;
         tx.commit().await?;
         Ok(req)
     }
@@ -735,9 +736,7 @@ impl Store {
             serde_json::json!({ "request": id, "fingerprint": req.fingerprint }),
         )
         .await?;
-        let req = lock_request(&mut tx, id)
-            .await?
-            .ok_or_else(|| StoreError::NotFound(format!("pairing request {id}")))?;
+        let req = reread(&mut tx, id).await?;
         tx.commit().await?;
         Ok(req)
     }
