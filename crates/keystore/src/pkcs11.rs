@@ -101,11 +101,18 @@ fn read_pin(uri: &Pkcs11Uri) -> Result<AuthPin, KeyStoreError> {
 
 fn find_slot(ctx: &Pkcs11, uri: &Pkcs11Uri) -> Result<Slot, KeyStoreError> {
     let mut labels = Vec::new();
-    for slot in ctx
-        .get_slots_with_initialized_token()
-        .map_err(ck("listing slots"))?
-    {
-        let info = ctx.get_token_info(slot).map_err(ck("reading token info"))?;
+    let mut unreadable = 0usize;
+    // Slots with a token, read one by one: a token that cannot be read (on
+    // SoftHSM2, one that another process is creating or deleting in the
+    // shared token directory) must not hide the token we are looking for.
+    for slot in ctx.get_slots_with_token().map_err(ck("listing slots"))? {
+        let Ok(info) = ctx.get_token_info(slot) else {
+            unreadable += 1;
+            continue;
+        };
+        if !info.token_initialized() {
+            continue;
+        }
         let label = info.label().trim_end().to_owned();
         let matches = label == uri.token
             && uri
@@ -126,12 +133,17 @@ fn find_slot(ctx: &Pkcs11, uri: &Pkcs11Uri) -> Result<Slot, KeyStoreError> {
         labels.push(label);
     }
     Err(KeyStoreError::Pkcs11(format!(
-        "no token labelled {:?} (tokens present: {})",
+        "no token labelled {:?} (tokens present: {}{})",
         uri.token,
         if labels.is_empty() {
             "none".to_owned()
         } else {
             labels.join(", ")
+        },
+        if unreadable > 0 {
+            format!("; {unreadable} unreadable")
+        } else {
+            String::new()
         }
     )))
 }
@@ -149,7 +161,9 @@ pub fn provision_token(
     let ctx = module(module_path)?;
     let mut free = None;
     for slot in ctx.get_slots_with_token().map_err(ck("listing slots"))? {
-        let info = ctx.get_token_info(slot).map_err(ck("reading token info"))?;
+        let Ok(info) = ctx.get_token_info(slot) else {
+            continue;
+        };
         if info.label().trim_end() == label && info.token_initialized() {
             return Err(KeyStoreError::Pkcs11(format!(
                 "a token labelled {label:?} already exists"
