@@ -1,15 +1,20 @@
-//! `pairgate terminal init | pair | status | call | factory-reset`: the
+//! `pairgate terminal init | pair | status | call | backup | restore |
+//! factory-reset`: the
 //! terminal agent (`crates/terminal`) on a state directory, for firmware
 //! engineers trying it and operators simulating a terminal.
 
 use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result, bail};
 use clap::{Subcommand, ValueEnum};
+use pairgate_keystore::Passphrase;
 use pairgate_pki::{PairingCode, Subject};
-use pairgate_terminal::{Agent, IdentityMode, Init, PairOptions, PairingDisplay};
+use pairgate_terminal::{
+    Agent, IdentityMode, Init, KeyCopy, PairOptions, PairingDisplay, RestorePoint,
+};
 use pairgate_tls::TlsPolicy;
 use serde_json::json;
 
@@ -72,6 +77,27 @@ pub enum AgentCommand {
         #[arg(long)]
         data: Option<String>,
     },
+    /// Writes a restore point (identity and state, age-encrypted with
+    /// PAIRGATE_BACKUP_PASSPHRASE or --backup-passphrase-file). With a
+    /// PKCS#11 key it holds the certificate and state only.
+    Backup {
+        /// The file to write (replaced atomically, mode 0600).
+        #[arg(long)]
+        out: PathBuf,
+        /// File holding the backup passphrase.
+        #[arg(long)]
+        backup_passphrase_file: Option<PathBuf>,
+    },
+    /// Restores a restore point into a fresh state directory: the same
+    /// fingerprint, pins and pairing.
+    Restore {
+        /// The restore point.
+        #[arg(long)]
+        from: PathBuf,
+        /// File holding the backup passphrase.
+        #[arg(long)]
+        backup_passphrase_file: Option<PathBuf>,
+    },
     /// Wipes keys, certificates, trust store, pins and pairing state.
     FactoryReset {
         /// Answer the confirmation question with yes.
@@ -128,8 +154,58 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .context("starting the runtime")
 }
 
+/// Environment variable holding the restore-point passphrase.
+const BACKUP_PASSPHRASE_ENV: &str = "PAIRGATE_BACKUP_PASSPHRASE";
+
+fn backup_passphrase(file: Option<&Path>) -> Result<Passphrase> {
+    if let Some(file) = file {
+        return Ok(Passphrase::from_file(file)?);
+    }
+    Passphrase::from_env(BACKUP_PASSPHRASE_ENV)?.with_context(|| {
+        format!("a restore point needs a passphrase: set {BACKUP_PASSPHRASE_ENV} or give --backup-passphrase-file FILE")
+    })
+}
+
+fn restore(
+    args: &TerminalArgs,
+    from: &Path,
+    passphrase_file: Option<&Path>,
+    out: &Output,
+) -> Result<()> {
+    let state = args
+        .state
+        .as_ref()
+        .context("restore needs a state directory: give --state DIR")?;
+    let encrypted = std::fs::read(from).with_context(|| format!("reading {}", from.display()))?;
+    let point = RestorePoint::open(&encrypted, &backup_passphrase(passphrase_file)?)?;
+    let uri = args.uri()?;
+    let keystore_passphrase = match point.key {
+        KeyCopy::Software { .. } => args.passphrase()?,
+        KeyCopy::Token { .. } => None,
+    };
+    let (restored, fingerprint) = pairgate_terminal::restore(
+        state,
+        &uri,
+        keystore_passphrase,
+        &point,
+        TlsPolicy::default(),
+    )?;
+    let status = restored.status()?;
+    out.print(
+        format!(
+            "restored the terminal identity\nfingerprint: {}\n             {fingerprint}\npaired: {}",
+            fingerprint.grouped(),
+            status.paired.as_ref().map_or("no".to_owned(), |p| format!("{} via {}", p.serial, p.master_url)),
+        ),
+        json!({ "fingerprint": fingerprint, "holds_key": point.holds_key(), "paired": status.paired }),
+    );
+    Ok(())
+}
+
 pub fn run(args: &TerminalArgs, command: &AgentCommand, out: &Output) -> Result<()> {
-    let agent = agent(args)?;
+    // Opened per command: a restore must not create an empty key store
+    // before it writes one.
+    let agent = || agent(args);
     match command {
         AgentCommand::Init { mode, subject } => {
             let mode = match (mode, subject) {
@@ -138,7 +214,7 @@ pub fn run(args: &TerminalArgs, command: &AgentCommand, out: &Output) -> Result<
                 (Mode::Csr, Some(s)) => IdentityMode::Csr(s.clone()),
                 (Mode::Csr, None) => bail!("--mode csr needs --subject"),
             };
-            match agent.init(&mode, SystemTime::now())? {
+            match agent()?.init(&mode, SystemTime::now())? {
                 Init::Certified(fp) => out.print(
                     format!(
                         "terminal identity ready\nfingerprint: {}\n             {fp}",
@@ -174,7 +250,7 @@ pub fn run(args: &TerminalArgs, command: &AgentCommand, out: &Output) -> Result<
             let printer = Printer {
                 json: out.is_json(),
             };
-            let paired = runtime()?.block_on(agent.pair(&options, &printer))?;
+            let paired = runtime()?.block_on(agent()?.pair(&options, &printer))?;
             out.print(
                 format!(
                     "paired as {}\nmaster: {}\nserver pins: {}",
@@ -186,7 +262,7 @@ pub fn run(args: &TerminalArgs, command: &AgentCommand, out: &Output) -> Result<
             );
         }
         AgentCommand::Status => {
-            let status = agent.status()?;
+            let status = agent()?.status()?;
             out.print(
                 format!(
                     "fingerprint: {}\ngate: {} (pin {})\npending request: {}\npaired: {}",
@@ -211,7 +287,7 @@ pub fn run(args: &TerminalArgs, command: &AgentCommand, out: &Output) -> Result<
                 }
                 None => None,
             };
-            let r = runtime()?.block_on(agent.call(method, path, body))?;
+            let r = runtime()?.block_on(agent()?.call(method, path, body))?;
             let text = String::from_utf8_lossy(&r.body).into_owned();
             let value: serde_json::Value =
                 serde_json::from_slice(&r.body).unwrap_or(serde_json::Value::String(text.clone()));
@@ -220,6 +296,43 @@ pub fn run(args: &TerminalArgs, command: &AgentCommand, out: &Output) -> Result<
             }
             out.print(text, json!({ "status": r.status, "body": value }));
         }
+        AgentCommand::Backup {
+            out: file,
+            backup_passphrase_file,
+        } => {
+            let passphrase = backup_passphrase(backup_passphrase_file.as_deref())?;
+            let (encrypted, point) = agent()?.backup(&passphrase, SystemTime::now())?;
+            pairgate_keystore::write_atomic(file, &encrypted)
+                .with_context(|| format!("writing {}", file.display()))?;
+            let key = match &point.key {
+                KeyCopy::Software { .. } => {
+                    "included, still sealed under the key store passphrase (a restore needs both passphrases)".to_owned()
+                }
+                KeyCopy::Token { store } => format!(
+                    "NOT included: it cannot leave {store}; this restore point holds the certificate and state only and restores onto that token"
+                ),
+            };
+            out.print(
+                format!(
+                    "restore point written to {}\nfingerprint: {}\nkey: {key}",
+                    file.display(),
+                    point.fingerprint
+                ),
+                json!({
+                    "file": file,
+                    "fingerprint": point.fingerprint,
+                    "holds_key": point.holds_key(),
+                    "key_store": match &point.key {
+                        KeyCopy::Software { .. } => "software".to_owned(),
+                        KeyCopy::Token { store } => store.clone(),
+                    },
+                }),
+            );
+        }
+        AgentCommand::Restore {
+            from,
+            backup_passphrase_file,
+        } => restore(args, from, backup_passphrase_file.as_deref(), out)?,
         AgentCommand::FactoryReset { yes } => {
             if !yes {
                 eprint!(
@@ -231,7 +344,7 @@ pub fn run(args: &TerminalArgs, command: &AgentCommand, out: &Output) -> Result<
                     bail!("factory reset not confirmed; nothing changed");
                 }
             }
-            agent.factory_reset()?;
+            agent()?.factory_reset()?;
             out.print(
                 "factory reset done: no keys, no pins, not paired",
                 json!({ "status": "reset" }),

@@ -129,7 +129,7 @@ enum TrustCommand {
 }
 
 impl TerminalArgs {
-    fn uri(&self) -> Result<KeyStoreUri> {
+    pub(crate) fn uri(&self) -> Result<KeyStoreUri> {
         match (&self.keystore, &self.state) {
             (Some(uri), _) => Ok(uri.parse()?),
             (None, Some(state)) => Ok(KeyStoreUri::File(state.join("keys"))),
@@ -137,7 +137,7 @@ impl TerminalArgs {
         }
     }
 
-    fn passphrase(&self) -> Result<Option<Passphrase>> {
+    pub(crate) fn passphrase(&self) -> Result<Option<Passphrase>> {
         if let Some(file) = &self.passphrase_file {
             return Ok(Some(Passphrase::from_file(file)?));
         }

@@ -102,6 +102,14 @@ pub enum KeyStoreError {
     /// A certificate was refused by the trust-store rule.
     #[error("refused by the trust store: {0}")]
     Trust(#[from] TrustError),
+    /// A restore would overwrite a store that holds keys or trust.
+    #[error(
+        "the key store at {0} already holds keys or trusted certificates; restore into a fresh one"
+    )]
+    NotEmpty(PathBuf),
+    /// The sealed copy of a store (from a restore point) is damaged.
+    #[error("the key store copy in the restore point is damaged: {0}")]
+    BadSealedCopy(String),
     /// A cryptographic operation failed.
     #[error("cryptographic failure: {0}")]
     Crypto(&'static str),

@@ -114,6 +114,12 @@ pub trait KeyStore: Send + Sync + fmt::Debug {
     /// are not in the store and so survive.
     fn factory_reset(&self) -> Result<(), KeyStoreError>;
 
+    /// A copy of the whole store for a restore point, every private key
+    /// still sealed under the store's own passphrase (so a restore needs
+    /// that passphrase too); `None` when keys cannot leave the store, as
+    /// with a PKCS#11 token.
+    fn sealed_copy(&self) -> Result<Option<Vec<u8>>, KeyStoreError>;
+
     /// Whether signing goes to hardware and may block for a while, so that
     /// async callers move it off their executor's worker.
     fn is_hardware(&self) -> bool {

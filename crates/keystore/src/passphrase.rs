@@ -46,6 +46,12 @@ impl Passphrase {
         }
     }
 
+    /// The passphrase as text, for formats that take text (age restore
+    /// points); `None` when it is not UTF-8.
+    pub fn as_text(&self) -> Option<&str> {
+        std::str::from_utf8(&self.0).ok()
+    }
+
     pub(crate) fn expose(&self) -> &[u8] {
         &self.0
     }

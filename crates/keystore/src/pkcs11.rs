@@ -830,6 +830,11 @@ impl KeyStore for Pkcs11KeyStore {
         })
     }
 
+    fn sealed_copy(&self) -> Result<Option<Vec<u8>>, KeyStoreError> {
+        // Keys are generated non-extractable: they never leave the token.
+        Ok(None)
+    }
+
     fn factory_reset(&self) -> Result<(), KeyStoreError> {
         self.signing_keys().clear();
         self.with_session(|session| {

@@ -80,9 +80,9 @@ pub struct Status {
 
 /// The terminal agent.
 pub struct Agent {
-    state: StateFile,
-    store: Arc<dyn KeyStore>,
-    alias: Alias,
+    pub(crate) state: StateFile,
+    pub(crate) store: Arc<dyn KeyStore>,
+    pub(crate) alias: Alias,
     policy: TlsPolicy,
 }
 

@@ -2,15 +2,17 @@
 //! first-boot identity (a key inside the key store and a self-signed client
 //! certificate, or a CSR for a CA), pairing with the gate (the server key
 //! is pinned at first contact and confirmed by the pairing code a person
-//! reads out), calls to the master over mutual TLS with the pins, and
-//! factory reset. It depends on no server, database or web code.
+//! reads out), calls to the master over mutual TLS with the pins, restore
+//! points, and factory reset. It depends on no server, database or web code.
 
 #![forbid(unsafe_code)]
 
 mod agent;
+mod restore;
 pub mod state;
 
 pub use agent::{Agent, IdentityMode, Init, PairOptions, PairingDisplay, Status};
+pub use restore::{KeyCopy, RestorePoint, restore};
 pub use state::{PairedConfig, State};
 
 /// A terminal operation failed.
@@ -48,6 +50,14 @@ pub enum TerminalError {
         /// The gate asked for.
         asked: String,
     },
+    /// A restore needs a fresh state directory.
+    #[error(
+        "the state directory {0} is in use (identity, pins or pairing); restore into a fresh one, or factory-reset this one first"
+    )]
+    NotFresh(String),
+    /// A restore point that cannot be read or used.
+    #[error("restore point: {0}")]
+    RestorePoint(String),
     /// The gate refused or answered something unexpected.
     #[error("{0}")]
     Gate(String),

@@ -2,7 +2,9 @@
 //! pair (the code printed), approval through `pairgate admin approve`,
 //! calls to the master; on the software store and on SoftHSM2. Also: a
 //! killed pairing resumes with the same request, a different key at the
-//! pinned gate is refused, and a factory reset ends the pairing.
+//! pinned gate is refused, a restore point brings the identity back in a
+//! new state directory, a CA-issued (CSR mode) identity pairs, and a
+//! factory reset ends the pairing.
 
 use std::io::BufRead;
 use std::path::Path;
@@ -129,6 +131,8 @@ fn pair_and_call(keystore: Option<&str>, server_identity: Option<&str>) {
     ));
     assert_eq!(hb["body"]["status"], "ok");
 
+    restore_point_talks_to_the_master(cwd, keystore, &state, &fingerprint);
+
     // Factory reset: no keys, no pins, not paired. A new identity is
     // refused by the master until it pairs again.
     let err = fails(cwd, &terminal_args(&state, keystore, &["factory-reset"]));
@@ -163,6 +167,116 @@ fn pair_and_call(keystore: Option<&str>, server_identity: Option<&str>) {
         err.contains("403") && err.contains("PG-NOT-PAIRED"),
         "{err}"
     );
+}
+
+/// A restore point of the paired terminal at `state`, restored into a new
+/// state directory, talks to the master with the same fingerprint and no
+/// new pairing. Wrong passphrases, a used state directory and a mismatched
+/// key store are refused and leave nothing behind.
+fn restore_point_talks_to_the_master(
+    cwd: &Path,
+    keystore: Option<&str>,
+    state: &str,
+    fingerprint: &str,
+) {
+    let passphrase = cwd.join("backup-passphrase");
+    std::fs::write(&passphrase, "correct horse battery staple\n").unwrap();
+    let wrong = cwd.join("wrong-passphrase");
+    std::fs::write(&wrong, "incorrect horse\n").unwrap();
+    let file = cwd.join("terminal.restore");
+    let file_arg = file.display().to_string();
+    let pass_arg = passphrase.display().to_string();
+    let wrong_arg = wrong.display().to_string();
+
+    let err = fails(
+        cwd,
+        &terminal_args(state, keystore, &["backup", "--out", &file_arg]),
+    );
+    assert!(err.contains("PAIRGATE_BACKUP_PASSPHRASE"), "{err}");
+    let made = json(&ok(
+        cwd,
+        &terminal_args(
+            state,
+            keystore,
+            &[
+                "backup",
+                "--out",
+                &file_arg,
+                "--backup-passphrase-file",
+                &pass_arg,
+            ],
+        ),
+    ));
+    assert_eq!(made["fingerprint"], fingerprint);
+    assert_eq!(made["holds_key"], keystore.is_none());
+    let bytes = std::fs::read(&file).unwrap();
+    assert!(bytes.starts_with(b"age-encryption.org/v1\n"));
+    assert!(!String::from_utf8_lossy(&bytes).contains("ATM-1"));
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+
+    let fresh = cwd.join("restored").display().to_string();
+    // Wrong backup passphrase: nothing is created.
+    let err = fails(cwd, &restore_args(&fresh, keystore, &file_arg, &wrong_arg));
+    assert!(err.contains("wrong backup passphrase"), "{err}");
+    assert!(!cwd.join("restored").exists());
+    // The state directory in use is refused.
+    let err = fails(cwd, &restore_args(state, keystore, &file_arg, &pass_arg));
+    assert!(err.contains("in use"), "{err}");
+    if keystore.is_none() {
+        // The key store copy is sealed under the key store passphrase.
+        let mut args = restore_args(&fresh, None, &file_arg, &pass_arg);
+        args.extend(["--passphrase-file", &wrong_arg]);
+        let err = fails(cwd, &args);
+        assert!(err.contains("wrong passphrase for the key store"), "{err}");
+        assert!(!cwd.join("restored").join("state.json").exists());
+        assert!(
+            !cwd.join("restored")
+                .join("keys")
+                .join("keystore.json")
+                .exists()
+        );
+    } else {
+        // The key stays in the token: a software key store cannot take it.
+        let err = fails(cwd, &restore_args(&fresh, None, &file_arg, &pass_arg));
+        assert!(err.contains("certificate and state only"), "{err}");
+        assert!(!cwd.join("restored").join("state.json").exists());
+    }
+
+    let restored = json(&ok(
+        cwd,
+        &restore_args(&fresh, keystore, &file_arg, &pass_arg),
+    ));
+    assert_eq!(restored["fingerprint"], fingerprint);
+    assert_eq!(restored["paired"]["serial"], "ATM-1");
+    let me = json(&ok(
+        cwd,
+        &terminal_args(&fresh, keystore, &["call", "GET", "/v1/me"]),
+    ));
+    assert_eq!(me["status"], 200);
+    assert_eq!(me["body"]["fingerprint"], fingerprint);
+}
+
+fn restore_args<'a>(
+    state: &'a str,
+    keystore: Option<&'a str>,
+    file: &'a str,
+    passphrase: &'a str,
+) -> Vec<&'a str> {
+    terminal_args(
+        state,
+        keystore,
+        &[
+            "restore",
+            "--from",
+            file,
+            "--backup-passphrase-file",
+            passphrase,
+        ],
+    )
 }
 
 /// A paired configuration pointing at `server`'s master.
@@ -290,4 +404,84 @@ fn grouped(hex: &str) -> String {
         .map(|c| std::str::from_utf8(c).unwrap())
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+#[test]
+fn a_ca_issued_identity_pairs_and_calls() {
+    let dir = temp_dir();
+    let cwd = dir.path();
+    let server = ServerProcess::start(cwd, &cwd.join("server"), &["--gate-listen", "127.0.0.1:0"]);
+    server.admin(cwd, &["terminal", "add", "ATM-7"]);
+    let created = json(&server.admin(
+        cwd,
+        &["--json", "operator", "create", "olga", "--role", "operator"],
+    ));
+    let uri = created["totp_uri"].as_str().unwrap().to_owned();
+    let state = cwd.join("terminal").display().to_string();
+
+    // First boot in CSR mode: a key and a CSR, no certificate yet.
+    let init = json(&ok(
+        cwd,
+        &terminal_args(
+            &state,
+            None,
+            &["init", "--mode", "csr", "--subject", "CN=ATM-7, O=Operator"],
+        ),
+    ));
+    let csr = init["csr"].as_str().unwrap();
+    assert!(
+        csr.starts_with("-----BEGIN CERTIFICATE REQUEST-----"),
+        "{csr}"
+    );
+    std::fs::write(cwd.join("atm.csr"), csr).unwrap();
+    let err = fails(
+        cwd,
+        &terminal_args(
+            &state,
+            None,
+            &["pair", "--gate", &server.gate, "--serial", "ATM-7"],
+        ),
+    );
+    assert!(err.contains("no certificate yet"), "{err}");
+
+    // The acquirer's CA signs it; the chain goes in under the alias.
+    ok(cwd, &["ca", "init", "--dir", "ca"]);
+    let issued = json(&ok(
+        cwd,
+        &["--json", "ca", "sign-csr", "--dir", "ca", "atm.csr"],
+    ));
+    let mut chain = issued["certificate"].as_str().unwrap().to_owned();
+    chain.push_str(&std::fs::read_to_string(cwd.join("ca/ca.pem")).unwrap());
+    std::fs::write(cwd.join("chain.pem"), chain).unwrap();
+    ok(
+        cwd,
+        &terminal_args(&state, None, &["keys", "import-cert", "chain.pem"]),
+    );
+    let status = json(&ok(cwd, &terminal_args(&state, None, &["status"])));
+    let fingerprint = status["fingerprint"].as_str().unwrap().to_owned();
+    assert_eq!(
+        fingerprint,
+        issued["fingerprint"]
+            .as_str()
+            .unwrap()
+            .replace(':', "")
+            .to_lowercase()
+    );
+
+    let (mut child, code, id) = start_pair(
+        cwd,
+        &terminal_args(
+            &state,
+            None,
+            &["pair", "--gate", &server.gate, "--serial", "ATM-7"],
+        ),
+    );
+    approve(cwd, &server, "olga", &uri, &id, &code, 0);
+    assert!(child.wait().unwrap().success());
+    let me = json(&ok(
+        cwd,
+        &terminal_args(&state, None, &["call", "GET", "/v1/me"]),
+    ));
+    assert_eq!(me["body"]["serial"], "ATM-7");
+    assert_eq!(me["body"]["fingerprint"], fingerprint);
 }

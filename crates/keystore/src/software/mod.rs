@@ -161,6 +161,45 @@ impl SoftwareKeyStore {
         Ok(Self::assemble(dir, sealer, salt, doc, stamp))
     }
 
+    /// Restores a store from [`KeyStore::sealed_copy`] into `dir`: the
+    /// passphrase must be the one the copy was sealed under, and every key
+    /// must unseal, before anything is written. Refused when `dir` already
+    /// holds a store with keys or trusted certificates (an empty one is
+    /// replaced).
+    pub fn restore(
+        dir: &Path,
+        sealed: &[u8],
+        passphrase: Passphrase,
+    ) -> Result<Self, KeyStoreError> {
+        let doc = Document::parse(sealed).map_err(KeyStoreError::BadSealedCopy)?;
+        DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| KeyStoreError::io("creating", dir, e))?;
+        let _lock = DirLock::exclusive(dir)?;
+        let path = dir.join(DOCUMENT_NAME);
+        if let Some((existing, _)) = read_document(&path)?
+            && (!existing.keys.is_empty() || !existing.trusted.is_empty())
+        {
+            return Err(KeyStoreError::NotEmpty(dir.to_path_buf()));
+        }
+        let store = Self::unlock(dir, passphrase, doc, None)?;
+        {
+            let mut state = store.state();
+            let aliases: Vec<String> = state.doc.keys.keys().cloned().collect();
+            for name in aliases {
+                let alias = Alias::new(&name)
+                    .map_err(|_| KeyStoreError::BadSealedCopy(format!("bad alias {name:?}")))?;
+                store.unsealed(&mut state, &alias)?;
+            }
+            atomic::remove_stale_temporaries(dir, DOCUMENT_NAME);
+            atomic::write_atomic(&path, &state.doc.to_bytes()?)?;
+            state.stamp = stamp_of(&path)?;
+        }
+        Ok(store)
+    }
+
     fn unlock(
         dir: &Path,
         passphrase: Passphrase,
@@ -529,6 +568,10 @@ impl KeyStore for SoftwareKeyStore {
             }
             Ok(())
         })
+    }
+
+    fn sealed_copy(&self) -> Result<Option<Vec<u8>>, KeyStoreError> {
+        self.read(|s| s.doc.to_bytes().map(Some))
     }
 
     fn factory_reset(&self) -> Result<(), KeyStoreError> {

@@ -169,3 +169,12 @@ fn a_key_replaced_by_another_handle_is_found_again() {
         Err(KeyStoreError::NoSuchAlias(_))
     ));
 }
+
+#[test]
+fn a_token_gives_no_copy_of_its_keys() {
+    let (store, _dir) = crate::support::softhsm_store();
+    store
+        .generate_key(&Alias::new("t").unwrap(), KeyAlgorithm::P256)
+        .unwrap();
+    assert!(store.sealed_copy().unwrap().is_none());
+}

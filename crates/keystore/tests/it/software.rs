@@ -225,3 +225,60 @@ fn killed_writer_leaves_a_readable_store() {
     // A temporary file may survive the last kill; the next write removes it.
     assert!(leftovers.len() <= 1, "{leftovers:?}");
 }
+
+#[test]
+fn a_sealed_copy_restores_the_same_keys_and_nothing_else() {
+    let (store, dir) = software_store();
+    let alias = Alias::new("terminal").unwrap();
+    let public = store.generate_key(&alias, KeyAlgorithm::P256).unwrap();
+    let subject = Subject::common_name("terminal").unwrap();
+    self_signed_certificate(&store, &alias, &subject, SystemTime::now(), 30).unwrap();
+    let copy = store.sealed_copy().unwrap().unwrap();
+    // Sealed: no private key in the clear.
+    assert!(!String::from_utf8_lossy(&copy).contains("PRIVATE"));
+
+    let target = dir.path().join("restored");
+    // A wrong passphrase writes nothing.
+    let err =
+        SoftwareKeyStore::restore(&target, &copy, Passphrase::new("wrong").unwrap()).unwrap_err();
+    assert!(matches!(err, KeyStoreError::WrongPassphrase(_)), "{err}");
+    assert!(!target.join("keystore.json").exists());
+    // A damaged copy writes nothing.
+    let err = SoftwareKeyStore::restore(&target, b"{\"not\": 1}", passphrase()).unwrap_err();
+    assert!(matches!(err, KeyStoreError::BadSealedCopy(_)), "{err}");
+    let mut altered: serde_json::Value = serde_json::from_slice(&copy).unwrap();
+    let sealed = altered["keys"]["terminal"]["sealed_private_key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let flipped = format!(
+        "{}{}",
+        if sealed.starts_with('0') { "1" } else { "0" },
+        &sealed[1..]
+    );
+    altered["keys"]["terminal"]["sealed_private_key"] = flipped.into();
+    let err = SoftwareKeyStore::restore(&target, altered.to_string().as_bytes(), passphrase())
+        .unwrap_err();
+    assert!(matches!(err, KeyStoreError::Corrupt { .. }), "{err}");
+    assert!(!target.join("keystore.json").exists());
+
+    let restored = SoftwareKeyStore::restore(&target, &copy, passphrase()).unwrap();
+    assert_eq!(restored.public_key(&alias).unwrap(), public);
+    assert_eq!(
+        restored.certificate_chain(&alias).unwrap(),
+        store.certificate_chain(&alias).unwrap()
+    );
+    let signature = restored
+        .sign(&alias, SignatureScheme::EcdsaP256Sha256, b"m")
+        .unwrap();
+    public
+        .verify(SignatureScheme::EcdsaP256Sha256, b"m", &signature)
+        .unwrap();
+    drop(restored);
+    // Reopened from disk with the same passphrase.
+    let reopened = SoftwareKeyStore::open(&target, passphrase()).unwrap();
+    assert_eq!(reopened.aliases().unwrap().len(), 1);
+    // A store that holds keys is never overwritten.
+    let err = SoftwareKeyStore::restore(&target, &copy, passphrase()).unwrap_err();
+    assert!(matches!(err, KeyStoreError::NotEmpty(_)), "{err}");
+}
