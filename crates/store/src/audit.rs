@@ -116,7 +116,7 @@ pub(crate) async fn append(
     Ok(seq)
 }
 
-fn record(row: &sqlx::any::AnyRow) -> Result<AuditRecord, StoreError> {
+pub(crate) fn record(row: &sqlx::any::AnyRow) -> Result<AuditRecord, StoreError> {
     Ok(AuditRecord {
         seq: row.try_get("seq")?,
         at: row.try_get("at")?,

@@ -11,12 +11,15 @@
 
 #![forbid(unsafe_code)]
 
+mod accounts;
 mod audit;
 mod error;
 mod operators;
 mod paired;
 mod pairing;
+mod sessions;
 mod terminals;
+mod views;
 
 use std::path::Path;
 use std::str::FromStr;
@@ -25,6 +28,7 @@ use std::time::{Duration, SystemTime};
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Executor};
 
+pub use accounts::{MAX_PASSWORD_CHARS, MIN_PASSWORD_CHARS, RECOVERY_CODES, check_new_password};
 pub use audit::{AuditRecord, AuditVerification};
 pub use error::StoreError;
 pub use operators::{NewOperatorCredentials, Operator, Role, SecondFactor};
@@ -32,7 +36,9 @@ pub use paired::{PairedWatch, Wake};
 pub use pairing::{
     MAX_CODE_ATTEMPTS, Opened, PairingAttempt, PairingLimits, PairingRequest, PairingState,
 };
+pub use sessions::{ApiToken, Session, SessionLimits, SessionStage};
 pub use terminals::{NewTerminal, Serial, Terminal, TerminalState};
+pub use views::Page;
 
 /// Which database a store runs on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

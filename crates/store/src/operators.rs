@@ -142,7 +142,7 @@ fn check_username(name: &str) -> Result<(), StoreError> {
     }
 }
 
-fn random_bytes<const N: usize>() -> [u8; N] {
+pub(crate) fn random_bytes<const N: usize>() -> [u8; N] {
     let mut bytes = [0u8; N];
     // aws-lc aborts the process rather than return weak randomness.
     let _ = aws_lc_rs::rand::fill(&mut bytes);
@@ -151,7 +151,7 @@ fn random_bytes<const N: usize>() -> [u8; N] {
 
 /// A one-time password: 20 characters from an alphabet without look-alikes
 /// (about 112 bits).
-fn one_time_password() -> Zeroizing<String> {
+pub(crate) fn one_time_password() -> Zeroizing<String> {
     const ALPHABET: &[u8] = b"abcdefghjkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
     let mut out = Zeroizing::new(String::with_capacity(20));
     while out.len() < 20 {
@@ -190,7 +190,14 @@ pub(crate) fn password_matches(password: &str, stored: &str) -> bool {
         .unwrap_or(false)
 }
 
-fn totp(secret: &[u8], username: &str) -> Result<TOTP, StoreError> {
+/// The `otpauth://` URI of an encoded (base32) seed.
+pub(crate) fn totp_uri(username: &str, encoded: &str) -> Zeroizing<String> {
+    Zeroizing::new(format!(
+        "otpauth://totp/{ISSUER}:{username}?secret={encoded}&issuer={ISSUER}&algorithm=SHA1&digits=6&period={PERIOD}"
+    ))
+}
+
+pub(crate) fn totp(secret: &[u8], username: &str) -> Result<TOTP, StoreError> {
     TOTP::new(Algorithm::SHA1, 6, 1, PERIOD, secret.to_vec())
         .map_err(|e| StoreError::Corrupt(format!("TOTP secret of {username}: {e}")))
 }
@@ -250,9 +257,6 @@ impl Store {
         actor: &Actor,
         now: SystemTime,
     ) -> Result<NewOperatorCredentials, StoreError> {
-        check_username(username)?;
-        let password = one_time_password();
-        let hash = hash_password(&password)?;
         let secret = Zeroizing::new(random_bytes::<20>().to_vec());
         let encoded = Zeroizing::new(
             totp_rs::Secret::Raw(secret.to_vec())
@@ -261,8 +265,76 @@ impl Store {
         );
         // Validates the seed length before anything is stored.
         totp(&secret, username)?;
+        let (operator, password) = self
+            .insert_operator(username, role, Some(&encoded), false, actor, now)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("operator {username}")))?;
+        Ok(NewOperatorCredentials {
+            operator,
+            password,
+            totp_uri: totp_uri(username, &encoded),
+        })
+    }
+
+    /// Creates an operator with a one-time password and no TOTP yet: the
+    /// first login forces a new password and TOTP enrolment. Audited.
+    pub async fn create_operator_enrolling(
+        &self,
+        username: &str,
+        role: Role,
+        actor: &Actor,
+        now: SystemTime,
+    ) -> Result<(Operator, Zeroizing<String>), StoreError> {
+        self.insert_operator(username, role, None, false, actor, now)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("operator {username}")))
+    }
+
+    /// First run: when the store has no operator at all, creates `admin`
+    /// (role admin) with a one-time password and no TOTP; `None` when any
+    /// operator exists. Safe when several servers start at once.
+    pub async fn first_run_admin(
+        &self,
+        now: SystemTime,
+    ) -> Result<Option<(Operator, Zeroizing<String>)>, StoreError> {
+        self.insert_operator(
+            "admin",
+            Role::Admin,
+            None,
+            true,
+            &Actor::new("first-run"),
+            now,
+        )
+        .await
+    }
+
+    async fn insert_operator(
+        &self,
+        username: &str,
+        role: Role,
+        totp_secret: Option<&str>,
+        only_if_first: bool,
+        actor: &Actor,
+        now: SystemTime,
+    ) -> Result<Option<(Operator, Zeroizing<String>)>, StoreError> {
+        check_username(username)?;
+        let password = one_time_password();
+        let hash = hash_password(&password)?;
         let at = millis(now);
         let mut tx = self.begin_write().await?;
+        if only_if_first {
+            // Serialises concurrent first runs on PostgreSQL (SQLite's
+            // write transaction already does).
+            sqlx::query("UPDATE audit_head SET seq = seq WHERE id = 1")
+                .execute(&mut *tx)
+                .await?;
+            let any = sqlx::query("SELECT 1 AS one FROM operators LIMIT 1")
+                .fetch_optional(&mut *tx)
+                .await?;
+            if any.is_some() {
+                return Ok(None);
+            }
+        }
         let exists = sqlx::query("SELECT 1 AS one FROM operators WHERE username = $1")
             .bind(username)
             .fetch_optional(&mut *tx)
@@ -277,7 +349,7 @@ impl Store {
         .bind(username)
         .bind(&hash)
         .bind(role.as_str())
-        .bind(encoded.as_str())
+        .bind(totp_secret)
         .bind(at)
         .execute(&mut *tx)
         .await?;
@@ -287,23 +359,15 @@ impl Store {
             actor,
             "operator.create",
             username,
-            &serde_json::json!({ "role": role.as_str(), "totp": true }),
+            &serde_json::json!({ "role": role.as_str(), "totp": totp_secret.is_some() }),
         )
         .await?;
         tx.commit().await?;
-        let totp_uri = Zeroizing::new(format!(
-            "otpauth://totp/{ISSUER}:{username}?secret={}&issuer={ISSUER}&algorithm=SHA1&digits=6&period={PERIOD}",
-            encoded.as_str()
-        ));
         let operator = self
             .operator(username)
             .await?
             .ok_or_else(|| StoreError::NotFound(format!("operator {username}")))?;
-        Ok(NewOperatorCredentials {
-            operator,
-            password,
-            totp_uri,
-        })
+        Ok(Some((operator, password)))
     }
 
     /// An operator by username.

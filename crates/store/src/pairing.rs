@@ -213,7 +213,10 @@ macro_rules! request_columns {
     };
 }
 
-fn request(row: &sqlx::any::AnyRow) -> Result<PairingRequest, StoreError> {
+/// The columns the row reader takes, for queries built elsewhere.
+pub(crate) const COLUMNS: &str = request_columns!();
+
+pub(crate) fn request(row: &sqlx::any::AnyRow) -> Result<PairingRequest, StoreError> {
     let state: String = row.try_get("state")?;
     Ok(PairingRequest {
         id: row.try_get("id")?,

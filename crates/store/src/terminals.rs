@@ -138,7 +138,10 @@ macro_rules! terminal_columns {
     };
 }
 
-fn terminal(row: &sqlx::any::AnyRow) -> Result<Terminal, StoreError> {
+/// The columns the row reader takes, for queries built elsewhere.
+pub(crate) const COLUMNS: &str = terminal_columns!();
+
+pub(crate) fn terminal(row: &sqlx::any::AnyRow) -> Result<Terminal, StoreError> {
     let serial: String = row.try_get("serial")?;
     let state: String = row.try_get("state")?;
     Ok(Terminal {

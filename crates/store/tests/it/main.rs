@@ -8,6 +8,7 @@
     clippy::panic
 )]
 
+mod accounts;
 mod audit;
 mod pairing;
 mod support;

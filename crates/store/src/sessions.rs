@@ -1,0 +1,405 @@
+//! CAS sessions and API tokens. Both are random secrets handed out once
+//! and stored only as SHA-256 hashes. A session moves through stages
+//! (forced password change → TOTP enrolment → TOTP check → full) and ends
+//! after an idle or an absolute timeout; a token belongs to an operator
+//! and acts with that operator's current role until revoked.
+
+use std::time::{Duration, SystemTime};
+
+use sqlx::Row;
+use zeroize::Zeroizing;
+
+use crate::accounts::secret_hash;
+use crate::audit::append;
+use crate::operators::random_bytes;
+use crate::{Actor, Operator, Store, StoreError, millis};
+
+/// How far a session got.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionStage {
+    /// Password checked; the one-time password must be changed.
+    PasswordChange,
+    /// Password checked; TOTP must be enrolled.
+    Enrol,
+    /// Password checked; a TOTP (or recovery) code is due.
+    Totp,
+    /// Signed in.
+    Full,
+}
+
+impl SessionStage {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::PasswordChange => "password_change",
+            Self::Enrol => "enrol",
+            Self::Totp => "totp",
+            Self::Full => "full",
+        }
+    }
+
+    /// What a session must do next after the password (or a later step)
+    /// of `operator` was checked.
+    pub fn next_for(operator: &Operator) -> Self {
+        if operator.must_change_password {
+            Self::PasswordChange
+        } else if !operator.totp_enabled {
+            Self::Enrol
+        } else {
+            Self::Totp
+        }
+    }
+
+    fn parse(text: &str) -> Result<Self, StoreError> {
+        match text {
+            "password_change" => Ok(Self::PasswordChange),
+            "enrol" => Ok(Self::Enrol),
+            "totp" => Ok(Self::Totp),
+            "full" => Ok(Self::Full),
+            other => Err(StoreError::Corrupt(format!("session stage {other:?}"))),
+        }
+    }
+}
+
+/// Session lifetimes.
+#[derive(Clone, Copy, Debug)]
+pub struct SessionLimits {
+    /// Ends after this long without a request.
+    pub idle: Duration,
+    /// Ends this long after login, whatever happens.
+    pub absolute: Duration,
+}
+
+impl Default for SessionLimits {
+    fn default() -> Self {
+        Self {
+            idle: Duration::from_secs(30 * 60),
+            absolute: Duration::from_secs(12 * 3600),
+        }
+    }
+}
+
+/// A live session.
+#[derive(Clone, Debug)]
+pub struct Session {
+    /// The operator, as stored now.
+    pub operator: Operator,
+    /// How far it got.
+    pub stage: SessionStage,
+    /// The CSRF token its forms carry.
+    pub csrf: String,
+    /// Login time (Unix ms).
+    pub created_at: i64,
+}
+
+/// An API token's record (never the token).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct ApiToken {
+    /// Public id (the token's prefix).
+    pub id: String,
+    /// Its operator.
+    pub username: String,
+    /// What it is for.
+    pub name: String,
+    /// Created (Unix ms).
+    pub created_at: i64,
+    /// Last used (Unix ms, updated at most once a minute).
+    pub last_used_at: Option<i64>,
+    /// Revoked (Unix ms).
+    pub revoked_at: Option<i64>,
+}
+
+/// Token prefix, so leaked tokens are recognisable by secret scanners.
+const TOKEN_PREFIX: &str = "pgt_";
+/// How often `last_seen_at` / `last_used_at` are written.
+const TOUCH_EVERY_MS: i64 = 60_000;
+
+fn random_hex<const N: usize>() -> Zeroizing<String> {
+    Zeroizing::new(hex::encode(random_bytes::<N>()))
+}
+
+fn ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+fn api_token(row: &sqlx::any::AnyRow) -> Result<ApiToken, StoreError> {
+    Ok(ApiToken {
+        id: row.try_get("id")?,
+        username: row.try_get("username")?,
+        name: row.try_get("name")?,
+        created_at: row.try_get("created_at")?,
+        last_used_at: row.try_get("last_used_at")?,
+        revoked_at: row.try_get("revoked_at")?,
+    })
+}
+
+impl Store {
+    /// Starts a session for `operator` (whose password was just checked)
+    /// at `stage`; returns the secret cookie value, shown once.
+    pub async fn create_session(
+        &self,
+        operator: &Operator,
+        stage: SessionStage,
+        address: &str,
+        now: SystemTime,
+    ) -> Result<Zeroizing<String>, StoreError> {
+        let token = random_hex::<32>();
+        let csrf = random_hex::<32>();
+        let at = millis(now);
+        sqlx::query(
+            "INSERT INTO sessions (token_hash, username, stage, csrf, address, created_at, last_seen_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $6)",
+        )
+        .bind(secret_hash(&token))
+        .bind(&operator.username)
+        .bind(stage.as_str())
+        .bind(csrf.as_str())
+        .bind(address.chars().take(128).collect::<String>())
+        .bind(at)
+        .execute(&self.pool)
+        .await?;
+        Ok(token)
+    }
+
+    /// The live session for a cookie value, touched; `None` (and the
+    /// session deleted) when unknown, idle too long, too old, or its
+    /// operator is disabled.
+    pub async fn session(
+        &self,
+        token: &str,
+        limits: SessionLimits,
+        now: SystemTime,
+    ) -> Result<Option<Session>, StoreError> {
+        let hash = secret_hash(token);
+        let row = sqlx::query(
+            "SELECT username, stage, csrf, created_at, last_seen_at FROM sessions WHERE token_hash = $1",
+        )
+        .bind(&hash)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let at = millis(now);
+        let created_at: i64 = row.try_get("created_at")?;
+        let last_seen_at: i64 = row.try_get("last_seen_at")?;
+        let username: String = row.try_get("username")?;
+        let operator = self.operator(&username).await?;
+        let expired = at.saturating_sub(last_seen_at) > ms(limits.idle)
+            || at.saturating_sub(created_at) > ms(limits.absolute);
+        let Some(operator) = operator.filter(|o| !o.disabled && !expired) else {
+            self.end_session(token).await?;
+            return Ok(None);
+        };
+        if at.saturating_sub(last_seen_at) > TOUCH_EVERY_MS {
+            sqlx::query("UPDATE sessions SET last_seen_at = $1 WHERE token_hash = $2")
+                .bind(at)
+                .bind(&hash)
+                .execute(&self.pool)
+                .await?;
+        }
+        Ok(Some(Session {
+            operator,
+            stage: SessionStage::parse(&row.try_get::<String, _>("stage")?)?,
+            csrf: row.try_get("csrf")?,
+            created_at,
+        }))
+    }
+
+    /// Moves a session to `stage` and gives it a new secret (the old
+    /// cookie value stops working), returned once.
+    pub async fn advance_session(
+        &self,
+        token: &str,
+        stage: SessionStage,
+    ) -> Result<Zeroizing<String>, StoreError> {
+        let fresh = random_hex::<32>();
+        let done =
+            sqlx::query("UPDATE sessions SET stage = $1, token_hash = $2 WHERE token_hash = $3")
+                .bind(stage.as_str())
+                .bind(secret_hash(&fresh))
+                .bind(secret_hash(token))
+                .execute(&self.pool)
+                .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound("session".into()));
+        }
+        Ok(fresh)
+    }
+
+    /// Ends a session (logout).
+    pub async fn end_session(&self, token: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM sessions WHERE token_hash = $1")
+            .bind(secret_hash(token))
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Ends every session of `username` but the one with `keep`.
+    pub async fn end_other_sessions(&self, username: &str, keep: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM sessions WHERE username = $1 AND token_hash <> $2")
+            .bind(username)
+            .bind(secret_hash(keep))
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Creates an API token for `username`; audited. Returns the record
+    /// and the token, shown once.
+    pub async fn create_api_token(
+        &self,
+        username: &str,
+        name: &str,
+        actor: &Actor,
+        now: SystemTime,
+    ) -> Result<(ApiToken, Zeroizing<String>), StoreError> {
+        let name = name.trim().to_owned();
+        crate::terminals::bounded("token name", &name, 64)?;
+        if name.is_empty() {
+            return Err(StoreError::Invalid("a token needs a name".into()));
+        }
+        let id = hex::encode(random_bytes::<8>());
+        let secret = random_hex::<32>();
+        let token = Zeroizing::new(format!("{TOKEN_PREFIX}{id}_{}", secret.as_str()));
+        let at = millis(now);
+        let mut tx = self.begin_write().await?;
+        let operator = sqlx::query("SELECT disabled FROM operators WHERE username = $1")
+            .bind(username)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("operator {username}")))?;
+        if operator.try_get::<i64, _>("disabled")? != 0 {
+            return Err(StoreError::Forbidden(format!("{username} is disabled")));
+        }
+        sqlx::query(
+            "INSERT INTO api_tokens (id, username, name, token_hash, created_at) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(&id)
+        .bind(username)
+        .bind(&name)
+        .bind(secret_hash(&token))
+        .bind(at)
+        .execute(&mut *tx)
+        .await?;
+        append(
+            &mut tx,
+            at,
+            actor,
+            "api_token.create",
+            username,
+            &serde_json::json!({ "id": id, "name": name }),
+        )
+        .await?;
+        tx.commit().await?;
+        let record = ApiToken {
+            id,
+            username: username.to_owned(),
+            name,
+            created_at: at,
+            last_used_at: None,
+            revoked_at: None,
+        };
+        Ok((record, token))
+    }
+
+    /// The operator a bearer token acts for; `None` when the token is
+    /// malformed, unknown, revoked, or its operator is disabled.
+    pub async fn authenticate_api_token(
+        &self,
+        token: &str,
+        now: SystemTime,
+    ) -> Result<Option<Operator>, StoreError> {
+        let Some(id) = token
+            .strip_prefix(TOKEN_PREFIX)
+            .and_then(|rest| rest.split_once('_'))
+            .map(|(id, _)| id)
+            .filter(|id| id.len() == 16 && id.bytes().all(|b| b.is_ascii_hexdigit()))
+        else {
+            return Ok(None);
+        };
+        let row = sqlx::query(
+            "SELECT username, token_hash, last_used_at, revoked_at FROM api_tokens WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let stored: String = row.try_get("token_hash")?;
+        let matches = aws_lc_rs::constant_time::verify_slices_are_equal(
+            stored.as_bytes(),
+            secret_hash(token).as_bytes(),
+        )
+        .is_ok();
+        let revoked: Option<i64> = row.try_get("revoked_at")?;
+        if !matches || revoked.is_some() {
+            return Ok(None);
+        }
+        let username: String = row.try_get("username")?;
+        let Some(operator) = self.operator(&username).await?.filter(|o| !o.disabled) else {
+            return Ok(None);
+        };
+        let at = millis(now);
+        let last: Option<i64> = row.try_get("last_used_at")?;
+        if last.is_none_or(|l| at.saturating_sub(l) > TOUCH_EVERY_MS) {
+            sqlx::query("UPDATE api_tokens SET last_used_at = $1 WHERE id = $2")
+                .bind(at)
+                .bind(id)
+                .execute(&self.pool)
+                .await?;
+        }
+        Ok(Some(operator))
+    }
+
+    /// API tokens, newest first; of one operator when `username` is given.
+    pub async fn api_tokens(&self, username: Option<&str>) -> Result<Vec<ApiToken>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, username, name, created_at, last_used_at, revoked_at FROM api_tokens \
+             WHERE $1 IS NULL OR username = $1 ORDER BY created_at DESC",
+        )
+        .bind(username)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(api_token).collect()
+    }
+
+    /// Revokes a token; audited. `owner`, when given, must own it.
+    pub async fn revoke_api_token(
+        &self,
+        id: &str,
+        owner: Option<&str>,
+        actor: &Actor,
+        now: SystemTime,
+    ) -> Result<(), StoreError> {
+        let at = millis(now);
+        let mut tx = self.begin_write().await?;
+        let done = sqlx::query(
+            "UPDATE api_tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL \
+             AND ($3 IS NULL OR username = $3) RETURNING username",
+        )
+        .bind(at)
+        .bind(id)
+        .bind(owner)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = done else {
+            return Err(StoreError::NotFound(format!("active API token {id}")));
+        };
+        let username: String = row.try_get("username")?;
+        append(
+            &mut tx,
+            at,
+            actor,
+            "api_token.revoke",
+            &username,
+            &serde_json::json!({ "id": id }),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}
