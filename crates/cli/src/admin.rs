@@ -29,6 +29,9 @@ enum AdminCommand {
     /// Operators of CAS and of these commands.
     #[command(subcommand)]
     Operator(OperatorCommand),
+    /// CAS API tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
     /// Terminals.
     #[command(subcommand)]
     Terminal(TerminalCommand),
@@ -87,6 +90,26 @@ enum OperatorCommand {
     },
     /// Lists operators.
     List,
+}
+
+#[derive(Subcommand, Debug)]
+enum TokenCommand {
+    /// Creates a CAS API token for an operator; prints it once.
+    Create {
+        /// The operator the token acts for (with their role).
+        #[arg(long)]
+        operator: String,
+        /// What it is for.
+        #[arg(long, default_value = "cli")]
+        name: String,
+    },
+    /// Lists API tokens (never the tokens themselves).
+    List,
+    /// Revokes a token by id.
+    Revoke {
+        /// Token id (the 16 hex digits after pgt_).
+        id: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -181,6 +204,46 @@ async fn command(store: &Store, command: AdminCommand, out: &Output) -> Result<(
                     "username": name, "role": role.as_str(),
                     "password": creds.password.as_str(), "totp_uri": creds.totp_uri.as_str(),
                 }),
+            );
+        }
+        AdminCommand::Token(TokenCommand::Create { operator, name }) => {
+            let (record, token) = store
+                .create_api_token(&operator, &name, &cli_actor(), now)
+                .await?;
+            out.print(
+                format!(
+                    "API token {} for {operator} created (shown once):\n{}",
+                    record.id,
+                    token.as_str()
+                ),
+                json!({ "id": record.id, "operator": operator, "name": record.name, "token": token.as_str() }),
+            );
+        }
+        AdminCommand::Token(TokenCommand::List) => {
+            let tokens = store.api_tokens(None).await?;
+            let text: Vec<String> = tokens
+                .iter()
+                .map(|t| {
+                    format!(
+                        "{}  {:<20} {:<20} {}",
+                        t.id,
+                        t.username,
+                        t.name,
+                        if t.revoked_at.is_some() {
+                            "revoked"
+                        } else {
+                            "active"
+                        }
+                    )
+                })
+                .collect();
+            out.print(text.join("\n"), json!(tokens));
+        }
+        AdminCommand::Token(TokenCommand::Revoke { id }) => {
+            store.revoke_api_token(&id, None, &cli_actor(), now).await?;
+            out.print(
+                format!("API token {id} revoked"),
+                json!({ "id": id, "status": "revoked" }),
             );
         }
         AdminCommand::Operator(OperatorCommand::List) => {

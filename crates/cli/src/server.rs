@@ -65,6 +65,9 @@ pub struct ServerArgs {
     /// The master_listen setting (default 0.0.0.0:7743).
     #[arg(long, value_name = "ADDR")]
     master_listen: Option<String>,
+    /// The cas_listen setting (default 127.0.0.1:7780).
+    #[arg(long, value_name = "ADDR")]
+    cas_listen: Option<String>,
     /// The master_url setting: the master URL handed to paired terminals.
     #[arg(long, value_name = "URL")]
     master_url: Option<String>,
@@ -90,6 +93,7 @@ pub fn run(args: ServerArgs, out: &Output) -> Result<()> {
     for (key, value) in [
         ("gate_listen", &args.gate_listen),
         ("master_listen", &args.master_listen),
+        ("cas_listen", &args.cas_listen),
         ("master_url", &args.master_url),
     ] {
         if let Some(value) = value {
@@ -110,12 +114,21 @@ pub fn run(args: ServerArgs, out: &Output) -> Result<()> {
             }
             pairgate_server::DatabaseLocation::Url(_) => "PostgreSQL (database_url)".to_owned(),
         };
+        let first_run = server.first_run_password.as_ref().map_or_else(String::new, |p| {
+            format!(
+                "\nFIRST RUN: operator admin was created with the one-time password\n    {}\n  (also in {}, deleted at the first password change).\n  Sign in at {}: you will choose a password and set up TOTP.\n",
+                p.reveal(),
+                settings.data_dir.join(pairgate_server::cas::FIRST_RUN_FILE).display(),
+                server.cas_url,
+            )
+        });
         out.print(
             format!(
-                "pairgate server\n  gate      https://{}\n  master    https://{} (terminals are told {})\n  store     {store}\n  identity  {}\n  server SPKI pin (terminals pin this):\n    {}\n    {}\n",
+                "pairgate server\n  gate      https://{}\n  master    https://{} (terminals are told {})\n  CAS       {}\n  store     {store}\n  identity  {}\n  server SPKI pin (terminals pin this):\n    {}\n    {}\n{first_run}",
                 server.gate_addr,
                 server.master_addr,
                 server.master_url,
+                server.cas_url,
                 server.identity_keystore,
                 server.pin.to_hex(),
                 server.pin.grouped(),
@@ -126,6 +139,8 @@ pub fn run(args: ServerArgs, out: &Output) -> Result<()> {
                 "master_url": server.master_url,
                 "pin": server.pin.to_hex(),
                 "identity_keystore": server.identity_keystore,
+                "cas": server.cas_url,
+                "first_run_password": server.first_run_password.as_ref().map(|p| p.reveal()),
             }),
         );
         wait_for_signal().await?;

@@ -40,7 +40,31 @@ pub const SETTINGS: &[(&str, &str)] = &[
     ("master_listen", "master address (default 0.0.0.0:7743)"),
     (
         "cas_listen",
-        "CAS admin web UI address (default 127.0.0.1:7780; served once CAS is built)",
+        "CAS address: operators' web UI and /api/v1 (default 127.0.0.1:7780)",
+    ),
+    (
+        "cas_tls",
+        "serve CAS over TLS with the server identity (default false: plain HTTP, for 127.0.0.1 behind a tunnel)",
+    ),
+    (
+        "cas_session_idle_secs",
+        "a CAS session ends after this long without a request (default 1800)",
+    ),
+    (
+        "cas_session_max_secs",
+        "a CAS session ends this long after login (default 43200)",
+    ),
+    (
+        "login_failures_per_account",
+        "failed CAS logins per account within login_window_secs before 429 (default 5)",
+    ),
+    (
+        "login_failures_per_address",
+        "failed CAS logins per client address within login_window_secs before 429 (default 20)",
+    ),
+    (
+        "login_window_secs",
+        "window of the CAS login limits (default 900)",
     ),
     (
         "master_url",
@@ -128,6 +152,18 @@ pub struct Settings {
     /// See [`SETTINGS`].
     pub cas_listen: String,
     /// See [`SETTINGS`].
+    pub cas_tls: bool,
+    /// See [`SETTINGS`].
+    pub cas_session_idle_secs: u64,
+    /// See [`SETTINGS`].
+    pub cas_session_max_secs: u64,
+    /// See [`SETTINGS`].
+    pub login_failures_per_account: u64,
+    /// See [`SETTINGS`].
+    pub login_failures_per_address: u64,
+    /// See [`SETTINGS`].
+    pub login_window_secs: u64,
+    /// See [`SETTINGS`].
     pub master_url: String,
     /// See [`SETTINGS`].
     pub identity_keystore: String,
@@ -173,6 +209,12 @@ impl Default for Settings {
             gate_listen: "0.0.0.0:7741".into(),
             master_listen: "0.0.0.0:7743".into(),
             cas_listen: "127.0.0.1:7780".into(),
+            cas_tls: false,
+            cas_session_idle_secs: 1800,
+            cas_session_max_secs: 43_200,
+            login_failures_per_account: 5,
+            login_failures_per_address: 20,
+            login_window_secs: 900,
             master_url: String::new(),
             identity_keystore: String::new(),
             identity_passphrase_file: String::new(),
@@ -284,6 +326,17 @@ impl Settings {
             ("header_timeout_secs", self.header_timeout_secs),
             ("paired_poll_ms", self.paired_poll_ms),
             ("reconcile_secs", self.reconcile_secs),
+            ("cas_session_idle_secs", self.cas_session_idle_secs),
+            ("cas_session_max_secs", self.cas_session_max_secs),
+            (
+                "login_failures_per_account",
+                self.login_failures_per_account,
+            ),
+            (
+                "login_failures_per_address",
+                self.login_failures_per_address,
+            ),
+            ("login_window_secs", self.login_window_secs),
         ] {
             if value == 0 {
                 return Err(ConfigError::Invalid(format!("{name} must be above 0")));
@@ -386,6 +439,11 @@ fn set(table: &mut toml::Table, key: &str, text: &str, from: &str) -> Result<(),
                 .collect(),
         ),
         Some(toml::Value::String(_)) => toml::Value::String(text.to_owned()),
+        Some(toml::Value::Boolean(_)) => match text.trim() {
+            "true" | "1" | "yes" => toml::Value::Boolean(true),
+            "false" | "0" | "no" => toml::Value::Boolean(false),
+            _ => return Err(bad()),
+        },
         _ => return Err(bad()),
     };
     table.insert(key.to_owned(), value);

@@ -5,6 +5,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod cas;
 pub mod config;
 mod error;
 mod gate;
@@ -64,6 +65,13 @@ pub struct Server {
     pub master_url: String,
     /// The paired set the master checks.
     pub paired: Arc<PairedSet>,
+    /// Where CAS listens.
+    pub cas_addr: SocketAddr,
+    /// CAS's base URL (`http://…` or `https://…`).
+    pub cas_url: String,
+    /// First run only: the one-time password of `admin`, for the console
+    /// (also in [`cas::FIRST_RUN_FILE`] in the data directory).
+    pub first_run_password: Option<cas::FirstRunPassword>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -98,6 +106,41 @@ impl Server {
         let master_listener = bind(&settings.master_listen).await?;
         let gate_addr = local(&gate_listener, &settings.gate_listen)?;
         let master_addr = local(&master_listener, &settings.master_listen)?;
+
+        let cas_listener = bind(&settings.cas_listen).await?;
+        let cas_addr = local(&cas_listener, &settings.cas_listen)?;
+        let first_run_file = settings.data_dir.join(cas::FIRST_RUN_FILE);
+        let first_run_password = cas::first_run(&store, &first_run_file)
+            .await?
+            .map(cas::FirstRunPassword);
+        let cas_state = cas::Cas {
+            store: store.clone(),
+            limits: pairgate_store::SessionLimits {
+                idle: Duration::from_secs(settings.cas_session_idle_secs),
+                absolute: Duration::from_secs(settings.cas_session_max_secs),
+            },
+            secure: settings.cas_tls,
+            logins: Arc::new(cas::LoginLimiter::new(cas::LoginLimits {
+                per_account: usize::try_from(settings.login_failures_per_account)
+                    .unwrap_or(usize::MAX),
+                per_address: usize::try_from(settings.login_failures_per_address)
+                    .unwrap_or(usize::MAX),
+                window: Duration::from_secs(settings.login_window_secs),
+            })),
+            first_run_file: Some(Arc::new(first_run_file)),
+        };
+        let cas_tls = if settings.cas_tls {
+            Some(pairgate_tls::server::browser_config(
+                identity.certified_key.clone(),
+                &policy,
+            )?)
+        } else {
+            None
+        };
+        let cas_url = format!(
+            "{}://{cas_addr}",
+            if settings.cas_tls { "https" } else { "http" }
+        );
 
         let paired = PairedSet::load(&store).await?;
         let master_url = settings.master_url(master_addr.port());
@@ -182,6 +225,13 @@ impl Server {
                 Duration::from_secs(settings.reconcile_secs),
                 shutdown_rx.clone(),
             )),
+            tokio::spawn(cas::serve(
+                cas_listener,
+                cas::router(cas_state),
+                cas_tls,
+                header_timeout,
+                shutdown_rx.clone(),
+            )),
             tokio::spawn(sweep_expired(store, shutdown_rx)),
         ];
         Ok(Self {
@@ -191,6 +241,9 @@ impl Server {
             identity_keystore: identity.keystore,
             master_url,
             paired,
+            cas_addr,
+            cas_url,
+            first_run_password,
             shutdown,
             tasks,
         })

@@ -255,6 +255,29 @@ impl Store {
         Ok(codes)
     }
 
+    /// Records a login event of `username` (`signed_in`,
+    /// `password_failed`, `second_factor_failed`) in the audit log.
+    pub async fn audit_login(
+        &self,
+        username: &str,
+        outcome: &str,
+        address: &str,
+        now: SystemTime,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        append(
+            &mut tx,
+            millis(now),
+            &Actor::new(username),
+            "operator.login",
+            username,
+            &serde_json::json!({ "outcome": outcome, "address": address }),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// Uses up one recovery code of `username` in place of a TOTP code at
     /// login; audited. Refused when wrong or already used.
     pub async fn use_recovery_code(

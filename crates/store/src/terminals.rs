@@ -67,12 +67,15 @@ impl TerminalState {
         }
     }
 
-    fn parse(text: &str) -> Result<Self, StoreError> {
+    /// Reads a state name; unknown names are refused.
+    pub fn parse(text: &str) -> Result<Self, StoreError> {
         match text {
             "registered" => Ok(Self::Registered),
             "paired" => Ok(Self::Paired),
             "unpaired" => Ok(Self::Unpaired),
-            other => Err(StoreError::Corrupt(format!("terminal state {other:?}"))),
+            other => Err(StoreError::Invalid(format!(
+                "unknown terminal state {other:?}: use registered, paired or unpaired"
+            ))),
         }
     }
 }
@@ -151,7 +154,8 @@ pub(crate) fn terminal(row: &sqlx::any::AnyRow) -> Result<Terminal, StoreError> 
         location: row.try_get("location")?,
         contact_name: row.try_get("contact_name")?,
         contact_phone: row.try_get("contact_phone")?,
-        state: TerminalState::parse(&state)?,
+        state: TerminalState::parse(&state)
+            .map_err(|_| StoreError::Corrupt(format!("terminal state {state:?}")))?,
         paired_fingerprint: row.try_get("paired_fingerprint")?,
         paired_at: row.try_get("paired_at")?,
         paired_by: row.try_get("paired_by")?,

@@ -111,3 +111,19 @@ impl TlsServer {
         Ok((stream, fingerprint))
     }
 }
+
+/// A TLS configuration for browsers and API clients (CAS): the same
+/// identity, protocol versions and suites as the terminal services, no
+/// client certificate, HTTP/1.1.
+pub fn browser_config(
+    identity: Arc<CertifiedKey>,
+    policy: &TlsPolicy,
+) -> Result<Arc<ServerConfig>, TlsError> {
+    let mut config = ServerConfig::builder_with_provider(policy.provider())
+        .with_protocol_versions(policy.protocol_versions())?
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(SingleCertAndKey::from(identity)));
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.ignore_client_order = true;
+    Ok(Arc::new(config))
+}

@@ -62,7 +62,12 @@ impl ServerProcess {
         let mut child = Command::new(env!("CARGO_BIN_EXE_pairgate"))
             .args(["--json", "server", "--data"])
             .arg(data)
-            .args(["--master-listen", "127.0.0.1:0"])
+            .args([
+                "--master-listen",
+                "127.0.0.1:0",
+                "--cas-listen",
+                "127.0.0.1:0",
+            ])
             .args(extra)
             .current_dir(cwd)
             .stdout(std::process::Stdio::piped())

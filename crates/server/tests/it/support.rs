@@ -34,6 +34,7 @@ impl Fixture {
             data_dir: dir.path().join("data"),
             gate_listen: "127.0.0.1:0".into(),
             master_listen: "127.0.0.1:0".into(),
+            cas_listen: "127.0.0.1:0".into(),
             paired_poll_ms: 100,
             ..Settings::default()
         };

@@ -1,0 +1,327 @@
+//! The CAS JSON API under `/api/v1`, for programs: bearer API tokens
+//! (`Authorization: Bearer pgt_…`), each acting with its operator's
+//! current role; errors in the `{"error": {"code", "message"}}` format.
+//! Approve and unpair need a fresh TOTP of the token's operator, as in the
+//! web UI. Every action is the same store call as the UI and the CLI.
+
+use std::time::SystemTime;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use pairgate_pki::PairingCode;
+use pairgate_store::{NewTerminal, Operator, PairingRequest, Serial, Terminal, TerminalState};
+use serde_json::{Value, json};
+use zeroize::Zeroizing;
+
+use super::Cas;
+use crate::error::ApiError;
+use crate::http::{JsonBody, JsonQuery, rfc3339};
+
+/// The API routes (nested under `/api/v1`).
+pub fn router() -> Router<Cas> {
+    Router::new()
+        .route("/openapi.json", get(super::openapi::document))
+        .route("/terminals", get(list_terminals).post(create_terminal))
+        .route("/terminals/{serial}", get(terminal))
+        .route("/terminals/{serial}/unpair", post(unpair))
+        .route("/pairing-requests", get(list_requests))
+        .route("/pairing-requests/{id}", get(request))
+        .route("/pairing-requests/{id}/approve", post(approve))
+        .route("/pairing-requests/{id}/reject", post(reject))
+        .route("/audit", get(audit))
+        .fallback(crate::http::no_route)
+        .method_not_allowed_fallback(crate::http::wrong_method)
+}
+
+/// The token's operator, or 401.
+async fn bearer(cas: &Cas, headers: &HeaderMap) -> Result<Operator, Response> {
+    let unauthorized = |message: &str| {
+        let mut r =
+            ApiError::new(StatusCode::UNAUTHORIZED, "PG-UNAUTHORIZED", message).into_response();
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"pairgate\""),
+        );
+        r
+    };
+    let Some(token) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(|t| Zeroizing::new(t.trim().to_owned()))
+    else {
+        return Err(unauthorized(
+            "send an API token: Authorization: Bearer pgt_…",
+        ));
+    };
+    match cas
+        .store
+        .authenticate_api_token(&token, SystemTime::now())
+        .await
+    {
+        Ok(Some(op)) => Ok(op),
+        Ok(None) => Err(unauthorized(
+            "the API token is unknown, revoked, or its operator is disabled",
+        )),
+        Err(e) => Err(ApiError::from(e).into_response()),
+    }
+}
+
+fn may_change(op: &Operator) -> Result<(), Response> {
+    if op.role.may_change_trust() {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "PG-FORBIDDEN",
+            format!("{} has the viewer role: read only", op.username),
+        )
+        .into_response())
+    }
+}
+
+fn terminal_json(t: &Terminal) -> Value {
+    json!({
+        "serial": t.serial.as_str(), "name": t.name, "location": t.location,
+        "contact_name": t.contact_name, "contact_phone": t.contact_phone,
+        "state": t.state.as_str(), "paired_fingerprint": t.paired_fingerprint,
+        "paired_at": t.paired_at.map(rfc3339), "paired_by": t.paired_by,
+        "last_seen_at": t.last_seen_at.map(rfc3339), "last_seen_address": t.last_seen_address,
+        "firmware": t.firmware, "vpn_profile": t.vpn_profile, "created_at": rfc3339(t.created_at),
+    })
+}
+
+fn request_json(r: &PairingRequest) -> Value {
+    json!({
+        "id": r.id, "serial": r.serial, "fingerprint": r.fingerprint, "state": r.state.wire_status(),
+        "remote_address": r.remote_address, "model": r.model, "firmware": r.firmware,
+        "flagged": r.flagged, "supersedes": r.supersedes, "failed_attempts": r.failed_attempts,
+        "code_shown": r.terminal_nonce.is_some(),
+        "created_at": rfc3339(r.created_at), "expires_at": rfc3339(r.expires_at),
+        "decided_at": r.decided_at.map(rfc3339), "decided_by": r.decided_by,
+    })
+}
+
+fn serial(text: &str) -> Result<Serial, Response> {
+    Serial::new(text).map_err(|e| ApiError::from(e).into_response())
+}
+
+macro_rules! tri {
+    ($e:expr) => {
+        match $e {
+            Ok(v) => v,
+            Err(r) => return r,
+        }
+    };
+}
+
+fn store<T>(r: Result<T, pairgate_store::StoreError>) -> Result<T, Response> {
+    r.map_err(|e| ApiError::from(e).into_response())
+}
+
+/// Paging and filtering of lists.
+#[derive(serde::Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+struct ListQuery {
+    q: String,
+    state: String,
+    offset: i64,
+    limit: Option<i64>,
+}
+
+impl ListQuery {
+    fn limit(&self) -> i64 {
+        self.limit.unwrap_or(100).clamp(1, 1000)
+    }
+}
+
+async fn list_terminals(
+    State(cas): State<Cas>,
+    headers: HeaderMap,
+    JsonQuery(q): JsonQuery<ListQuery>,
+) -> Response {
+    tri!(bearer(&cas, &headers).await);
+    let state = match q.state.as_str() {
+        "" => None,
+        s => Some(tri!(store(TerminalState::parse(s)))),
+    };
+    let page = tri!(store(
+        cas.store
+            .search_terminals(&q.q, state, q.offset.max(0), q.limit())
+            .await
+    ));
+    Json(json!({ "terminals": page.rows.iter().map(terminal_json).collect::<Vec<_>>(), "total": page.total })).into_response()
+}
+
+async fn create_terminal(
+    State(cas): State<Cas>,
+    headers: HeaderMap,
+    body: Result<JsonBody<NewTerminal>, ApiError>,
+) -> Response {
+    let op = tri!(bearer(&cas, &headers).await);
+    tri!(may_change(&op));
+    let JsonBody(new) = tri!(body.map_err(IntoResponse::into_response));
+    let t = tri!(store(
+        cas.store
+            .register_terminal(
+                &new,
+                &pairgate_store::Actor::new(op.username.clone()),
+                SystemTime::now()
+            )
+            .await
+    ));
+    (StatusCode::CREATED, Json(terminal_json(&t))).into_response()
+}
+
+async fn terminal(State(cas): State<Cas>, headers: HeaderMap, Path(s): Path<String>) -> Response {
+    tri!(bearer(&cas, &headers).await);
+    let s = tri!(serial(&s));
+    match tri!(store(cas.store.terminal(&s).await)) {
+        Some(t) => Json(terminal_json(&t)).into_response(),
+        None => ApiError::new(
+            StatusCode::NOT_FOUND,
+            "PG-NOT-FOUND",
+            format!("no terminal {}", s.as_str()),
+        )
+        .into_response(),
+    }
+}
+
+/// A step-up body.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TotpBody {
+    totp: Zeroizing<String>,
+}
+
+async fn unpair(
+    State(cas): State<Cas>,
+    headers: HeaderMap,
+    Path(s): Path<String>,
+    body: Result<JsonBody<TotpBody>, ApiError>,
+) -> Response {
+    let op = tri!(bearer(&cas, &headers).await);
+    tri!(may_change(&op));
+    let JsonBody(body) = tri!(body.map_err(IntoResponse::into_response));
+    let s = tri!(serial(&s));
+    let now = SystemTime::now();
+    let factor = tri!(store(
+        cas.store
+            .verify_second_factor(&op.username, body.totp.trim(), now)
+            .await
+    ));
+    let t = tri!(store(cas.store.unpair(&s, &factor.actor(), now).await));
+    Json(terminal_json(&t)).into_response()
+}
+
+async fn list_requests(
+    State(cas): State<Cas>,
+    headers: HeaderMap,
+    JsonQuery(q): JsonQuery<ListQuery>,
+) -> Response {
+    tri!(bearer(&cas, &headers).await);
+    let open_only = q.state == "pending";
+    let all = tri!(store(
+        cas.store.pairing_requests(open_only, q.limit()).await
+    ));
+    let rows: Vec<Value> = all
+        .iter()
+        .filter(|r| open_only || q.state.is_empty() || r.state.wire_status() == q.state)
+        .map(request_json)
+        .collect();
+    Json(json!({ "pairing_requests": rows })).into_response()
+}
+
+async fn request(State(cas): State<Cas>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    tri!(bearer(&cas, &headers).await);
+    match tri!(store(cas.store.pairing_request(&id).await)) {
+        Some(r) => Json(request_json(&r)).into_response(),
+        None => ApiError::new(
+            StatusCode::NOT_FOUND,
+            "PG-NOT-FOUND",
+            "no such pairing request",
+        )
+        .into_response(),
+    }
+}
+
+/// The approval body.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ApproveBody {
+    code: String,
+    totp: Zeroizing<String>,
+}
+
+async fn approve(
+    State(cas): State<Cas>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Result<JsonBody<ApproveBody>, ApiError>,
+) -> Response {
+    let op = tri!(bearer(&cas, &headers).await);
+    tri!(may_change(&op));
+    let JsonBody(body) = tri!(body.map_err(IntoResponse::into_response));
+    let Ok(code) = body.code.parse::<PairingCode>() else {
+        return ApiError::bad_request("PG-BAD-CODE", "a pairing code is 8 digits, NNNN-NNNN")
+            .into_response();
+    };
+    let now = SystemTime::now();
+    let factor = tri!(store(
+        cas.store
+            .verify_second_factor(&op.username, body.totp.trim(), now)
+            .await
+    ));
+    let t = tri!(store(
+        cas.store.approve_pairing(&id, &code, &factor, now).await
+    ));
+    Json(json!({ "status": "approved", "terminal": terminal_json(&t) })).into_response()
+}
+
+async fn reject(State(cas): State<Cas>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    let op = tri!(bearer(&cas, &headers).await);
+    tri!(may_change(&op));
+    let r = tri!(store(
+        cas.store
+            .reject_pairing(
+                &id,
+                &pairgate_store::Actor::new(op.username.clone()),
+                SystemTime::now()
+            )
+            .await
+    ));
+    Json(request_json(&r)).into_response()
+}
+
+async fn audit(
+    State(cas): State<Cas>,
+    headers: HeaderMap,
+    JsonQuery(q): JsonQuery<ListQuery>,
+) -> Response {
+    tri!(bearer(&cas, &headers).await);
+    let (page, verified) = tri!(store(tokio::try_join!(
+        cas.store.search_audit(&q.q, q.offset.max(0), q.limit()),
+        cas.store.verify_audit()
+    )));
+    let records: Vec<Value> = page
+        .rows
+        .iter()
+        .map(|r| {
+            json!({
+                "seq": r.seq, "at": rfc3339(r.at), "actor": r.actor, "action": r.action,
+                "subject": r.subject,
+                "detail": serde_json::from_str::<Value>(&r.detail).unwrap_or(Value::String(r.detail.clone())),
+                "hash": r.hash,
+            })
+        })
+        .collect();
+    Json(json!({
+        "records": records, "total": page.total,
+        "chain": { "intact": verified.intact(), "records": verified.records, "first_broken": verified.first_broken },
+    }))
+    .into_response()
+}

@@ -1,0 +1,632 @@
+//! Who is signed in to CAS, and getting there: session cookies (HttpOnly,
+//! SameSite=Strict, Secure and `__Host-` under TLS), CSRF tokens checked on
+//! every form, the login with its rate limits, the forced password change,
+//! TOTP enrolment with recovery codes, the second-factor step and logout.
+//! A [`SignedIn`] exists only for a live session that passed every step.
+
+use std::net::IpAddr;
+use std::time::{Instant, SystemTime};
+
+use axum::Form;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use maud::{Markup, PreEscaped, html};
+use pairgate_store::{Actor, Session, SessionStage};
+use zeroize::Zeroizing;
+
+use super::html::{Flash, Viewer, csrf_field, flash, page};
+use super::{Cas, ClientAddr};
+
+/// A live, fully signed-in session.
+pub struct SignedIn {
+    /// The session, with its operator as stored now.
+    pub session: Session,
+}
+
+impl SignedIn {
+    /// For the page frame.
+    pub fn viewer(&self) -> Viewer<'_> {
+        Viewer {
+            operator: &self.session.operator,
+            csrf: &self.session.csrf,
+        }
+    }
+
+    /// The audit actor.
+    pub fn actor(&self) -> Actor {
+        Actor::new(self.session.operator.username.clone())
+    }
+}
+
+fn cookie_value(headers: &HeaderMap, name: &str) -> Option<Zeroizing<String>> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(n, _)| *n == name)
+        .map(|(_, v)| Zeroizing::new(v.to_owned()))
+}
+
+impl Cas {
+    fn session_cookie(&self) -> &'static str {
+        if self.secure {
+            "__Host-pg_session"
+        } else {
+            "pg_session"
+        }
+    }
+
+    fn login_cookie(&self) -> &'static str {
+        if self.secure {
+            "__Host-pg_login"
+        } else {
+            "pg_login"
+        }
+    }
+
+    /// A `Set-Cookie` value; an empty value deletes the cookie.
+    fn cookie(&self, name: &str, value: &str) -> HeaderValue {
+        let mut text = format!("{name}={value}; Path=/; HttpOnly; SameSite=Strict");
+        if value.is_empty() {
+            text.push_str("; Max-Age=0");
+        }
+        if self.secure {
+            text.push_str("; Secure");
+        }
+        HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static("invalid=1"))
+    }
+
+    /// The session behind the request's cookie, at any stage.
+    async fn session_of(&self, headers: &HeaderMap) -> Option<(Session, Zeroizing<String>)> {
+        let token = cookie_value(headers, self.session_cookie())?;
+        match self
+            .store
+            .session(&token, self.limits, SystemTime::now())
+            .await
+        {
+            Ok(Some(session)) => Some((session, token)),
+            Ok(None) => None,
+            Err(e) => {
+                tracing::error!(error = %e, "reading a CAS session");
+                None
+            }
+        }
+    }
+
+    /// The signed-in operator, or the answer that sends the browser where
+    /// it has to go (login, or the step its session is at).
+    pub async fn signed_in(&self, headers: &HeaderMap) -> Result<SignedIn, Response> {
+        match self.session_of(headers).await {
+            Some((session, _)) if session.stage == SessionStage::Full => Ok(SignedIn { session }),
+            Some((session, _)) => Err(Redirect::to(stage_path(session.stage)).into_response()),
+            None => Err(Redirect::to("/login").into_response()),
+        }
+    }
+
+    /// As [`Self::signed_in`], for a form post: the CSRF token must match.
+    pub async fn signed_in_form(
+        &self,
+        headers: &HeaderMap,
+        csrf: &str,
+    ) -> Result<SignedIn, Response> {
+        let who = self.signed_in(headers).await?;
+        if !same_secret(&who.session.csrf, csrf) {
+            return Err(csrf_refused());
+        }
+        Ok(who)
+    }
+}
+
+fn same_secret(a: &str, b: &str) -> bool {
+    !b.is_empty()
+        && aws_lc_rs::constant_time::verify_slices_are_equal(a.as_bytes(), b.as_bytes()).is_ok()
+}
+
+/// 403 for a missing or wrong CSRF token.
+pub fn csrf_refused() -> Response {
+    let body = page(
+        "Refused",
+        None,
+        html! {
+            (flash(Flash::Error, "The form's security token is missing or wrong (CSRF). Nothing was changed. Go back, reload the page and try again."))
+        },
+    );
+    (StatusCode::FORBIDDEN, body).into_response()
+}
+
+fn stage_path(stage: SessionStage) -> &'static str {
+    match stage {
+        SessionStage::PasswordChange => "/account/password",
+        SessionStage::Enrol => "/account/two-factor",
+        SessionStage::Totp => "/login/second-factor",
+        SessionStage::Full => "/",
+    }
+}
+
+fn with_cookie(cas: &Cas, name: &str, value: &str, response: impl IntoResponse) -> Response {
+    let mut response = response.into_response();
+    response
+        .headers_mut()
+        .append(header::SET_COOKIE, cas.cookie(name, value));
+    response
+}
+
+fn random_token() -> String {
+    let mut bytes = [0u8; 32];
+    let _ = aws_lc_rs::rand::fill(&mut bytes);
+    hex::encode(bytes)
+}
+
+fn login_page(csrf: &str, error: Option<&str>, username: &str) -> Markup {
+    page(
+        "Sign in",
+        None,
+        html! {
+            @if let Some(e) = error { (flash(Flash::Error, e)) }
+            form.stack method="post" action="/login" {
+                (csrf_field(csrf))
+                label { "Username" input name="username" autocomplete="username" required value=(username); }
+                label { "Password" input name="password" type="password" autocomplete="current-password" required; }
+                button type="submit" { "Sign in" }
+            }
+        },
+    )
+}
+
+/// `GET /login`: the form, with a fresh login CSRF cookie.
+pub async fn login_form(State(cas): State<Cas>, headers: HeaderMap) -> Response {
+    if let Some((session, _)) = cas.session_of(&headers).await {
+        return Redirect::to(stage_path(session.stage)).into_response();
+    }
+    let csrf = random_token();
+    with_cookie(&cas, cas.login_cookie(), &csrf, login_page(&csrf, None, ""))
+}
+
+/// The login form's fields.
+#[derive(serde::Deserialize, Default)]
+#[serde(default)]
+pub struct LoginForm {
+    csrf: String,
+    username: String,
+    password: Zeroizing<String>,
+}
+
+fn too_many(wait: std::time::Duration) -> String {
+    format!(
+        "Too many failed attempts. Try again in {} minute(s).",
+        wait.as_secs().div_ceil(60).max(1)
+    )
+}
+
+/// `POST /login`: the password step.
+pub async fn login(
+    State(cas): State<Cas>,
+    ClientAddr(address): ClientAddr,
+    headers: HeaderMap,
+    Form(form): Form<LoginForm>,
+) -> Response {
+    let expected = cookie_value(&headers, cas.login_cookie());
+    if !expected.is_some_and(|c| same_secret(&c, &form.csrf)) {
+        return csrf_refused();
+    }
+    let username = form.username.trim().to_lowercase();
+    let again = |status: StatusCode, message: &str| {
+        let csrf = random_token();
+        with_cookie(
+            &cas,
+            cas.login_cookie(),
+            &csrf,
+            (status, login_page(&csrf, Some(message), &username)),
+        )
+    };
+    if let Err(wait) = cas.logins.check(&username, address, Instant::now()) {
+        return again(StatusCode::TOO_MANY_REQUESTS, &too_many(wait));
+    }
+    let operator = match cas.store.verify_password(&username, &form.password).await {
+        Ok(Some(op)) => op,
+        Ok(None) => {
+            cas.logins.failed(&username, address, Instant::now());
+            cas.audit_login(&username, "password_failed", address).await;
+            return again(StatusCode::UNAUTHORIZED, "Wrong username or password.");
+        }
+        Err(e) => return super::internal(&e),
+    };
+    let stage = SessionStage::next_for(&operator);
+    let token = match cas
+        .store
+        .create_session(&operator, stage, &address.to_string(), SystemTime::now())
+        .await
+    {
+        Ok(t) => t,
+        Err(e) => return super::internal(&e),
+    };
+    let response = with_cookie(
+        &cas,
+        cas.session_cookie(),
+        &token,
+        Redirect::to(stage_path(stage)),
+    );
+    with_cookie(&cas, cas.login_cookie(), "", response)
+}
+
+/// The session at `stage`, or where to go instead.
+async fn at_stage(
+    cas: &Cas,
+    headers: &HeaderMap,
+    stage: SessionStage,
+) -> Result<(Session, Zeroizing<String>), Response> {
+    match cas.session_of(headers).await {
+        Some((s, token)) if s.stage == stage => Ok((s, token)),
+        Some((s, _)) => Err(Redirect::to(stage_path(s.stage)).into_response()),
+        None => Err(Redirect::to("/login").into_response()),
+    }
+}
+
+/// Moves the session on (new secret, new cookie) and redirects there.
+async fn advance(cas: &Cas, token: &str, stage: SessionStage, then: Response) -> Response {
+    match cas.store.advance_session(token, stage).await {
+        Ok(fresh) => with_cookie(cas, cas.session_cookie(), &fresh, then),
+        Err(e) => super::internal(&e),
+    }
+}
+
+fn second_factor_page(csrf: &str, error: Option<&str>) -> Markup {
+    page(
+        "Second factor",
+        None,
+        html! {
+            @if let Some(e) = error { (flash(Flash::Error, e)) }
+            form.stack method="post" action="/login/second-factor" {
+                (csrf_field(csrf))
+                label { "Code from your authenticator app (or a recovery code)"
+                    input name="code" autocomplete="one-time-code" inputmode="numeric" required autofocus; }
+                button type="submit" { "Continue" }
+            }
+        },
+    )
+}
+
+/// `GET /login/second-factor`.
+pub async fn second_factor_form(State(cas): State<Cas>, headers: HeaderMap) -> Response {
+    match at_stage(&cas, &headers, SessionStage::Totp).await {
+        Ok((s, _)) => second_factor_page(&s.csrf, None).into_response(),
+        Err(r) => r,
+    }
+}
+
+/// A code form's fields.
+#[derive(serde::Deserialize, Default)]
+#[serde(default)]
+pub struct CodeForm {
+    csrf: String,
+    code: Zeroizing<String>,
+}
+
+/// `POST /login/second-factor`: a TOTP code (replays refused) or a
+/// recovery code.
+pub async fn second_factor(
+    State(cas): State<Cas>,
+    ClientAddr(address): ClientAddr,
+    headers: HeaderMap,
+    Form(form): Form<CodeForm>,
+) -> Response {
+    let (session, token) = match at_stage(&cas, &headers, SessionStage::Totp).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    if !same_secret(&session.csrf, &form.csrf) {
+        return csrf_refused();
+    }
+    let username = session.operator.username.clone();
+    if let Err(wait) = cas.logins.check(&username, address, Instant::now()) {
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            second_factor_page(&session.csrf, Some(&too_many(wait))),
+        )
+            .into_response();
+    }
+    let code = form.code.trim();
+    let now = SystemTime::now();
+    let passed = if code.len() == 6 && code.bytes().all(|b| b.is_ascii_digit()) {
+        cas.store
+            .verify_second_factor(&username, code, now)
+            .await
+            .map(|_| ())
+    } else {
+        cas.store
+            .use_recovery_code(&username, code, now)
+            .await
+            .map(|_| ())
+    };
+    match passed {
+        Ok(()) => {
+            cas.logins.succeeded(&username);
+            cas.audit_login(&username, "signed_in", address).await;
+            advance(
+                &cas,
+                &token,
+                SessionStage::Full,
+                Redirect::to("/").into_response(),
+            )
+            .await
+        }
+        Err(pairgate_store::StoreError::Unauthorized(reason)) => {
+            cas.logins.failed(&username, address, Instant::now());
+            cas.audit_login(&username, "second_factor_failed", address)
+                .await;
+            let message = if reason.contains("already used") {
+                "This code was already used. Wait for the next one."
+            } else {
+                "Wrong code."
+            };
+            (
+                StatusCode::UNAUTHORIZED,
+                second_factor_page(&session.csrf, Some(message)),
+            )
+                .into_response()
+        }
+        Err(e) => super::internal(&e),
+    }
+}
+
+fn password_page(csrf: &str, forced: bool, error: Option<&str>) -> Markup {
+    page(
+        "Choose a new password",
+        None,
+        html! {
+            @if forced { p { "You signed in with a one-time password. Choose your own before you continue." } }
+            @if let Some(e) = error { (flash(Flash::Error, e)) }
+            form.stack method="post" action="/account/password" {
+                (csrf_field(csrf))
+                label { "Current password" input name="current" type="password" autocomplete="current-password" required; }
+                label { "New password (at least " (pairgate_store::MIN_PASSWORD_CHARS) " characters)"
+                    input name="new" type="password" autocomplete="new-password" required minlength=(pairgate_store::MIN_PASSWORD_CHARS); }
+                label { "New password again" input name="confirm" type="password" autocomplete="new-password" required; }
+                button type="submit" { "Change password" }
+            }
+        },
+    )
+}
+
+/// `GET /account/password`.
+pub async fn password_form(State(cas): State<Cas>, headers: HeaderMap) -> Response {
+    match cas.session_of(&headers).await {
+        Some((s, _)) if matches!(s.stage, SessionStage::PasswordChange | SessionStage::Full) => {
+            password_page(&s.csrf, s.stage == SessionStage::PasswordChange, None).into_response()
+        }
+        Some((s, _)) => Redirect::to(stage_path(s.stage)).into_response(),
+        None => Redirect::to("/login").into_response(),
+    }
+}
+
+/// The password form's fields.
+#[derive(serde::Deserialize, Default)]
+#[serde(default)]
+pub struct PasswordForm {
+    csrf: String,
+    current: Zeroizing<String>,
+    new: Zeroizing<String>,
+    confirm: Zeroizing<String>,
+}
+
+/// `POST /account/password`: changes it; other sessions of the operator
+/// end; the session moves to the next step.
+pub async fn change_password(
+    State(cas): State<Cas>,
+    ClientAddr(address): ClientAddr,
+    headers: HeaderMap,
+    Form(form): Form<PasswordForm>,
+) -> Response {
+    let Some((session, token)) = cas.session_of(&headers).await else {
+        return Redirect::to("/login").into_response();
+    };
+    if !matches!(
+        session.stage,
+        SessionStage::PasswordChange | SessionStage::Full
+    ) {
+        return Redirect::to(stage_path(session.stage)).into_response();
+    }
+    if !same_secret(&session.csrf, &form.csrf) {
+        return csrf_refused();
+    }
+    let forced = session.stage == SessionStage::PasswordChange;
+    let refuse = |status: StatusCode, message: &str| {
+        (status, password_page(&session.csrf, forced, Some(message))).into_response()
+    };
+    if *form.new != *form.confirm {
+        return refuse(StatusCode::BAD_REQUEST, "The two new passwords differ.");
+    }
+    let username = session.operator.username.clone();
+    if let Err(wait) = cas.logins.check(&username, address, Instant::now()) {
+        return refuse(StatusCode::TOO_MANY_REQUESTS, &too_many(wait));
+    }
+    match cas
+        .store
+        .change_password(&username, &form.current, &form.new, SystemTime::now())
+        .await
+    {
+        Ok(()) => {}
+        Err(pairgate_store::StoreError::Unauthorized(_)) => {
+            cas.logins.failed(&username, address, Instant::now());
+            return refuse(StatusCode::UNAUTHORIZED, "The current password is wrong.");
+        }
+        Err(pairgate_store::StoreError::Invalid(m)) => return refuse(StatusCode::BAD_REQUEST, &m),
+        Err(e) => return super::internal(&e),
+    }
+    if let Err(e) = cas.store.end_other_sessions(&username, &token).await {
+        return super::internal(&e);
+    }
+    if username == "admin" {
+        cas.forget_first_run_password();
+    }
+    let next = if forced {
+        match cas.store.operator(&username).await {
+            Ok(Some(op)) => match SessionStage::next_for(&op) {
+                // The password was just proven; a TOTP is still due.
+                SessionStage::PasswordChange => SessionStage::Totp,
+                other => other,
+            },
+            Ok(None) => return Redirect::to("/login").into_response(),
+            Err(e) => return super::internal(&e),
+        }
+    } else {
+        SessionStage::Full
+    };
+    advance(
+        &cas,
+        &token,
+        next,
+        Redirect::to(stage_path(next)).into_response(),
+    )
+    .await
+}
+
+fn enrol_page(csrf: &str, uri: &str, error: Option<&str>) -> Markup {
+    let qr = qrcode::QrCode::new(uri.as_bytes())
+        .map(|code| {
+            code.render::<qrcode::render::svg::Color<'_>>()
+                .min_dimensions(200, 200)
+                .build()
+        })
+        .unwrap_or_default();
+    // The SVG starts with an XML declaration, which has no place in HTML.
+    let svg = qr
+        .find("<svg")
+        .and_then(|i| qr.get(i..))
+        .unwrap_or_default()
+        .to_owned();
+    let secret = uri
+        .split("secret=")
+        .nth(1)
+        .and_then(|s| s.split('&').next())
+        .unwrap_or_default();
+    page(
+        "Set up two-factor authentication",
+        None,
+        html! {
+            p { "Scan this code with an authenticator app (RFC 6238 TOTP), then type the 6 digits it shows. Approving pairings and unpairing need it." }
+            @if let Some(e) = error { (flash(Flash::Error, e)) }
+            div.qr { (PreEscaped(svg)) }
+            p.muted { "Cannot scan? Enter this key by hand: " span.code { (secret) } }
+            form.stack method="post" action="/account/two-factor" {
+                (csrf_field(csrf))
+                label { "Code from the app" input name="code" autocomplete="one-time-code" inputmode="numeric" required autofocus; }
+                button type="submit" { "Turn on two-factor authentication" }
+            }
+        },
+    )
+}
+
+/// `GET /account/two-factor`: the enrolment QR code.
+pub async fn enrol_form(State(cas): State<Cas>, headers: HeaderMap) -> Response {
+    let (session, _) = match at_stage(&cas, &headers, SessionStage::Enrol).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    match cas
+        .store
+        .begin_totp_enrolment(&session.operator.username)
+        .await
+    {
+        Ok(uri) => enrol_page(&session.csrf, &uri, None).into_response(),
+        Err(e) => super::internal(&e),
+    }
+}
+
+/// `POST /account/two-factor`: confirms with a first code and shows the
+/// recovery codes, once.
+pub async fn enrol(
+    State(cas): State<Cas>,
+    ClientAddr(address): ClientAddr,
+    headers: HeaderMap,
+    Form(form): Form<CodeForm>,
+) -> Response {
+    let (session, token) = match at_stage(&cas, &headers, SessionStage::Enrol).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    if !same_secret(&session.csrf, &form.csrf) {
+        return csrf_refused();
+    }
+    let username = session.operator.username.clone();
+    let codes = match cas
+        .store
+        .confirm_totp_enrolment(&username, form.code.trim(), SystemTime::now())
+        .await
+    {
+        Ok(codes) => codes,
+        Err(pairgate_store::StoreError::Unauthorized(m)) => {
+            cas.logins.failed(&username, address, Instant::now());
+            return match cas.store.begin_totp_enrolment(&username).await {
+                Ok(uri) => (
+                    StatusCode::UNAUTHORIZED,
+                    enrol_page(&session.csrf, &uri, Some(&m)),
+                )
+                    .into_response(),
+                Err(e) => super::internal(&e),
+            };
+        }
+        Err(e) => return super::internal(&e),
+    };
+    cas.logins.succeeded(&username);
+    cas.audit_login(&username, "signed_in", address).await;
+    let body = page(
+        "Recovery codes",
+        None,
+        html! {
+            (flash(Flash::Done, "Two-factor authentication is on."))
+            p { "Keep these recovery codes somewhere safe. Each signs you in once if you lose your phone. They are shown only now." }
+            ul.code id="recovery-codes" { @for c in &codes { li { (c.as_str()) } } }
+            p { a href="/" { "Continue to the dashboard" } }
+        },
+    );
+    advance(&cas, &token, SessionStage::Full, body.into_response()).await
+}
+
+/// The logout form's field.
+#[derive(serde::Deserialize, Default)]
+#[serde(default)]
+pub struct CsrfForm {
+    /// The CSRF token.
+    pub csrf: String,
+}
+
+/// `POST /logout`.
+pub async fn logout(
+    State(cas): State<Cas>,
+    headers: HeaderMap,
+    Form(form): Form<CsrfForm>,
+) -> Response {
+    if let Some((session, token)) = cas.session_of(&headers).await {
+        if !same_secret(&session.csrf, &form.csrf) {
+            return csrf_refused();
+        }
+        if let Err(e) = cas.store.end_session(&token).await {
+            return super::internal(&e);
+        }
+    }
+    with_cookie(&cas, cas.session_cookie(), "", Redirect::to("/login"))
+}
+
+impl Cas {
+    /// Audits a login event of an existing operator; unknown names are
+    /// only counted by the limiter, so a flood cannot fill the log.
+    async fn audit_login(&self, username: &str, outcome: &str, address: IpAddr) {
+        match self.store.operator(username).await {
+            Ok(Some(_)) => {
+                if let Err(e) = self
+                    .store
+                    .audit_login(username, outcome, &address.to_string(), SystemTime::now())
+                    .await
+                {
+                    tracing::error!(error = %e, "auditing a login");
+                }
+            }
+            Ok(None) => {}
+            Err(e) => tracing::error!(error = %e, "auditing a login"),
+        }
+    }
+}

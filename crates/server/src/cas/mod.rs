@@ -1,0 +1,321 @@
+//! CAS, the operators' console on port 7780: server-rendered pages for
+//! people (login with TOTP, terminals, pairing requests, audit log,
+//! operators, API tokens) and a JSON API under `/api/v1` for programs.
+//! Every action calls the same store verb as `pairgate admin`. Plain HTTP
+//! on 127.0.0.1 by default; TLS with the server identity when `cas_tls`.
+
+// Handlers return early with a ready answer (`Result<_, Response>`); the
+// response is built once per request, so boxing it would buy nothing.
+#![allow(clippy::result_large_err)]
+
+mod admin;
+mod api;
+mod auth;
+mod html;
+mod limiter;
+mod openapi;
+mod pages;
+mod requests;
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use axum::Router;
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use maud::html;
+use pairgate_store::{SessionLimits, Store, StoreError};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tower::ServiceExt;
+use zeroize::Zeroizing;
+
+pub use limiter::{LoginLimiter, LoginLimits};
+
+/// File in the data directory holding the first-run admin password until
+/// the first password change.
+pub const FIRST_RUN_FILE: &str = "initial-admin-password";
+
+/// The first-run admin password, redacted in `Debug`.
+pub struct FirstRunPassword(pub Zeroizing<String>);
+
+impl FirstRunPassword {
+    /// The password, to print once.
+    pub fn reveal(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for FirstRunPassword {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FirstRunPassword(<redacted>)")
+    }
+}
+
+/// What every CAS handler shares.
+#[derive(Clone)]
+pub struct Cas {
+    /// The store.
+    pub store: Store,
+    /// Session timeouts.
+    pub limits: SessionLimits,
+    /// Served over TLS: Secure, `__Host-` cookies.
+    pub secure: bool,
+    /// Failed-login counters.
+    pub logins: Arc<LoginLimiter>,
+    /// The first-run password file, deleted at the first password change.
+    pub first_run_file: Option<Arc<PathBuf>>,
+}
+
+/// The client's address (the TCP peer).
+#[derive(Clone, Copy, Debug)]
+pub struct ClientAddr(pub IpAddr);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
+    type Rejection = StatusCode;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, StatusCode> {
+        parts
+            .extensions
+            .get::<ClientAddr>()
+            .copied()
+            .ok_or(StatusCode::INTERNAL_SERVER_ERROR)
+    }
+}
+
+impl Cas {
+    /// Deletes the first-run password file (the password stopped working).
+    pub fn forget_first_run_password(&self) {
+        if let Some(path) = &self.first_run_file {
+            match std::fs::remove_file(path.as_ref()) {
+                Ok(()) => {
+                    tracing::info!(file = %path.display(), "first-run admin password file deleted")
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    tracing::warn!(file = %path.display(), error = %e, "deleting the first-run password file")
+                }
+            }
+        }
+    }
+}
+
+/// First run: when the store has no operator, creates `admin` with a
+/// one-time password, writes it to `<data_dir>/initial-admin-password`
+/// (0600) and returns it for the console, once.
+pub async fn first_run(
+    store: &Store,
+    file: &std::path::Path,
+) -> Result<Option<Zeroizing<String>>, StoreError> {
+    let Some((_, password)) = store.first_run_admin(SystemTime::now()).await? else {
+        return Ok(None);
+    };
+    let text = format!("{}\n", password.as_str());
+    pairgate_keystore::write_atomic(file, text.as_bytes())
+        .map_err(|e| StoreError::Io(format!("writing {}: {e}", file.display())))?;
+    Ok(Some(password))
+}
+
+/// Now, in Unix milliseconds.
+pub(crate) fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// A 500 page; the detail goes to the log only.
+pub(crate) fn internal(e: &StoreError) -> Response {
+    tracing::error!(error = %e, "CAS store failure");
+    (
+        StatusCode::INTERNAL_SERVER_ERROR,
+        html::page(
+            "Internal error",
+            None,
+            html! { (html::flash(html::Flash::Error, "Something went wrong; the server log has details. Nothing was changed.")) },
+        ),
+    )
+        .into_response()
+}
+
+/// A page for a refused or failed action, with the right status.
+pub(crate) fn refused(
+    who: &auth::SignedIn,
+    status: StatusCode,
+    title: &str,
+    message: &str,
+) -> Response {
+    (
+        status,
+        html::page(
+            title,
+            Some(&who.viewer()),
+            html! { (html::flash(html::Flash::Error, message)) },
+        ),
+    )
+        .into_response()
+}
+
+async fn not_found() -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        html::page(
+            "Not found",
+            None,
+            html! { p { "No such page. " a href="/" { "Back to the dashboard" } } },
+        ),
+    )
+        .into_response()
+}
+
+async fn style() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            (header::CACHE_CONTROL, "max-age=3600"),
+        ],
+        html::STYLE,
+    )
+        .into_response()
+}
+
+/// Headers on every answer: no framing, no sniffing, no referrer, no
+/// caching of pages, no script or inline style at all.
+async fn security_headers(mut response: Response) -> Response {
+    let h = response.headers_mut();
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+        ),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    if !h.contains_key(header::CACHE_CONTROL) {
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    response
+}
+
+/// The CAS routes.
+pub fn router(cas: Cas) -> Router {
+    Router::new()
+        .route("/login", get(auth::login_form).post(auth::login))
+        .route(
+            "/login/second-factor",
+            get(auth::second_factor_form).post(auth::second_factor),
+        )
+        .route(
+            "/account/password",
+            get(auth::password_form).post(auth::change_password),
+        )
+        .route(
+            "/account/two-factor",
+            get(auth::enrol_form).post(auth::enrol),
+        )
+        .route("/logout", post(auth::logout))
+        .route("/", get(pages::dashboard))
+        .route(
+            "/terminals",
+            get(pages::terminals).post(pages::create_terminal),
+        )
+        .route("/terminals/new", get(pages::new_terminal))
+        .route(
+            "/terminals/import",
+            get(pages::import_form).post(pages::import),
+        )
+        .route("/terminals/{serial}", get(pages::terminal))
+        .route("/terminals/{serial}/unpair", post(pages::unpair))
+        .route("/requests", get(requests::list))
+        .route("/requests/{id}", get(requests::detail))
+        .route("/requests/{id}/approve", post(requests::approve))
+        .route("/requests/{id}/reject", post(requests::reject))
+        .route("/audit", get(admin::audit))
+        .route(
+            "/operators",
+            get(admin::operators).post(admin::create_operator),
+        )
+        .route("/tokens", get(admin::tokens).post(admin::create_token))
+        .route("/tokens/{id}/revoke", post(admin::revoke_token))
+        .route("/static/cas.css", get(style))
+        .nest("/api/v1", api::router())
+        .fallback(not_found)
+        .layer(axum::middleware::map_response(security_headers))
+        .with_state(cas)
+}
+
+/// Serves CAS until `shutdown` turns true: HTTP/1.1, over TLS when a
+/// configuration is given, with a header timeout per connection.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    header_timeout: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
+    loop {
+        let (tcp, address): (_, SocketAddr) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    tracing::warn!(service = "cas", error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.changed() => return,
+        };
+        let router = router.clone();
+        let acceptor = acceptor.clone();
+        let mut conn_shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(
+                move |request: hyper::Request<hyper::body::Incoming>| {
+                    let mut request = request.map(axum::body::Body::new);
+                    request.extensions_mut().insert(ClientAddr(address.ip()));
+                    router.clone().oneshot(request)
+                },
+            );
+            let builder = {
+                let mut b = hyper::server::conn::http1::Builder::new();
+                b.timer(TokioTimer::new())
+                    .header_read_timeout(header_timeout);
+                b
+            };
+            match acceptor {
+                Some(acceptor) => {
+                    let Ok(Ok(stream)) =
+                        tokio::time::timeout(header_timeout, acceptor.accept(tcp)).await
+                    else {
+                        tracing::debug!(service = "cas", %address, "TLS handshake failed");
+                        return;
+                    };
+                    tokio::select! {
+                        _ = builder.serve_connection(TokioIo::new(stream), service) => {}
+                        _ = conn_shutdown.changed() => {}
+                    }
+                }
+                None => {
+                    tokio::select! {
+                        _ = builder.serve_connection(TokioIo::new(tcp), service) => {}
+                        _ = conn_shutdown.changed() => {}
+                    }
+                }
+            }
+        });
+    }
+}
