@@ -10,6 +10,8 @@
 )]
 
 mod bad_input;
+mod cas;
 mod master;
 mod pairing;
 mod support;
+mod web;
