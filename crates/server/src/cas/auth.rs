@@ -580,7 +580,7 @@ pub async fn enrol(
             (flash(Flash::Done, "Two-factor authentication is on."))
             p { "Keep these recovery codes somewhere safe. Each signs you in once if you lose your phone. They are shown only now." }
             ul.code id="recovery-codes" { @for c in &codes { li { (c.as_str()) } } }
-            p { a href="/" { "Continue to the dashboard" } }
+            p { a #continue href="/" { "Continue to the dashboard" } }
         },
     );
     advance(&cas, &token, SessionStage::Full, body.into_response()).await

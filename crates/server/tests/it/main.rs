@@ -10,6 +10,7 @@
 )]
 
 mod bad_input;
+mod browser;
 mod cas;
 mod master;
 mod pairing;
