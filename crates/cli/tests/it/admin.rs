@@ -409,6 +409,75 @@ async fn server_binary_serves_the_gate(db: Db) {
     assert!(String::from_utf8_lossy(&out.stderr).contains("nonsense"));
 }
 
+/// `pairgate server` creates the first-run admin and serves CAS; a token
+/// made with `pairgate admin token create` calls the CAS API as its
+/// operator until `admin token revoke`.
+async fn cas_and_api_tokens_from_the_command_line(db: Db) {
+    let place = Place::new(db).await;
+    let data = place.dir.path().join("data");
+    let mut extra: Vec<&str> = place.flags.iter().skip(2).map(String::as_str).collect();
+    extra.extend(["--gate-listen", "127.0.0.1:0"]);
+    let server = ServerProcess::start(place.dir.path(), &data, &extra);
+    let password = server
+        .first_run_password
+        .clone()
+        .expect("a first-run password");
+    assert_eq!(
+        std::fs::read_to_string(data.join("initial-admin-password"))
+            .unwrap()
+            .trim(),
+        password
+    );
+    let (status, page) = crate::support::http_get(&format!("{}/login", server.cas), &[]);
+    assert_eq!(status, 200);
+    assert!(page.contains("Sign in"));
+    ok(
+        place.dir.path(),
+        &place.args(&["operator", "create", "olga", "--role", "operator"]),
+    );
+    let made = json(&ok(
+        place.dir.path(),
+        &place.args(&[
+            "--json",
+            "token",
+            "create",
+            "--operator",
+            "olga",
+            "--name",
+            "ci",
+        ]),
+    ));
+    let token = made["token"].as_str().unwrap().to_owned();
+    assert!(token.starts_with("pgt_"));
+    let auth = format!("Bearer {token}");
+    let (status, body) = crate::support::http_get(
+        &format!("{}/api/v1/terminals", server.cas),
+        &[("Authorization", &auth)],
+    );
+    assert_eq!(status, 200, "{body}");
+    let listed = json(&ok(
+        place.dir.path(),
+        &place.args(&["--json", "token", "list"]),
+    ));
+    assert_eq!(listed[0]["username"], "olga");
+    assert!(
+        !listed.to_string().contains(&token),
+        "the list shows a token"
+    );
+    let id = made["id"].as_str().unwrap();
+    ok(place.dir.path(), &place.args(&["token", "revoke", id]));
+    let (status, _) = crate::support::http_get(
+        &format!("{}/api/v1/terminals", server.cas),
+        &[("Authorization", &auth)],
+    );
+    assert_eq!(status, 401);
+    let err = fails(
+        place.dir.path(),
+        &place.args(&["token", "create", "--operator", "nobody"]),
+    );
+    assert!(err.contains("nobody"), "{err}");
+}
+
 macro_rules! on_both_databases {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -431,6 +500,7 @@ macro_rules! on_both_databases {
 }
 
 on_both_databases!(
+    cas_and_api_tokens_from_the_command_line,
     approval_flow_from_the_command_line,
     kill_during_approval_is_all_or_nothing,
     server_binary_serves_the_gate,

@@ -52,6 +52,10 @@ pub struct ServerProcess {
     pub gate: String,
     pub master_url: String,
     pub pin: String,
+    /// CAS base URL (`http://127.0.0.1:PORT`).
+    pub cas: String,
+    /// The first-run admin password, when this start created `admin`.
+    pub first_run_password: Option<String>,
     pub data: std::path::PathBuf,
 }
 
@@ -83,6 +87,8 @@ impl ServerProcess {
             gate: started["gate"].as_str().unwrap().to_owned(),
             master_url: started["master_url"].as_str().unwrap().to_owned(),
             pin: started["pin"].as_str().unwrap().to_owned(),
+            cas: started["cas"].as_str().unwrap().to_owned(),
+            first_run_password: started["first_run_password"].as_str().map(str::to_owned),
             data: data.to_owned(),
         }
     }
@@ -144,4 +150,29 @@ pub fn softhsm_token_uri(dir: &Path) -> String {
         "pkcs11:token={label}?module-path={module}&pin-source=file:{}",
         pin.display()
     )
+}
+
+/// A plain-HTTP GET to `url` (`http://host:port/path`) with extra headers;
+/// returns the status and the body.
+pub fn http_get(url: &str, headers: &[(&str, &str)]) -> (u16, String) {
+    use std::io::{Read, Write};
+    let rest = url.strip_prefix("http://").unwrap();
+    let (host, path) = rest
+        .split_once('/')
+        .map_or((rest, "/".to_owned()), |(h, p)| (h, format!("/{p}")));
+    let mut tcp = std::net::TcpStream::connect(host).unwrap();
+    let mut request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
+    for (n, v) in headers {
+        request.push_str(&format!("{n}: {v}\r\n"));
+    }
+    request.push_str("\r\n");
+    tcp.write_all(request.as_bytes()).unwrap();
+    let mut raw = String::new();
+    tcp.read_to_string(&mut raw).unwrap();
+    let status = raw.split(' ').nth(1).unwrap().parse().unwrap();
+    let body = raw
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
 }
