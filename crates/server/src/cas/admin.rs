@@ -30,13 +30,9 @@ pub struct AuditQuery {
 /// `GET /audit?q=&page=`.
 pub async fn audit(
     State(cas): State<Cas>,
-    headers: HeaderMap,
+    who: SignedIn,
     Query(query): Query<AuditQuery>,
 ) -> Response {
-    let who = match cas.signed_in(&headers).await {
-        Ok(w) => w,
-        Err(r) => return r,
-    };
     let page_no = query.page.max(0);
     let (records, verified) = match tokio::try_join!(
         cas.store
@@ -129,11 +125,7 @@ async fn operators_view(
 }
 
 /// `GET /operators` (admins).
-pub async fn operators(State(cas): State<Cas>, headers: HeaderMap) -> Response {
-    let who = match cas.signed_in(&headers).await {
-        Ok(w) => w,
-        Err(r) => return r,
-    };
+pub async fn operators(State(cas): State<Cas>, who: SignedIn) -> Response {
     if let Err(r) = admins_only(&who) {
         return r;
     }
@@ -241,11 +233,7 @@ async fn tokens_view(
 }
 
 /// `GET /tokens`: the operator's tokens (an admin sees all).
-pub async fn tokens(State(cas): State<Cas>, headers: HeaderMap) -> Response {
-    let who = match cas.signed_in(&headers).await {
-        Ok(w) => w,
-        Err(r) => return r,
-    };
+pub async fn tokens(State(cas): State<Cas>, who: SignedIn) -> Response {
     tokens_view(&cas, &who, None, StatusCode::OK).await
 }
 

@@ -120,6 +120,17 @@ impl Cas {
     }
 }
 
+impl axum::extract::FromRequestParts<Cas> for SignedIn {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        cas: &Cas,
+    ) -> Result<Self, Response> {
+        cas.signed_in(&parts.headers).await
+    }
+}
+
 fn same_secret(a: &str, b: &str) -> bool {
     !b.is_empty()
         && aws_lc_rs::constant_time::verify_slices_are_equal(a.as_bytes(), b.as_bytes()).is_ok()

@@ -43,11 +43,7 @@ fn state_tag(state: &str) -> Markup {
 }
 
 /// `GET /`: terminals by state, pending requests, terminals gone quiet.
-pub async fn dashboard(State(cas): State<Cas>, headers: HeaderMap) -> Response {
-    let who = match cas.signed_in(&headers).await {
-        Ok(w) => w,
-        Err(r) => return r,
-    };
+pub async fn dashboard(State(cas): State<Cas>, who: SignedIn) -> Response {
     let now = now_ms();
     let cutoff = now - i64::try_from(QUIET_AFTER.as_millis()).unwrap_or(0);
     let (counts, pending, quiet) = match tokio::try_join!(
@@ -108,13 +104,9 @@ pub struct ListQuery {
 /// `GET /terminals?q=&state=&page=`.
 pub async fn terminals(
     State(cas): State<Cas>,
-    headers: HeaderMap,
+    who: SignedIn,
     Query(query): Query<ListQuery>,
 ) -> Response {
-    let who = match cas.signed_in(&headers).await {
-        Ok(w) => w,
-        Err(r) => return r,
-    };
     let state = match query.state.as_str() {
         "" => None,
         s => match TerminalState::parse(s) {
@@ -216,11 +208,7 @@ fn terminal_form(csrf: &str, values: &NewTerminal, error: Option<&str>) -> Marku
 }
 
 /// `GET /terminals/new`.
-pub async fn new_terminal(State(cas): State<Cas>, headers: HeaderMap) -> Response {
-    let who = match cas.signed_in(&headers).await {
-        Ok(w) => w,
-        Err(r) => return r,
-    };
+pub async fn new_terminal(who: SignedIn) -> Response {
     if let Err(r) = may_change(&who) {
         return r;
     }
@@ -306,11 +294,7 @@ fn import_page(who: &SignedIn, results: Option<&[ImportRow]>) -> Markup {
 }
 
 /// `GET /terminals/import`.
-pub async fn import_form(State(cas): State<Cas>, headers: HeaderMap) -> Response {
-    let who = match cas.signed_in(&headers).await {
-        Ok(w) => w,
-        Err(r) => return r,
-    };
+pub async fn import_form(who: SignedIn) -> Response {
     if let Err(r) = may_change(&who) {
         return r;
     }
@@ -430,13 +414,9 @@ fn terminal_page(who: &SignedIn, serial: &Serial, body: Markup) -> Markup {
 /// `GET /terminals/{serial}`.
 pub async fn terminal(
     State(cas): State<Cas>,
-    headers: HeaderMap,
+    who: SignedIn,
     Path(serial): Path<String>,
 ) -> Response {
-    let who = match cas.signed_in(&headers).await {
-        Ok(w) => w,
-        Err(r) => return r,
-    };
     terminal_view(&cas, &who, &serial, None).await
 }
 

@@ -51,11 +51,7 @@ fn fingerprint_counts(requests: &[PairingRequest]) -> HashMap<&str, usize> {
 }
 
 /// `GET /requests`.
-pub async fn list(State(cas): State<Cas>, headers: HeaderMap) -> Response {
-    let who = match cas.signed_in(&headers).await {
-        Ok(w) => w,
-        Err(r) => return r,
-    };
+pub async fn list(State(cas): State<Cas>, who: SignedIn) -> Response {
     let (mut requests, unknown) = match tokio::try_join!(
         cas.store.pairing_requests(false, 200),
         cas.store.search_audit("pairing.unknown_serial", 0, 20),
@@ -182,15 +178,7 @@ fn decision_forms(who: &SignedIn, r: &PairingRequest) -> Markup {
 }
 
 /// `GET /requests/{id}`.
-pub async fn detail(
-    State(cas): State<Cas>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Response {
-    let who = match cas.signed_in(&headers).await {
-        Ok(w) => w,
-        Err(r) => return r,
-    };
+pub async fn detail(State(cas): State<Cas>, who: SignedIn, Path(id): Path<String>) -> Response {
     detail_view(&cas, &who, &id, None).await
 }
 
