@@ -88,6 +88,31 @@ pub fn check_new_password(username: &str, new: &str) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Locks an enabled operator without TOTP for enrolment and returns the
+/// pending seed, if any; refused when the operator is unknown, disabled, or
+/// already has TOTP.
+async fn lock_enrolment(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    username: &str,
+) -> Result<Option<Zeroizing<String>>, StoreError> {
+    let row = sqlx::query(
+        "UPDATE operators SET totp_pending = totp_pending WHERE username = $1 AND disabled = 0 \
+         RETURNING totp_secret, totp_pending",
+    )
+    .bind(username)
+    .fetch_optional(&mut **tx)
+    .await?
+    .ok_or_else(|| StoreError::NotFound(format!("operator {username}")))?;
+    let secret: Option<String> = row.try_get("totp_secret")?;
+    if secret.is_some() {
+        return Err(StoreError::Conflict(format!(
+            "{username} already has two-factor authentication"
+        )));
+    }
+    let pending: Option<String> = row.try_get("totp_pending")?;
+    Ok(pending.map(Zeroizing::new))
+}
+
 impl Store {
     /// Changes `username`'s password after checking the current one, and
     /// clears the forced change. Refused when the current password is
@@ -149,22 +174,8 @@ impl Store {
         username: &str,
     ) -> Result<Zeroizing<String>, StoreError> {
         let mut tx = self.begin_write().await?;
-        let row = sqlx::query(
-            "UPDATE operators SET totp_pending = totp_pending WHERE username = $1 AND disabled = 0 \
-             RETURNING totp_secret, totp_pending",
-        )
-        .bind(username)
-        .fetch_optional(&mut *tx)
-        .await?
-        .ok_or_else(|| StoreError::NotFound(format!("operator {username}")))?;
-        let secret: Option<String> = row.try_get("totp_secret")?;
-        if secret.is_some() {
-            return Err(StoreError::Conflict(format!(
-                "{username} already has two-factor authentication"
-            )));
-        }
-        let pending: Option<String> = row.try_get("totp_pending")?;
-        let encoded = match pending.map(Zeroizing::new) {
+        let pending = lock_enrolment(&mut tx, username).await?;
+        let encoded = match pending {
             Some(p) => p,
             None => {
                 let raw = random_bytes::<20>();
@@ -192,22 +203,8 @@ impl Store {
         now: SystemTime,
     ) -> Result<Vec<Zeroizing<String>>, StoreError> {
         let mut tx = self.begin_write().await?;
-        let row = sqlx::query(
-            "UPDATE operators SET totp_pending = totp_pending WHERE username = $1 AND disabled = 0 \
-             RETURNING totp_secret, totp_pending",
-        )
-        .bind(username)
-        .fetch_optional(&mut *tx)
-        .await?
-        .ok_or_else(|| StoreError::NotFound(format!("operator {username}")))?;
-        let secret: Option<String> = row.try_get("totp_secret")?;
-        if secret.is_some() {
-            return Err(StoreError::Conflict(format!(
-                "{username} already has two-factor authentication"
-            )));
-        }
-        let pending: Option<String> = row.try_get("totp_pending")?;
-        let Some(pending) = pending.map(Zeroizing::new) else {
+        let pending = lock_enrolment(&mut tx, username).await?;
+        let Some(pending) = pending else {
             return Err(StoreError::Invalid("start the enrolment first".into()));
         };
         let raw = Zeroizing::new(

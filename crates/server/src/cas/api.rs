@@ -224,6 +224,25 @@ async fn list_requests(
     JsonQuery(q): JsonQuery<ListQuery>,
 ) -> Response {
     tri!(bearer(&cas, &headers).await);
+    if ![
+        "",
+        "pending",
+        "approved",
+        "rejected",
+        "expired",
+        "superseded",
+    ]
+    .contains(&q.state.as_str())
+    {
+        return ApiError::bad_request(
+            "PG-BAD-QUERY",
+            format!(
+                "unknown state {:?}: use pending, approved, rejected, expired or superseded",
+                q.state
+            ),
+        )
+        .into_response();
+    }
     let open_only = q.state == "pending";
     let all = tri!(store(
         cas.store.pairing_requests(open_only, q.limit()).await

@@ -79,27 +79,29 @@ impl Cas {
         HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static("invalid=1"))
     }
 
-    /// The session behind the request's cookie, at any stage.
-    async fn session_of(&self, headers: &HeaderMap) -> Option<(Session, Zeroizing<String>)> {
-        let token = cookie_value(headers, self.session_cookie())?;
+    /// The session behind the request's cookie, at any stage; a store
+    /// failure is a 500, never "signed out".
+    async fn session_of(
+        &self,
+        headers: &HeaderMap,
+    ) -> Result<Option<(Session, Zeroizing<String>)>, Response> {
+        let Some(token) = cookie_value(headers, self.session_cookie()) else {
+            return Ok(None);
+        };
         match self
             .store
             .session(&token, self.limits, SystemTime::now())
             .await
         {
-            Ok(Some(session)) => Some((session, token)),
-            Ok(None) => None,
-            Err(e) => {
-                tracing::error!(error = %e, "reading a CAS session");
-                None
-            }
+            Ok(session) => Ok(session.map(|s| (s, token))),
+            Err(e) => Err(super::internal(&e)),
         }
     }
 
     /// The signed-in operator, or the answer that sends the browser where
     /// it has to go (login, or the step its session is at).
     pub async fn signed_in(&self, headers: &HeaderMap) -> Result<SignedIn, Response> {
-        match self.session_of(headers).await {
+        match self.session_of(headers).await? {
             Some((session, _)) if session.stage == SessionStage::Full => Ok(SignedIn { session }),
             Some((session, _)) => Err(Redirect::to(stage_path(session.stage)).into_response()),
             None => Err(Redirect::to("/login").into_response()),
@@ -189,8 +191,10 @@ fn login_page(csrf: &str, error: Option<&str>, username: &str) -> Markup {
 
 /// `GET /login`: the form, with a fresh login CSRF cookie.
 pub async fn login_form(State(cas): State<Cas>, headers: HeaderMap) -> Response {
-    if let Some((session, _)) = cas.session_of(&headers).await {
-        return Redirect::to(stage_path(session.stage)).into_response();
+    match cas.session_of(&headers).await {
+        Ok(Some((session, _))) => return Redirect::to(stage_path(session.stage)).into_response(),
+        Ok(None) => {}
+        Err(r) => return r,
     }
     let csrf = random_token();
     with_cookie(&cas, cas.login_cookie(), &csrf, login_page(&csrf, None, ""))
@@ -269,7 +273,7 @@ async fn at_stage(
     headers: &HeaderMap,
     stage: SessionStage,
 ) -> Result<(Session, Zeroizing<String>), Response> {
-    match cas.session_of(headers).await {
+    match cas.session_of(headers).await? {
         Some((s, token)) if s.stage == stage => Ok((s, token)),
         Some((s, _)) => Err(Redirect::to(stage_path(s.stage)).into_response()),
         None => Err(Redirect::to("/login").into_response()),
@@ -404,7 +408,11 @@ fn password_page(csrf: &str, forced: bool, error: Option<&str>) -> Markup {
 
 /// `GET /account/password`.
 pub async fn password_form(State(cas): State<Cas>, headers: HeaderMap) -> Response {
-    match cas.session_of(&headers).await {
+    let session = match cas.session_of(&headers).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    match session {
         Some((s, _)) if matches!(s.stage, SessionStage::PasswordChange | SessionStage::Full) => {
             password_page(&s.csrf, s.stage == SessionStage::PasswordChange, None).into_response()
         }
@@ -431,8 +439,10 @@ pub async fn change_password(
     headers: HeaderMap,
     Form(form): Form<PasswordForm>,
 ) -> Response {
-    let Some((session, token)) = cas.session_of(&headers).await else {
-        return Redirect::to("/login").into_response();
+    let (session, token) = match cas.session_of(&headers).await {
+        Ok(Some(s)) => s,
+        Ok(None) => return Redirect::to("/login").into_response(),
+        Err(r) => return r,
     };
     if !matches!(
         session.stage,
@@ -611,7 +621,11 @@ pub async fn logout(
     headers: HeaderMap,
     Form(form): Form<CsrfForm>,
 ) -> Response {
-    if let Some((session, token)) = cas.session_of(&headers).await {
+    let current = match cas.session_of(&headers).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    if let Some((session, token)) = current {
         if !same_secret(&session.csrf, &form.csrf) {
             return csrf_refused();
         }

@@ -112,20 +112,16 @@ async fn detail_view(
         }
         Err(e) => return super::internal(&e),
     };
-    let terminal = match Serial::new(&r.serial) {
-        Ok(serial) => match cas.store.terminal(&serial).await {
-            Ok(t) => t,
+    // A stored request always names a registered (valid) serial.
+    let (terminal, others) = match Serial::new(&r.serial) {
+        Ok(serial) => match tokio::try_join!(
+            cas.store.terminal(&serial),
+            cas.store.pairing_requests_for(&serial, 50)
+        ) {
+            Ok(both) => both,
             Err(e) => return super::internal(&e),
         },
-        Err(_) => None,
-    };
-    let others = match Serial::new(&r.serial) {
-        Ok(serial) => cas
-            .store
-            .pairing_requests_for(&serial, 50)
-            .await
-            .unwrap_or_default(),
-        Err(_) => Vec::new(),
+        Err(_) => (None, Vec::new()),
     };
     let counts = fingerprint_counts(&others);
     let now = now_ms();

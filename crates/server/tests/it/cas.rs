@@ -443,6 +443,11 @@ async fn the_api_round_trip(db: Db) {
     assert_eq!(r.status, 400);
     let t = TestTerminal::new("ATM-7");
     let p = t.start_pairing(&f.gate(""), "ATM-7").await;
+    let r = web
+        .api("GET", "/pairing-requests?state=pendng", Some(&token), None)
+        .await;
+    assert_eq!(r.status, 400);
+    assert_eq!(r.json()["error"]["code"], "PG-BAD-QUERY");
     let pending = web
         .api("GET", "/pairing-requests?state=pending", Some(&token), None)
         .await
