@@ -27,7 +27,7 @@ mod verify;
 
 pub use error::{PinMismatch, TlsError};
 pub use key::{alias_certified_key, pem_certified_key};
-pub use policy::{TlsPolicy, VersionPolicy};
+pub use policy::{KeyExchange, TlsPolicy, VersionPolicy};
 pub use session::{TtlClientSessionStore, TtlServerSessionStore};
 pub use verify::ClientCertAcceptor;
 

@@ -66,3 +66,105 @@ fn bench_tls_reports_every_case_and_the_ceiling() {
             .contains("unknown unit")
     );
 }
+
+/// `pairgate bench all` in miniature: it starts pairgate, nginx and a
+/// PostgreSQL cluster itself, pairs its fleet through the real protocol,
+/// and reports every figure with no failed operation. Figures are not
+/// asserted (a test must not depend on the machine's speed); that each
+/// case ran, negotiated what it should and failed nowhere is.
+#[test]
+fn bench_all_runs_every_case_against_pairgate_and_nginx() {
+    let dir = temp_dir();
+    let report = json(&ok(
+        dir.path(),
+        &[
+            "bench",
+            "all",
+            "--duration",
+            "300ms",
+            "--concurrency",
+            "4",
+            "--connections",
+            "8",
+            "--idle",
+            "100",
+            "--gate-terminals",
+            "16",
+            "--rounds",
+            "3",
+            "--json",
+        ],
+    ));
+    let runs = [
+        ("full_handshake", "pairgate"),
+        ("full_handshake", "pairgate_x25519"),
+        ("full_handshake", "nginx"),
+        ("resumed_handshake", "pairgate"),
+        ("resumed_handshake", "nginx"),
+        ("kept_alive", "pairgate"),
+        ("kept_alive", "nginx"),
+    ];
+    for (case, server) in runs {
+        let run = &report[case][server];
+        assert!(run["ok"].as_u64().unwrap() > 0, "{case} {server}: {run}");
+        assert_eq!(run["errors"], 0, "{case} {server}: {run}");
+        assert!(run["per_second"].as_f64().unwrap() > 0.0, "{case} {server}");
+    }
+    let negotiated = |case: &str, server: &str| {
+        report[case][server]["negotiated"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    // The terminal's default policy gets the post-quantum hybrid from
+    // pairgate; nginx (OpenSSL 3.0) and the X25519 row use X25519.
+    assert!(negotiated("full_handshake", "pairgate").starts_with("X25519MLKEM768,"));
+    assert!(negotiated("full_handshake", "pairgate_x25519").starts_with("X25519,"));
+    assert!(negotiated("full_handshake", "nginx").starts_with("X25519,"));
+    for server in ["pairgate", "nginx"] {
+        assert!(negotiated("full_handshake", server).ends_with("TLS13_AES_128_GCM_SHA256"));
+        let full = &report["full_handshake"][server];
+        assert_eq!(full["resumed"], 0, "{full}");
+        let resumed = &report["resumed_handshake"][server];
+        assert!(
+            resumed["resumed"].as_u64().unwrap() * 2 > resumed["ok"].as_u64().unwrap(),
+            "{server}: {resumed}"
+        );
+        let kept = &report["kept_alive"][server];
+        assert!(kept["p99_ms"].as_f64().unwrap() >= kept["p50_ms"].as_f64().unwrap());
+        let idle = &report["idle"][server];
+        assert_eq!(idle["connections"], 100, "{idle}");
+        assert_eq!(idle["errors"], 0, "{idle}");
+    }
+    let gate = &report["gate_pairing"];
+    assert!(gate["ok"].as_u64().unwrap() > 0, "{gate}");
+    assert_eq!(gate["errors"], 0, "{gate}");
+    let unpair = &report["unpair_to_reject"];
+    assert_eq!(unpair["instances"], 2);
+    for kind in ["kept_alive", "new", "resumed"] {
+        let latency = &unpair["latency"][kind];
+        // Every loop on both instances was refused, none timed out.
+        assert_eq!(latency["samples"], 6, "{kind}: {latency}");
+        assert_eq!(latency["timeouts"], 0, "{kind}: {latency}");
+        assert!(latency["max_ms"].as_f64().unwrap() < 10_000.0, "{latency}");
+    }
+    assert!(
+        unpair["latency"]["resumed_handshakes"].as_u64().unwrap() > 0,
+        "the resumed loops never resumed: {unpair}"
+    );
+    assert!(
+        report["crypto_ceiling_full_handshakes_per_server_cpu_second"]
+            .as_f64()
+            .unwrap()
+            > 0.0
+    );
+}
+
+#[test]
+fn bench_all_refuses_what_it_cannot_hold() {
+    let dir = temp_dir();
+    let err = crate::support::fails(dir.path(), &["bench", "all", "--idle", "1000000"]);
+    assert!(err.contains("open files"), "{err}");
+    let err = crate::support::fails(dir.path(), &["bench", "all", "--rounds", "0"]);
+    assert!(err.contains("at least 1"), "{err}");
+}

@@ -7,13 +7,12 @@
 //! divides by the process's CPU time (user + system, from /proc/self/stat)
 //! so that it does not depend on how many cores were idle.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, Result, bail};
-use clap::{Args, Subcommand};
 use pairgate_keystore::pkcs11::{Pkcs11KeyStore, provision_token};
 use pairgate_keystore::software::{KdfParams, SoftwareKeyStore};
 use pairgate_keystore::{Alias, KeyStore, Passphrase, Pkcs11Uri};
@@ -25,70 +24,8 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
+use super::humanize;
 use crate::output::Output;
-
-#[derive(Args, Debug)]
-pub struct BenchArgs {
-    #[command(subcommand)]
-    command: BenchCommand,
-}
-
-#[derive(Subcommand, Debug)]
-enum BenchCommand {
-    /// Full and resumed mutual-TLS handshakes per second on loopback.
-    Tls {
-        /// How long each measurement runs (e.g. 10s, 500ms, 1m).
-        #[arg(long, default_value = "10s", value_parser = parse_duration)]
-        duration: Duration,
-        /// Concurrent client connections.
-        #[arg(long, default_value_t = 4)]
-        concurrency: usize,
-        /// PKCS#11 module for the HSM-key rows (SoftHSM2 by default). When
-        /// SOFTHSM2_CONF is unset, a throwaway SoftHSM2 token directory is
-        /// used.
-        #[arg(long, default_value = "/usr/lib/softhsm/libsofthsm2.so")]
-        pkcs11_module: PathBuf,
-    },
-}
-
-/// Parses `10s`, `500ms`, `2m`.
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let (number, unit) = text.split_at(
-        text.find(|c: char| !c.is_ascii_digit() && c != '.')
-            .unwrap_or(text.len()),
-    );
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration like 10s or 500ms"))?;
-    let seconds = match unit {
-        "ms" => value / 1000.0,
-        "s" | "" => value,
-        "m" => value * 60.0,
-        _ => return Err(format!("unknown unit in {text:?}: use ms, s or m")),
-    };
-    if !(0.01..=3600.0).contains(&seconds) {
-        return Err(format!("{text:?} is outside 10ms..1h"));
-    }
-    Ok(Duration::from_secs_f64(seconds))
-}
-
-/// The process's CPU time so far (user + system).
-fn cpu_time() -> Duration {
-    // Fields after the command name (which may contain spaces) start at
-    // state; utime and stime are the 12th and 13th after it, in USER_HZ
-    // (100 on Linux) ticks.
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|f| f.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    Duration::from_millis((ticks(11) + ticks(12)) * 10)
-}
 
 struct Identity {
     store: Arc<dyn KeyStore>,
@@ -188,7 +125,7 @@ async fn measure(
     let resumed = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));
     let kx = Arc::new(std::sync::Mutex::new(String::new()));
-    let cpu_start = cpu_time();
+    let cpu_start = super::procs::cpu_time(None);
     let start = Instant::now();
     let deadline = start + duration;
     let mut tasks = Vec::new();
@@ -230,21 +167,20 @@ async fn measure(
         resumed: resumed.load(Ordering::Relaxed),
         errors: errors.load(Ordering::Relaxed),
         elapsed: start.elapsed(),
-        cpu: cpu_time().saturating_sub(cpu_start),
+        cpu: super::procs::cpu_time(None).saturating_sub(cpu_start),
         kx_group,
     }
 }
 
-/// `openssl speed` for P-256 ECDSA and ECDH: (sign/s, verify/s, ecdh/s).
-fn openssl_speed(seconds: u32) -> Result<(f64, f64, f64)> {
+/// `openssl speed` for P-256 ECDSA and the key exchange `ecdh`
+/// (`ecdhp256` or `ecdhx25519`): (sign/s, verify/s, ecdh/s).
+pub(super) fn openssl_speed(seconds: u32, ecdh: &str) -> Result<(f64, f64, f64)> {
+    let ecdh_label = match ecdh {
+        "ecdhx25519" => "ecdh (X25519)",
+        _ => "ecdh (nistp256)",
+    };
     let out = std::process::Command::new("openssl")
-        .args([
-            "speed",
-            "-seconds",
-            &seconds.to_string(),
-            "ecdsap256",
-            "ecdhp256",
-        ])
+        .args(["speed", "-seconds", &seconds.to_string(), "ecdsap256", ecdh])
         .output()
         .context("running openssl speed (is openssl installed?)")?;
     let text = String::from_utf8_lossy(&out.stdout);
@@ -262,7 +198,7 @@ fn openssl_speed(seconds: u32) -> Result<(f64, f64, f64)> {
                 result.0 = *sign;
                 result.1 = *verify;
             }
-        } else if line.contains("ecdh (nistp256)")
+        } else if line.contains(ecdh_label)
             && let Some(ops) = numbers(line).last()
         {
             result.2 = *ops;
@@ -300,21 +236,19 @@ fn row(label: &str, m: &Measured) -> (String, Value) {
     (text, value)
 }
 
-pub fn run(args: BenchArgs, out: &Output) -> Result<()> {
-    match args.command {
-        BenchCommand::Tls {
-            duration,
-            concurrency,
-            pkcs11_module,
-        } => {
-            if std::env::var_os("SOFTHSM2_CONF").is_none()
-                && pkcs11_module.to_string_lossy().contains("softhsm")
-            {
-                return reexec_with_softhsm();
-            }
-            tls_bench(duration, concurrency, &pkcs11_module, out)
-        }
+/// `pairgate bench tls`.
+pub(super) fn run(
+    duration: Duration,
+    concurrency: usize,
+    pkcs11_module: &Path,
+    out: &Output,
+) -> Result<()> {
+    if std::env::var_os("SOFTHSM2_CONF").is_none()
+        && pkcs11_module.to_string_lossy().contains("softhsm")
+    {
+        return reexec_with_softhsm();
     }
+    tls_bench(duration, concurrency, pkcs11_module, out)
 }
 
 /// Runs this same command again with a throwaway SoftHSM2 token directory:
@@ -417,7 +351,7 @@ fn tls_bench(duration: Duration, concurrency: usize, module: &Path, out: &Output
             module.display()
         ));
     }
-    let (sign, verify, ecdh) = openssl_speed(1)?;
+    let (sign, verify, ecdh) = openssl_speed(1, "ecdhp256")?;
     // Public-key work of one full mutual P-256 handshake, both peers: two
     // ECDSA signatures, two verifications, two ECDH derivations.
     let ceiling = 1.0 / (2.0 / sign + 2.0 / verify + 2.0 / ecdh);
@@ -450,12 +384,4 @@ fn tls_bench(duration: Duration, concurrency: usize, module: &Path, out: &Output
         }),
     );
     Ok(())
-}
-
-fn humanize(d: Duration) -> String {
-    if d.as_millis().is_multiple_of(1000) {
-        format!("{}s", d.as_secs())
-    } else {
-        format!("{}ms", d.as_millis())
-    }
 }

@@ -1,0 +1,509 @@
+//! `pairgate bench all`: every published figure in one run. It starts a
+//! `pairgate server` on its embedded SQLite and Debian's nginx, pins them
+//! to the server core and itself to the client core, pairs a fleet of
+//! simulated terminals through the real protocol, loads both servers with
+//! the same client code, then starts two instances on one PostgreSQL for
+//! unpair-to-reject latency, and ends with `openssl speed` on the same
+//! machine. Figures are per server CPU-second where the load generator,
+//! not the server, is the limit.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use pairgate_store::Store;
+use pairgate_tls::client::TlsClient;
+use pairgate_tls::{KeyExchange, TlsPolicy};
+use serde_json::{Value, json};
+
+use super::fleet::{Approvers, BenchCa, BenchTerminal, pair, register, wait_paired};
+use super::load::{self, Idle, Run, Target};
+use super::peers::{Nginx, PairgateServer, Postgres, find_nginx};
+use super::procs;
+use super::revocation::{self, Instance, KINDS, Revocation};
+use super::wire::Request;
+use super::{humanize, parse_duration};
+use crate::output::Output;
+
+/// `pairgate bench all` options.
+#[derive(Args, Debug)]
+pub struct AllArgs {
+    /// How long each throughput case runs (e.g. 10s for a quick look,
+    /// 60s for the published table).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    duration: Duration,
+    /// Connection loops of the handshake and gate cases.
+    #[arg(long, default_value_t = 16)]
+    concurrency: usize,
+    /// Kept-alive connections, and paired terminals in the fleet.
+    #[arg(long, default_value_t = 64)]
+    connections: usize,
+    /// Idle connections held for the memory figure.
+    #[arg(long, default_value_t = 10_000)]
+    idle: usize,
+    /// Registered terminals that ask to pair in the gate case.
+    #[arg(long, default_value_t = 256)]
+    gate_terminals: usize,
+    /// Unpair rounds (one terminal each) of the revocation case.
+    #[arg(long, default_value_t = 20)]
+    rounds: usize,
+    /// The core the servers (pairgate, nginx, PostgreSQL) run on.
+    #[arg(long, default_value_t = 0)]
+    server_cpu: usize,
+    /// The core the load generator runs on.
+    #[arg(long, default_value_t = 1)]
+    client_cpu: usize,
+    /// nginx to compare with (default: nginx on PATH or /usr/sbin/nginx).
+    #[arg(long, value_name = "PATH")]
+    nginx: Option<PathBuf>,
+    /// An empty PostgreSQL database for the two-instance case (default:
+    /// a throwaway cluster started with Debian's initdb and pg_ctl).
+    #[arg(long, value_name = "URL")]
+    database_url: Option<String>,
+}
+
+/// Runs `pairgate bench all`.
+pub fn run(args: AllArgs, out: &Output) -> Result<()> {
+    check_limits(&args)?;
+    let nginx = find_nginx(args.nginx.as_deref())?;
+    let cpus = procs::machine_cpus();
+    let pinning = cpus >= 2 && args.server_cpu != args.client_cpu;
+    if pinning {
+        if args.server_cpu.max(args.client_cpu) >= cpus {
+            bail!("--server-cpu and --client-cpu must be below {cpus}");
+        }
+        procs::pin_self(args.client_cpu)?;
+    }
+    let server_cpu = pinning.then_some(args.server_cpu);
+    let dir = tempfile::Builder::new()
+        .prefix("pairgate-bench-")
+        .tempdir()?;
+    // One thread: the load generator has one core, and a single-threaded
+    // runtime spends all of it on the clients.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let figures = runtime.block_on(measure(&args, &nginx, dir.path(), server_cpu))?;
+    let seconds = u32::try_from(args.duration.as_secs().clamp(1, 3)).unwrap_or(1);
+    let speed = super::tls::openssl_speed(seconds, "ecdhx25519")?;
+    let report = Report {
+        args: &args,
+        pinning,
+        cpus,
+        figures,
+        speed,
+    };
+    out.print(report.text(), report.json());
+    Ok(())
+}
+
+/// Refuses an idle count the file-descriptor limit cannot hold.
+fn check_limits(args: &AllArgs) -> Result<()> {
+    let limits = std::fs::read_to_string("/proc/self/limits").unwrap_or_default();
+    let soft = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(3))
+        .and_then(|n| n.parse::<usize>().ok());
+    if let Some(soft) = soft
+        && args.idle + args.connections + args.concurrency + 256 > soft
+    {
+        bail!(
+            "--idle {} needs more open files than this shell allows ({soft}): raise it with ulimit -n, or hold fewer",
+            args.idle
+        );
+    }
+    if args.connections == 0
+        || args.concurrency == 0
+        || args.gate_terminals == 0
+        || args.rounds == 0
+    {
+        bail!("--connections, --concurrency, --gate-terminals and --rounds must be at least 1");
+    }
+    Ok(())
+}
+
+/// Everything measured against servers.
+struct Figures {
+    full: Run,
+    full_classical: Run,
+    full_nginx: Run,
+    resumed: Run,
+    resumed_nginx: Run,
+    kept_alive: Run,
+    kept_alive_nginx: Run,
+    idle: Idle,
+    idle_nginx: Idle,
+    gate: Run,
+    revocation: Revocation,
+    database: &'static str,
+}
+
+/// Clients of `terminals` trusting `pin`, resumption on.
+fn clients(
+    terminals: &[BenchTerminal],
+    pin: pairgate_pki::SpkiPin,
+    policy: &TlsPolicy,
+) -> Result<Vec<TlsClient>> {
+    terminals.iter().map(|t| t.client(pin, policy)).collect()
+}
+
+fn full(clients: &[TlsClient]) -> Vec<TlsClient> {
+    clients.iter().map(TlsClient::without_resumption).collect()
+}
+
+async fn measure(
+    args: &AllArgs,
+    nginx_bin: &std::path::Path,
+    dir: &std::path::Path,
+    server_cpu: Option<usize>,
+) -> Result<Figures> {
+    let ca = BenchCa::new()?;
+    let server = PairgateServer::start(&dir.join("server"), None, server_cpu)?;
+    let store = Store::open_data_dir(&dir.join("server")).await?;
+    let fleet = ca.terminals("bench-t", args.connections)?;
+    register(&store, &fleet).await?;
+    let mut approvers = Approvers::new("bench-op");
+    pair(&store, &mut approvers, &server.gate, server.pin, &fleet).await?;
+    if let Some(last) = fleet.last() {
+        wait_paired(&server.master, server.pin, last).await?;
+    }
+    let gate_fleet = ca.terminals("bench-g", args.gate_terminals)?;
+    register(&store, &gate_fleet).await?;
+
+    let identity = ca.server_identity()?;
+    let nginx = Nginx::start(
+        nginx_bin,
+        &dir.join("nginx"),
+        &identity,
+        &ca.certificate_pem(),
+        server_cpu,
+    )?;
+
+    let master = Target {
+        addr: server.master.clone(),
+        pids: vec![server.process.pid()],
+    };
+    let peer = Target {
+        addr: nginx.addr.clone(),
+        pids: nginx.pids(),
+    };
+    let me = Request::get("/v1/me");
+    let hybrid = TlsPolicy::default();
+    let classical = TlsPolicy {
+        key_exchange: KeyExchange::Classical,
+        ..TlsPolicy::default()
+    };
+    let (d, conc) = (args.duration, args.concurrency);
+    let ours = clients(&fleet, server.pin, &hybrid)?;
+    let theirs = clients(&fleet, identity.pin, &hybrid)?;
+
+    let full_run = load::connections(&master, &full(&ours), &me, 200, d, conc).await;
+    let full_classical = load::connections(
+        &master,
+        &full(&clients(&fleet, server.pin, &classical)?),
+        &me,
+        200,
+        d,
+        conc,
+    )
+    .await;
+    let full_nginx = load::connections(&peer, &full(&theirs), &me, 200, d, conc).await;
+    let resumed = load::connections(&master, &ours, &me, 200, d, conc).await;
+    let resumed_nginx = load::connections(&peer, &theirs, &me, 200, d, conc).await;
+    let kept_alive = load::kept_alive(&master, &full(&ours), &me, d, args.connections).await;
+    let kept_alive_nginx = load::kept_alive(&peer, &full(&theirs), &me, d, args.connections).await;
+    let idle = load::idle(&master, &full(&ours), &me, args.idle).await;
+    let idle_nginx = load::idle(&peer, &full(&theirs), &me, args.idle).await;
+    drop(nginx);
+
+    let gate_clients: Vec<(TlsClient, String)> = gate_fleet
+        .iter()
+        .map(|t| {
+            Ok((
+                t.client(server.pin, &hybrid)?.without_resumption(),
+                t.serial.clone(),
+            ))
+        })
+        .collect::<Result<_>>()?;
+    let gate = Target {
+        addr: server.gate.clone(),
+        pids: vec![server.process.pid()],
+    };
+    let gate_run = load::pairing_requests(&gate, &gate_clients, d, conc).await;
+    drop(server);
+    drop(store);
+
+    let (revocation, database) = two_instances(args, &ca, dir, server_cpu).await?;
+    Ok(Figures {
+        full: full_run,
+        full_classical,
+        full_nginx,
+        resumed,
+        resumed_nginx,
+        kept_alive,
+        kept_alive_nginx,
+        idle,
+        idle_nginx,
+        gate: gate_run,
+        revocation,
+        database,
+    })
+}
+
+/// Two instances on one PostgreSQL: pair `rounds` terminals through the
+/// first, then measure unpair-to-reject on both.
+async fn two_instances(
+    args: &AllArgs,
+    ca: &BenchCa,
+    dir: &std::path::Path,
+    server_cpu: Option<usize>,
+) -> Result<(Revocation, &'static str)> {
+    let (cluster, url, database) = match &args.database_url {
+        Some(url) => (None, url.clone(), "PostgreSQL (--database-url)"),
+        None => {
+            let pg = Postgres::start(&dir.join("pg")).context("starting a throwaway PostgreSQL")?;
+            let url = pg.url.clone();
+            (Some(pg), url, "PostgreSQL (throwaway cluster)")
+        }
+    };
+    let a = PairgateServer::start(&dir.join("a"), Some(&url), server_cpu)?;
+    let b = PairgateServer::start(&dir.join("b"), Some(&url), server_cpu)?;
+    let store = Store::open(&url).await?;
+    let terminals = ca.terminals("bench-r", args.rounds)?;
+    register(&store, &terminals).await?;
+    let mut approvers = Approvers::new("bench-rev");
+    pair(&store, &mut approvers, &a.gate, a.pin, &terminals).await?;
+    if let Some(last) = terminals.last() {
+        wait_paired(&a.master, a.pin, last).await?;
+        wait_paired(&b.master, b.pin, last).await?;
+    }
+    let instances = [
+        Instance {
+            master: a.master.clone(),
+            pin: a.pin,
+        },
+        Instance {
+            master: b.master.clone(),
+            pin: b.pin,
+        },
+    ];
+    let revocation = revocation::measure(&store, &instances, &terminals).await?;
+    drop((a, b, store));
+    drop(cluster);
+    Ok((revocation, database))
+}
+
+/// The figures with the ceiling, as text and JSON.
+struct Report<'a> {
+    args: &'a AllArgs,
+    pinning: bool,
+    cpus: usize,
+    figures: Figures,
+    /// `openssl speed`: P-256 sign/s, verify/s, X25519/s.
+    speed: (f64, f64, f64),
+}
+
+fn ratio(ours: f64, theirs: f64) -> Option<f64> {
+    (ours > 0.0 && theirs > 0.0).then(|| ours / theirs)
+}
+
+fn times(r: Option<f64>) -> String {
+    r.map_or_else(|| "–".to_owned(), |r| format!("{r:.2}×"))
+}
+
+fn ms(v: Option<f64>) -> String {
+    v.map_or_else(|| "–".to_owned(), |v| format!("{v:.2}"))
+}
+
+impl Report<'_> {
+    /// Server-side public-key work of one full mutual TLS 1.3 handshake
+    /// with X25519: one P-256 signature, one verification, two X25519
+    /// scalar multiplications (key share and shared secret).
+    fn ceiling(&self) -> f64 {
+        let (sign, verify, x25519) = self.speed;
+        1.0 / (1.0 / sign + 1.0 / verify + 2.0 / x25519)
+    }
+
+    fn text(&self) -> String {
+        let f = &self.figures;
+        let a = self.args;
+        let mut t = format!(
+            "pairgate bench all: {} per case on {} ({} CPUs); {}\n\n",
+            humanize(a.duration),
+            procs::cpu_model(),
+            self.cpus,
+            if self.pinning {
+                format!(
+                    "servers on CPU {}, load generator on CPU {}",
+                    a.server_cpu, a.client_cpu
+                )
+            } else {
+                "not pinned (one CPU)".to_owned()
+            }
+        );
+        t.push_str(&format!(
+            "{:<58} {:>12} {:>12} {:>8}\n",
+            "per server CPU-second", "pairgate", "nginx", "ratio"
+        ));
+        let line = |t: &mut String, label: &str, ours: &Run, theirs: &Run| {
+            let (o, n) = (ours.per_server_cpu_second(), theirs.per_server_cpu_second());
+            t.push_str(&format!(
+                "{label:<58} {o:>12.0} {n:>12.0} {:>8}\n",
+                times(ratio(o, n))
+            ));
+        };
+        line(
+            &mut t,
+            "full mTLS handshake + 1 request + close",
+            &f.full,
+            &f.full_nginx,
+        );
+        line(
+            &mut t,
+            "  same, X25519 only (nginx's OpenSSL 3.0 has no ML-KEM)",
+            &f.full_classical,
+            &f.full_nginx,
+        );
+        line(
+            &mut t,
+            "resumed handshake + 1 request + close",
+            &f.resumed,
+            &f.resumed_nginx,
+        );
+        line(
+            &mut t,
+            &format!("kept-alive requests, {} connections", a.connections),
+            &f.kept_alive,
+            &f.kept_alive_nginx,
+        );
+        t.push_str(&format!(
+            "{:<58} {:>12} {:>12}\n",
+            "kept-alive latency p50 / p99 (ms)",
+            format!(
+                "{} / {}",
+                ms(f.kept_alive.latency_ms(50.0)),
+                ms(f.kept_alive.latency_ms(99.0))
+            ),
+            format!(
+                "{} / {}",
+                ms(f.kept_alive_nginx.latency_ms(50.0)),
+                ms(f.kept_alive_nginx.latency_ms(99.0))
+            ),
+        ));
+        let kib = |i: &Idle| i.bytes_per_connection() / 1024.0;
+        t.push_str(&format!(
+            "{:<58} {:>12.1} {:>12.1} {:>8}\n",
+            format!("KiB per idle mTLS connection ({} held)", f.idle.connections),
+            kib(&f.idle),
+            kib(&f.idle_nginx),
+            times(ratio(kib(&f.idle), kib(&f.idle_nginx))),
+        ));
+        t.push_str(&format!(
+            "{:<58} {:>12.0}\n",
+            "gate pairing requests (handshake + POST /v1/pairing)",
+            f.gate.per_server_cpu_second()
+        ));
+        t.push_str("\nwall-clock rates (the load generator's single core is often the limit)\n");
+        for (label, run) in [
+            ("full handshakes, pairgate", &f.full),
+            ("full handshakes, pairgate X25519", &f.full_classical),
+            ("full handshakes, nginx", &f.full_nginx),
+            ("resumed, pairgate", &f.resumed),
+            ("resumed, nginx", &f.resumed_nginx),
+            ("kept-alive, pairgate", &f.kept_alive),
+            ("kept-alive, nginx", &f.kept_alive_nginx),
+            ("gate pairing requests", &f.gate),
+        ] {
+            t.push_str(&format!(
+                "  {label:<34} {:>9.0}/s  server CPU {:>5.1}s  client CPU {:>5.1}s  {} errors  {}\n",
+                run.per_second(),
+                run.server_cpu.as_secs_f64(),
+                run.client_cpu.as_secs_f64(),
+                run.errors,
+                run.negotiated,
+            ));
+            if let Some(e) = &run.first_error {
+                t.push_str(&format!("    first error: {e}\n"));
+            }
+        }
+        t.push_str(&format!(
+            "\nunpair-to-reject, two instances on {} ({} rounds, clock from the unpair call)\n",
+            f.database, a.rounds
+        ));
+        for (i, kind) in KINDS.iter().enumerate() {
+            t.push_str(&format!(
+                "  {kind:<12} p50 {:>7} ms  p99 {:>7} ms  max {:>7} ms  ({} samples, {} never refused)\n",
+                ms(f.revocation.ms(i, 50.0)),
+                ms(f.revocation.ms(i, 99.0)),
+                ms(f.revocation.ms(i, 100.0)),
+                f.revocation.samples_us.get(i).map_or(0, Vec::len),
+                f.revocation.timeouts.get(i).copied().unwrap_or(0),
+            ));
+        }
+        let (sign, verify, x25519) = self.speed;
+        let ceiling = self.ceiling();
+        t.push_str(&format!(
+            "\nopenssl speed (same machine, same run): P-256 sign {sign:.0}/s, verify {verify:.0}/s, X25519 {x25519:.0}/s\n\
+             crypto ceiling: {ceiling:.0} full handshakes per server CPU-second (1 sign + 1 verify + 2 X25519)\n\
+             pairgate X25519 full handshakes reach {:.0}% of it, nginx {:.0}%\n",
+            100.0 * f.full_classical.per_server_cpu_second() / ceiling,
+            100.0 * f.full_nginx.per_server_cpu_second() / ceiling,
+        ));
+        t
+    }
+
+    fn json(&self) -> Value {
+        let f = &self.figures;
+        let a = self.args;
+        let pair = |ours: &Run, theirs: &Run| {
+            json!({
+                "pairgate": ours.to_json(),
+                "nginx": theirs.to_json(),
+                "ratio_per_server_cpu_second": ratio(ours.per_server_cpu_second(), theirs.per_server_cpu_second()),
+            })
+        };
+        let mut full = pair(&f.full, &f.full_nginx);
+        load::set(&mut full, "pairgate_x25519", f.full_classical.to_json());
+        load::set(
+            &mut full,
+            "ratio_x25519_per_server_cpu_second",
+            json!(ratio(
+                f.full_classical.per_server_cpu_second(),
+                f.full_nginx.per_server_cpu_second()
+            )),
+        );
+        let (sign, verify, x25519) = self.speed;
+        json!({
+            "benchmark": "all",
+            "machine": { "cpu": procs::cpu_model(), "cpus": self.cpus },
+            "pinned": self.pinning,
+            "server_cpu": a.server_cpu,
+            "client_cpu": a.client_cpu,
+            "duration_seconds": a.duration.as_secs_f64(),
+            "concurrency": a.concurrency,
+            "connections": a.connections,
+            "full_handshake": full,
+            "resumed_handshake": pair(&f.resumed, &f.resumed_nginx),
+            "kept_alive": pair(&f.kept_alive, &f.kept_alive_nginx),
+            "idle": {
+                "pairgate": f.idle.to_json(),
+                "nginx": f.idle_nginx.to_json(),
+            },
+            "gate_pairing": f.gate.to_json(),
+            "unpair_to_reject": {
+                "database": f.database,
+                "rounds": a.rounds,
+                "instances": 2,
+                "latency": f.revocation.to_json(),
+            },
+            "openssl_speed": {
+                "ecdsap256_sign_per_s": sign,
+                "ecdsap256_verify_per_s": verify,
+                "ecdhx25519_per_s": x25519,
+            },
+            "crypto_ceiling_full_handshakes_per_server_cpu_second": self.ceiling(),
+        })
+    }
+}

@@ -1,0 +1,303 @@
+//! The simulated terminals: keys and client certificates from a throwaway
+//! bench CA (so that nginx can verify them with `ssl_verify_client on`
+//! while pairgate pins them by fingerprint), registered in the server's
+//! store and paired through the real protocol: the gate request, the
+//! nonce reveal, and an operator's approval with the pairing code and a
+//! fresh TOTP code.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use anyhow::{Context, Result, bail};
+use pairgate_pki::ca::{CertificateAuthority, RequestedKey};
+use pairgate_pki::{Nonce, PairingCode, SpkiPin, Subject, TerminalFingerprint};
+use pairgate_store::{Actor, NewTerminal, Role, Serial, Store};
+use pairgate_tls::client::{ServerTrust, TlsClient};
+use pairgate_tls::https::HttpsClient;
+use pairgate_tls::{TlsPolicy, pem_certified_key};
+use rcgen::{KeyPair, PublicKeyData};
+use rustls::sign::CertifiedKey;
+
+/// The bench CA, trusted by nginx; pairgate ignores chains.
+pub struct BenchCa {
+    ca: CertificateAuthority<KeyPair>,
+}
+
+/// A PEM certificate and its private key, for nginx.
+pub struct PemIdentity {
+    /// The SPKI pin of its key.
+    pub pin: SpkiPin,
+    /// Certificate, PEM.
+    pub certificate: String,
+    /// Private key, PKCS#8 PEM.
+    pub key: String,
+}
+
+impl BenchCa {
+    /// A new P-256 root valid for a day.
+    pub fn new() -> Result<Self> {
+        let ca = CertificateAuthority::new_root(
+            KeyPair::generate()?,
+            &Subject::common_name("pairgate bench CA")?,
+            SystemTime::now(),
+            1,
+        )?;
+        Ok(Self { ca })
+    }
+
+    /// The CA certificate, PEM.
+    pub fn certificate_pem(&self) -> String {
+        pairgate_pki::certificate::certificate_pem(self.ca.certificate())
+    }
+
+    /// A P-256 server certificate for `localhost` (nginx's identity).
+    pub fn server_identity(&self) -> Result<PemIdentity> {
+        let key = KeyPair::generate()?;
+        let request = RequestedKey::from_spki(
+            &key.subject_public_key_info(),
+            &Subject::common_name("localhost")?,
+        )?;
+        let der = self.ca.issue_server_certificate(
+            &request,
+            &["localhost".to_owned()],
+            &["127.0.0.1".parse()?],
+            SystemTime::now(),
+            1,
+        )?;
+        Ok(PemIdentity {
+            pin: SpkiPin::of_certificate(&der)?,
+            certificate: pairgate_pki::certificate::certificate_pem(&der),
+            key: key.serialize_pem(),
+        })
+    }
+
+    /// `count` terminals with serials `{prefix}-00000`, … and P-256 keys.
+    pub fn terminals(&self, prefix: &str, count: usize) -> Result<Vec<BenchTerminal>> {
+        let provider = TlsPolicy::default().provider();
+        (0..count)
+            .map(|i| {
+                let serial = format!("{prefix}-{i:05}");
+                let key = KeyPair::generate()?;
+                let request = RequestedKey::from_spki(
+                    &key.subject_public_key_info(),
+                    &Subject::common_name(&serial)?,
+                )?;
+                let der = self
+                    .ca
+                    .issue_client_certificate(&request, SystemTime::now(), 1)?;
+                let pem = pairgate_pki::certificate::certificate_pem(&der);
+                let certified =
+                    pem_certified_key(&provider, pem.as_bytes(), key.serialize_pem().as_bytes())?;
+                Ok(BenchTerminal {
+                    fingerprint: TerminalFingerprint::of_certificate(&der),
+                    serial,
+                    key: certified,
+                })
+            })
+            .collect()
+    }
+}
+
+/// One simulated terminal.
+#[derive(Clone)]
+pub struct BenchTerminal {
+    /// Its serial.
+    pub serial: String,
+    /// Key and certificate.
+    pub key: Arc<CertifiedKey>,
+    /// Fingerprint of the certificate.
+    pub fingerprint: TerminalFingerprint,
+}
+
+impl BenchTerminal {
+    /// A TLS client of this terminal that trusts `pin`.
+    pub fn client(&self, pin: SpkiPin, policy: &TlsPolicy) -> Result<TlsClient> {
+        Ok(TlsClient::new(
+            Some(self.key.clone()),
+            ServerTrust::Pins(vec![pin]),
+            policy,
+        )?)
+    }
+}
+
+/// Registers every terminal (as the operator "bench"), each in its own
+/// audited transaction as `pairgate admin terminal add` would.
+pub async fn register(store: &Store, terminals: &[BenchTerminal]) -> Result<()> {
+    let actor = Actor::new("bench");
+    for t in terminals {
+        let new = NewTerminal {
+            serial: t.serial.clone(),
+            name: format!("bench {}", t.serial),
+            ..NewTerminal::default()
+        };
+        store
+            .register_terminal(&new, &actor, SystemTime::now())
+            .await
+            .with_context(|| format!("registering {}", t.serial))?;
+    }
+    Ok(())
+}
+
+/// Operators who approve pairings, each with the authenticator an
+/// operator would hold. A TOTP code is accepted once, within one step of
+/// now: each operator approves at most three terminals per 30 s, so more
+/// operators are created as needed.
+pub struct Approvers {
+    prefix: String,
+    operators: Vec<Authenticator>,
+}
+
+struct Authenticator {
+    name: String,
+    totp: totp_rs::TOTP,
+    last_step: Option<u64>,
+}
+
+impl Approvers {
+    /// Operators named `{prefix}-N`.
+    pub fn new(prefix: &str) -> Self {
+        Self {
+            prefix: prefix.to_owned(),
+            operators: Vec::new(),
+        }
+    }
+
+    /// A fresh TOTP code and the operator it belongs to.
+    async fn fresh_code(&mut self, store: &Store) -> Result<(String, String)> {
+        let now = SystemTime::now();
+        let current = now.duration_since(SystemTime::UNIX_EPOCH)?.as_secs() / 30;
+        for op in &mut self.operators {
+            let step = op
+                .last_step
+                .map_or(current - 1, |s| (s + 1).max(current - 1));
+            if step <= current + 1 {
+                op.last_step = Some(step);
+                return Ok((op.name.clone(), op.totp.generate(step * 30)));
+            }
+        }
+        let name = format!("{}-{}", self.prefix, self.operators.len());
+        let created = store
+            .create_operator(&name, Role::Operator, &Actor::new("bench"), now)
+            .await
+            .with_context(|| format!("creating operator {name}"))?;
+        let secret = created
+            .totp_uri
+            .split("secret=")
+            .nth(1)
+            .and_then(|rest| rest.split('&').next())
+            .context("the otpauth URI has no secret")?;
+        let bytes = totp_rs::Secret::Encoded(secret.to_owned())
+            .to_bytes()
+            .map_err(|e| anyhow::anyhow!("TOTP secret: {e:?}"))?;
+        let totp = totp_rs::TOTP::new(totp_rs::Algorithm::SHA1, 6, 1, 30, bytes)?;
+        let step = current - 1;
+        let code = totp.generate(step * 30);
+        self.operators.push(Authenticator {
+            name: name.clone(),
+            totp,
+            last_step: Some(step),
+        });
+        Ok((name, code))
+    }
+}
+
+/// Pairs every terminal through the gate at `gate` (whose key is `pin`):
+/// request, reveal, then approval by code and TOTP in the store.
+pub async fn pair(
+    store: &Store,
+    approvers: &mut Approvers,
+    gate: &str,
+    pin: SpkiPin,
+    terminals: &[BenchTerminal],
+) -> Result<()> {
+    let policy = TlsPolicy::default();
+    for t in terminals {
+        let https = HttpsClient::new(t.client(pin, &policy)?.without_resumption());
+        let nonce = Nonce::random();
+        let body = serde_json::json!({
+            "serial": t.serial, "model": "bench", "firmware": "1.0",
+            "commitment": nonce.commitment().to_hex(),
+        });
+        let json = |r: &pairgate_tls::https::HttpsResponse| -> Result<serde_json::Value> {
+            serde_json::from_slice(&r.body).context("the gate's answer is not JSON")
+        };
+        let opened = https
+            .request(
+                "POST",
+                &format!("https://{gate}/v1/pairing"),
+                &[("content-type", "application/json")],
+                Some(body.to_string().into_bytes()),
+            )
+            .await?;
+        if opened.status != 202 {
+            bail!(
+                "the gate answered {} to {}: {}",
+                opened.status,
+                t.serial,
+                String::from_utf8_lossy(&opened.body)
+            );
+        }
+        let opened = json(&opened)?;
+        let id = opened
+            .get("request_id")
+            .and_then(|v| v.as_str())
+            .context("no request_id")?;
+        let server_nonce: Nonce = opened
+            .get("server_nonce")
+            .and_then(|v| v.as_str())
+            .context("no server_nonce")?
+            .parse()?;
+        let revealed = https
+            .request(
+                "POST",
+                &format!("https://{gate}/v1/pairing/{id}/reveal"),
+                &[("content-type", "application/json")],
+                Some(
+                    serde_json::json!({ "terminal_nonce": nonce.to_hex() })
+                        .to_string()
+                        .into_bytes(),
+                ),
+            )
+            .await?;
+        if revealed.status != 200 {
+            bail!("the gate answered {} to a reveal", revealed.status);
+        }
+        let code = PairingCode::derive(&t.fingerprint, &pin, &nonce, &server_nonce);
+        let (operator, totp) = approvers.fresh_code(store).await?;
+        let now = SystemTime::now();
+        let proof = store.verify_second_factor(&operator, &totp, now).await?;
+        store.approve_pairing(id, &code, &proof, now).await?;
+    }
+    Ok(())
+}
+
+/// Waits until the master at `master` answers 200 to `terminal`: the
+/// server has reloaded its paired set.
+pub async fn wait_paired(master: &str, pin: SpkiPin, terminal: &BenchTerminal) -> Result<()> {
+    let https = HttpsClient::new(
+        terminal
+            .client(pin, &TlsPolicy::default())?
+            .without_resumption(),
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let r = https
+            .request("GET", &format!("https://{master}/v1/me"), &[], None)
+            .await;
+        if matches!(&r, Ok(r) if r.status == 200) {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!(
+                "the master at {master} still refuses {} after 15 s",
+                terminal.serial
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Checks that `serial` parses as the store's serial type.
+pub fn serial(text: &str) -> Result<Serial> {
+    Ok(Serial::new(text)?)
+}

@@ -1,0 +1,358 @@
+//! The processes a benchmark run starts and stops itself: `pairgate
+//! server` (this same binary), Debian's nginx as the peer, and a throwaway
+//! PostgreSQL cluster for the two-instance case. Each is pinned to the
+//! server core when asked, listens on 127.0.0.1 only, and is stopped by
+//! PID when dropped.
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use pairgate_pki::SpkiPin;
+
+use super::fleet::PemIdentity;
+use super::procs::{self, Process, pinned};
+
+/// A running `pairgate server`.
+pub struct PairgateServer {
+    /// The process.
+    pub process: Process,
+    /// Gate `host:port`.
+    pub gate: String,
+    /// Master `host:port`.
+    pub master: String,
+    /// The server's SPKI pin.
+    pub pin: SpkiPin,
+}
+
+impl PairgateServer {
+    /// Starts this binary's `server` with its data in `data` and, when
+    /// given, the PostgreSQL database `database_url`; logs go to
+    /// `data/server.log`.
+    pub fn start(data: &Path, database_url: Option<&str>, cpu: Option<usize>) -> Result<Self> {
+        std::fs::create_dir_all(data)?;
+        let log = std::fs::File::create(data.with_extension("log"))?;
+        let mut command = pinned(&std::env::current_exe()?, cpu);
+        command
+            .arg("server")
+            .arg("--data")
+            .arg(data)
+            .args([
+                "--gate-listen",
+                "127.0.0.1:0",
+                "--master-listen",
+                "127.0.0.1:0",
+                "--cas-listen",
+                "127.0.0.1:0",
+                "--json",
+            ])
+            .env("PAIRGATE_LOG", "warn")
+            .env_remove("PAIRGATE_CONFIG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log);
+        if let Some(url) = database_url {
+            command.arg("--database-url").arg(url);
+        }
+        let mut process = Process::new(
+            command.spawn().context("starting pairgate server")?,
+            "pairgate server",
+        );
+        let stdout = process
+            .child_mut()
+            .stdout
+            .take()
+            .context("no stdout from pairgate server")?;
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line)?;
+        let started: serde_json::Value = serde_json::from_str(&line).with_context(|| {
+            format!(
+                "pairgate server did not start (see {}): {line:?}",
+                data.with_extension("log").display()
+            )
+        })?;
+        let text = |key: &str| -> Result<String> {
+            started
+                .get(key)
+                .and_then(|v| v.as_str())
+                .map(str::to_owned)
+                .with_context(|| format!("no {key} in the server's start line"))
+        };
+        Ok(Self {
+            gate: text("gate")?,
+            master: text("master")?,
+            pin: text("pin")?.parse()?,
+            process,
+        })
+    }
+}
+
+/// A running nginx.
+pub struct Nginx {
+    /// The master process.
+    pub process: Process,
+    /// `host:port`.
+    pub addr: String,
+}
+
+impl Nginx {
+    /// Writes a configuration in `dir` and starts `nginx` (one worker,
+    /// TLS 1.3 only, `ssl_verify_client on` against `client_ca_pem`,
+    /// sessions cached server-side like pairgate's, tickets off, a small
+    /// static JSON body on every path).
+    pub fn start(
+        nginx: &Path,
+        dir: &Path,
+        identity: &PemIdentity,
+        client_ca_pem: &str,
+        cpu: Option<usize>,
+    ) -> Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        let file = |name: &str, content: &str| -> Result<PathBuf> {
+            let path = dir.join(name);
+            std::fs::write(&path, content)?;
+            Ok(path)
+        };
+        let cert = file("server.pem", &identity.certificate)?;
+        let key = file("server.key", &identity.key)?;
+        let ca = file("clients-ca.pem", client_ca_pem)?;
+        let port = free_port()?;
+        let d = dir.display();
+        let conf = file(
+            "nginx.conf",
+            &format!(
+                r#"# Written by pairgate bench all.
+worker_processes 1;
+worker_rlimit_nofile 20000;
+pid {d}/nginx.pid;
+error_log {d}/error.log warn;
+events {{ worker_connections 16384; }}
+http {{
+    access_log off;
+    client_body_temp_path {d}/body;
+    proxy_temp_path {d}/proxy;
+    fastcgi_temp_path {d}/fastcgi;
+    uwsgi_temp_path {d}/uwsgi;
+    scgi_temp_path {d}/scgi;
+    keepalive_requests 10000000;
+    keepalive_timeout 600s;
+    server {{
+        listen 127.0.0.1:{port} ssl;
+        ssl_certificate {cert};
+        ssl_certificate_key {key};
+        ssl_protocols TLSv1.3;
+        ssl_client_certificate {ca};
+        ssl_verify_client on;
+        ssl_session_cache shared:bench:20m;
+        ssl_session_timeout 10m;
+        ssl_session_tickets off;
+        location / {{
+            default_type application/json;
+            return 200 '{{"ok":true}}';
+        }}
+    }}
+}}
+"#,
+                cert = cert.display(),
+                key = key.display(),
+                ca = ca.display(),
+            ),
+        )?;
+        let mut command = pinned(nginx, cpu);
+        command
+            .arg("-p")
+            .arg(dir)
+            .arg("-c")
+            .arg(&conf)
+            .arg("-e")
+            .arg(dir.join("error.log"))
+            .args(["-g", "daemon off;"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("stderr.log"))?);
+        let process = Process::new(
+            command
+                .spawn()
+                .with_context(|| format!("starting {}", nginx.display()))?,
+            "nginx",
+        );
+        let addr = format!("127.0.0.1:{port}");
+        let mut nginx = Self { process, addr };
+        wait_listening(&nginx.addr, &mut nginx.process, &dir.join("error.log"))?;
+        Ok(nginx)
+    }
+
+    /// Master and workers.
+    pub fn pids(&self) -> Vec<u32> {
+        let mut pids = vec![self.process.pid()];
+        pids.extend(procs::children(self.process.pid()));
+        pids
+    }
+}
+
+/// Finds nginx: `--nginx`, else on PATH, else Debian's /usr/sbin/nginx.
+pub fn find_nginx(given: Option<&Path>) -> Result<PathBuf> {
+    if let Some(path) = given {
+        return Ok(path.to_owned());
+    }
+    for dir in std::env::var("PATH")
+        .unwrap_or_default()
+        .split(':')
+        .chain(["/usr/sbin"])
+    {
+        let candidate = Path::new(dir).join("nginx");
+        if candidate.is_file() {
+            return Ok(candidate);
+        }
+    }
+    bail!(
+        "nginx is not installed: apt-get install nginx (the peer of every comparison), or give --nginx PATH"
+    )
+}
+
+/// A throwaway PostgreSQL cluster.
+pub struct Postgres {
+    bin: PathBuf,
+    data: PathBuf,
+    /// `postgres://…/postgres`.
+    pub url: String,
+}
+
+impl Postgres {
+    /// `initdb` and `pg_ctl start` in `dir` with Debian's newest
+    /// PostgreSQL, as the postgres user when this process is root
+    /// (initdb refuses root), listening on a free loopback port.
+    pub fn start(dir: &Path) -> Result<Self> {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .ok()
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path().join("bin"))
+            .filter(|bin| bin.join("initdb").is_file())
+            .max_by_key(|bin| {
+                bin.parent()
+                    .and_then(|v| v.file_name())
+                    .and_then(|v| v.to_str())
+                    .and_then(|v| v.parse::<u32>().ok())
+                    .unwrap_or(0)
+            })
+            .context(
+                "PostgreSQL is not installed: apt-get install postgresql, or give --database-url",
+            )?;
+        std::fs::create_dir_all(dir)?;
+        let root = is_root();
+        if root {
+            let status = Command::new("chown").arg("postgres").arg(dir).status()?;
+            if !status.success() {
+                bail!("could not give {} to the postgres user", dir.display());
+            }
+        }
+        let data = dir.join("data");
+        run_as_postgres(
+            root,
+            &bin.join("initdb"),
+            &[
+                "-D",
+                &data.display().to_string(),
+                "--auth=trust",
+                "--username=pairgate",
+                "-E",
+                "UTF8",
+            ],
+        )?;
+        let port = free_port()?;
+        run_as_postgres(
+            root,
+            &bin.join("pg_ctl"),
+            &[
+                "-D",
+                &data.display().to_string(),
+                "-l",
+                &dir.join("log").display().to_string(),
+                "-w",
+                "-o",
+                &format!(
+                    "-k {} -c listen_addresses=127.0.0.1 -p {port} -c max_connections=200",
+                    dir.display()
+                ),
+                "start",
+            ],
+        )?;
+        Ok(Self {
+            bin,
+            data,
+            url: format!("postgres://pairgate@127.0.0.1:{port}/postgres"),
+        })
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        let _ = run_as_postgres(
+            is_root(),
+            &self.bin.join("pg_ctl"),
+            &["-D", &self.data.display().to_string(), "-m", "fast", "stop"],
+        );
+    }
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+fn run_as_postgres(root: bool, program: &Path, args: &[&str]) -> Result<()> {
+    let mut command = if root {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(program);
+        c
+    } else {
+        Command::new(program)
+    };
+    let out = command
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("running {}", program.display()))?;
+    if !out.status.success() {
+        bail!(
+            "{} failed: {}",
+            program.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+/// A loopback port free at this moment.
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// Waits until `addr` accepts TCP connections, failing if the process
+/// exits first.
+fn wait_listening(addr: &str, process: &mut Process, log: &Path) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if TcpStream::connect(addr).is_ok() {
+            return Ok(());
+        }
+        if let Err(e) = process.check_running() {
+            let log = std::fs::read_to_string(log).unwrap_or_default();
+            bail!("{e}: {}", log.trim());
+        }
+        if Instant::now() > deadline {
+            bail!("nothing listens on {addr} after 10 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
