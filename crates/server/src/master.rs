@@ -4,7 +4,8 @@
 //! set; anything else gets `403` with a JSON error and the connection is
 //! closed after it.
 //!
-//! - `GET /v1/me`: the terminal's record.
+//! - `GET /v1/me`: the terminal's record, from the paired set in memory
+//!   (last seen as this instance knows it).
 //! - `POST /v1/heartbeat` `{"firmware"?}`: last seen, address, firmware.
 //! - `/app/…` (any method): forwarded to `upstream_url` + the rest of the
 //!   path, with `X-Pairgate-Terminal-Serial` and
@@ -22,7 +23,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use axum::{Extension, Json, Router};
 use hyper_util::rt::TokioIo;
-use pairgate_store::{Serial, Store};
+use pairgate_store::{Store, Terminal};
 
 use crate::ApiError;
 use crate::http::{JsonBody, Peer, no_route, now_rfc3339, read_body, rfc3339, wrong_method};
@@ -70,7 +71,7 @@ impl Upstream {
 /// The paired terminal a request comes from.
 #[derive(Clone, Debug)]
 struct PairedPeer {
-    serial: Serial,
+    terminal: Arc<Terminal>,
 }
 
 /// The master's routes.
@@ -101,7 +102,7 @@ async fn require_paired(
         .closing()
         .into_response();
     };
-    let Some(serial) = master.paired.serial(&peer.fingerprint) else {
+    let Some(terminal) = master.paired.terminal(&peer.fingerprint) else {
         return ApiError::new(
             StatusCode::FORBIDDEN,
             "PG-NOT-PAIRED",
@@ -113,17 +114,16 @@ async fn require_paired(
         .closing()
         .into_response();
     };
-    request.extensions_mut().insert(PairedPeer { serial });
+    request.extensions_mut().insert(PairedPeer { terminal });
     next.run(request).await
 }
 
+/// No database round trip: the paired check already found the record.
 async fn me(
-    State(master): State<Master>,
     Extension(peer): Extension<Peer>,
+    Extension(paired): Extension<PairedPeer>,
 ) -> Result<Response, ApiError> {
-    let Some(t) = master.store.paired_terminal(&peer.fingerprint).await? else {
-        return Err(ApiError::new(StatusCode::FORBIDDEN, "PG-NOT-PAIRED", "not paired").closing());
-    };
+    let t = &paired.terminal;
     Ok(Json(serde_json::json!({
         "serial": t.serial,
         "fingerprint": peer.fingerprint.to_hex(),
@@ -151,19 +151,30 @@ async fn heartbeat(
     Extension(paired): Extension<PairedPeer>,
     JsonBody(body): JsonBody<HeartbeatBody>,
 ) -> Result<Response, ApiError> {
+    let now = SystemTime::now();
+    let address = peer.address.to_string();
     let recorded = master
         .store
         .record_heartbeat(
-            &paired.serial,
+            &paired.terminal.serial,
             &peer.fingerprint,
-            &peer.address.to_string(),
+            &address,
             body.firmware.as_deref(),
-            SystemTime::now(),
+            now,
         )
         .await?;
     if !recorded {
         return Err(ApiError::new(StatusCode::FORBIDDEN, "PG-NOT-PAIRED", "not paired").closing());
     }
+    let millis = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    master.paired.seen(
+        &peer.fingerprint,
+        millis,
+        &address,
+        body.firmware.as_deref(),
+    );
     Ok(Json(serde_json::json!({ "status": "ok", "server_time": now_rfc3339() })).into_response())
 }
 
@@ -226,8 +237,8 @@ async fn proxy(
     }
     let fingerprint = HeaderValue::from_str(&peer.fingerprint.to_hex())
         .map_err(|e| bad_gateway(e.to_string()))?;
-    let serial =
-        HeaderValue::from_str(paired.serial.as_str()).map_err(|e| bad_gateway(e.to_string()))?;
+    let serial = HeaderValue::from_str(paired.terminal.serial.as_str())
+        .map_err(|e| bad_gateway(e.to_string()))?;
     let forwarded = HeaderValue::from_str(&peer.address.ip().to_string())
         .map_err(|e| bad_gateway(e.to_string()))?;
     builder = builder

@@ -1,5 +1,5 @@
-//! The master's in-memory paired set: fingerprint → serial, checked on
-//! every request without a database round trip. A background task keeps
+//! The master's in-memory paired set: fingerprint → the paired terminal's
+//! record, checked on every request without a database round trip. A background task keeps
 //! it equal to the store: it reloads when the paired-set generation moves
 //! (woken by NOTIFY on PostgreSQL, by polling on SQLite), reloads in full
 //! when the PostgreSQL listener drops, and reconciles periodically. Every
@@ -13,7 +13,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use pairgate_pki::TerminalFingerprint;
-use pairgate_store::{Serial, Store, StoreError, Wake};
+use pairgate_store::{Serial, Store, StoreError, Terminal, Wake};
 use tokio::sync::watch;
 
 use crate::http::ConnectionGuard;
@@ -21,14 +21,14 @@ use crate::http::ConnectionGuard;
 /// The paired set.
 #[derive(Debug)]
 pub struct PairedSet {
-    map: RwLock<HashMap<TerminalFingerprint, Serial>>,
+    map: RwLock<HashMap<TerminalFingerprint, Arc<Terminal>>>,
     version: watch::Sender<u64>,
 }
 
 impl PairedSet {
     /// Loads the set from the store.
     pub async fn load(store: &Store) -> Result<Arc<Self>, StoreError> {
-        let map = store.paired_fingerprints().await?.into_iter().collect();
+        let map = load_map(store).await?;
         Ok(Arc::new(Self {
             map: RwLock::new(map),
             version: watch::Sender::new(0),
@@ -37,11 +37,41 @@ impl PairedSet {
 
     /// The serial paired with `fingerprint`, if any.
     pub fn serial(&self, fingerprint: &TerminalFingerprint) -> Option<Serial> {
+        self.terminal(fingerprint).map(|t| t.serial.clone())
+    }
+
+    /// The terminal paired with `fingerprint`, as last loaded (and updated
+    /// by this instance's heartbeats), if any.
+    pub fn terminal(&self, fingerprint: &TerminalFingerprint) -> Option<Arc<Terminal>> {
         self.map
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .get(fingerprint)
             .cloned()
+    }
+
+    /// Records a heartbeat the store has accepted in the cached record, so
+    /// that `GET /v1/me` on this instance shows it at once (other
+    /// instances show it from their next reload).
+    pub(crate) fn seen(
+        &self,
+        fingerprint: &TerminalFingerprint,
+        at: i64,
+        address: &str,
+        firmware: Option<&str>,
+    ) {
+        let mut map = self
+            .map
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(entry) = map.get_mut(fingerprint) {
+            let t = Arc::make_mut(entry);
+            t.last_seen_at = Some(at);
+            t.last_seen_address = Some(address.to_owned());
+            if let Some(firmware) = firmware {
+                t.firmware = Some(firmware.to_owned());
+            }
+        }
     }
 
     /// How many terminals are paired.
@@ -57,7 +87,7 @@ impl PairedSet {
         self.len() == 0
     }
 
-    fn replace(&self, map: HashMap<TerminalFingerprint, Serial>) {
+    fn replace(&self, map: HashMap<TerminalFingerprint, Arc<Terminal>>) {
         *self
             .map
             .write()
@@ -115,12 +145,22 @@ impl PairedSet {
     ) -> Result<(), StoreError> {
         let generation = store.paired_generation().await?;
         if force || *last != Some(generation) {
-            let map = store.paired_fingerprints().await?.into_iter().collect();
-            self.replace(map);
+            self.replace(load_map(store).await?);
             *last = Some(generation);
         }
         Ok(())
     }
+}
+
+async fn load_map(
+    store: &Store,
+) -> Result<HashMap<TerminalFingerprint, Arc<Terminal>>, StoreError> {
+    Ok(store
+        .paired_terminals()
+        .await?
+        .into_iter()
+        .map(|(fingerprint, terminal)| (fingerprint, Arc::new(terminal)))
+        .collect())
 }
 
 impl ConnectionGuard for Arc<PairedSet> {
@@ -131,11 +171,11 @@ impl ConnectionGuard for Arc<PairedSet> {
         let set = self.clone();
         let mut versions = self.version.subscribe();
         Box::pin(async move {
-            if set.serial(&fingerprint).is_none() {
+            if set.terminal(&fingerprint).is_none() {
                 return std::future::pending().await;
             }
             while versions.changed().await.is_ok() {
-                if set.serial(&fingerprint).is_none() {
+                if set.terminal(&fingerprint).is_none() {
                     return;
                 }
             }

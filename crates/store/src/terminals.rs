@@ -291,8 +291,35 @@ impl Store {
         row.as_ref().map(terminal).transpose()
     }
 
+    /// Every paired terminal with its fingerprint: the master keeps them
+    /// in memory, checks every request against them and answers
+    /// `GET /v1/me` from there.
+    pub async fn paired_terminals(
+        &self,
+    ) -> Result<Vec<(TerminalFingerprint, Terminal)>, StoreError> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            terminal_columns!(),
+            " FROM terminals WHERE state = 'paired' AND paired_fingerprint IS NOT NULL"
+        ))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let t = terminal(row)?;
+                let fingerprint = t
+                    .paired_fingerprint
+                    .as_deref()
+                    .unwrap_or_default()
+                    .parse()
+                    .map_err(|_| StoreError::Corrupt(format!("fingerprint of {}", t.serial)))?;
+                Ok((fingerprint, t))
+            })
+            .collect()
+    }
+
     /// The whole paired set: fingerprint and serial of every paired
-    /// terminal. The master loads it into memory.
+    /// terminal.
     pub async fn paired_fingerprints(
         &self,
     ) -> Result<Vec<(TerminalFingerprint, Serial)>, StoreError> {

@@ -248,7 +248,39 @@ async fn proxy_sets_identity_and_strips_forgeries(db: Db) {
     f.server.shutdown().await;
 }
 
+/// `GET /v1/me` answers from the paired set in memory, and a heartbeat
+/// shows in it at once, as it does in the store.
+async fn me_shows_the_record_and_heartbeats(db: Db) {
+    let f = Fixture::start(db, |_| {}).await;
+    let t = paired(&f, "ATM-7").await;
+    let client = t.https(ServerTrust::Pins(vec![f.server.pin]));
+    let me = json(&get(&client, &f.master("/v1/me")).await);
+    assert_eq!(me["serial"], "ATM-7");
+    assert_eq!(me["fingerprint"], t.fingerprint.to_hex());
+    assert!(me["paired_at"].as_str().unwrap().ends_with('Z'), "{me}");
+    assert!(me["last_seen_at"].is_null(), "{me}");
+    let r = post(
+        &client,
+        &f.master("/v1/heartbeat"),
+        &serde_json::json!({ "firmware": "7.1.2" }),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    let me = json(&get(&client, &f.master("/v1/me")).await);
+    assert_eq!(me["firmware"], "7.1.2", "{me}");
+    assert!(me["last_seen_at"].as_str().unwrap().ends_with('Z'), "{me}");
+    let stored = f
+        .store
+        .terminal(&Serial::new("ATM-7").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.firmware.as_deref(), Some("7.1.2"));
+    assert!(stored.last_seen_at.is_some());
+}
+
 crate::on_both_databases!(
+    me_shows_the_record_and_heartbeats,
     unknown_unpaired_and_superseded_get_403,
     unpair_closes_kept_alive_and_refuses_resumed,
     proxy_sets_identity_and_strips_forgeries,
