@@ -164,7 +164,7 @@ impl Server {
             upstream: if settings.upstream_url.is_empty() {
                 None
             } else {
-                Some(
+                Some(Arc::new(
                     master::Upstream::parse(
                         &settings.upstream_url,
                         Duration::from_secs(settings.proxy_timeout_secs),
@@ -176,7 +176,7 @@ impl Server {
                             settings.upstream_url
                         )))
                     })?,
-                )
+                ))
             },
         };
         // The master accepts any proven key in the handshake and refuses

@@ -29,12 +29,12 @@ use crate::ApiError;
 use crate::http::{JsonBody, Peer, no_route, now_rfc3339, read_body, rfc3339, wrong_method};
 use crate::paired::PairedSet;
 
-/// Master state.
+/// Master state, cloned for every request (so nothing in it is copied).
 #[derive(Clone)]
 pub(crate) struct Master {
     pub store: Store,
     pub paired: Arc<PairedSet>,
-    pub upstream: Option<Upstream>,
+    pub upstream: Option<Arc<Upstream>>,
 }
 
 /// Where `/app/…` goes.

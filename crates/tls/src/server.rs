@@ -64,6 +64,10 @@ impl TlsServer {
         // in the TTL cache only.
         debug_assert!(!config.ticketer.enabled());
         config.ignore_client_order = true;
+        // One TLS 1.3 session per full handshake, not rustls's default two:
+        // a terminal resumes over one connection at a time, and each
+        // session costs a cache entry holding the client's certificate.
+        config.send_tls13_tickets = 1;
         let config = Arc::new(config);
         Ok(Self {
             config,

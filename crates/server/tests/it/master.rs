@@ -122,13 +122,23 @@ async fn unpair_closes_kept_alive_and_refuses_resumed(db: Db) {
     let r = sender.send_request(request()).await.unwrap();
     assert_eq!(r.status(), 200);
     r.into_body().collect().await.unwrap();
-    // A second connection resumes that session (no certificate checks).
+    // A second connection resumes that session (no certificate checks)
+    // and is served; its request also reads the next session ticket (the
+    // server issues one per handshake).
     let resumed = tls.connect(&addr, None).await.unwrap();
     assert_eq!(
         resumed.get_ref().1.handshake_kind(),
         Some(rustls::HandshakeKind::Resumed)
     );
-    drop(resumed);
+    let (mut resumed_sender, connection) =
+        hyper::client::conn::http1::handshake(TokioIo::new(resumed))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    let r = resumed_sender.send_request(request()).await.unwrap();
+    assert_eq!(r.status(), 200);
+    r.into_body().collect().await.unwrap();
+    drop(resumed_sender);
 
     let unpaired_at = Instant::now();
     f.store
