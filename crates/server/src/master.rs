@@ -118,23 +118,37 @@ async fn require_paired(
     next.run(request).await
 }
 
+/// The answer of `GET /v1/me`, serialised straight from the cached record.
+#[derive(serde::Serialize)]
+struct Me<'a> {
+    serial: &'a str,
+    fingerprint: String,
+    name: &'a str,
+    location: &'a str,
+    paired_at: Option<String>,
+    last_seen_at: Option<String>,
+    firmware: Option<&'a str>,
+    vpn_profile: &'a str,
+    server_time: String,
+}
+
 /// No database round trip: the paired check already found the record.
 async fn me(
     Extension(peer): Extension<Peer>,
     Extension(paired): Extension<PairedPeer>,
 ) -> Result<Response, ApiError> {
     let t = &paired.terminal;
-    Ok(Json(serde_json::json!({
-        "serial": t.serial,
-        "fingerprint": peer.fingerprint.to_hex(),
-        "name": t.name,
-        "location": t.location,
-        "paired_at": t.paired_at.map(rfc3339),
-        "last_seen_at": t.last_seen_at.map(rfc3339),
-        "firmware": t.firmware,
-        "vpn_profile": t.vpn_profile,
-        "server_time": now_rfc3339(),
-    }))
+    Ok(Json(Me {
+        serial: t.serial.as_str(),
+        fingerprint: peer.fingerprint.to_hex(),
+        name: &t.name,
+        location: &t.location,
+        paired_at: t.paired_at.map(rfc3339),
+        last_seen_at: t.last_seen_at.map(rfc3339),
+        firmware: t.firmware.as_deref(),
+        vpn_profile: &t.vpn_profile,
+        server_time: now_rfc3339(),
+    })
     .into_response())
 }
 

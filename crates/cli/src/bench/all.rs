@@ -263,7 +263,8 @@ async fn two_instances(
     let (cluster, url, database) = match &args.database_url {
         Some(url) => (None, url.clone(), "PostgreSQL (--database-url)"),
         None => {
-            let pg = Postgres::start(&dir.join("pg")).context("starting a throwaway PostgreSQL")?;
+            let pg = Postgres::start(&dir.join("pg"), server_cpu)
+                .context("starting a throwaway PostgreSQL")?;
             let url = pg.url.clone();
             (Some(pg), url, "PostgreSQL (throwaway cluster)")
         }

@@ -224,8 +224,9 @@ pub struct Postgres {
 impl Postgres {
     /// `initdb` and `pg_ctl start` in `dir` with Debian's newest
     /// PostgreSQL, as the postgres user when this process is root
-    /// (initdb refuses root), listening on a free loopback port.
-    pub fn start(dir: &Path) -> Result<Self> {
+    /// (initdb refuses root), listening on a free loopback port, pinned to
+    /// `cpu` when given.
+    pub fn start(dir: &Path, cpu: Option<usize>) -> Result<Self> {
         let bin = std::fs::read_dir("/usr/lib/postgresql")
             .ok()
             .into_iter()
@@ -254,6 +255,7 @@ impl Postgres {
         let data = dir.join("data");
         run_as_postgres(
             root,
+            None,
             &bin.join("initdb"),
             &[
                 "-D",
@@ -267,6 +269,7 @@ impl Postgres {
         let port = free_port()?;
         run_as_postgres(
             root,
+            cpu,
             &bin.join("pg_ctl"),
             &[
                 "-D",
@@ -294,6 +297,7 @@ impl Drop for Postgres {
     fn drop(&mut self) {
         let _ = run_as_postgres(
             is_root(),
+            None,
             &self.bin.join("pg_ctl"),
             &["-D", &self.data.display().to_string(), "-m", "fast", "stop"],
         );
@@ -308,13 +312,15 @@ fn is_root() -> bool {
         .unwrap_or(false)
 }
 
-fn run_as_postgres(root: bool, program: &Path, args: &[&str]) -> Result<()> {
+/// Runs `program` as the postgres user when root, under `taskset` when
+/// `cpu` is given (the postmaster inherits the affinity of pg_ctl).
+fn run_as_postgres(root: bool, cpu: Option<usize>, program: &Path, args: &[&str]) -> Result<()> {
     let mut command = if root {
-        let mut c = Command::new("runuser");
+        let mut c = pinned(Path::new("runuser"), cpu);
         c.args(["-u", "postgres", "--"]).arg(program);
         c
     } else {
-        Command::new(program)
+        pinned(program, cpu)
     };
     let out = command
         .args(args)
