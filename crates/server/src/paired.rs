@@ -1,10 +1,10 @@
 //! The master's in-memory paired set: fingerprint → the paired terminal's
-//! record, checked on every request without a database round trip. A background task keeps
-//! it equal to the store: it reloads when the paired-set generation moves
-//! (woken by NOTIFY on PostgreSQL, by polling on SQLite), reloads in full
-//! when the PostgreSQL listener drops, and reconciles periodically. Every
-//! reload bumps a version that open connections watch, so an unpaired
-//! terminal's connections close at once.
+//! record, checked on every request without a database round trip. A
+//! background task keeps it equal to the store: it reloads when the
+//! paired-set generation moves (woken by NOTIFY on PostgreSQL, by polling
+//! on SQLite), reloads in full when the PostgreSQL listener drops, and
+//! reconciles periodically. Every reload bumps a version that open
+//! connections watch, so an unpaired terminal's connections close at once.
 
 use std::collections::HashMap;
 use std::future::Future;
