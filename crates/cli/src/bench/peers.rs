@@ -110,6 +110,26 @@ impl Nginx {
         client_ca_pem: &str,
         cpu: Option<usize>,
     ) -> Result<Self> {
+        // The free port may be taken between our probe and nginx's bind
+        // (tests run in parallel): try another one.
+        let mut last = None;
+        for _ in 0..3 {
+            match Self::start_on(free_port()?, nginx, dir, identity, client_ca_pem, cpu) {
+                Ok(started) => return Ok(started),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| anyhow::anyhow!("nginx did not start")))
+    }
+
+    fn start_on(
+        port: u16,
+        nginx: &Path,
+        dir: &Path,
+        identity: &PemIdentity,
+        client_ca_pem: &str,
+        cpu: Option<usize>,
+    ) -> Result<Self> {
         std::fs::create_dir_all(dir)?;
         let file = |name: &str, content: &str| -> Result<PathBuf> {
             let path = dir.join(name);
@@ -119,7 +139,6 @@ impl Nginx {
         let cert = file("server.pem", &identity.certificate)?;
         let key = file("server.key", &identity.key)?;
         let ca = file("clients-ca.pem", client_ca_pem)?;
-        let port = free_port()?;
         let d = dir.display();
         let conf = file(
             "nginx.conf",
@@ -266,30 +285,41 @@ impl Postgres {
                 "UTF8",
             ],
         )?;
-        let port = free_port()?;
-        run_as_postgres(
-            root,
-            cpu,
-            &bin.join("pg_ctl"),
-            &[
-                "-D",
-                &data.display().to_string(),
-                "-l",
-                &dir.join("log").display().to_string(),
-                "-w",
-                "-o",
-                &format!(
-                    "-k {} -c listen_addresses=127.0.0.1 -p {port} -c max_connections=200",
-                    dir.display()
-                ),
-                "start",
-            ],
-        )?;
-        Ok(Self {
-            bin,
-            data,
-            url: format!("postgres://pairgate@127.0.0.1:{port}/postgres"),
-        })
+        // As for nginx: a probed port may be taken before the postmaster
+        // binds it.
+        let mut last = None;
+        for _ in 0..3 {
+            let port = free_port()?;
+            let started = run_as_postgres(
+                root,
+                cpu,
+                &bin.join("pg_ctl"),
+                &[
+                    "-D",
+                    &data.display().to_string(),
+                    "-l",
+                    &dir.join("log").display().to_string(),
+                    "-w",
+                    "-o",
+                    &format!(
+                        "-k {} -c listen_addresses=127.0.0.1 -p {port} -c max_connections=200",
+                        dir.display()
+                    ),
+                    "start",
+                ],
+            );
+            match started {
+                Ok(()) => {
+                    return Ok(Self {
+                        bin,
+                        data,
+                        url: format!("postgres://pairgate@127.0.0.1:{port}/postgres"),
+                    });
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| anyhow::anyhow!("PostgreSQL did not start")))
     }
 }
 
