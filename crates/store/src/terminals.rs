@@ -323,23 +323,12 @@ impl Store {
     pub async fn paired_fingerprints(
         &self,
     ) -> Result<Vec<(TerminalFingerprint, Serial)>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT serial, paired_fingerprint FROM terminals WHERE state = 'paired' AND paired_fingerprint IS NOT NULL",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|row| {
-                let serial: String = row.try_get("serial")?;
-                let fp: String = row.try_get("paired_fingerprint")?;
-                Ok((
-                    fp.parse()
-                        .map_err(|_| StoreError::Corrupt(format!("fingerprint of {serial}")))?,
-                    Serial::new(&serial)
-                        .map_err(|_| StoreError::Corrupt(format!("serial {serial:?}")))?,
-                ))
-            })
-            .collect()
+        Ok(self
+            .paired_terminals()
+            .await?
+            .into_iter()
+            .map(|(fingerprint, terminal)| (fingerprint, terminal.serial))
+            .collect())
     }
 
     /// Breaks a terminal's trust: it is no longer paired, the paired-set

@@ -21,6 +21,7 @@ use pairgate_tls::https::{HttpsClient, HttpsResponse};
 use rustls::sign::CertifiedKey;
 
 use crate::TerminalError;
+use crate::gate::{self, field, gate_error, json_body};
 use crate::state::{GatePin, PairedConfig, PendingPairing, State, StateFile};
 
 /// How the first-boot identity is certified.
@@ -84,31 +85,6 @@ pub struct Agent {
     pub(crate) store: Arc<dyn KeyStore>,
     pub(crate) alias: Alias,
     policy: TlsPolicy,
-}
-
-fn gate_error(r: &HttpsResponse) -> TerminalError {
-    let body: serde_json::Value = serde_json::from_slice(&r.body).unwrap_or_default();
-    let code = body
-        .pointer("/error/code")
-        .and_then(serde_json::Value::as_str)
-        .unwrap_or("?");
-    let message = body
-        .pointer("/error/message")
-        .and_then(serde_json::Value::as_str)
-        .map(str::to_owned)
-        .unwrap_or_else(|| String::from_utf8_lossy(&r.body).into_owned());
-    TerminalError::Gate(format!("the gate answered {} {code}: {message}", r.status))
-}
-
-fn field<'a>(body: &'a serde_json::Value, name: &str) -> Result<&'a str, TerminalError> {
-    body.get(name)
-        .and_then(serde_json::Value::as_str)
-        .ok_or_else(|| TerminalError::Gate(format!("the gate's answer has no {name:?}")))
-}
-
-fn json_body(r: &HttpsResponse) -> Result<serde_json::Value, TerminalError> {
-    serde_json::from_slice(&r.body)
-        .map_err(|e| TerminalError::Gate(format!("the gate's answer is not JSON: {e}")))
 }
 
 impl Agent {
@@ -259,19 +235,13 @@ impl Agent {
             None => ServerTrust::FirstContact,
         };
         let gate_url = format!("https://{}", options.gate);
-        let body = serde_json::json!({
-            "serial": options.serial, "model": options.model,
-            "firmware": options.firmware, "commitment": nonce.commitment().to_hex(),
-        });
-        let r = self
-            .https(trust)?
-            .request(
-                "POST",
-                &format!("{gate_url}/v1/pairing"),
-                &[("content-type", "application/json")],
-                Some(body.to_string().into_bytes()),
-            )
-            .await?;
+        let hello = gate::Hello {
+            serial: &options.serial,
+            model: &options.model,
+            firmware: &options.firmware,
+            commitment: nonce.commitment(),
+        };
+        let r = gate::ask(&self.https(trust)?, &gate_url, &hello).await?;
         let pin = r
             .server_pin
             .ok_or_else(|| TerminalError::Gate("no server certificate seen".into()))?;
@@ -284,46 +254,25 @@ impl Agent {
             self.state.save(&state)?;
         }
         let pinned = self.https(ServerTrust::Pins(vec![pin]))?;
-        // Errors first: their body may not be JSON at all.
-        if !matches!(r.status, 200 | 202) {
-            return Err(gate_error(&r));
-        }
-        let answer = json_body(&r)?;
-        match r.status {
-            200 if answer.get("status").and_then(serde_json::Value::as_str) == Some("paired") => {
-                return self.finish(
-                    &mut state,
-                    options,
-                    answer.get("config").unwrap_or(&serde_json::Value::Null),
-                );
-            }
-            202 => {}
-            _ => return Err(gate_error(&r)),
-        }
-        let id = field(&answer, "request_id")?.to_owned();
-        let server_nonce: Nonce = field(&answer, "server_nonce")?
-            .parse()
-            .map_err(|_| TerminalError::Gate("the server nonce is not 64 hex digits".into()))?;
+        let (id, server_nonce) = match gate::answer(&r)? {
+            gate::Answer::Paired(config) => return self.finish(&mut state, options, &config),
+            gate::Answer::Pending {
+                request_id,
+                server_nonce,
+            } => (request_id, server_nonce),
+        };
         if let Some(p) = state.pending.as_mut() {
             p.request_id = Some(id.clone());
         }
         self.state.save(&state)?;
-        let r = pinned
-            .request(
-                "POST",
-                &format!("{gate_url}/v1/pairing/{id}/reveal"),
-                &[("content-type", "application/json")],
-                Some(
-                    serde_json::json!({ "terminal_nonce": nonce.to_hex() })
-                        .to_string()
-                        .into_bytes(),
-                ),
-            )
-            .await?;
-        if r.status != 200 {
-            state.pending = None;
-            self.state.save(&state)?;
-            return Err(gate_error(&r));
+        match gate::reveal(&pinned, &gate_url, &id, &nonce).await {
+            // The gate refused the reveal: that request is over.
+            Err(e @ TerminalError::Gate(_)) => {
+                state.pending = None;
+                self.state.save(&state)?;
+                return Err(e);
+            }
+            other => other?,
         }
         let code = PairingCode::derive(&fingerprint, &pin, &nonce, &server_nonce);
         display.show_code(&id, &code);

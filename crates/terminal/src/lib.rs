@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 mod agent;
+pub mod gate;
 mod restore;
 pub mod state;
 

@@ -17,7 +17,7 @@ use pairgate_tls::client::TlsClient;
 use pairgate_tls::{KeyExchange, TlsPolicy};
 use serde_json::{Value, json};
 
-use super::fleet::{Approvers, BenchCa, BenchTerminal, pair, register, wait_paired};
+use super::fleet::{Approvers, BenchCa, BenchTerminal, enrol, register, wait_paired};
 use super::load::{self, Idle, Run, Target};
 use super::peers::{Nginx, PairgateServer, Postgres, find_nginx};
 use super::procs;
@@ -163,9 +163,8 @@ async fn measure(
     let server = PairgateServer::start(&dir.join("server"), None, server_cpu)?;
     let store = Store::open_data_dir(&dir.join("server")).await?;
     let fleet = ca.terminals("bench-t", args.connections)?;
-    register(&store, &fleet).await?;
     let mut approvers = Approvers::new("bench-op");
-    pair(&store, &mut approvers, &server.gate, server.pin, &fleet).await?;
+    enrol(&store, &mut approvers, &server.gate, server.pin, &fleet).await?;
     if let Some(last) = fleet.last() {
         wait_paired(&server.master, server.pin, last).await?;
     }
@@ -273,9 +272,8 @@ async fn two_instances(
     let b = PairgateServer::start(&dir.join("b"), Some(&url), server_cpu)?;
     let store = Store::open(&url).await?;
     let terminals = ca.terminals("bench-r", args.rounds)?;
-    register(&store, &terminals).await?;
     let mut approvers = Approvers::new("bench-rev");
-    pair(&store, &mut approvers, &a.gate, a.pin, &terminals).await?;
+    enrol(&store, &mut approvers, &a.gate, a.pin, &terminals).await?;
     if let Some(last) = terminals.last() {
         wait_paired(&a.master, a.pin, last).await?;
         wait_paired(&b.master, b.pin, last).await?;
@@ -340,8 +338,10 @@ impl Report<'_> {
                     "servers on CPU {}, load generator on CPU {}",
                     a.server_cpu, a.client_cpu
                 )
-            } else {
+            } else if self.cpus < 2 {
                 "not pinned (one CPU)".to_owned()
+            } else {
+                "not pinned (--server-cpu equals --client-cpu)".to_owned()
             }
         );
         t.push_str(&format!(

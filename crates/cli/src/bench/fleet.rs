@@ -11,7 +11,8 @@ use std::time::{Duration, SystemTime};
 use anyhow::{Context, Result, bail};
 use pairgate_pki::ca::{CertificateAuthority, RequestedKey};
 use pairgate_pki::{Nonce, PairingCode, SpkiPin, Subject, TerminalFingerprint};
-use pairgate_store::{Actor, NewTerminal, Role, Serial, Store};
+use pairgate_store::{Actor, NewTerminal, Role, Store};
+use pairgate_terminal::gate;
 use pairgate_tls::client::{ServerTrust, TlsClient};
 use pairgate_tls::https::HttpsClient;
 use pairgate_tls::{TlsPolicy, pem_certified_key};
@@ -201,72 +202,46 @@ impl Approvers {
     }
 }
 
-/// Pairs every terminal through the gate at `gate` (whose key is `pin`):
-/// request, reveal, then approval by code and TOTP in the store.
-pub async fn pair(
+/// Registers `terminals` and pairs each through the gate at `gate` (whose
+/// key is `pin`) with the terminal agent's own protocol calls (request,
+/// reveal), then approves it in the store by its code and a fresh TOTP
+/// code of one of `approvers`.
+pub async fn enrol(
     store: &Store,
     approvers: &mut Approvers,
     gate: &str,
     pin: SpkiPin,
     terminals: &[BenchTerminal],
 ) -> Result<()> {
+    register(store, terminals).await?;
     let policy = TlsPolicy::default();
+    let gate_url = format!("https://{gate}");
     for t in terminals {
         let https = HttpsClient::new(t.client(pin, &policy)?.without_resumption());
         let nonce = Nonce::random();
-        let body = serde_json::json!({
-            "serial": t.serial, "model": "bench", "firmware": "1.0",
-            "commitment": nonce.commitment().to_hex(),
-        });
-        let json = |r: &pairgate_tls::https::HttpsResponse| -> Result<serde_json::Value> {
-            serde_json::from_slice(&r.body).context("the gate's answer is not JSON")
+        let hello = gate::Hello {
+            serial: &t.serial,
+            model: "bench",
+            firmware: "1.0",
+            commitment: nonce.commitment(),
         };
-        let opened = https
-            .request(
-                "POST",
-                &format!("https://{gate}/v1/pairing"),
-                &[("content-type", "application/json")],
-                Some(body.to_string().into_bytes()),
-            )
-            .await?;
-        if opened.status != 202 {
-            bail!(
-                "the gate answered {} to {}: {}",
-                opened.status,
-                t.serial,
-                String::from_utf8_lossy(&opened.body)
-            );
-        }
-        let opened = json(&opened)?;
-        let id = opened
-            .get("request_id")
-            .and_then(|v| v.as_str())
-            .context("no request_id")?;
-        let server_nonce: Nonce = opened
-            .get("server_nonce")
-            .and_then(|v| v.as_str())
-            .context("no server_nonce")?
-            .parse()?;
-        let revealed = https
-            .request(
-                "POST",
-                &format!("https://{gate}/v1/pairing/{id}/reveal"),
-                &[("content-type", "application/json")],
-                Some(
-                    serde_json::json!({ "terminal_nonce": nonce.to_hex() })
-                        .to_string()
-                        .into_bytes(),
-                ),
-            )
-            .await?;
-        if revealed.status != 200 {
-            bail!("the gate answered {} to a reveal", revealed.status);
-        }
+        let answer = gate::answer(&gate::ask(&https, &gate_url, &hello).await?)
+            .with_context(|| format!("asking to pair {}", t.serial))?;
+        let gate::Answer::Pending {
+            request_id,
+            server_nonce,
+        } = answer
+        else {
+            bail!("{} was already paired before the bench paired it", t.serial);
+        };
+        gate::reveal(&https, &gate_url, &request_id, &nonce).await?;
         let code = PairingCode::derive(&t.fingerprint, &pin, &nonce, &server_nonce);
         let (operator, totp) = approvers.fresh_code(store).await?;
         let now = SystemTime::now();
         let proof = store.verify_second_factor(&operator, &totp, now).await?;
-        store.approve_pairing(id, &code, &proof, now).await?;
+        store
+            .approve_pairing(&request_id, &code, &proof, now)
+            .await?;
     }
     Ok(())
 }
@@ -295,9 +270,4 @@ pub async fn wait_paired(master: &str, pin: SpkiPin, terminal: &BenchTerminal) -
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-}
-
-/// Checks that `serial` parses as the store's serial type.
-pub fn serial(text: &str) -> Result<Serial> {
-    Ok(Serial::new(text)?)
 }

@@ -11,13 +11,13 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, Result, bail};
 use pairgate_pki::SpkiPin;
-use pairgate_store::{Actor, Store};
+use pairgate_store::{Actor, Serial, Store};
 use pairgate_tls::TlsPolicy;
 use pairgate_tls::client::TlsClient;
 use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt;
 
-use super::fleet::{BenchTerminal, serial};
+use super::fleet::BenchTerminal;
 use super::load::percentile_ms;
 use super::wire::{Request, exchange};
 
@@ -144,7 +144,7 @@ pub async fn measure(
         let start = Instant::now();
         store
             .unpair(
-                &serial(&terminal.serial)?,
+                &Serial::new(&terminal.serial)?,
                 &Actor::new("bench"),
                 SystemTime::now(),
             )

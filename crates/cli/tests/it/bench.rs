@@ -135,6 +135,17 @@ fn bench_all_runs_every_case_against_pairgate_and_nginx() {
         let idle = &report["idle"][server];
         assert_eq!(idle["connections"], 100, "{idle}");
         assert_eq!(idle["errors"], 0, "{idle}");
+        assert!(
+            idle["rss_before_bytes"].as_u64().unwrap() > 1024 * 1024,
+            "{idle}"
+        );
+        // The server's CPU time is read: the figures are per server CPU-second.
+        let kept = &report["kept_alive"][server];
+        assert!(kept["server_cpu_seconds"].as_f64().unwrap() > 0.0, "{kept}");
+        assert!(
+            kept["per_server_cpu_second"].as_f64().unwrap() > 0.0,
+            "{kept}"
+        );
     }
     let gate = &report["gate_pairing"];
     assert!(gate["ok"].as_u64().unwrap() > 0, "{gate}");
