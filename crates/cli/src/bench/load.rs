@@ -118,7 +118,7 @@ struct Tally {
     resumed: AtomicU64,
     errors: AtomicU64,
     first_error: std::sync::Mutex<Option<String>>,
-    negotiated: std::sync::Mutex<String>,
+    negotiated: std::sync::OnceLock<String>,
 }
 
 impl Tally {
@@ -136,11 +136,7 @@ impl Tally {
         if conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed) {
             self.resumed.fetch_add(1, Ordering::Relaxed);
         }
-        if let Ok(mut n) = self.negotiated.lock()
-            && n.is_empty()
-        {
-            *n = negotiated(conn);
-        }
+        self.negotiated.get_or_init(|| negotiated(conn));
     }
 
     fn into_run(self, elapsed: Duration, server_cpu: Duration, client_cpu: Duration) -> Run {
