@@ -154,6 +154,16 @@ impl CertificateInfo {
         }
         Ok(())
     }
+
+    /// The validity window (`notBefore`, `notAfter`) as times; a time
+    /// before 1970 reads as the epoch.
+    pub fn validity(&self) -> (SystemTime, SystemTime) {
+        let at = |secs: i64| {
+            SystemTime::UNIX_EPOCH
+                + std::time::Duration::from_secs(u64::try_from(secs).unwrap_or(0))
+        };
+        (at(self.not_before_unix), at(self.not_after_unix))
+    }
 }
 
 pub(crate) fn unix(t: SystemTime) -> i64 {

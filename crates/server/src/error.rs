@@ -88,6 +88,8 @@ impl From<StoreError> for ApiError {
             StoreError::RevealMismatch(_) => (S::FORBIDDEN, "PG-REVEAL-MISMATCH"),
             StoreError::WrongCode { .. } => (S::FORBIDDEN, "PG-WRONG-CODE"),
             StoreError::Limit(_) => (S::TOO_MANY_REQUESTS, "PG-LIMIT"),
+            StoreError::RateLimited(_) => (S::TOO_MANY_REQUESTS, "PG-RATE-LIMITED"),
+            StoreError::Blocked(_) => (S::FORBIDDEN, "PG-BLOCKED"),
             StoreError::Conflict(_) => (S::CONFLICT, "PG-CONFLICT"),
             StoreError::InvalidUrl(_)
             | StoreError::Connect(_)

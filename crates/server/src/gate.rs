@@ -11,12 +11,13 @@
 //! - `GET /v1/pairing/{id}[?wait=SECONDS]` → `{"status", "request_id",
 //!   "expires_at", "config"?}`, long-polling while the request is open.
 //!
-//! Unknown serials are refused and audited; an address that keeps trying
-//! them is answered `429` without touching the store.
+//! Unknown serials and blocked keys are refused, counted and audited in
+//! aggregate ([`crate::refusals`]); a certificate that keeps trying
+//! unknown serials from one address is answered `429` without touching
+//! the store, and so is an address past its larger budget, for unknown
+//! serials only.
 
-use std::collections::HashMap;
-use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use axum::extract::{Path, State};
@@ -31,6 +32,7 @@ use pairgate_store::{
 };
 
 use crate::http::{JsonBody, JsonQuery, Peer, no_route, rfc3339, wrong_method};
+use crate::refusals::{RefusalLog, UnknownSerialLimiter};
 use crate::{ApiError, TerminalConfig};
 
 /// Gate state.
@@ -41,54 +43,11 @@ pub(crate) struct Gate {
     pub long_poll_max: Duration,
     pub master_url: String,
     pub unknown_serials: Arc<UnknownSerialLimiter>,
+    pub refusals: Arc<RefusalLog>,
 }
 
-/// Counts unknown-serial attempts per address in one-minute windows.
-#[derive(Debug)]
-pub(crate) struct UnknownSerialLimiter {
-    per_minute: u64,
-    windows: Mutex<HashMap<IpAddr, (Instant, u64)>>,
-}
-
-impl UnknownSerialLimiter {
-    pub(crate) fn new(per_minute: u64) -> Self {
-        Self {
-            per_minute,
-            windows: Mutex::new(HashMap::new()),
-        }
-    }
-
-    fn window(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, (Instant, u64)>> {
-        self.windows
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    /// Whether `ip` has used up its attempts this minute.
-    fn blocked(&self, ip: IpAddr) -> bool {
-        let mut windows = self.window();
-        let now = Instant::now();
-        match windows.get(&ip) {
-            Some((start, _)) if now.duration_since(*start) >= Duration::from_secs(60) => {
-                windows.remove(&ip);
-                false
-            }
-            Some((_, count)) => *count >= self.per_minute,
-            None => false,
-        }
-    }
-
-    /// Counts one unknown-serial attempt of `ip`.
-    fn count(&self, ip: IpAddr) {
-        let mut windows = self.window();
-        let now = Instant::now();
-        // Bound the map: drop finished windows when it grows.
-        if windows.len() > 100_000 {
-            windows.retain(|_, (start, _)| now.duration_since(*start) < Duration::from_secs(60));
-        }
-        let entry = windows.entry(ip).or_insert((now, 0));
-        entry.1 += 1;
-    }
+fn rate_limited(why: &str) -> ApiError {
+    ApiError::new(StatusCode::TOO_MANY_REQUESTS, "PG-RATE-LIMITED", why)
 }
 
 #[derive(serde::Deserialize)]
@@ -141,11 +100,16 @@ async fn open(
     JsonBody(body): JsonBody<PairingBody>,
 ) -> Result<Response, ApiError> {
     let ip = peer.address.ip();
-    if gate.unknown_serials.blocked(ip) {
-        return Err(ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "PG-RATE-LIMITED",
-            "too many pairing attempts for unknown serials from this address; wait a minute",
+    let fingerprint = peer.fingerprint;
+    let example = |serial: &str| {
+        let serial = serial.chars().take(64).collect::<String>();
+        move || serde_json::json!({ "serial": serial, "fingerprint": fingerprint.to_hex() })
+    };
+    if gate.unknown_serials.key_blocked(ip, fingerprint) {
+        gate.refusals
+            .record(ip, "pairing.rate_limited", example(&body.serial));
+        return Err(rate_limited(
+            "too many pairing attempts for unknown serials with this certificate; wait a minute",
         ));
     }
     let serial = Serial::new(body.serial.trim())
@@ -190,7 +154,26 @@ async fn open(
         )
             .into_response()),
         Err(e @ StoreError::UnknownSerial(_)) => {
-            gate.unknown_serials.count(ip);
+            if gate.unknown_serials.address_blocked(ip) {
+                gate.refusals
+                    .record(ip, "pairing.rate_limited", example(&body.serial));
+                return Err(rate_limited(
+                    "too many pairing attempts for unknown serials from this address; wait a minute",
+                ));
+            }
+            gate.unknown_serials.count(ip, fingerprint);
+            gate.refusals
+                .record(ip, "pairing.unknown_serial", example(&body.serial));
+            Err(e.into())
+        }
+        Err(e @ StoreError::Blocked(_)) => {
+            gate.refusals
+                .record(ip, "pairing.blocked_key", example(&body.serial));
+            Err(e.into())
+        }
+        Err(e @ (StoreError::RateLimited(_) | StoreError::Limit(_))) => {
+            gate.refusals
+                .record(ip, "pairing.rate_limited", example(&body.serial));
             Err(e.into())
         }
         Err(e) => Err(e.into()),

@@ -1,8 +1,11 @@
-//! HTTPS plumbing shared by gate and master: the accept loop (TLS
-//! handshake, then HTTP/1.1 with a header timeout), the [`Peer`] every
-//! request carries (the fingerprint from its own TLS session), a
-//! per-connection guard that can close a connection at once (unpair), and
-//! a JSON body reader with a size limit and JSON errors.
+//! HTTPS plumbing shared by gate and master: the accept loop (connection
+//! caps, TLS handshake, then HTTP/1.1 with a header timeout that also
+//! bounds the idle time between requests), the [`Peer`] every request
+//! carries (the fingerprint from its own TLS session), the certificate
+//! validity check every request passes (a resumed session skips the
+//! handshake's), a per-connection guard that can close a connection at
+//! once (unpair), a lingering close, and a JSON body reader with a size
+//! limit, a time limit and JSON errors.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -22,6 +25,7 @@ use tokio::sync::watch;
 use tower::ServiceExt;
 
 use crate::ApiError;
+use crate::conn::{ConnectionLimiter, linger_close};
 
 /// What the TLS session says about the client of a request.
 #[derive(Clone, Debug)]
@@ -34,11 +38,14 @@ pub struct Peer {
     pub address: SocketAddr,
     /// The pin of the server key presented in the session.
     pub server_pin: SpkiPin,
+    /// The certificate's validity (`notBefore`, `notAfter`).
+    pub valid: (SystemTime, SystemTime),
 }
 
-/// The largest request body a service reads.
+/// The largest request body a service reads, and how long it may take to
+/// arrive.
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct BodyLimit(pub usize);
+pub(crate) struct BodyLimit(pub usize, pub Duration);
 
 /// Resolves when a connection of `fingerprint` must be closed.
 pub(crate) trait ConnectionGuard: Send + Sync {
@@ -52,9 +59,34 @@ pub(crate) struct ServeOptions {
     pub tls: TlsServer,
     pub server_pin: SpkiPin,
     pub body_limit: usize,
+    pub body_timeout: Duration,
     pub header_timeout: Duration,
+    pub linger: Duration,
+    pub limiter: Arc<ConnectionLimiter>,
     pub guard: Option<Arc<dyn ConnectionGuard>>,
     pub name: &'static str,
+}
+
+/// Refuses a request whose certificate is outside its validity: a full
+/// handshake checks it, a resumed one does not, and a kept-alive
+/// connection may outlive it.
+fn outside_validity(peer: &Peer) -> Option<axum::response::Response> {
+    use axum::response::IntoResponse;
+    let now = SystemTime::now();
+    (now < peer.valid.0 || now > peer.valid.1).then(|| {
+        ApiError::new(
+            StatusCode::FORBIDDEN,
+            "PG-CERT-EXPIRED",
+            format!(
+                "certificate {} is not valid now (valid from {} to {})",
+                peer.fingerprint,
+                rfc3339(unix_millis(peer.valid.0)),
+                rfc3339(unix_millis(peer.valid.1))
+            ),
+        )
+        .closing()
+        .into_response()
+    })
 }
 
 /// Accepts connections until `shutdown` turns true.
@@ -77,10 +109,17 @@ pub(crate) async fn serve(
             },
             _ = shutdown.changed() => return,
         };
+        // Over a cap: closed before any TLS work is spent on it.
+        let Some(permit) = options.limiter.admit(address.ip()) else {
+            tracing::debug!(service = options.name, %address, "connection refused: at the connection cap");
+            drop(tcp);
+            continue;
+        };
         let router = router.clone();
         let options = options.clone();
         let mut conn_shutdown = shutdown.clone();
         tokio::spawn(async move {
+            let _permit = permit;
             let (stream, fingerprint) = match options.tls.accept(tcp).await {
                 Ok(accepted) => accepted,
                 Err(e) => {
@@ -95,31 +134,52 @@ pub(crate) async fn serve(
                 .and_then(|c| c.first())
                 .map(|c| c.as_ref().to_vec())
                 .unwrap_or_default();
+            let Ok(info) = pairgate_pki::CertificateInfo::parse(&certificate) else {
+                tracing::debug!(service = options.name, %address, "unreadable client certificate");
+                return;
+            };
             let peer = Peer {
                 fingerprint,
                 certificate: Arc::new(certificate),
                 address,
                 server_pin: options.server_pin,
+                valid: info.validity(),
             };
-            let limit = BodyLimit(options.body_limit);
+            let limit = BodyLimit(options.body_limit, options.body_timeout);
             let service = hyper::service::service_fn(
                 move |request: hyper::Request<hyper::body::Incoming>| {
+                    let refused = outside_validity(&peer);
                     let mut request = request.map(axum::body::Body::new);
                     request.extensions_mut().insert(peer.clone());
                     request.extensions_mut().insert(limit);
-                    router.clone().oneshot(request)
+                    let router = router.clone();
+                    async move {
+                        match refused {
+                            Some(response) => Ok(response),
+                            None => router.oneshot(request).await,
+                        }
+                    }
                 },
             );
+            // The header timer also runs while a kept-alive connection
+            // waits for its next request, so it bounds idle time too.
             let connection = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(options.header_timeout)
-                .serve_connection(TokioIo::new(stream), service);
+                .serve_connection(TokioIo::new(stream), service)
+                .without_shutdown();
             let closed: Pin<Box<dyn Future<Output = ()> + Send>> = match &options.guard {
                 Some(guard) => guard.closed(fingerprint),
                 None => Box::pin(std::future::pending()),
             };
             tokio::select! {
-                _ = connection => {}
+                ended = connection => {
+                    // hyper ends a connection whose request body it did
+                    // not read; the client may still be sending it.
+                    if let Ok(parts) = ended {
+                        linger_close(parts.io.into_inner(), options.linger).await;
+                    }
+                }
                 // Dropping the connection closes the socket at once.
                 () = closed => {
                     tracing::info!(service = options.name, %address, fingerprint = %fingerprint, "closing the connection of an unpaired terminal");
@@ -146,7 +206,8 @@ where
         let limit = request
             .extensions()
             .get::<BodyLimit>()
-            .map_or(16 * 1024, |l| l.0);
+            .copied()
+            .unwrap_or(BodyLimit(16 * 1024, Duration::from_secs(10)));
         if let Some(kind) = request.headers().get(axum::http::header::CONTENT_TYPE) {
             let kind = kind.to_str().unwrap_or_default();
             if !kind.starts_with("application/json") {
@@ -164,18 +225,34 @@ where
     }
 }
 
-/// Reads a body up to `limit` bytes; `413` beyond.
+/// Reads a body up to `limit.0` bytes within `limit.1`; `413` beyond
+/// the size, `408` beyond the time.
 pub(crate) async fn read_body(
     body: axum::body::Body,
-    limit: usize,
+    limit: BodyLimit,
 ) -> Result<axum::body::Bytes, ApiError> {
-    match Limited::new(body, limit).collect().await {
+    let BodyLimit(bytes, time) = limit;
+    let collected = tokio::time::timeout(time, Limited::new(body, bytes).collect())
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "PG-BODY-TIMEOUT",
+                format!(
+                    "the request body did not arrive within {} s",
+                    time.as_secs()
+                ),
+            )
+            .closing()
+        })?;
+    match collected {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "PG-TOO-LARGE",
-            format!("the request body is over {limit} bytes"),
-        )),
+            format!("the request body is over {bytes} bytes"),
+        )
+        .closing()),
         Err(e) => Err(ApiError::bad_request(
             "PG-BAD-BODY",
             format!("reading the request body: {e}"),
@@ -232,11 +309,13 @@ pub fn rfc3339(millis: i64) -> String {
         .unwrap_or_default()
 }
 
+/// Unix milliseconds of `t` (0 before the epoch).
+pub(crate) fn unix_millis(t: SystemTime) -> i64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
 /// The current time as RFC 3339 UTC.
 pub(crate) fn now_rfc3339() -> String {
-    rfc3339(
-        SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
-    )
+    rfc3339(unix_millis(SystemTime::now()))
 }

@@ -7,12 +7,15 @@
 
 pub mod cas;
 pub mod config;
+pub mod conn;
 mod error;
 mod gate;
 mod http;
 pub mod identity;
 mod master;
 mod paired;
+mod proxy;
+mod refusals;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -25,7 +28,7 @@ pub use identity::ServerIdentity;
 pub use paired::PairedSet;
 
 use pairgate_pki::SpkiPin;
-use pairgate_store::{PairingLimits, Store};
+use pairgate_store::Store;
 use pairgate_tls::server::{ClientAuth, TlsServer};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -44,10 +47,13 @@ pub struct TerminalConfig {
 
 /// Opens the store the settings name.
 pub async fn open_store(settings: &Settings) -> Result<Store, ServerError> {
-    Ok(match settings.database() {
+    let store = match settings.database() {
         DatabaseLocation::DataDir(dir) => Store::open_data_dir(&dir).await?,
         DatabaseLocation::Url(url) => Store::open(&url).await?,
-    })
+    };
+    Ok(store.with_hash_concurrency(
+        usize::try_from(settings.password_hash_concurrency).unwrap_or(usize::MAX),
+    ))
 }
 
 /// A running server.
@@ -72,6 +78,14 @@ pub struct Server {
     /// First run only: the one-time password of `admin`, for the console
     /// (also in [`cas::FIRST_RUN_FILE`] in the data directory).
     pub first_run_password: Option<cas::FirstRunPassword>,
+    /// Open connections of gate, master and CAS, against their caps.
+    pub connections: [Arc<conn::ConnectionLimiter>; 3],
+    /// The gate's TLS server (its session cache, for the bounds' tests).
+    pub gate_tls: TlsServer,
+    /// The master's TLS server.
+    pub master_tls: TlsServer,
+    store: Store,
+    refusals: Arc<refusals::RefusalLog>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -145,18 +159,25 @@ impl Server {
         let paired = PairedSet::load(&store).await?;
         let master_url = settings.master_url(master_addr.port());
         let body_limit = usize::try_from(settings.max_body_bytes).unwrap_or(usize::MAX);
+        let body_timeout = Duration::from_secs(settings.body_timeout_secs);
         let header_timeout = Duration::from_secs(settings.header_timeout_secs);
+        let linger = Duration::from_secs(settings.linger_secs);
+        let [gate_limiter, master_limiter, cas_limiter] = settings
+            .connection_limits(conn::open_file_limit())
+            .map(conn::ConnectionLimiter::new);
+        let refusals = Arc::new(refusals::RefusalLog::new(
+            usize::try_from(settings.refusal_audit_per_minute).unwrap_or(usize::MAX),
+        ));
         let gate = gate::Gate {
             store: store.clone(),
-            limits: PairingLimits {
-                ttl: Duration::from_secs(settings.pairing_ttl_secs),
-                max_open: i64::try_from(settings.max_open_requests).unwrap_or(i64::MAX),
-            },
+            limits: settings.pairing_limits(),
             long_poll_max: Duration::from_secs(settings.long_poll_max_secs),
             master_url: master_url.clone(),
-            unknown_serials: Arc::new(gate::UnknownSerialLimiter::new(
+            unknown_serials: Arc::new(refusals::UnknownSerialLimiter::new(
                 settings.unknown_serial_per_minute,
+                settings.unknown_serial_per_address_per_minute,
             )),
+            refusals: refusals.clone(),
         };
         let master = master::Master {
             store: store.clone(),
@@ -165,7 +186,7 @@ impl Server {
                 None
             } else {
                 Some(Arc::new(
-                    master::Upstream::parse(
+                    proxy::Upstream::parse(
                         &settings.upstream_url,
                         Duration::from_secs(settings.proxy_timeout_secs),
                         usize::try_from(settings.max_proxy_body_bytes).unwrap_or(usize::MAX),
@@ -197,10 +218,13 @@ impl Server {
                 gate_listener,
                 gate::router(gate),
                 http::ServeOptions {
-                    tls: gate_tls,
+                    tls: gate_tls.clone(),
                     server_pin: identity.pin,
                     body_limit,
+                    body_timeout,
                     header_timeout,
+                    linger,
+                    limiter: gate_limiter.clone(),
                     guard: None,
                     name: "gate",
                 },
@@ -210,10 +234,13 @@ impl Server {
                 master_listener,
                 master::router(master),
                 http::ServeOptions {
-                    tls: master_tls,
+                    tls: master_tls.clone(),
                     server_pin: identity.pin,
                     body_limit,
+                    body_timeout,
                     header_timeout,
+                    linger,
+                    limiter: master_limiter.clone(),
                     guard: Some(Arc::new(paired.clone())),
                     name: "master",
                 },
@@ -230,9 +257,15 @@ impl Server {
                 cas::router(cas_state),
                 cas_tls,
                 header_timeout,
+                cas_limiter.clone(),
                 shutdown_rx.clone(),
             )),
-            tokio::spawn(sweep_expired(store, shutdown_rx)),
+            tokio::spawn(sweep(
+                store.clone(),
+                refusals.clone(),
+                Duration::from_secs(settings.closed_request_retention_secs),
+                shutdown_rx,
+            )),
         ];
         Ok(Self {
             gate_addr,
@@ -244,17 +277,34 @@ impl Server {
             cas_addr,
             cas_url,
             first_run_password,
+            connections: [gate_limiter, master_limiter, cas_limiter],
+            gate_tls,
+            master_tls,
+            store,
+            refusals,
             shutdown,
             tasks,
         })
     }
 
-    /// Stops accepting, closes every connection and waits for the tasks.
-    pub async fn shutdown(self) {
+    /// Stops accepting, closes every connection and waits for the tasks;
+    /// the refusals counted since the last window are audited.
+    pub async fn shutdown(mut self) {
         let _ = self.shutdown.send(true);
-        for task in self.tasks {
+        for task in std::mem::take(&mut self.tasks) {
             let _ = task.await;
         }
+        if let Err(e) = self.flush_refusals().await {
+            tracing::warn!(error = %e, "auditing refusals failed");
+        }
+    }
+
+    /// Audits the refusals counted so far now rather than at the end of
+    /// the window; returns how many records were written.
+    pub async fn flush_refusals(&self) -> Result<usize, pairgate_store::StoreError> {
+        self.refusals
+            .flush(&self.store, REFUSAL_WINDOW, SystemTime::now())
+            .await
     }
 }
 
@@ -265,17 +315,38 @@ fn local(listener: &TcpListener, addr: &str) -> Result<SocketAddr, ServerError> 
     })
 }
 
-/// Marks expired pairing requests once a minute.
-async fn sweep_expired(store: Store, mut shutdown: watch::Receiver<bool>) {
+/// How often refusals are audited, aggregated.
+const REFUSAL_WINDOW: Duration = Duration::from_secs(60);
+
+/// Once a minute: marks expired pairing requests, deletes closed ones
+/// past their retention, and audits the window's refusals.
+async fn sweep(
+    store: Store,
+    refusals: Arc<refusals::RefusalLog>,
+    retention: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
     loop {
-        match store.expire_pairing_requests(SystemTime::now()).await {
+        tokio::select! {
+            () = tokio::time::sleep(REFUSAL_WINDOW) => {}
+            _ = shutdown.changed() => return,
+        }
+        let now = SystemTime::now();
+        match store.expire_pairing_requests(now).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(expired = n, "pairing requests expired"),
             Err(e) => tracing::warn!(error = %e, "expiring pairing requests failed"),
         }
-        tokio::select! {
-            () = tokio::time::sleep(Duration::from_secs(60)) => {}
-            _ = shutdown.changed() => return,
+        match store.purge_closed_pairing_requests(now, retention).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(
+                deleted = n,
+                "closed pairing requests past their retention deleted"
+            ),
+            Err(e) => tracing::warn!(error = %e, "deleting old pairing requests failed"),
+        }
+        if let Err(e) = refusals.flush(&store, REFUSAL_WINDOW, now).await {
+            tracing::warn!(error = %e, "auditing refusals failed");
         }
     }
 }

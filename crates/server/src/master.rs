@@ -13,20 +13,18 @@
 //!   are stripped, as are hop-by-hop headers.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
-use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{HeaderName, HeaderValue, StatusCode, header};
+use axum::http::StatusCode;
 use axum::middleware::{Next, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use axum::{Extension, Json, Router};
-use hyper_util::rt::TokioIo;
 use pairgate_store::{Store, Terminal};
 
 use crate::ApiError;
-use crate::http::{JsonBody, Peer, no_route, now_rfc3339, read_body, rfc3339, wrong_method};
+use crate::http::{JsonBody, Peer, no_route, now_rfc3339, rfc3339, wrong_method};
 use crate::paired::PairedSet;
 
 /// Master state, cloned for every request (so nothing in it is copied).
@@ -34,44 +32,13 @@ use crate::paired::PairedSet;
 pub(crate) struct Master {
     pub store: Store,
     pub paired: Arc<PairedSet>,
-    pub upstream: Option<Arc<Upstream>>,
-}
-
-/// Where `/app/…` goes.
-#[derive(Clone, Debug)]
-pub(crate) struct Upstream {
-    /// `host:port`.
-    pub authority: String,
-    /// Base path without a trailing slash.
-    pub base_path: String,
-    pub timeout: Duration,
-    pub max_body: usize,
-}
-
-impl Upstream {
-    /// Parses `http://host:port[/base]`.
-    pub(crate) fn parse(url: &str, timeout: Duration, max_body: usize) -> Option<Self> {
-        let rest = url.strip_prefix("http://")?;
-        let (authority, path) = match rest.find('/') {
-            Some(i) => rest.split_at(i),
-            None => (rest, ""),
-        };
-        if authority.is_empty() {
-            return None;
-        }
-        Some(Self {
-            authority: authority.to_owned(),
-            base_path: path.trim_end_matches('/').to_owned(),
-            timeout,
-            max_body,
-        })
-    }
+    pub upstream: Option<Arc<crate::proxy::Upstream>>,
 }
 
 /// The paired terminal a request comes from.
 #[derive(Clone, Debug)]
-struct PairedPeer {
-    terminal: Arc<Terminal>,
+pub(crate) struct PairedPeer {
+    pub terminal: Arc<Terminal>,
 }
 
 /// The master's routes.
@@ -79,8 +46,8 @@ pub(crate) fn router(master: Master) -> Router {
     Router::new()
         .route("/v1/me", get(me))
         .route("/v1/heartbeat", post(heartbeat))
-        .route("/app", any(proxy))
-        .route("/app/{*rest}", any(proxy))
+        .route("/app", any(crate::proxy::proxy))
+        .route("/app/{*rest}", any(crate::proxy::proxy))
         .fallback(no_route)
         .method_not_allowed_fallback(wrong_method)
         .layer(from_fn_with_state(master.clone(), require_paired))
@@ -190,118 +157,4 @@ async fn heartbeat(
         body.firmware.as_deref(),
     );
     Ok(Json(serde_json::json!({ "status": "ok", "server_time": now_rfc3339() })).into_response())
-}
-
-/// Headers never forwarded: those describing one hop, and the forwarding
-/// header the master sets itself.
-const HOP_BY_HOP: &[&str] = &[
-    "x-forwarded-for",
-    "connection",
-    "keep-alive",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "host",
-];
-
-fn bad_gateway(message: String) -> ApiError {
-    tracing::warn!(%message, "upstream failure");
-    ApiError::new(StatusCode::BAD_GATEWAY, "PG-UPSTREAM", message)
-}
-
-async fn proxy(
-    State(master): State<Master>,
-    Extension(peer): Extension<Peer>,
-    Extension(paired): Extension<PairedPeer>,
-    request: Request,
-) -> Result<Response, ApiError> {
-    let Some(upstream) = master.upstream.clone() else {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "PG-NO-UPSTREAM",
-            "no upstream application is configured (upstream_url)",
-        ));
-    };
-    let (parts, body) = request.into_parts();
-    let rest = parts.uri.path().strip_prefix("/app").unwrap_or_default();
-    let query = parts
-        .uri
-        .query()
-        .map(|q| format!("?{q}"))
-        .unwrap_or_default();
-    let path = format!(
-        "{}{}{query}",
-        upstream.base_path,
-        if rest.is_empty() { "/" } else { rest }
-    );
-    let body = read_body(body, upstream.max_body).await?;
-    let mut builder = hyper::Request::builder()
-        .method(parts.method.clone())
-        .uri(&path)
-        .header(header::HOST, &upstream.authority);
-    for (name, value) in &parts.headers {
-        let lower = name.as_str();
-        if HOP_BY_HOP.contains(&lower) || lower.starts_with("x-pairgate-") {
-            continue;
-        }
-        builder = builder.header(name, value);
-    }
-    let fingerprint = HeaderValue::from_str(&peer.fingerprint.to_hex())
-        .map_err(|e| bad_gateway(e.to_string()))?;
-    let serial = HeaderValue::from_str(paired.terminal.serial.as_str())
-        .map_err(|e| bad_gateway(e.to_string()))?;
-    let forwarded = HeaderValue::from_str(&peer.address.ip().to_string())
-        .map_err(|e| bad_gateway(e.to_string()))?;
-    builder = builder
-        .header(
-            HeaderName::from_static("x-pairgate-terminal-serial"),
-            serial,
-        )
-        .header(
-            HeaderName::from_static("x-pairgate-terminal-fingerprint"),
-            fingerprint,
-        )
-        .header(HeaderName::from_static("x-forwarded-for"), forwarded);
-    let outgoing = builder
-        .body(http_body_util::Full::new(body))
-        .map_err(|e| bad_gateway(format!("building the upstream request: {e}")))?;
-    let call = async {
-        let tcp = tokio::net::TcpStream::connect(&upstream.authority)
-            .await
-            .map_err(|e| bad_gateway(format!("connecting to the upstream: {e}")))?;
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
-            .await
-            .map_err(|e| bad_gateway(format!("upstream handshake: {e}")))?;
-        let driver = tokio::spawn(connection);
-        let response = sender
-            .send_request(outgoing)
-            .await
-            .map_err(|e| bad_gateway(format!("upstream request: {e}")))?;
-        let (head, body) = response.into_parts();
-        let body = read_body(Body::new(body), upstream.max_body)
-            .await
-            .map_err(|_| bad_gateway("the upstream response is too large or broken".into()))?;
-        driver.abort();
-        Ok::<_, ApiError>((head, body))
-    };
-    let (head, bytes) = tokio::time::timeout(upstream.timeout, call)
-        .await
-        .map_err(|_| {
-            ApiError::new(
-                StatusCode::GATEWAY_TIMEOUT,
-                "PG-UPSTREAM-TIMEOUT",
-                "the upstream did not answer in time",
-            )
-        })??;
-    let mut response = Response::new(Body::from(bytes));
-    *response.status_mut() = head.status;
-    for (name, value) in &head.headers {
-        if !HOP_BY_HOP.contains(&name.as_str()) && name != header::CONTENT_LENGTH {
-            response.headers_mut().append(name, value.clone());
-        }
-    }
-    Ok(response)
 }

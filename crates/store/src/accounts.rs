@@ -130,7 +130,10 @@ impl Store {
                 "the new password must differ from the current one".into(),
             ));
         }
-        let hash = hash_password(new)?;
+        let hash = {
+            let new = Zeroizing::new(new.to_owned());
+            self.argon2(move || hash_password(&new)).await??
+        };
         let at = millis(now);
         let mut tx = self.begin_write().await?;
         let row = sqlx::query(
@@ -141,7 +144,12 @@ impl Store {
         .fetch_optional(&mut *tx)
         .await?;
         let stored: Option<String> = row.map(|r| r.try_get("password_hash")).transpose()?;
-        if !stored.is_some_and(|s| password_matches(current, &s)) {
+        let current = Zeroizing::new(current.to_owned());
+        let matches = match stored {
+            Some(s) => self.argon2(move || password_matches(&current, &s)).await?,
+            None => false,
+        };
+        if !matches {
             return Err(StoreError::Unauthorized(
                 "the current password is wrong".into(),
             ));

@@ -4,6 +4,8 @@
 //! first broken row. Appends run inside the caller's transaction, so the
 //! record and the change it records commit together or not at all.
 
+use std::time::SystemTime;
+
 use aws_lc_rs::digest;
 use sqlx::{Any, Row, Transaction};
 
@@ -129,7 +131,38 @@ pub(crate) fn record(row: &sqlx::any::AnyRow) -> Result<AuditRecord, StoreError>
     })
 }
 
+/// A record of refused outside traffic, written by the gate in bulk.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refusal {
+    /// The audit action, e.g. `pairing.unknown_serial`.
+    pub action: String,
+    /// What it was about (a source address).
+    pub subject: String,
+    /// Counts and an example.
+    pub detail: serde_json::Value,
+}
+
 impl Store {
+    /// Appends `refusals` as audit records of the actor `gate`, in one
+    /// transaction.
+    pub async fn record_refusals(
+        &self,
+        refusals: &[Refusal],
+        now: SystemTime,
+    ) -> Result<(), StoreError> {
+        if refusals.is_empty() {
+            return Ok(());
+        }
+        let at = crate::millis(now);
+        let gate = Actor::new("gate");
+        let mut tx = self.begin_write().await?;
+        for r in refusals {
+            append(&mut tx, at, &gate, &r.action, &r.subject, &r.detail).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// The most recent `limit` audit records, newest first.
     pub async fn audit_records(&self, limit: i64) -> Result<Vec<AuditRecord>, StoreError> {
         let rows = sqlx::query("SELECT seq, at, actor, action, subject, detail, prev_hash, hash FROM audit_log ORDER BY seq DESC LIMIT $1")

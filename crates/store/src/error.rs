@@ -63,6 +63,13 @@ pub enum StoreError {
         /// Attempts left before the request ends.
         remaining: i64,
     },
+    /// The terminal key is on the operators' block list; nothing was
+    /// written.
+    #[error("terminal key {0} is blocked by an operator")]
+    Blocked(String),
+    /// Too many attempts of this kind in a window; nothing was written.
+    #[error("rate limited: {0}")]
+    RateLimited(String),
     /// A limit was reached (open pairing requests); nothing was written.
     #[error("limit reached: {0}")]
     Limit(String),

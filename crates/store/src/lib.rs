@@ -13,6 +13,7 @@
 
 mod accounts;
 mod audit;
+mod blocked;
 mod error;
 mod operators;
 mod paired;
@@ -26,10 +27,11 @@ use std::str::FromStr;
 use std::time::{Duration, SystemTime};
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
-use sqlx::{AnyPool, Executor};
+use sqlx::{AnyPool, Connection, Executor};
 
 pub use accounts::{MAX_PASSWORD_CHARS, MIN_PASSWORD_CHARS, RECOVERY_CODES, check_new_password};
-pub use audit::{AuditRecord, AuditVerification};
+pub use audit::{AuditRecord, AuditVerification, Refusal};
+pub use blocked::BlockedKey;
 pub use error::StoreError;
 pub use operators::{NewOperatorCredentials, Operator, Role, SecondFactor};
 pub use paired::{PairedWatch, Wake};
@@ -88,10 +90,19 @@ pub struct Store {
     pool: AnyPool,
     backend: Backend,
     url: SecretUrl,
+    /// Argon2 computations allowed at once.
+    hashing: std::sync::Arc<tokio::sync::Semaphore>,
 }
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
+
+/// The PostgreSQL pool's size (SQLite's is 4); the most connections a
+/// writer may find broken in a row.
+const POOL_SIZE_MAX: u32 = 16;
+
+/// Password hashes computed at once unless the server says otherwise.
+const DEFAULT_HASHING: usize = 2;
 
 /// Milliseconds since the Unix epoch.
 pub(crate) fn millis(t: SystemTime) -> i64 {
@@ -121,7 +132,7 @@ impl Store {
         };
         let options = AnyConnectOptions::from_str(&url).map_err(StoreError::Connect)?;
         let pool = AnyPoolOptions::new()
-            .max_connections(if backend == Backend::Sqlite { 4 } else { 16 })
+            .max_connections(if backend == Backend::Sqlite { 4 } else { POOL_SIZE_MAX })
             .acquire_timeout(Duration::from_secs(10))
             .after_connect(move |conn, _| {
                 Box::pin(async move {
@@ -147,6 +158,7 @@ impl Store {
             pool,
             backend,
             url: SecretUrl(url.into()),
+            hashing: std::sync::Arc::new(tokio::sync::Semaphore::new(DEFAULT_HASHING)),
         })
     }
 
@@ -186,13 +198,48 @@ impl Store {
     /// with SQLITE_BUSY when two of them upgrade to writing at once, so on
     /// SQLite a writer takes the write lock up front (`BEGIN IMMEDIATE`)
     /// and waits its turn under the busy timeout.
+    ///
+    /// A connection whose last transaction failed to commit or roll back
+    /// (a full disk, an I/O error: SQLite may have rolled it back on its
+    /// own) can still count itself inside that transaction, and then
+    /// refuses every `BEGIN`. Such a connection is closed here rather than
+    /// reused, so writes work again as soon as the cause is gone.
     pub(crate) async fn begin_write(
         &self,
     ) -> Result<sqlx::Transaction<'static, sqlx::Any>, StoreError> {
-        Ok(match self.backend {
-            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
-            Backend::Postgres => self.pool.begin().await?,
-        })
+        let mut tries = 0;
+        let conn = loop {
+            let mut conn = self.pool.acquire().await?;
+            if conn.is_in_transaction() {
+                // A rollback queued by a transaction just dropped may not
+                // have run yet: a round trip lets it, then look again.
+                conn.execute("SELECT 1").await?;
+            }
+            if !conn.is_in_transaction() {
+                break conn;
+            }
+            tracing::warn!("closing a database connection left inside a failed transaction");
+            conn.close_on_drop();
+            drop(conn);
+            tries += 1;
+            if tries > POOL_SIZE_MAX {
+                return Err(StoreError::Io(
+                    "no database connection could start a transaction".into(),
+                ));
+            }
+        };
+        let begin = match self.backend {
+            Backend::Sqlite => Some(sqlx::SqlStr::from_static("BEGIN IMMEDIATE")),
+            Backend::Postgres => None,
+        };
+        Ok(sqlx::Transaction::begin(conn, begin).await?)
+    }
+
+    /// The same store computing at most `n` password hashes at once
+    /// (at least one).
+    pub fn with_hash_concurrency(mut self, n: usize) -> Self {
+        self.hashing = std::sync::Arc::new(tokio::sync::Semaphore::new(n.max(1)));
+        self
     }
 
     /// The backend in use.

@@ -169,6 +169,25 @@ pub(crate) fn one_time_password() -> Zeroizing<String> {
     out
 }
 
+impl Store {
+    /// Runs Argon2 work on the blocking thread pool, at most the store's
+    /// hashing concurrency at once: a flood of logins then waits its turn
+    /// instead of stalling the async workers that serve the terminals.
+    pub(crate) async fn argon2<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let _permit = self
+            .hashing
+            .acquire()
+            .await
+            .map_err(|_| StoreError::Io("password hashing has stopped".into()))?;
+        tokio::task::spawn_blocking(work)
+            .await
+            .map_err(|e| StoreError::Io(format!("password hashing failed: {e}")))
+    }
+}
+
 /// Hashes a password with Argon2id (the crate's defaults: 19 MiB, t=2).
 pub(crate) fn hash_password(password: &str) -> Result<String, StoreError> {
     let salt = SaltString::encode_b64(&random_bytes::<16>())
@@ -319,7 +338,10 @@ impl Store {
     ) -> Result<Option<(Operator, Zeroizing<String>)>, StoreError> {
         check_username(username)?;
         let password = one_time_password();
-        let hash = hash_password(&password)?;
+        let hash = {
+            let password = password.clone();
+            self.argon2(move || hash_password(&password)).await??
+        };
         let at = millis(now);
         let mut tx = self.begin_write().await?;
         if only_if_first {
@@ -410,14 +432,18 @@ impl Store {
         .bind(username)
         .fetch_optional(&self.pool)
         .await?;
+        let password = Zeroizing::new(password.to_owned());
         let Some(row) = row else {
             // Spend the same work as a real check.
-            let _ = hash_password(password);
+            self.argon2(move || hash_password(&password)).await?.ok();
             return Ok(None);
         };
         let stored: String = row.try_get("password_hash")?;
         let op = operator(&row)?;
-        Ok((password_matches(password, &stored) && !op.disabled).then_some(op))
+        let matches = self
+            .argon2(move || password_matches(&password, &stored))
+            .await?;
+        Ok((matches && !op.disabled).then_some(op))
     }
 
     /// Checks a fresh TOTP code of `username` and consumes its time step,

@@ -47,6 +47,7 @@ pub enum ServerTrust {
 pub struct TlsClient {
     config: Arc<ClientConfig>,
     policy: TlsPolicy,
+    source: Option<std::net::IpAddr>,
 }
 
 impl TlsClient {
@@ -104,6 +105,7 @@ impl TlsClient {
         Ok(Self {
             config: Arc::new(config),
             policy: policy.clone(),
+            source: None,
         })
     }
 
@@ -125,6 +127,17 @@ impl TlsClient {
         Self {
             config: Arc::new(config),
             policy: self.policy.clone(),
+            source: self.source,
+        }
+    }
+
+    /// The same client, connecting from the local address `source` (a
+    /// terminal with several interfaces; tests and benchmarks spreading
+    /// connections over 127.0.0.0/8).
+    pub fn from_source(&self, source: std::net::IpAddr) -> Self {
+        Self {
+            source: Some(source),
+            ..self.clone()
         }
     }
 
@@ -146,10 +159,28 @@ impl TlsClient {
         let name = ServerName::try_from(host.clone())
             .map_err(|_| TlsError::Config(format!("{host:?} is not a valid server name")))?;
         let connect = async {
-            let tcp = TcpStream::connect(addr).await.map_err(|e| TlsError::Io {
+            let io = |e| TlsError::Io {
                 context: format!("connecting to {addr}"),
                 source: e,
-            })?;
+            };
+            let tcp = match self.source {
+                None => TcpStream::connect(addr).await.map_err(io)?,
+                Some(source) => {
+                    let target = tokio::net::lookup_host(addr)
+                        .await
+                        .map_err(io)?
+                        .find(|a| a.is_ipv4() == source.is_ipv4())
+                        .ok_or_else(|| io(std::io::Error::other("no address of that family")))?;
+                    let socket = if source.is_ipv4() {
+                        tokio::net::TcpSocket::new_v4()
+                    } else {
+                        tokio::net::TcpSocket::new_v6()
+                    }
+                    .map_err(io)?;
+                    socket.bind((source, 0).into()).map_err(io)?;
+                    socket.connect(target).await.map_err(io)?
+                }
+            };
             let _ = tcp.set_nodelay(true);
             TlsConnector::from(self.config.clone())
                 .connect(name, tcp)

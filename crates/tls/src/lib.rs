@@ -22,13 +22,15 @@ pub mod https;
 mod key;
 mod policy;
 pub mod server;
+mod server_session;
 mod session;
 mod verify;
 
 pub use error::{PinMismatch, TlsError};
 pub use key::{alias_certified_key, pem_certified_key};
 pub use policy::{KeyExchange, TlsPolicy, VersionPolicy};
-pub use session::{TtlClientSessionStore, TtlServerSessionStore};
+pub use server_session::{Lineage, TtlServerSessionStore};
+pub use session::TtlClientSessionStore;
 pub use verify::ClientCertAcceptor;
 
 use pairgate_pki::{SpkiPin, TerminalFingerprint};

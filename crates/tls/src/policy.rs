@@ -78,6 +78,13 @@ pub struct TlsPolicy {
     pub handshake_timeout: Duration,
     /// How many resumable sessions a server keeps (oldest evicted first).
     pub session_cache_size: usize,
+    /// How many bytes a server's session cache may hold in all (each
+    /// session holds the client's certificate chain).
+    pub session_cache_bytes: usize,
+    /// The largest client certificate chain (leaf and intermediates, DER
+    /// bytes) a server accepts; larger ones are refused before anything
+    /// of them is stored.
+    pub max_client_certificate_bytes: usize,
 }
 
 impl Default for TlsPolicy {
@@ -88,6 +95,8 @@ impl Default for TlsPolicy {
             session_lifetime: Duration::from_secs(600),
             handshake_timeout: Duration::from_secs(10),
             session_cache_size: 100_000,
+            session_cache_bytes: 64 * 1024 * 1024,
+            max_client_certificate_bytes: 16 * 1024,
         }
     }
 }

@@ -7,14 +7,14 @@
 use std::sync::Arc;
 
 use pairgate_pki::TerminalFingerprint;
-use rustls::ServerConfig;
 use rustls::sign::{CertifiedKey, SingleCertAndKey};
+use rustls::{HandshakeKind, ServerConfig};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
 use crate::verify::ClientVerifier;
-use crate::{ClientCertAcceptor, TlsError, TlsPolicy, TtlServerSessionStore};
+use crate::{ClientCertAcceptor, Lineage, TlsError, TlsPolicy, TtlServerSessionStore};
 
 /// Which client certificates the server accepts.
 #[derive(Clone, Debug)]
@@ -49,6 +49,7 @@ impl TlsServer {
         let verifier = Arc::new(ClientVerifier {
             acceptor,
             provider: provider.clone(),
+            max_chain_bytes: policy.max_client_certificate_bytes,
         });
         let mut config = ServerConfig::builder_with_provider(provider)
             .with_protocol_versions(policy.protocol_versions())?
@@ -57,6 +58,7 @@ impl TlsServer {
         let sessions = Arc::new(TtlServerSessionStore::new(
             policy.session_lifetime,
             policy.session_cache_size,
+            policy.session_cache_bytes,
         ));
         config.session_storage = sessions.clone();
         // No ticketer (the builder's default never produces stateless
@@ -86,6 +88,11 @@ impl TlsServer {
         self.sessions.len()
     }
 
+    /// Bytes the sessions held for resumption take.
+    pub fn cached_session_bytes(&self) -> usize {
+        self.sessions.bytes()
+    }
+
     /// Completes the handshake on an accepted connection within the
     /// policy's timeout, returning the stream and the client's fingerprint.
     pub async fn accept(
@@ -97,9 +104,12 @@ impl TlsServer {
             .map(|a| a.to_string())
             .unwrap_or_else(|_| "client".into());
         let _ = tcp.set_nodelay(true);
+        let lineage = Lineage::random();
         let stream = tokio::time::timeout(
             self.policy.handshake_timeout,
-            TlsAcceptor::from(self.config.clone()).accept(tcp),
+            TlsAcceptor::from(self.config.clone()).accept_with(tcp, |conn| {
+                conn.set_resumption_data(lineage.as_bytes());
+            }),
         )
         .await
         .map_err(|_| TlsError::HandshakeTimeout(peer.clone()))?
@@ -107,6 +117,19 @@ impl TlsServer {
             context: format!("TLS handshake with {peer}"),
             source: e,
         })?;
+        let conn = stream.get_ref().1;
+        if conn.handshake_kind() == Some(HandshakeKind::Resumed)
+            && !self
+                .sessions
+                .resumed(lineage, conn.received_resumption_data())
+        {
+            return Err(TlsError::Io {
+                context: format!("TLS handshake with {peer}"),
+                source: std::io::Error::other(
+                    "the resumed session is older than the session lifetime",
+                ),
+            });
+        }
         let fingerprint =
             crate::peer_fingerprint(stream.get_ref().1).ok_or_else(|| TlsError::Io {
                 context: format!("TLS handshake with {peer}"),

@@ -1,12 +1,11 @@
-//! Session stores with a lifetime. rustls's TLS 1.3 tickets advertise 24
-//! hours and its in-memory caches keep sessions until evicted, so the
-//! policy's bounded lifetime is enforced here, on both sides: the server
-//! never resumes a session stored longer ago than the lifetime, and the
-//! client stops offering sessions once the lifetime has passed since the
-//! full handshake they descend from, so the peers fall back to a full
-//! handshake (with full certificate verification).
+//! The client's session store with a lifetime. rustls's TLS 1.3 tickets
+//! advertise 24 hours and its in-memory cache keeps sessions until
+//! evicted, so the client stops offering sessions once the policy's
+//! lifetime has passed since the full handshake they descend from, and the
+//! peers fall back to a full handshake (with full certificate
+//! verification). The server side is [`crate::TtlServerSessionStore`].
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -15,84 +14,6 @@ use rustls::client::{
     ClientSessionMemoryCache, ClientSessionStore, Tls12ClientSessionValue, Tls13ClientSessionValue,
 };
 use rustls::pki_types::ServerName;
-use rustls::server::StoresServerSessions;
-
-/// A server session cache whose entries expire after a lifetime; the
-/// oldest entry is evicted when the cache is full.
-#[derive(Debug)]
-pub struct TtlServerSessionStore {
-    lifetime: Duration,
-    capacity: usize,
-    inner: Mutex<ServerInner>,
-}
-
-#[derive(Debug, Default)]
-struct ServerInner {
-    entries: HashMap<Vec<u8>, (Instant, Vec<u8>)>,
-    order: VecDeque<(Instant, Vec<u8>)>,
-}
-
-impl TtlServerSessionStore {
-    /// A store keeping at most `capacity` sessions for `lifetime` each.
-    pub fn new(lifetime: Duration, capacity: usize) -> Self {
-        Self {
-            lifetime,
-            capacity: capacity.max(1),
-            inner: Mutex::new(ServerInner::default()),
-        }
-    }
-
-    fn inner(&self) -> std::sync::MutexGuard<'_, ServerInner> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Sessions currently held (expired ones included until evicted).
-    pub fn len(&self) -> usize {
-        self.inner().entries.len()
-    }
-
-    /// Whether no session is held.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
-
-impl StoresServerSessions for TtlServerSessionStore {
-    fn put(&self, key: Vec<u8>, value: Vec<u8>) -> bool {
-        let now = Instant::now();
-        let mut inner = self.inner();
-        // Drop expired entries from the front, then the oldest if full.
-        while let Some((at, _)) = inner.order.front() {
-            let expired = now.duration_since(*at) > self.lifetime;
-            if !expired && inner.entries.len() < self.capacity {
-                break;
-            }
-            if let Some((at, old)) = inner.order.pop_front()
-                && inner.entries.get(&old).is_some_and(|(t, _)| *t == at)
-            {
-                inner.entries.remove(&old);
-            }
-        }
-        inner.order.push_back((now, key.clone()));
-        inner.entries.insert(key, (now, value));
-        true
-    }
-
-    fn get(&self, key: &[u8]) -> Option<Vec<u8>> {
-        let inner = self.inner();
-        let (at, value) = inner.entries.get(key)?;
-        (at.elapsed() <= self.lifetime).then(|| value.clone())
-    }
-
-    fn take(&self, key: &[u8]) -> Option<Vec<u8>> {
-        let (at, value) = self.inner().entries.remove(key)?;
-        (at.elapsed() <= self.lifetime).then_some(value)
-    }
-
-    fn can_cache(&self) -> bool {
-        true
-    }
-}
 
 /// A client session cache that forgets sessions older than a lifetime.
 #[derive(Debug)]
@@ -180,24 +101,5 @@ impl ClientSessionStore for TtlClientSessionStore {
             return None;
         }
         self.inner.take_tls13_ticket(server_name)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn server_entries_expire_and_capacity_holds() {
-        let store = TtlServerSessionStore::new(Duration::from_millis(50), 2);
-        store.put(b"a".to_vec(), b"1".to_vec());
-        store.put(b"b".to_vec(), b"2".to_vec());
-        store.put(b"c".to_vec(), b"3".to_vec());
-        assert_eq!(store.len(), 2);
-        assert_eq!(store.get(b"a"), None);
-        assert_eq!(store.get(b"c"), Some(b"3".to_vec()));
-        std::thread::sleep(Duration::from_millis(80));
-        assert_eq!(store.get(b"c"), None);
-        assert_eq!(store.take(b"b"), None);
     }
 }

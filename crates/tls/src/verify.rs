@@ -148,6 +148,8 @@ impl ServerCertVerifier for ServerVerifier {
 pub(crate) struct ClientVerifier {
     pub acceptor: Option<Arc<dyn ClientCertAcceptor>>,
     pub provider: Arc<CryptoProvider>,
+    /// The largest chain (leaf and intermediates) accepted, in DER bytes.
+    pub max_chain_bytes: usize,
 }
 
 impl ClientCertVerifier for ClientVerifier {
@@ -166,10 +168,26 @@ impl ClientCertVerifier for ClientVerifier {
     fn verify_client_cert(
         &self,
         end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
+        intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, Error> {
+        // Before anything is parsed or kept: a session stores the chain.
+        let chain_bytes = intermediates
+            .iter()
+            .fold(end_entity.len(), |sum, c| sum.saturating_add(c.len()));
+        if chain_bytes > self.max_chain_bytes {
+            return Err(other(Refused(format!(
+                "the client certificate chain is {chain_bytes} bytes; at most {} are accepted",
+                self.max_chain_bytes
+            ))));
+        }
         let info = checked_info(end_entity)?;
+        if info.is_ca {
+            return Err(other(Refused(format!(
+                "certificate {} ({}) is a CA certificate (CA:TRUE) and cannot identify a terminal",
+                info.fingerprint, info.subject
+            ))));
+        }
         let now = std::time::UNIX_EPOCH + std::time::Duration::from_secs(now.as_secs());
         info.check_validity(now).map_err(|e| match e {
             pairgate_pki::CertificateError::Expired { .. } => {

@@ -257,6 +257,9 @@ pub fn router(cas: Cas) -> Router {
         .with_state(cas)
 }
 
+/// The longest a CAS request may take, body upload included.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// Serves CAS until `shutdown` turns true: HTTP/1.1, over TLS when a
 /// configuration is given, with a header timeout per connection.
 pub async fn serve(
@@ -264,6 +267,7 @@ pub async fn serve(
     router: Router,
     tls: Option<Arc<rustls::ServerConfig>>,
     header_timeout: Duration,
+    limiter: Arc<crate::conn::ConnectionLimiter>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
@@ -279,15 +283,33 @@ pub async fn serve(
             },
             _ = shutdown.changed() => return,
         };
+        let Some(permit) = limiter.admit(address.ip()) else {
+            tracing::debug!(service = "cas", %address, "connection refused: at the connection cap");
+            continue;
+        };
         let router = router.clone();
         let acceptor = acceptor.clone();
         let mut conn_shutdown = shutdown.clone();
         tokio::spawn(async move {
+            let _permit = permit;
             let service = hyper::service::service_fn(
                 move |request: hyper::Request<hyper::body::Incoming>| {
                     let mut request = request.map(axum::body::Body::new);
                     request.extensions_mut().insert(ClientAddr(address.ip()));
-                    router.clone().oneshot(request)
+                    let answer = router.clone().oneshot(request);
+                    // Bounds a slow request body (and anything else slow).
+                    async move {
+                        match tokio::time::timeout(REQUEST_TIMEOUT, answer).await {
+                            Ok(answer) => answer,
+                            Err(_) => Ok(crate::ApiError::new(
+                                StatusCode::REQUEST_TIMEOUT,
+                                "PG-TIMEOUT",
+                                "the request took too long",
+                            )
+                            .closing()
+                            .into_response()),
+                        }
+                    }
                 },
             );
             let builder = {

@@ -12,6 +12,7 @@
 mod bad_input;
 mod browser;
 mod cas;
+mod hostile;
 mod master;
 mod pairing;
 mod support;

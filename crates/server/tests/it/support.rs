@@ -84,12 +84,19 @@ pub struct TestTerminal {
 
 impl TestTerminal {
     pub fn new(cn: &str) -> Self {
+        Self::with(cn, |_| {})
+    }
+
+    /// A terminal whose certificate `tweak` changes (size, validity, CA
+    /// flag) before it is signed.
+    pub fn with(cn: &str, tweak: impl FnOnce(&mut rcgen::CertificateParams)) -> Self {
         let key = rcgen::KeyPair::generate().unwrap();
         let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
         params
             .distinguished_name
             .push(rcgen::DnType::CommonName, cn);
         params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        tweak(&mut params);
         let cert = params.self_signed(&key).unwrap();
         let provider = TlsPolicy::default().provider();
         let certified = pairgate_tls::pem_certified_key(

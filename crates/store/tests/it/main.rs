@@ -10,6 +10,8 @@
 
 mod accounts;
 mod audit;
+mod bounds;
+mod disk_full;
 mod pairing;
 mod support;
 mod terminals;

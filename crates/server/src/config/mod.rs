@@ -25,117 +25,9 @@ pub enum ConfigError {
     Invalid(String),
 }
 
-/// Every setting with its meaning, for `--help` and the README. A unit
-/// test keeps this list and [`Settings`] in step.
-pub const SETTINGS: &[(&str, &str)] = &[
-    (
-        "data_dir",
-        "data directory: SQLite database, server identity (default ./pairgate-data)",
-    ),
-    (
-        "database_url",
-        "postgres://… to share one PostgreSQL; empty: SQLite in data_dir",
-    ),
-    ("gate_listen", "gate address (default 0.0.0.0:7741)"),
-    ("master_listen", "master address (default 0.0.0.0:7743)"),
-    (
-        "cas_listen",
-        "CAS address: operators' web UI and /api/v1 (default 127.0.0.1:7780)",
-    ),
-    (
-        "cas_tls",
-        "serve CAS over TLS with the server identity (default false: plain HTTP, for 127.0.0.1 behind a tunnel)",
-    ),
-    (
-        "cas_session_idle_secs",
-        "a CAS session ends after this long without a request (default 1800)",
-    ),
-    (
-        "cas_session_max_secs",
-        "a CAS session ends this long after login (default 43200)",
-    ),
-    (
-        "login_failures_per_account",
-        "failed CAS logins per account within login_window_secs before 429 (default 5)",
-    ),
-    (
-        "login_failures_per_address",
-        "failed CAS logins per client address within login_window_secs before 429 (default 20)",
-    ),
-    (
-        "login_window_secs",
-        "window of the CAS login limits (default 900)",
-    ),
-    (
-        "master_url",
-        "master URL handed to paired terminals (default https://localhost:<master port>)",
-    ),
-    (
-        "identity_keystore",
-        "key store of the server identity: file:DIR or pkcs11:… (default file:<data_dir>/identity)",
-    ),
-    (
-        "identity_passphrase_file",
-        "passphrase file of a file: identity store (default <data_dir>/identity.passphrase, made at first start)",
-    ),
-    (
-        "server_names",
-        "DNS names and IP addresses in the server certificate (default localhost,127.0.0.1)",
-    ),
-    (
-        "upstream_url",
-        "http://host:port of the operator's application behind the master's /app/ (empty: none)",
-    ),
-    ("tls_versions", "\"1.2+1.3\" (default), \"1.2\" or \"1.3\""),
-    (
-        "session_lifetime_secs",
-        "TLS session resumption lifetime (default 600)",
-    ),
-    (
-        "handshake_timeout_secs",
-        "TLS handshake timeout (default 10)",
-    ),
-    (
-        "header_timeout_secs",
-        "time a client may take to send request headers (default 10)",
-    ),
-    (
-        "pairing_ttl_secs",
-        "how long a pairing request stays open (default 86400)",
-    ),
-    (
-        "max_open_requests",
-        "open pairing requests allowed at once (default 1000)",
-    ),
-    (
-        "unknown_serial_per_minute",
-        "unknown-serial attempts per address and minute before 429 (default 10)",
-    ),
-    (
-        "max_body_bytes",
-        "largest request body at gate and master API (default 16384)",
-    ),
-    (
-        "max_proxy_body_bytes",
-        "largest body forwarded to the upstream (default 1048576)",
-    ),
-    (
-        "long_poll_max_secs",
-        "longest wait of GET /v1/pairing/{id}?wait=N (default 30)",
-    ),
-    (
-        "paired_poll_ms",
-        "how often an SQLite server checks the paired set (default 200)",
-    ),
-    (
-        "reconcile_secs",
-        "how often a PostgreSQL server re-checks the paired set besides NOTIFY (default 5)",
-    ),
-    (
-        "proxy_timeout_secs",
-        "upstream request timeout (default 30)",
-    ),
-];
+mod keys;
+
+pub use keys::SETTINGS;
 
 /// The server's settings.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -199,6 +91,44 @@ pub struct Settings {
     pub reconcile_secs: u64,
     /// See [`SETTINGS`].
     pub proxy_timeout_secs: u64,
+    /// See [`SETTINGS`].
+    pub tls_session_cache_bytes: u64,
+    /// See [`SETTINGS`].
+    pub max_client_cert_bytes: u64,
+    /// See [`SETTINGS`].
+    pub body_timeout_secs: u64,
+    /// See [`SETTINGS`].
+    pub linger_secs: u64,
+    /// See [`SETTINGS`].
+    pub max_connections_per_address: u64,
+    /// See [`SETTINGS`].
+    pub gate_max_connections: u64,
+    /// See [`SETTINGS`].
+    pub master_max_connections: u64,
+    /// See [`SETTINGS`].
+    pub cas_max_connections: u64,
+    /// See [`SETTINGS`].
+    pub reveal_ttl_secs: u64,
+    /// See [`SETTINGS`].
+    pub max_open_per_key: u64,
+    /// See [`SETTINGS`].
+    pub max_open_per_address: u64,
+    /// See [`SETTINGS`].
+    pub supersede_window_secs: u64,
+    /// See [`SETTINGS`].
+    pub supersedes_per_key: u64,
+    /// See [`SETTINGS`].
+    pub supersedes_per_address: u64,
+    /// See [`SETTINGS`].
+    pub supersedes_per_serial: u64,
+    /// See [`SETTINGS`].
+    pub closed_request_retention_secs: u64,
+    /// See [`SETTINGS`].
+    pub unknown_serial_per_address_per_minute: u64,
+    /// See [`SETTINGS`].
+    pub refusal_audit_per_minute: u64,
+    /// See [`SETTINGS`].
+    pub password_hash_concurrency: u64,
 }
 
 impl Default for Settings {
@@ -233,6 +163,25 @@ impl Default for Settings {
             paired_poll_ms: 200,
             reconcile_secs: 5,
             proxy_timeout_secs: 30,
+            tls_session_cache_bytes: 64 * 1024 * 1024,
+            max_client_cert_bytes: 16 * 1024,
+            body_timeout_secs: 10,
+            linger_secs: 2,
+            max_connections_per_address: 512,
+            gate_max_connections: 0,
+            master_max_connections: 0,
+            cas_max_connections: 0,
+            reveal_ttl_secs: 300,
+            max_open_per_key: 2,
+            max_open_per_address: 50,
+            supersede_window_secs: 3600,
+            supersedes_per_key: 2,
+            supersedes_per_address: 10,
+            supersedes_per_serial: 6,
+            closed_request_retention_secs: 30 * 86_400,
+            unknown_serial_per_address_per_minute: 100,
+            refusal_audit_per_minute: 200,
+            password_hash_concurrency: 2,
         }
     }
 }
@@ -337,6 +286,22 @@ impl Settings {
                 self.login_failures_per_address,
             ),
             ("login_window_secs", self.login_window_secs),
+            ("tls_session_cache_bytes", self.tls_session_cache_bytes),
+            ("max_client_cert_bytes", self.max_client_cert_bytes),
+            ("body_timeout_secs", self.body_timeout_secs),
+            (
+                "max_connections_per_address",
+                self.max_connections_per_address,
+            ),
+            ("reveal_ttl_secs", self.reveal_ttl_secs),
+            ("max_open_per_key", self.max_open_per_key),
+            ("max_open_per_address", self.max_open_per_address),
+            ("supersede_window_secs", self.supersede_window_secs),
+            (
+                "closed_request_retention_secs",
+                self.closed_request_retention_secs,
+            ),
+            ("password_hash_concurrency", self.password_hash_concurrency),
         ] {
             if value == 0 {
                 return Err(ConfigError::Invalid(format!("{name} must be above 0")));
@@ -381,8 +346,52 @@ impl Settings {
             versions,
             session_lifetime: Duration::from_secs(self.session_lifetime_secs),
             handshake_timeout: Duration::from_secs(self.handshake_timeout_secs),
+            session_cache_bytes: usize::try_from(self.tls_session_cache_bytes)
+                .unwrap_or(usize::MAX),
+            max_client_certificate_bytes: usize::try_from(self.max_client_cert_bytes)
+                .unwrap_or(usize::MAX),
             ..TlsPolicy::default()
         })
+    }
+
+    /// The connection caps of gate, master and CAS, for a process that may
+    /// open `open_files` descriptors; a cap of 0 takes its share of them
+    /// ([`crate::conn::default_caps`]).
+    pub fn connection_limits(&self, open_files: u64) -> [crate::conn::ConnectionLimits; 3] {
+        let shares = crate::conn::default_caps(open_files);
+        let per_address = usize::try_from(self.max_connections_per_address).unwrap_or(usize::MAX);
+        let set = [
+            self.gate_max_connections,
+            self.master_max_connections,
+            self.cas_max_connections,
+        ];
+        let mut out = [crate::conn::ConnectionLimits {
+            total: 0,
+            per_address,
+        }; 3];
+        for ((limits, set), share) in out.iter_mut().zip(set).zip(shares) {
+            limits.total = match set {
+                0 => share,
+                n => usize::try_from(n).unwrap_or(usize::MAX),
+            };
+        }
+        out
+    }
+
+    /// The bounds on pairing requests.
+    pub fn pairing_limits(&self) -> pairgate_store::PairingLimits {
+        let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        pairgate_store::PairingLimits {
+            ttl: Duration::from_secs(self.pairing_ttl_secs),
+            reveal_ttl: Duration::from_secs(self.reveal_ttl_secs),
+            max_open: count(self.max_open_requests),
+            max_open_per_key: count(self.max_open_per_key),
+            max_open_per_address: count(self.max_open_per_address),
+            supersede_window: Duration::from_secs(self.supersede_window_secs),
+            supersedes_per_key: count(self.supersedes_per_key),
+            supersedes_per_address: count(self.supersedes_per_address),
+            supersedes_per_serial: count(self.supersedes_per_serial),
+        }
     }
 
     /// The identity key store URI.

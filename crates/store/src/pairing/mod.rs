@@ -18,8 +18,7 @@ use sqlx::{Any, Row, Transaction};
 use crate::audit::append;
 use crate::operators::SecondFactor;
 use crate::paired::bump_generation;
-use crate::terminals::bounded;
-use crate::{Actor, Serial, Store, StoreError, Terminal, TerminalState, millis};
+use crate::{Actor, Serial, Store, StoreError, Terminal, millis};
 
 /// Wrong codes that end a request.
 pub const MAX_CODE_ATTEMPTS: i64 = 3;
@@ -177,20 +176,42 @@ pub struct PairingAttempt {
     pub server_pin: SpkiPin,
 }
 
-/// Bounds on open pairing requests.
+/// Bounds on pairing requests, so that no single unauthenticated client
+/// can fill the queue or keep a serial from pairing.
 #[derive(Clone, Copy, Debug)]
 pub struct PairingLimits {
-    /// How long a request stays open.
+    /// How long a revealed request stays open.
     pub ttl: Duration,
+    /// How long a request may wait for its nonce to be revealed.
+    pub reveal_ttl: Duration,
     /// How many requests may be open at once, across all serials.
     pub max_open: i64,
+    /// Open requests one client certificate may hold.
+    pub max_open_per_key: i64,
+    /// Open requests from one source address.
+    pub max_open_per_address: i64,
+    /// The window of the supersede limits.
+    pub supersede_window: Duration,
+    /// Requests one certificate may supersede within the window.
+    pub supersedes_per_key: i64,
+    /// Requests superseded from one address within the window.
+    pub supersedes_per_address: i64,
+    /// Times one serial's request may be superseded within the window.
+    pub supersedes_per_serial: i64,
 }
 
 impl Default for PairingLimits {
     fn default() -> Self {
         Self {
             ttl: Duration::from_secs(24 * 3600),
+            reveal_ttl: Duration::from_secs(300),
             max_open: 1000,
+            max_open_per_key: 2,
+            max_open_per_address: 50,
+            supersede_window: Duration::from_secs(3600),
+            supersedes_per_key: 2,
+            supersedes_per_address: 10,
+            supersedes_per_serial: 6,
         }
     }
 }
@@ -215,6 +236,27 @@ macro_rules! request_columns {
 
 /// The columns the row reader takes, for queries built elsewhere.
 pub(crate) const COLUMNS: &str = request_columns!();
+
+// After the macro, which it uses.
+mod open;
+
+/// The open requests a certificate holds, inside `tx`.
+pub(crate) async fn open_requests_of(
+    tx: &mut Transaction<'_, Any>,
+    fingerprint: &str,
+) -> Result<Vec<PairingRequest>, StoreError> {
+    sqlx::query(concat!(
+        "SELECT ",
+        request_columns!(),
+        " FROM pairing_requests WHERE fingerprint = $1 AND state IN ('awaiting_reveal', 'pending')"
+    ))
+    .bind(fingerprint)
+    .fetch_all(&mut **tx)
+    .await?
+    .iter()
+    .map(request)
+    .collect()
+}
 
 pub(crate) fn request(row: &sqlx::any::AnyRow) -> Result<PairingRequest, StoreError> {
     let state: String = row.try_get("state")?;
@@ -241,7 +283,7 @@ pub(crate) fn request(row: &sqlx::any::AnyRow) -> Result<PairingRequest, StoreEr
     })
 }
 
-fn request_id() -> String {
+pub(super) fn request_id() -> String {
     let mut bytes = [0u8; 16];
     // aws-lc aborts the process rather than return weak randomness.
     let _ = aws_lc_rs::rand::fill(&mut bytes);
@@ -277,14 +319,17 @@ async fn lock_request(
 }
 
 /// Reads a request back after changing it in `tx`.
-async fn reread(tx: &mut Transaction<'_, Any>, id: &str) -> Result<PairingRequest, StoreError> {
+pub(super) async fn reread(
+    tx: &mut Transaction<'_, Any>,
+    id: &str,
+) -> Result<PairingRequest, StoreError> {
     lock_request(tx, id)
         .await?
         .ok_or_else(|| StoreError::NotFound(format!("pairing request {id}")))
 }
 
 /// Ends an open request in `state`, audited as `action`.
-async fn close(
+pub(crate) async fn close(
     tx: &mut Transaction<'_, Any>,
     req: &PairingRequest,
     state: PairingState,
@@ -308,7 +353,7 @@ async fn close(
 
 /// If `req` is open but past its expiry, marks it expired (audited) and
 /// says so.
-async fn expire_if_due(
+pub(super) async fn expire_if_due(
     tx: &mut Transaction<'_, Any>,
     req: &PairingRequest,
     at: i64,
@@ -330,181 +375,6 @@ async fn expire_if_due(
 }
 
 impl Store {
-    /// A terminal asks to pair (protocol step 2). Unknown serials are
-    /// refused with an audit record. An already paired fingerprint gets
-    /// its terminal; the same fingerprint and commitment again get the
-    /// same request; the same fingerprint with a new commitment (the
-    /// terminal restarted) renews the request with a fresh server nonce;
-    /// another fingerprint supersedes the open request and is flagged.
-    pub async fn open_pairing_request(
-        &self,
-        attempt: &PairingAttempt,
-        limits: &PairingLimits,
-        now: SystemTime,
-    ) -> Result<Opened, StoreError> {
-        bounded("model", &attempt.model, 100)?;
-        bounded("firmware", &attempt.firmware, 100)?;
-        let at = millis(now);
-        let gate = Actor::new("gate");
-        let fingerprint = attempt.fingerprint.to_hex();
-        let serial = attempt.serial.as_str();
-        let mut tx = self.begin_write().await?;
-        let Some(terminal) = self.terminal_in(&mut tx, &attempt.serial).await? else {
-            append(
-                &mut tx,
-                at,
-                &gate,
-                "pairing.unknown_serial",
-                serial,
-                &serde_json::json!({
-                    "fingerprint": fingerprint, "remote_address": attempt.remote_address,
-                }),
-            )
-            .await?;
-            tx.commit().await?;
-            return Err(StoreError::UnknownSerial(serial.to_owned()));
-        };
-        if terminal.state == TerminalState::Paired
-            && terminal.paired_fingerprint.as_deref() == Some(fingerprint.as_str())
-        {
-            tx.commit().await?;
-            return Ok(Opened::Paired(terminal));
-        }
-        let rows = sqlx::query(concat!(
-            "SELECT ",
-            request_columns!(),
-            " FROM pairing_requests WHERE serial = $1 AND state IN ('awaiting_reveal', 'pending') ORDER BY created_at"
-        ))
-        .bind(serial)
-        .fetch_all(&mut *tx)
-        .await?;
-        let mut open = None;
-        for row in &rows {
-            let req = request(row)?;
-            if !expire_if_due(&mut tx, &req, at).await? {
-                open = Some(req);
-            }
-        }
-        let mut supersedes = None;
-        if let Some(req) = open {
-            if req.fingerprint == fingerprint {
-                if req.commitment == attempt.commitment.to_hex() {
-                    tx.commit().await?;
-                    return Ok(Opened::Pending(req));
-                }
-                return self.renew(tx, req, attempt, at).await;
-            }
-            close(
-                &mut tx,
-                &req,
-                PairingState::Superseded,
-                &gate,
-                "pairing.supersede",
-                at,
-                serde_json::json!({
-                    "request": req.id, "fingerprint": req.fingerprint,
-                    "by_fingerprint": fingerprint,
-                }),
-            )
-            .await?;
-            supersedes = Some(req.id);
-        }
-        let open_now = sqlx::query(
-            "SELECT COUNT(*) AS n FROM pairing_requests WHERE state IN ('awaiting_reveal', 'pending') AND expires_at > $1",
-        )
-        .bind(at)
-        .fetch_one(&mut *tx)
-        .await?;
-        let open_now: i64 = open_now.try_get("n")?;
-        if open_now >= limits.max_open {
-            return Err(StoreError::Limit(format!(
-                "{open_now} pairing requests are open (the limit is {}); try again later",
-                limits.max_open
-            )));
-        }
-        let repair = terminal.paired_fingerprint.is_some();
-        let flagged = supersedes.is_some() || repair;
-        let id = request_id();
-        let server_nonce = Nonce::random().to_hex();
-        let ttl = i64::try_from(limits.ttl.as_millis()).unwrap_or(i64::MAX);
-        sqlx::query(
-            "INSERT INTO pairing_requests (id, serial, fingerprint, certificate, remote_address, model, firmware, \
-             commitment, server_nonce, server_pin, state, flagged, supersedes, failed_attempts, created_at, expires_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'awaiting_reveal', $11, $12, 0, $13, $14)",
-        )
-        .bind(&id)
-        .bind(serial)
-        .bind(&fingerprint)
-        .bind(attempt.certificate.clone())
-        .bind(&attempt.remote_address)
-        .bind(&attempt.model)
-        .bind(&attempt.firmware)
-        .bind(attempt.commitment.to_hex())
-        .bind(&server_nonce)
-        .bind(attempt.server_pin.to_hex())
-        .bind(i64::from(flagged))
-        .bind(supersedes.clone())
-        .bind(at)
-        .bind(at.saturating_add(ttl))
-        .execute(&mut *tx)
-        .await?;
-        append(
-            &mut tx,
-            at,
-            &gate,
-            "pairing.open",
-            serial,
-            &serde_json::json!({
-                "request": id, "fingerprint": fingerprint,
-                "remote_address": attempt.remote_address,
-                "model": attempt.model, "firmware": attempt.firmware,
-                "flagged": flagged, "supersedes": supersedes,
-                "paired_fingerprint": terminal.paired_fingerprint,
-            }),
-        )
-        .await?;
-        let req = reread(&mut tx, &id).await?;
-        tx.commit().await?;
-        Ok(Opened::Pending(req))
-    }
-
-    /// The same fingerprint came back with a new commitment: a fresh
-    /// server nonce, so that no nonce pair is ever reused and the one
-    /// chance per request stays one.
-    async fn renew(
-        &self,
-        mut tx: Transaction<'static, Any>,
-        req: PairingRequest,
-        attempt: &PairingAttempt,
-        at: i64,
-    ) -> Result<Opened, StoreError> {
-        sqlx::query(
-            "UPDATE pairing_requests SET commitment = $1, server_nonce = $2, terminal_nonce = NULL, \
-             state = 'awaiting_reveal', server_pin = $3, model = $4, firmware = $5, remote_address = $6 WHERE id = $7",
-        )
-        .bind(attempt.commitment.to_hex())
-        .bind(Nonce::random().to_hex())
-        .bind(attempt.server_pin.to_hex())
-        .bind(&attempt.model)
-        .bind(&attempt.firmware)
-        .bind(&attempt.remote_address)
-        .bind(&req.id)
-        .execute(&mut *tx)
-        .await?;
-        append(
-            &mut tx,
-            at,
-            &Actor::new("gate"),
-            "pairing.renew",
-            &req.serial,
-            &serde_json::json!({ "request": req.id, "fingerprint": req.fingerprint }),
-        )
-        .await?;
-        let req = reread(&mut tx, &req.id).await?;
-        tx.commit().await?;
-        Ok(Opened::Pending(req))
-    }
-
     /// The terminal reveals its nonce (protocol step 3). Only the
     /// fingerprint that opened the request may; a nonce that does not open
     /// the commitment ends the request.
@@ -562,8 +432,11 @@ impl Store {
             tx.commit().await?;
             return Err(StoreError::RevealMismatch(id.to_owned()));
         }
+        // Revealed: the request now waits for an operator, up to its full
+        // lifetime (an unrevealed one expires within minutes).
         sqlx::query(
-            "UPDATE pairing_requests SET terminal_nonce = $1, state = 'pending' WHERE id = $2",
+            "UPDATE pairing_requests SET terminal_nonce = $1, state = 'pending', \
+             expires_at = COALESCE(decide_by, expires_at) WHERE id = $2",
         )
         .bind(&revealed)
         .bind(id)
@@ -765,6 +638,30 @@ impl Store {
         }
         tx.commit().await?;
         Ok(expired)
+    }
+
+    /// Deletes the requests closed more than `retention` before `now`,
+    /// and the certificates they hold; their audit records stay. Open
+    /// requests stay, and so do approved ones (an operator made each, so
+    /// no outside client can grow them). Returns how many went.
+    pub async fn purge_closed_pairing_requests(
+        &self,
+        now: SystemTime,
+        retention: Duration,
+    ) -> Result<u64, StoreError> {
+        let before =
+            millis(now).saturating_sub(i64::try_from(retention.as_millis()).unwrap_or(i64::MAX));
+        let mut tx = self.begin_write().await?;
+        let done = sqlx::query(
+            "DELETE FROM pairing_requests WHERE state NOT IN ('awaiting_reveal', 'pending', 'approved') \
+             AND COALESCE(decided_at, expires_at) < $1",
+        )
+        .bind(before)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok(done)
     }
 
     /// A request by id.

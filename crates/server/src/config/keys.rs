@@ -1,0 +1,190 @@
+//! The documented list of every server setting: `pairgate server --help`
+//! prints it and a unit test keeps it equal to [`super::Settings`].
+
+/// Every setting with its meaning, for `--help` and the README. A unit
+/// test keeps this list and [`super::Settings`] in step.
+pub const SETTINGS: &[(&str, &str)] = &[
+    (
+        "data_dir",
+        "data directory: SQLite database, server identity (default ./pairgate-data)",
+    ),
+    (
+        "database_url",
+        "postgres://… to share one PostgreSQL; empty: SQLite in data_dir",
+    ),
+    ("gate_listen", "gate address (default 0.0.0.0:7741)"),
+    ("master_listen", "master address (default 0.0.0.0:7743)"),
+    (
+        "cas_listen",
+        "CAS address: operators' web UI and /api/v1 (default 127.0.0.1:7780)",
+    ),
+    (
+        "cas_tls",
+        "serve CAS over TLS with the server identity (default false: plain HTTP, for 127.0.0.1 behind a tunnel)",
+    ),
+    (
+        "cas_session_idle_secs",
+        "a CAS session ends after this long without a request (default 1800)",
+    ),
+    (
+        "cas_session_max_secs",
+        "a CAS session ends this long after login (default 43200)",
+    ),
+    (
+        "login_failures_per_account",
+        "failed CAS logins per account within login_window_secs before 429 (default 5)",
+    ),
+    (
+        "login_failures_per_address",
+        "failed CAS logins per client address within login_window_secs before 429 (default 20)",
+    ),
+    (
+        "login_window_secs",
+        "window of the CAS login limits (default 900)",
+    ),
+    (
+        "master_url",
+        "master URL handed to paired terminals (default https://localhost:<master port>)",
+    ),
+    (
+        "identity_keystore",
+        "key store of the server identity: file:DIR or pkcs11:… (default file:<data_dir>/identity)",
+    ),
+    (
+        "identity_passphrase_file",
+        "passphrase file of a file: identity store (default <data_dir>/identity.passphrase, made at first start)",
+    ),
+    (
+        "server_names",
+        "DNS names and IP addresses in the server certificate (default localhost,127.0.0.1)",
+    ),
+    (
+        "upstream_url",
+        "http://host:port of the operator's application behind the master's /app/ (empty: none)",
+    ),
+    ("tls_versions", "\"1.2+1.3\" (default), \"1.2\" or \"1.3\""),
+    (
+        "session_lifetime_secs",
+        "TLS session resumption lifetime (default 600)",
+    ),
+    (
+        "handshake_timeout_secs",
+        "TLS handshake timeout (default 10)",
+    ),
+    (
+        "header_timeout_secs",
+        "time a client may take to send request headers, and the longest idle time between requests on a kept-alive connection (default 10)",
+    ),
+    (
+        "pairing_ttl_secs",
+        "how long a pairing request stays open (default 86400)",
+    ),
+    (
+        "max_open_requests",
+        "open pairing requests allowed at once (default 1000)",
+    ),
+    (
+        "unknown_serial_per_minute",
+        "unknown-serial attempts per address and certificate and minute before 429 (default 10)",
+    ),
+    (
+        "max_body_bytes",
+        "largest request body at gate and master API (default 16384)",
+    ),
+    (
+        "max_proxy_body_bytes",
+        "largest body forwarded to the upstream (default 1048576)",
+    ),
+    (
+        "long_poll_max_secs",
+        "longest wait of GET /v1/pairing/{id}?wait=N (default 30)",
+    ),
+    (
+        "paired_poll_ms",
+        "how often an SQLite server checks the paired set (default 200)",
+    ),
+    (
+        "reconcile_secs",
+        "how often a PostgreSQL server re-checks the paired set besides NOTIFY (default 5)",
+    ),
+    (
+        "proxy_timeout_secs",
+        "upstream request timeout (default 30)",
+    ),
+    (
+        "tls_session_cache_bytes",
+        "bytes each listener's TLS session cache may hold; oldest sessions go first (default 67108864)",
+    ),
+    (
+        "max_client_cert_bytes",
+        "largest client certificate chain accepted, in DER bytes (default 16384)",
+    ),
+    (
+        "body_timeout_secs",
+        "time a client may take to send a request body (default 10)",
+    ),
+    (
+        "linger_secs",
+        "after an early answer (413) the server reads and discards for this long before closing, so the client sees it (default 2)",
+    ),
+    (
+        "max_connections_per_address",
+        "connections one source address may hold at each of gate, master and CAS (default 512)",
+    ),
+    (
+        "gate_max_connections",
+        "connections the gate holds (default 0: 15% of the open-file limit less 256 reserved)",
+    ),
+    (
+        "master_max_connections",
+        "connections the master holds (default 0: 80% of the open-file limit less 256 reserved)",
+    ),
+    (
+        "cas_max_connections",
+        "connections CAS holds (default 0: 5% of the open-file limit less 256 reserved)",
+    ),
+    (
+        "reveal_ttl_secs",
+        "a pairing request whose nonce is not revealed expires after this long (default 300)",
+    ),
+    (
+        "max_open_per_key",
+        "open pairing requests one client certificate may hold (default 2)",
+    ),
+    (
+        "max_open_per_address",
+        "open pairing requests from one source address (default 50)",
+    ),
+    (
+        "supersede_window_secs",
+        "window of the supersede limits (default 3600)",
+    ),
+    (
+        "supersedes_per_key",
+        "requests one client certificate may supersede within supersede_window_secs (default 2)",
+    ),
+    (
+        "supersedes_per_address",
+        "requests superseded from one source address within supersede_window_secs (default 10)",
+    ),
+    (
+        "supersedes_per_serial",
+        "times one serial's request may be superseded within supersede_window_secs (default 6)",
+    ),
+    (
+        "closed_request_retention_secs",
+        "closed pairing requests (and their certificates) are deleted this long after closing; audit records stay (default 2592000)",
+    ),
+    (
+        "unknown_serial_per_address_per_minute",
+        "unknown-serial attempts per address and minute, any certificate, before 429; known serials are never blocked (default 100)",
+    ),
+    (
+        "refusal_audit_per_minute",
+        "audit records per minute for refusals of unauthenticated clients (one per address and minute, with a count); the rest are summed in one record (default 200)",
+    ),
+    (
+        "password_hash_concurrency",
+        "password hashes (Argon2) computed at once, off the async workers (default 2)",
+    ),
+];

@@ -1,0 +1,15 @@
+-- Bounds against hostile gate clients (issue 12): where each pairing
+-- request came from (quotas per source address), when a revealed request
+-- must be decided by (an unrevealed one expires within minutes), and the
+-- operators' block list of terminal keys.
+ALTER TABLE pairing_requests ADD COLUMN source_ip TEXT NOT NULL DEFAULT '';
+ALTER TABLE pairing_requests ADD COLUMN decide_by BIGINT;
+CREATE INDEX pairing_requests_source ON pairing_requests (source_ip, state);
+CREATE INDEX pairing_requests_superseding ON pairing_requests (created_at, supersedes);
+
+CREATE TABLE blocked_keys (
+    fingerprint TEXT PRIMARY KEY,
+    reason      TEXT NOT NULL,
+    blocked_by  TEXT NOT NULL,
+    blocked_at  BIGINT NOT NULL
+);
