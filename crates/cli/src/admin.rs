@@ -35,6 +35,9 @@ enum AdminCommand {
     /// Terminals.
     #[command(subcommand)]
     Terminal(TerminalCommand),
+    /// The block list of terminal keys.
+    #[command(subcommand)]
+    Key(crate::admin_keys::KeyCommand),
     /// Pairing requests, newest first.
     Requests {
         /// Only open requests (awaiting the reveal or a decision).
@@ -338,6 +341,9 @@ async fn command(store: &Store, command: AdminCommand, out: &Output) -> Result<(
                 ),
                 terminal_json(&t),
             );
+        }
+        AdminCommand::Key(command) => {
+            crate::admin_keys::run(store, command, &cli_actor(), out).await?;
         }
         AdminCommand::Reject { request } => {
             let r = store.reject_pairing(&request, &cli_actor(), now).await?;

@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 mod admin;
+mod admin_keys;
 mod agent;
 mod bench;
 mod ca;

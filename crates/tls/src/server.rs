@@ -118,7 +118,11 @@ impl TlsServer {
             source: e,
         })?;
         let conn = stream.get_ref().1;
+        // TLS 1.3 issues new tickets on a resumed handshake, which must
+        // inherit the lineage's start. TLS 1.2 resumes the stored session
+        // itself (no new one is stored), whose age the cache checked.
         if conn.handshake_kind() == Some(HandshakeKind::Resumed)
+            && conn.protocol_version() == Some(rustls::ProtocolVersion::TLSv1_3)
             && !self
                 .sessions
                 .resumed(lineage, conn.received_resumption_data())

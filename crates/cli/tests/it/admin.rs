@@ -478,6 +478,59 @@ async fn cas_and_api_tokens_from_the_command_line(db: Db) {
     assert!(err.contains("nobody"), "{err}");
 }
 
+/// The block list from the command line: a blocked key's open request
+/// ends, the key cannot ask again, each change is audited, and bad input
+/// changes nothing.
+async fn blocking_keys_from_the_command_line(db: Db) {
+    let place = Place::new(db).await;
+    place.ok(&["terminal", "add", "ATM-1"]);
+    let store = place.store().await;
+    let (req, _) = revealed_request(&store, "ATM-1", 7).await;
+    let fp = req.fingerprint.clone();
+    let blocked = json(&place.ok(&["--json", "key", "block", &fp, "--reason", "supersede loop"]));
+    assert_eq!(blocked["fingerprint"], fp);
+    assert_eq!(blocked["blocked_by"], "cli");
+    let req = store.pairing_request(&req.id).await.unwrap().unwrap();
+    assert_eq!(req.state, PairingState::Rejected);
+    let listed = json(&place.ok(&["--json", "key", "list"]));
+    assert_eq!(listed.as_array().unwrap().len(), 1);
+    assert!(place.ok(&["key", "list"]).contains("supersede loop"));
+    let audit_before = store.audit_records(1000).await.unwrap().len();
+    let err = place.fails(&["key", "block", &fp, "--reason", "again"]);
+    assert!(err.contains("already exists"), "{err}");
+    let err = place.fails(&["key", "block", "not-hex", "--reason", "x"]);
+    assert!(err.contains("not-hex"), "{err}");
+    assert_eq!(store.audit_records(1000).await.unwrap().len(), audit_before);
+    let attempt = PairingAttempt {
+        serial: Serial::new("ATM-1").unwrap(),
+        fingerprint: TerminalFingerprint::from_bytes([7; 32]),
+        certificate: vec![0x30, 0x00],
+        remote_address: "127.0.0.1:1".into(),
+        model: String::new(),
+        firmware: String::new(),
+        commitment: Nonce::random().commitment(),
+        server_pin: SpkiPin::from_bytes([0x42; 32]),
+    };
+    let r = store
+        .open_pairing_request(&attempt, &PairingLimits::default(), SystemTime::now())
+        .await;
+    assert!(
+        matches!(r, Err(pairgate_store::StoreError::Blocked(_))),
+        "{r:?}"
+    );
+    place.ok(&["key", "unblock", &fp]);
+    let err = place.fails(&["key", "unblock", &fp]);
+    assert!(err.contains("not found"), "{err}");
+    let actions: Vec<String> = store
+        .audit_records(2)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.action)
+        .collect();
+    assert_eq!(actions, ["key.unblock", "key.block"]);
+}
+
 macro_rules! on_both_databases {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -500,6 +553,7 @@ macro_rules! on_both_databases {
 }
 
 on_both_databases!(
+    blocking_keys_from_the_command_line,
     cas_and_api_tokens_from_the_command_line,
     approval_flow_from_the_command_line,
     kill_during_approval_is_all_or_nothing,

@@ -3,6 +3,7 @@
 //! second; the upstream sees the terminal's identity, never headers the
 //! terminal forged.
 
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use http_body_util::{BodyExt, Full};
@@ -16,7 +17,7 @@ use crate::support::{
 };
 
 /// Pairs a fresh terminal for `serial`.
-async fn paired(f: &Fixture, serial: &str) -> TestTerminal {
+pub(crate) async fn paired(f: &Fixture, serial: &str) -> TestTerminal {
     f.register(serial).await;
     let mut op = Operator::create(&f.store, &format!("op-{}", serial.to_lowercase())).await;
     let terminal = TestTerminal::new(serial);
@@ -175,36 +176,47 @@ async fn unpair_closes_kept_alive_and_refuses_resumed(db: Db) {
     f.server.shutdown().await;
 }
 
-/// An upstream that answers with the headers and path it received.
+/// An upstream that answers with the headers and path it received, and
+/// logs every path it was asked for.
 async fn echo_upstream() -> std::net::SocketAddr {
+    logging_upstream().await.0
+}
+
+async fn logging_upstream() -> (std::net::SocketAddr, Arc<Mutex<Vec<String>>>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let seen = log.clone();
     tokio::spawn(async move {
         loop {
             let (tcp, _) = listener.accept().await.unwrap();
+            let seen = seen.clone();
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(
-                    |req: hyper::Request<hyper::body::Incoming>| async move {
-                        let mut headers = serde_json::Map::new();
-                        for (name, value) in req.headers() {
-                            let entry = headers
-                                .entry(name.as_str().to_owned())
-                                .or_insert_with(|| serde_json::Value::Array(Vec::new()));
-                            if let serde_json::Value::Array(values) = entry {
-                                values.push(value.to_str().unwrap().into());
+                    move |req: hyper::Request<hyper::body::Incoming>| {
+                        seen.lock().unwrap().push(req.uri().to_string());
+                        async move {
+                            let mut headers = serde_json::Map::new();
+                            for (name, value) in req.headers() {
+                                let entry = headers
+                                    .entry(name.as_str().to_owned())
+                                    .or_insert_with(|| serde_json::Value::Array(Vec::new()));
+                                if let serde_json::Value::Array(values) = entry {
+                                    values.push(value.to_str().unwrap().into());
+                                }
                             }
+                            let uri = req.uri().to_string();
+                            let method = req.method().to_string();
+                            let body = req.into_body().collect().await?.to_bytes();
+                            let answer = serde_json::json!({
+                                "uri": uri, "method": method, "headers": headers,
+                                "body": String::from_utf8_lossy(&body),
+                            });
+                            let mut response =
+                                hyper::Response::new(Full::new(Bytes::from(answer.to_string())));
+                            *response.status_mut() = hyper::StatusCode::CREATED;
+                            Ok::<_, hyper::Error>(response)
                         }
-                        let uri = req.uri().to_string();
-                        let method = req.method().to_string();
-                        let body = req.into_body().collect().await?.to_bytes();
-                        let answer = serde_json::json!({
-                            "uri": uri, "method": method, "headers": headers,
-                            "body": String::from_utf8_lossy(&body),
-                        });
-                        let mut response =
-                            hyper::Response::new(Full::new(Bytes::from(answer.to_string())));
-                        *response.status_mut() = hyper::StatusCode::CREATED;
-                        Ok::<_, hyper::Error>(response)
                     },
                 );
                 let _ = hyper::server::conn::http1::Builder::new()
@@ -213,7 +225,86 @@ async fn echo_upstream() -> std::net::SocketAddr {
             });
         }
     });
-    addr
+    (addr, log)
+}
+
+/// Issue 12, findings 6 and 7: paths that would leave the base path are
+/// refused before the upstream sees them, and identity or forwarding
+/// headers under any spelling never reach it.
+async fn proxy_keeps_paths_and_identity_headers(db: Db) {
+    let (upstream, log) = logging_upstream().await;
+    let f = Fixture::start(db, |s| s.upstream_url = format!("http://{upstream}/base")).await;
+    let t = paired(&f, "ATM-1").await;
+    let client = t.https(ServerTrust::Pins(vec![f.server.pin]));
+    for path in [
+        "/app/../internal/secrets",
+        "/app/%2e%2e/internal/secrets",
+        "/app/%2E%2e/internal/secrets",
+        "/app/x/..%2f..%2finternal",
+        "/app/a%2fb",
+        "/app/a%5cb",
+        "/app/%252e%252e/internal",
+    ] {
+        let r = client
+            .request("GET", &f.master(path), &[], None)
+            .await
+            .unwrap();
+        assert_error(&r, 400, "PG-BAD-PATH");
+    }
+    assert!(log.lock().unwrap().is_empty(), "{:?}", log.lock().unwrap());
+    let r = client
+        .request(
+            "GET",
+            &f.master("/app/ok"),
+            &[
+                ("X_Pairgate_Terminal_Serial", "ATM-0999"),
+                ("x-pairgate_terminal-fingerprint", "00"),
+                ("Forwarded", "for=1.2.3.4"),
+                ("X-Real-IP", "1.2.3.4"),
+                ("X_Real_IP", "1.2.3.4"),
+                ("X-Forwarded-Host", "evil.example"),
+                ("Connection", "x-hop"),
+                ("X-Hop", "1"),
+                ("X-Custom", "kept"),
+            ],
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    let seen = json(&r);
+    assert_eq!(seen["uri"], "/base/ok");
+    let names: Vec<String> = seen["headers"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(|k| k.to_ascii_lowercase().replace('_', "-"))
+        .collect();
+    for reserved in ["forwarded", "x-real-ip", "x-forwarded-host", "x-hop"] {
+        assert!(
+            !names.iter().any(|n| n == reserved),
+            "{reserved} in {names:?}"
+        );
+    }
+    assert_eq!(
+        names
+            .iter()
+            .filter(|n| n.as_str() == "x-pairgate-terminal-serial")
+            .count(),
+        1
+    );
+    let h = &seen["headers"];
+    assert_eq!(
+        h["x-pairgate-terminal-serial"],
+        serde_json::json!(["ATM-1"])
+    );
+    assert_eq!(
+        h["x-pairgate-terminal-fingerprint"],
+        serde_json::json!([t.fingerprint.to_hex()])
+    );
+    assert_eq!(h["x-custom"], serde_json::json!(["kept"]));
+    assert_eq!(log.lock().unwrap().as_slice(), ["/base/ok"]);
+    f.server.shutdown().await;
 }
 
 async fn proxy_sets_identity_and_strips_forgeries(db: Db) {
@@ -290,6 +381,7 @@ async fn me_shows_the_record_and_heartbeats(db: Db) {
 }
 
 crate::on_both_databases!(
+    proxy_keeps_paths_and_identity_headers,
     me_shows_the_record_and_heartbeats,
     unknown_unpaired_and_superseded_get_403,
     unpair_closes_kept_alive_and_refuses_resumed,

@@ -79,3 +79,46 @@ async fn resumed_chains_do_not_extend_the_lifetime() {
     assert_eq!(kinds[1], HandshakeKind::Resumed);
     assert!(kinds[2..].contains(&HandshakeKind::Full), "{kinds:?}");
 }
+
+/// Issue 12, finding 10: the server itself bounds a chain of resumptions
+/// from its full handshake, whatever the client's cache allows: tickets
+/// re-issued on resumed handshakes inherit the time of the full one, so
+/// a client resuming every 400 ms gets a full handshake after 1.5 s, and
+/// no connection is broken on the way (resumption is refused inside the
+/// handshake, which falls back to a full one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_bounds_chains_of_resumptions() {
+    for base in [TlsPolicy::tls13_only(), TlsPolicy::tls12_only()] {
+        let server_policy = TlsPolicy {
+            session_lifetime: Duration::from_millis(1500),
+            ..base.clone()
+        };
+        let client_policy = TlsPolicy {
+            session_lifetime: Duration::from_secs(3600),
+            ..base
+        };
+        let server_id = identity(Backend::Software, KeyAlgorithm::P256, "server");
+        let client_id = identity(Backend::Software, KeyAlgorithm::P256, "terminal");
+        let server = server_id.server(ClientAuth::AnyProvenKey, &server_policy);
+        let (addr, mut seen) = serve(server).await;
+        let addr = addr.to_string();
+        let client = client_id.client(ServerTrust::Pins(vec![server_id.pin]), &client_policy);
+        let mut kinds = Vec::new();
+        for _ in 0..8 {
+            let mut s = client.connect(&addr, None).await.unwrap();
+            let answer = exchange(&mut s).await;
+            assert!(answer.starts_with("hello "), "{answer:?}");
+            kinds.push(s.get_ref().1.handshake_kind().unwrap());
+            seen.recv().await.unwrap().result.unwrap();
+            tokio::time::sleep(Duration::from_millis(400)).await;
+        }
+        assert_eq!(kinds[0], HandshakeKind::Full);
+        assert_eq!(kinds[1], HandshakeKind::Resumed, "{kinds:?}");
+        // 0, 0.4, 0.8, 1.2 s resume; 1.6 s is past the lifetime.
+        assert_eq!(
+            kinds[4],
+            HandshakeKind::Full,
+            "{kinds:?} under {server_policy:?}"
+        );
+    }
+}
