@@ -20,7 +20,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -31,7 +31,7 @@ use pairgate_store::{
     Terminal,
 };
 
-use crate::http::{JsonBody, JsonQuery, Peer, no_route, rfc3339, wrong_method};
+use crate::http::{JsonBody, JsonPath, JsonQuery, Peer, no_route, rfc3339, wrong_method};
 use crate::refusals::{RefusalLog, UnknownSerialLimiter};
 use crate::{ApiError, TerminalConfig};
 
@@ -192,7 +192,7 @@ async fn own_request(gate: &Gate, peer: &Peer, id: &str) -> Result<PairingReques
 async fn reveal(
     State(gate): State<Gate>,
     Extension(peer): Extension<Peer>,
-    Path(id): Path<String>,
+    JsonPath(id): JsonPath<String>,
     JsonBody(body): JsonBody<RevealBody>,
 ) -> Result<Response, ApiError> {
     let nonce: Nonce = body.terminal_nonce.parse().map_err(|_| {
@@ -216,7 +216,7 @@ async fn reveal(
 async fn status(
     State(gate): State<Gate>,
     Extension(peer): Extension<Peer>,
-    Path(id): Path<String>,
+    JsonPath(id): JsonPath<String>,
     JsonQuery(query): JsonQuery<WaitQuery>,
 ) -> Result<Response, ApiError> {
     let wait = Duration::from_secs(query.wait.unwrap_or(0)).min(gate.long_poll_max);

@@ -295,6 +295,28 @@ where
     }
 }
 
+/// Path parameters, with malformed ones (bad percent-encoding, not
+/// UTF-8) answered in the JSON error format.
+pub(crate) struct JsonPath<T>(pub T);
+
+impl<S, T> axum::extract::FromRequestParts<S> for JsonPath<T>
+where
+    S: Send + Sync,
+    T: serde::de::DeserializeOwned + Send,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, ApiError> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|p| JsonPath(p.0))
+            .map_err(|e| ApiError::bad_request("PG-BAD-PATH", e.body_text()))
+    }
+}
+
 /// RFC 3339 UTC (whole seconds) for Unix milliseconds.
 pub fn rfc3339(millis: i64) -> String {
     let nanos = i128::from(millis) * 1_000_000;

@@ -9,6 +9,7 @@
 )]
 
 mod conformance;
+mod fuzz;
 mod pkcs11;
 mod software;
 mod support;

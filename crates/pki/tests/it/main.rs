@@ -9,5 +9,6 @@
 )]
 
 mod ca;
+mod fuzz;
 mod trust;
 mod vectors;

@@ -8,7 +8,7 @@ use std::time::SystemTime;
 
 use axum::Json;
 use axum::Router;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -19,7 +19,7 @@ use zeroize::Zeroizing;
 
 use super::Cas;
 use crate::error::ApiError;
-use crate::http::{JsonBody, JsonQuery, rfc3339};
+use crate::http::{JsonBody, JsonPath, JsonQuery, rfc3339};
 
 /// The API routes (nested under `/api/v1`).
 pub fn router() -> Router<Cas> {
@@ -32,6 +32,11 @@ pub fn router() -> Router<Cas> {
         .route("/pairing-requests/{id}", get(request))
         .route("/pairing-requests/{id}/approve", post(approve))
         .route("/pairing-requests/{id}/reject", post(reject))
+        .route("/blocked-keys", get(blocked_keys).post(block_key))
+        .route(
+            "/blocked-keys/{fingerprint}",
+            axum::routing::delete(unblock_key),
+        )
         .route("/audit", get(audit))
         .fallback(crate::http::no_route)
         .method_not_allowed_fallback(crate::http::wrong_method)
@@ -177,7 +182,11 @@ async fn create_terminal(
     (StatusCode::CREATED, Json(terminal_json(&t))).into_response()
 }
 
-async fn terminal(State(cas): State<Cas>, headers: HeaderMap, Path(s): Path<String>) -> Response {
+async fn terminal(
+    State(cas): State<Cas>,
+    headers: HeaderMap,
+    JsonPath(s): JsonPath<String>,
+) -> Response {
     tri!(bearer(&cas, &headers).await);
     let s = tri!(serial(&s));
     match tri!(store(cas.store.terminal(&s).await)) {
@@ -201,7 +210,7 @@ struct TotpBody {
 async fn unpair(
     State(cas): State<Cas>,
     headers: HeaderMap,
-    Path(s): Path<String>,
+    JsonPath(s): JsonPath<String>,
     body: Result<JsonBody<TotpBody>, ApiError>,
 ) -> Response {
     let op = tri!(bearer(&cas, &headers).await);
@@ -255,7 +264,11 @@ async fn list_requests(
     Json(json!({ "pairing_requests": rows })).into_response()
 }
 
-async fn request(State(cas): State<Cas>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+async fn request(
+    State(cas): State<Cas>,
+    headers: HeaderMap,
+    JsonPath(id): JsonPath<String>,
+) -> Response {
     tri!(bearer(&cas, &headers).await);
     match tri!(store(cas.store.pairing_request(&id).await)) {
         Some(r) => Json(request_json(&r)).into_response(),
@@ -279,7 +292,7 @@ struct ApproveBody {
 async fn approve(
     State(cas): State<Cas>,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    JsonPath(id): JsonPath<String>,
     body: Result<JsonBody<ApproveBody>, ApiError>,
 ) -> Response {
     let op = tri!(bearer(&cas, &headers).await);
@@ -301,7 +314,11 @@ async fn approve(
     Json(json!({ "status": "approved", "terminal": terminal_json(&t) })).into_response()
 }
 
-async fn reject(State(cas): State<Cas>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+async fn reject(
+    State(cas): State<Cas>,
+    headers: HeaderMap,
+    JsonPath(id): JsonPath<String>,
+) -> Response {
     let op = tri!(bearer(&cas, &headers).await);
     tri!(may_change(&op));
     let r = tri!(store(
@@ -314,6 +331,69 @@ async fn reject(State(cas): State<Cas>, headers: HeaderMap, Path(id): Path<Strin
             .await
     ));
     Json(request_json(&r)).into_response()
+}
+
+fn blocked_json(k: &pairgate_store::BlockedKey) -> Value {
+    json!({
+        "fingerprint": k.fingerprint, "reason": k.reason,
+        "blocked_by": k.blocked_by, "blocked_at": rfc3339(k.blocked_at),
+    })
+}
+
+fn fingerprint(text: &str) -> Result<pairgate_pki::TerminalFingerprint, Response> {
+    text.parse().map_err(|_| {
+        ApiError::bad_request(
+            "PG-BAD-FINGERPRINT",
+            "a key fingerprint is 64 lowercase hex digits",
+        )
+        .into_response()
+    })
+}
+
+async fn blocked_keys(State(cas): State<Cas>, headers: HeaderMap) -> Response {
+    tri!(bearer(&cas, &headers).await);
+    let keys = tri!(store(cas.store.blocked_keys().await));
+    Json(json!({ "blocked_keys": keys.iter().map(blocked_json).collect::<Vec<_>>() }))
+        .into_response()
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BlockBody {
+    fingerprint: String,
+    reason: String,
+}
+
+async fn block_key(
+    State(cas): State<Cas>,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody<BlockBody>,
+) -> Response {
+    let op = tri!(bearer(&cas, &headers).await);
+    tri!(may_change(&op));
+    let fp = tri!(fingerprint(&body.fingerprint));
+    let actor = pairgate_store::Actor::new(op.username.clone());
+    let k = tri!(store(
+        cas.store
+            .block_key(&fp, body.reason.trim(), &actor, SystemTime::now())
+            .await
+    ));
+    (StatusCode::CREATED, Json(blocked_json(&k))).into_response()
+}
+
+async fn unblock_key(
+    State(cas): State<Cas>,
+    headers: HeaderMap,
+    JsonPath(fp): JsonPath<String>,
+) -> Response {
+    let op = tri!(bearer(&cas, &headers).await);
+    tri!(may_change(&op));
+    let fp = tri!(fingerprint(&fp));
+    let actor = pairgate_store::Actor::new(op.username.clone());
+    tri!(store(
+        cas.store.unblock_key(&fp, &actor, SystemTime::now()).await
+    ));
+    Json(json!({ "fingerprint": fp.to_hex(), "blocked": false })).into_response()
 }
 
 async fn audit(

@@ -36,6 +36,7 @@ pub fn page(title: &str, viewer: Option<&Viewer<'_>>, body: Markup) -> Markup {
                             a href="/" { "Dashboard" }
                             a href="/terminals" { "Terminals" }
                             a href="/requests" { "Pairing requests" }
+                            a href="/blocked-keys" { "Blocked keys" }
                             a href="/audit" { "Audit log" }
                             @if v.operator.role == Role::Admin {
                                 a href="/operators" { "Operators" }

@@ -11,11 +11,14 @@
 mod admin;
 mod api;
 mod auth;
+mod blocked;
 mod html;
 mod limiter;
 mod openapi;
 mod pages;
 mod requests;
+
+pub use pages::parse_import;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -243,6 +246,12 @@ pub fn router(cas: Cas) -> Router {
         .route("/requests/{id}", get(requests::detail))
         .route("/requests/{id}/approve", post(requests::approve))
         .route("/requests/{id}/reject", post(requests::reject))
+        .route("/requests/{id}/block", post(blocked::block))
+        .route("/blocked-keys", get(blocked::list))
+        .route(
+            "/blocked-keys/{fingerprint}/unblock",
+            post(blocked::unblock),
+        )
         .route("/audit", get(admin::audit))
         .route(
             "/operators",

@@ -92,6 +92,16 @@ pub fn spec() -> Value {
                 "post": { "summary": "Reject (operator, admin)", "parameters": [{ "name": "id", "in": "path", "required": true, "schema": string }],
                           "responses": with_errors(json!({ "200": ok("PairingRequest") }), error_responses()) },
             },
+            "/blocked-keys": {
+                "get": { "summary": "Blocked terminal keys, newest first", "responses": with_errors(json!({ "200": ok("BlockedKeyList") }), error_responses()) },
+                "post": { "summary": "Block a terminal key: it can no longer ask to pair, its open requests end (operator, admin)",
+                          "requestBody": { "required": true, "content": { "application/json": { "schema": { "$ref": "#/components/schemas/NewBlock" } } } },
+                          "responses": with_errors(json!({ "201": ok("BlockedKey"), "409": { "$ref": "#/components/responses/Error" } }), error_responses()) },
+            },
+            "/blocked-keys/{fingerprint}": {
+                "delete": { "summary": "Unblock a terminal key (operator, admin)", "parameters": [{ "name": "fingerprint", "in": "path", "required": true, "schema": string }],
+                            "responses": with_errors(json!({ "200": ok("Unblocked") }), error_responses()) },
+            },
             "/audit": {
                 "get": { "summary": "The audit log, newest first, with the hash chain's state", "parameters": [
                             { "name": "q", "in": "query", "schema": string, "description": "text in actor, action or subject" },
@@ -112,6 +122,10 @@ pub fn spec() -> Value {
                     "paired_by": opt_string, "last_seen_at": opt_string, "last_seen_address": opt_string, "firmware": opt_string,
                     "vpn_profile": string, "created_at": string } },
                 "TerminalList": list("terminals", "Terminal"),
+                "NewBlock": { "type": "object", "required": ["fingerprint", "reason"], "properties": { "fingerprint": string, "reason": string } },
+                "BlockedKey": { "type": "object", "properties": { "fingerprint": string, "reason": string, "blocked_by": string, "blocked_at": string } },
+                "BlockedKeyList": list("blocked_keys", "BlockedKey"),
+                "Unblocked": { "type": "object", "properties": { "fingerprint": string, "blocked": { "type": "boolean" } } },
                 "PairingRequest": { "type": "object", "properties": {
                     "id": string, "serial": string, "fingerprint": string, "state": { "enum": ["pending", "approved", "rejected", "expired", "superseded"] },
                     "remote_address": string, "model": string, "firmware": string, "flagged": { "type": "boolean" }, "supersedes": opt_string,

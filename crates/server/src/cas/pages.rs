@@ -321,8 +321,11 @@ async fn import_fields(multipart: &mut Multipart) -> Result<(Zeroizing<String>, 
     Ok((csrf, file))
 }
 
-/// Parses the CSV rows into terminals (row number, terminal or error).
-fn parse_import(bytes: &[u8]) -> Vec<(usize, Result<NewTerminal, String>)> {
+/// Parses the CSV rows of a terminal import
+/// (`serial,name,location,contact_name,contact_phone`, an optional header
+/// row) into terminals, each with its row number, or why the row is not
+/// one. The store checks each terminal's fields when it registers it.
+pub fn parse_import(bytes: &[u8]) -> Vec<(usize, Result<NewTerminal, String>)> {
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(false)
         .flexible(true)

@@ -1,7 +1,8 @@
 //! CAS pages about pairing requests: the list (open ones first, with flags
 //! for superseded requests, several fingerprints for one serial, and
 //! recent unknown-serial attempts), a request's detail, approval by the
-//! code the location contact reads out plus a fresh TOTP, and rejection.
+//! code the location contact reads out plus a fresh TOTP, rejection, and
+//! the form that blocks a request's key (`blocked.rs`).
 
 use std::collections::{HashMap, HashSet};
 use std::time::SystemTime;
@@ -81,9 +82,10 @@ pub async fn list(State(cas): State<Cas>, who: SignedIn) -> Response {
                 }
             } }
             h2 { "Unknown serials tried recently" }
+            p.muted { "One line per address and minute, with the count and the first serial tried." }
             @if unknown.rows.is_empty() { p.muted { "None." } } @else {
                 div.table-wrap { table id="unknown-serials" {
-                    tr { th { "Serial tried" } th { "When" } th { "Detail" } }
+                    tr { th { "From" } th { "When" } th { "Detail" } }
                     @for a in &unknown.rows {
                         tr { td { (a.subject) } td { (when(Some(a.at))) } td.fp { (a.detail) } }
                     }
@@ -94,7 +96,7 @@ pub async fn list(State(cas): State<Cas>, who: SignedIn) -> Response {
     .into_response()
 }
 
-async fn detail_view(
+pub(super) async fn detail_view(
     cas: &Cas,
     who: &SignedIn,
     id: &str,
@@ -149,6 +151,15 @@ async fn detail_view(
         }
         @if r.state.is_open() && who.session.operator.role.may_change_trust() {
             (decision_forms(who, &r))
+        }
+        @if who.session.operator.role.may_change_trust() {
+            h2 { "Block this key" }
+            p { "For a key that is not the terminal's: it can no longer ask to pair, and its open requests end." }
+            form.stack method="post" action={ "/requests/" (r.id) "/block" } {
+                (csrf_field(&who.session.csrf))
+                label { "Reason" input name="reason" maxlength="200" required; }
+                button.danger type="submit" { "Block key" }
+            }
         }
     };
     (status, page("Pairing request", Some(&who.viewer()), body)).into_response()

@@ -15,7 +15,7 @@ use crate::web::{Authenticator, Web, sign_in};
 const NEW_PASSWORD: &str = "a long and new passphrase";
 
 /// An operator made the CLI way (TOTP seed at once), signed in.
-async fn operator(f: &Fixture, name: &str, role: Role) -> (Web, Authenticator) {
+pub(crate) async fn operator(f: &Fixture, name: &str, role: Role) -> (Web, Authenticator) {
     let creds = f
         .store
         .create_operator(name, role, &Actor::new("admin"), SystemTime::now())

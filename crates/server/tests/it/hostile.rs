@@ -15,6 +15,13 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::support::{Db, Fixture, TestTerminal, assert_error, get, post};
 
+/// `step`, or a failure naming it after 30 s (a hang is a finding too).
+async fn within<T>(step: &str, fut: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(30), fut)
+        .await
+        .unwrap_or_else(|_| panic!("{step} did not finish within 30 s"))
+}
+
 fn ask(serial: &str) -> serde_json::Value {
     serde_json::json!({"serial": serial, "commitment": Nonce::random().commitment().to_hex()})
 }
@@ -239,34 +246,41 @@ async fn certificates_cannot_grow_the_session_cache(db: Db) {
         })
     };
     let huge = padded(60_000);
-    let r = huge
-        .https(pins.clone())
-        .request("GET", &f.gate("/v1/pairing/x"), &[], None)
-        .await;
+    let r = within(
+        "the request with a 60 KB certificate",
+        huge.https(pins.clone())
+            .request("GET", &f.gate("/v1/pairing/x"), &[], None),
+    )
+    .await;
     assert!(r.is_err(), "a 60 KB certificate must be refused");
     let ca = TestTerminal::with("ca", |p| {
         p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
     });
-    let r = ca
-        .https(pins.clone())
-        .request("GET", &f.gate("/v1/pairing/x"), &[], None)
-        .await;
+    let r = within(
+        "the request with a CA certificate",
+        ca.https(pins.clone())
+            .request("GET", &f.gate("/v1/pairing/x"), &[], None),
+    )
+    .await;
     assert!(r.is_err(), "a CA certificate must be refused");
     assert_eq!(f.server.gate_tls.cached_sessions(), 0);
     // 14 KB certificates, each a new session: the cache stays in budget.
     let big = padded(14_000);
     let client = big.tls(pins.clone());
     for _ in 0..40 {
-        let mut s = client
-            .without_resumption()
-            .connect(&f.server.gate_addr.to_string(), None)
-            .await
-            .unwrap();
+        let mut s = within(
+            "a handshake with a 14 KB certificate",
+            client
+                .without_resumption()
+                .connect(&f.server.gate_addr.to_string(), None),
+        )
+        .await
+        .unwrap();
         s.write_all(b"GET /v1/pairing/x HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
             .await
             .unwrap();
         let mut out = Vec::new();
-        let _ = s.read_to_end(&mut out).await;
+        let _ = within("reading the answer", s.read_to_end(&mut out)).await;
         assert!(
             out.starts_with(b"HTTP/1.1 404"),
             "{}",
@@ -280,7 +294,7 @@ async fn certificates_cannot_grow_the_session_cache(db: Db) {
         "{}",
         f.server.gate_tls.cached_sessions()
     );
-    f.server.shutdown().await;
+    within("the server's shutdown", f.server.shutdown()).await;
 }
 
 /// Finding 2: connections over the per-address cap are closed at once,

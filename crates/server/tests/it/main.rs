@@ -10,8 +10,10 @@
 )]
 
 mod bad_input;
+mod blocked;
 mod browser;
 mod cas;
+mod fuzz;
 mod hostile;
 mod master;
 mod pairing;
