@@ -74,7 +74,6 @@ impl BenchCa {
 
     /// `count` terminals with serials `{prefix}-00000`, … and P-256 keys.
     pub fn terminals(&self, prefix: &str, count: usize) -> Result<Vec<BenchTerminal>> {
-        let provider = TlsPolicy::default().provider();
         (0..count)
             .map(|i| {
                 let serial = format!("{prefix}-{i:05}");
@@ -86,17 +85,50 @@ impl BenchCa {
                 let der = self
                     .ca
                     .issue_client_certificate(&request, SystemTime::now(), 1)?;
-                let pem = pairgate_pki::certificate::certificate_pem(&der);
-                let certified =
-                    pem_certified_key(&provider, pem.as_bytes(), key.serialize_pem().as_bytes())?;
-                Ok(BenchTerminal {
-                    fingerprint: TerminalFingerprint::of_certificate(&der),
-                    serial,
-                    key: certified,
-                })
+                BenchTerminal::new(serial, &der, &key)
             })
             .collect()
     }
+
+    /// A self-signed terminal whose certificate carries `pad` bytes in a
+    /// private extension: hostile clients' large certificates.
+    pub fn padded_terminal(&self, name: &str, pad: usize) -> Result<BenchTerminal> {
+        self_signed(name, |params| {
+            let mut value = vec![0x04, 0x83];
+            value.extend_from_slice(&u32::try_from(pad)?.to_be_bytes()[1..]);
+            value.resize(value.len() + pad, 0x41);
+            params
+                .custom_extensions
+                .push(rcgen::CustomExtension::from_oid_content(
+                    &[1, 3, 6, 1, 4, 1, 55555, 1],
+                    value,
+                ));
+            Ok(())
+        })
+    }
+
+    /// A self-signed certificate marked CA:TRUE, offered as a terminal's.
+    pub fn ca_terminal(&self, name: &str) -> Result<BenchTerminal> {
+        self_signed(name, |params| {
+            params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+            Ok(())
+        })
+    }
+}
+
+/// A self-signed P-256 terminal certificate that `tweak` changes first.
+fn self_signed(
+    name: &str,
+    tweak: impl FnOnce(&mut rcgen::CertificateParams) -> Result<()>,
+) -> Result<BenchTerminal> {
+    let key = KeyPair::generate()?;
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new())?;
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, name);
+    tweak(&mut params)?;
+    let cert = params.self_signed(&key)?;
+    BenchTerminal::new(name.to_owned(), cert.der(), &key)
 }
 
 /// One simulated terminal.
@@ -111,6 +143,30 @@ pub struct BenchTerminal {
 }
 
 impl BenchTerminal {
+    fn new(serial: String, der: &[u8], key: &KeyPair) -> Result<Self> {
+        let provider = TlsPolicy::default().provider();
+        let pem = pairgate_pki::certificate::certificate_pem(der);
+        let key = pem_certified_key(&provider, pem.as_bytes(), key.serialize_pem().as_bytes())?;
+        Ok(Self {
+            fingerprint: TerminalFingerprint::of_certificate(der),
+            serial,
+            key,
+        })
+    }
+
+    /// A client of this terminal that takes any server key, without
+    /// resumption: an attacker's, which pins nothing.
+    pub fn client_any(&self) -> TlsClient {
+        // FirstContact never fails to build: it needs no trust material.
+        TlsClient::new(
+            Some(self.key.clone()),
+            ServerTrust::FirstContact,
+            &TlsPolicy::default(),
+        )
+        .map(|c| c.without_resumption())
+        .unwrap_or_else(|_| unreachable!("a first-contact client always builds"))
+    }
+
     /// A TLS client of this terminal that trusts `pin`.
     pub fn client(&self, pin: SpkiPin, policy: &TlsPolicy) -> Result<TlsClient> {
         Ok(TlsClient::new(

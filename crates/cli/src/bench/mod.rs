@@ -5,9 +5,12 @@
 //!   shared PostgreSQL for revocation latency) beside Debian's nginx, under
 //!   the same load from this process, each pinned to its own core, with
 //!   the `openssl speed` ceiling measured in the same run.
+//! - `bench hostile`: a genuine terminal's latency with and without
+//!   issue 12's hostile-client mix at full scale.
 
 mod all;
 mod fleet;
+mod hostile;
 mod load;
 mod peers;
 mod procs;
@@ -50,6 +53,10 @@ enum BenchCommand {
     /// idle-connection memory, and unpair-to-reject latency across two
     /// instances, against servers this command starts itself.
     All(all::AllArgs),
+    /// A genuine terminal's latency at the master with and without the
+    /// hostile-client mix (slow connections, large and CA certificates,
+    /// unknown-serial and supersede floods, CAS login floods).
+    Hostile(hostile::HostileArgs),
 }
 
 /// Parses `10s`, `500ms`, `2m`.
@@ -92,6 +99,7 @@ pub fn run(args: BenchArgs, out: &Output) -> Result<()> {
             pkcs11_module,
         } => tls::run(duration, concurrency, &pkcs11_module, out),
         BenchCommand::All(args) => all::run(args, out),
+        BenchCommand::Hostile(args) => hostile::run(args, out),
     }
 }
 

@@ -26,6 +26,8 @@ pub struct PairgateServer {
     pub master: String,
     /// The server's SPKI pin.
     pub pin: SpkiPin,
+    /// CAS's base URL (`http://…`).
+    pub cas: String,
 }
 
 impl PairgateServer {
@@ -85,6 +87,7 @@ impl PairgateServer {
             gate: text("gate")?,
             master: text("master")?,
             pin: text("pin")?.parse()?,
+            cas: text("cas")?,
             process,
         })
     }

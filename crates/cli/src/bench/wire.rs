@@ -20,6 +20,18 @@ impl Request {
         Self(format!("GET {path} HTTP/1.1\r\nhost: localhost\r\n\r\n").into_bytes())
     }
 
+    /// `POST path` with a form body and a cookie that matches its `csrf`
+    /// field (CAS's login takes a double-submit token).
+    pub fn form(path: &str, body: &str, cookie: &str) -> Self {
+        Self(
+            format!(
+                "POST {path} HTTP/1.1\r\nhost: localhost\r\ncookie: {cookie}\r\ncontent-type: application/x-www-form-urlencoded\r\ncontent-length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .into_bytes(),
+        )
+    }
+
     /// `POST path` with a JSON body.
     pub fn post_json(path: &str, body: &str) -> Self {
         Self(

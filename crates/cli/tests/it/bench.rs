@@ -179,3 +179,50 @@ fn bench_all_refuses_what_it_cannot_hold() {
     let err = crate::support::fails(dir.path(), &["bench", "all", "--rounds", "0"]);
     assert!(err.contains("at least 1"), "{err}");
 }
+
+/// `pairgate bench hostile` in miniature: the genuine terminal is served
+/// in both phases with no error, every attack ran and was answered as the
+/// bounds say, and the server's rows stayed bounded.
+#[test]
+fn bench_hostile_serves_the_genuine_terminal_beside_the_attack() {
+    let dir = temp_dir();
+    let report = json(&ok(
+        dir.path(),
+        &[
+            "bench",
+            "hostile",
+            "--duration",
+            "1s",
+            "--slow",
+            "300",
+            "--json",
+        ],
+    ));
+    for phase in ["quiet", "under_attack"] {
+        let p = &report[phase];
+        assert!(p["kept_alive_requests"].as_u64().unwrap() > 10, "{report}");
+        assert!(p["new_connections"].as_u64().unwrap() > 2, "{report}");
+        assert_eq!(p["errors"], 0, "{report}");
+        assert!(p["kept_alive_p99_ms"].as_f64().unwrap() > 0.0, "{report}");
+    }
+    assert!(report["kept_alive_p99_ratio"].as_f64().unwrap() > 0.0);
+    let answers = report["attack_answers"].as_object().unwrap();
+    let count = |key: &str| answers.get(key).and_then(|v| v.as_u64()).unwrap_or(0);
+    assert!(count("gate unknown serial: 429") > 0, "{report}");
+    assert!(count("gate supersede: 429") > 0, "{report}");
+    assert!(count("cas login: 429") > 0, "{report}");
+    assert!(
+        count("gate big certificate: handshake refused") + count("gate big certificate: closed")
+            > 0,
+        "{report}"
+    );
+    assert_eq!(count("gate big certificate: 500"), 0);
+    let before = report["server_before"]["pairing_requests"]
+        .as_u64()
+        .unwrap();
+    let during = report["server_under_attack"]["pairing_requests"]
+        .as_u64()
+        .unwrap();
+    assert!(during <= before + 12, "{report}");
+    assert!(report["server_under_attack"]["rss_bytes"].as_u64().unwrap() > 0);
+}

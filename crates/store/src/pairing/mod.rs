@@ -240,6 +240,8 @@ pub(crate) const COLUMNS: &str = request_columns!();
 // After the macro, which it uses.
 mod open;
 
+pub use open::MAX_RENEWALS;
+
 /// The open requests a certificate holds, inside `tx`.
 pub(crate) async fn open_requests_of(
     tx: &mut Transaction<'_, Any>,

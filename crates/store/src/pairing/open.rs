@@ -47,6 +47,9 @@ async fn count(
     Ok(row.try_get("n")?)
 }
 
+/// Renewals (the same key, a new commitment) one request allows.
+pub const MAX_RENEWALS: i64 = 10;
+
 macro_rules! count_where {
     ($filter:literal) => {
         concat!("SELECT COUNT(*) AS n FROM pairing_requests WHERE ", $filter)
@@ -212,12 +215,25 @@ impl Store {
         limits: &PairingLimits,
         at: i64,
     ) -> Result<Opened, StoreError> {
+        // A restarting terminal renews its request a few times; a key that
+        // loops on it would write an audit record each time.
+        let renewals: i64 = sqlx::query("SELECT renewals FROM pairing_requests WHERE id = $1")
+            .bind(&req.id)
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get("renewals")?;
+        if renewals >= MAX_RENEWALS {
+            return Err(StoreError::RateLimited(format!(
+                "pairing request {} was renewed {renewals} times; let it expire or have an operator reject it",
+                req.id
+            )));
+        }
         // Waiting for a reveal again: minutes, never past the decision
         // deadline.
         sqlx::query(
             "UPDATE pairing_requests SET commitment = $1, server_nonce = $2, terminal_nonce = NULL, \
              state = 'awaiting_reveal', server_pin = $3, model = $4, firmware = $5, remote_address = $6, \
-             source_ip = $8, expires_at = CASE WHEN COALESCE(decide_by, expires_at) < $9 \
+             source_ip = $8, renewals = renewals + 1, expires_at = CASE WHEN COALESCE(decide_by, expires_at) < $9 \
              THEN COALESCE(decide_by, expires_at) ELSE $9 END WHERE id = $7",
         )
         .bind(attempt.commitment.to_hex())

@@ -125,6 +125,26 @@ async fn unrevealed_requests_expire_within_minutes(store: &Store) {
     assert_eq!(kept.state, PairingState::Pending);
 }
 
+/// A key looping on renewals (same key, new commitment) stops writing
+/// after a few.
+async fn renewals_are_capped(store: &Store) {
+    setup(store).await;
+    let limits = PairingLimits::default();
+    let first = try_open(store, &attempt(fp(1), &Nonce::random()), &limits)
+        .await
+        .unwrap();
+    for _ in 0..pairgate_store::MAX_RENEWALS {
+        let again = try_open(store, &attempt(fp(1), &Nonce::random()), &limits)
+            .await
+            .unwrap();
+        assert_eq!(again.id, first.id);
+    }
+    let before = written(store).await;
+    let r = try_open(store, &attempt(fp(1), &Nonce::random()), &limits).await;
+    assert!(matches!(r, Err(StoreError::RateLimited(_))), "{r:?}");
+    assert_eq!(written(store).await, before);
+}
+
 async fn superseding_is_limited(store: &Store) {
     setup(store).await;
     let limits = PairingLimits {
@@ -258,6 +278,7 @@ crate::on_both_backends!(
     one_client_cannot_fill_the_queue,
     unrevealed_requests_expire_within_minutes,
     superseding_is_limited,
+    renewals_are_capped,
     blocked_keys_cannot_ask_and_lose_their_requests,
     closed_requests_are_purged_after_retention,
 );
