@@ -11,7 +11,7 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use pairgate_pki::PairingCode;
 use pairgate_store::{NewTerminal, Operator, PairingRequest, Serial, Terminal, TerminalState};
 use serde_json::{Value, json};
@@ -33,10 +33,7 @@ pub fn router() -> Router<Cas> {
         .route("/pairing-requests/{id}/approve", post(approve))
         .route("/pairing-requests/{id}/reject", post(reject))
         .route("/blocked-keys", get(blocked_keys).post(block_key))
-        .route(
-            "/blocked-keys/{fingerprint}",
-            axum::routing::delete(unblock_key),
-        )
+        .route("/blocked-keys/{fingerprint}", delete(unblock_key))
         .route("/audit", get(audit))
         .fallback(crate::http::no_route)
         .method_not_allowed_fallback(crate::http::wrong_method)

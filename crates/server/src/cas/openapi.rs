@@ -169,6 +169,6 @@ mod tests {
                 );
             }
         }
-        assert_eq!(routes, 8);
+        assert_eq!(routes, 10);
     }
 }
