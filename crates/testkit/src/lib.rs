@@ -166,8 +166,10 @@ pub fn openssl_sha256_fingerprint(dir: &Path, path: &str) -> String {
     hex.trim().replace(':', "").to_lowercase()
 }
 
-/// A self-signed P-256 certificate and key made by OpenSSL in `dir`:
-/// `NAME.pem` and `NAME.key`, signed with `digest` (`sha256`, `sha1`, …).
+/// A self-signed P-256 end-entity certificate (`CA:FALSE`; OpenSSL's own
+/// default for `req -x509` is a CA certificate, which pairgate refuses as
+/// a terminal identity) and key made by OpenSSL in `dir`: `NAME.pem` and
+/// `NAME.key`, signed with `digest` (`sha256`, `sha1`, …).
 pub fn openssl_self_signed(dir: &Path, name: &str, cn: &str, digest: &str) {
     openssl(
         dir,
@@ -188,6 +190,8 @@ pub fn openssl_self_signed(dir: &Path, name: &str, cn: &str, digest: &str) {
             &format!("/CN={cn}"),
             "-days",
             "10",
+            "-addext",
+            "basicConstraints=critical,CA:FALSE",
         ],
     );
 }

@@ -255,7 +255,8 @@ fn padded(ca: &BenchCa, name: &str, pad: usize) -> Result<TlsClient> {
 
 async fn measure(args: &HostileArgs, dir: &std::path::Path, cpu: Option<usize>) -> Result<Figures> {
     let data = dir.join("server");
-    let server = PairgateServer::start(&data, None, cpu)?;
+    // Default settings: the bounds under test are the shipped ones.
+    let server = PairgateServer::start(&data, None, cpu, &[])?;
     let store = Store::open_data_dir(&data).await?;
     let ca = BenchCa::new()?;
     let genuine = ca.terminals("genuine", 1)?;

@@ -33,8 +33,13 @@ pub struct PairgateServer {
 impl PairgateServer {
     /// Starts this binary's `server` with its data in `data` and, when
     /// given, the PostgreSQL database `database_url`; logs go to
-    /// `data/server.log`.
-    pub fn start(data: &Path, database_url: Option<&str>, cpu: Option<usize>) -> Result<Self> {
+    /// `data/server.log`; `settings` are `key=value` overrides.
+    pub fn start(
+        data: &Path,
+        database_url: Option<&str>,
+        cpu: Option<usize>,
+        settings: &[&str],
+    ) -> Result<Self> {
         std::fs::create_dir_all(data)?;
         let log = std::fs::File::create(data.with_extension("log"))?;
         let mut command = pinned(&std::env::current_exe()?, cpu);
@@ -58,6 +63,9 @@ impl PairgateServer {
             .stderr(log);
         if let Some(url) = database_url {
             command.arg("--database-url").arg(url);
+        }
+        for setting in settings {
+            command.arg("--set").arg(setting);
         }
         let mut process = Process::new(
             command.spawn().context("starting pairgate server")?,
