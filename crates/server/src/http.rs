@@ -134,7 +134,10 @@ pub(crate) async fn serve(
                 .and_then(|c| c.first())
                 .map(|c| c.as_ref().to_vec())
                 .unwrap_or_default();
-            let Ok(info) = pairgate_pki::CertificateInfo::parse(&certificate) else {
+            // Only the validity is kept for the connection's lifetime.
+            let Ok(valid) =
+                pairgate_pki::CertificateInfo::parse(&certificate).map(|info| info.validity())
+            else {
                 tracing::debug!(service = options.name, %address, "unreadable client certificate");
                 return;
             };
@@ -143,7 +146,7 @@ pub(crate) async fn serve(
                 certificate: Arc::new(certificate),
                 address,
                 server_pin: options.server_pin,
-                valid: info.validity(),
+                valid,
             };
             let limit = BodyLimit(options.body_limit, options.body_timeout);
             let service = hyper::service::service_fn(

@@ -36,8 +36,7 @@ pub use error::StoreError;
 pub use operators::{NewOperatorCredentials, Operator, Role, SecondFactor};
 pub use paired::{PairedWatch, Wake};
 pub use pairing::{
-    MAX_CODE_ATTEMPTS, MAX_RENEWALS, Opened, PairingAttempt, PairingLimits, PairingRequest,
-    PairingState,
+    MAX_CODE_ATTEMPTS, Opened, PairingAttempt, PairingLimits, PairingRequest, PairingState,
 };
 pub use sessions::{ApiToken, Session, SessionLimits, SessionStage};
 pub use terminals::{NewTerminal, Serial, Terminal, TerminalState};

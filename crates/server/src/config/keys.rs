@@ -156,6 +156,10 @@ pub const SETTINGS: &[(&str, &str)] = &[
         "open pairing requests from one source address (default 50)",
     ),
     (
+        "max_renewals",
+        "times one key may renew its open request with a new commitment (a restarting terminal does; each is audited) (default 10)",
+    ),
+    (
         "supersede_window_secs",
         "window of the supersede limits (default 3600)",
     ),

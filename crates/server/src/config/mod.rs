@@ -129,6 +129,8 @@ pub struct Settings {
     pub refusal_audit_per_minute: u64,
     /// See [`SETTINGS`].
     pub password_hash_concurrency: u64,
+    /// See [`SETTINGS`].
+    pub max_renewals: u64,
 }
 
 impl Default for Settings {
@@ -182,6 +184,7 @@ impl Default for Settings {
             unknown_serial_per_address_per_minute: 100,
             refusal_audit_per_minute: 200,
             password_hash_concurrency: 2,
+            max_renewals: 10,
         }
     }
 }
@@ -391,6 +394,7 @@ impl Settings {
             supersedes_per_key: count(self.supersedes_per_key),
             supersedes_per_address: count(self.supersedes_per_address),
             supersedes_per_serial: count(self.supersedes_per_serial),
+            max_renewals: count(self.max_renewals),
         }
     }
 

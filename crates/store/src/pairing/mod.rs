@@ -198,6 +198,8 @@ pub struct PairingLimits {
     pub supersedes_per_address: i64,
     /// Times one serial's request may be superseded within the window.
     pub supersedes_per_serial: i64,
+    /// Renewals (the same key, a new commitment) one request allows.
+    pub max_renewals: i64,
 }
 
 impl Default for PairingLimits {
@@ -212,6 +214,7 @@ impl Default for PairingLimits {
             supersedes_per_key: 2,
             supersedes_per_address: 10,
             supersedes_per_serial: 6,
+            max_renewals: 10,
         }
     }
 }
@@ -239,8 +242,6 @@ pub(crate) const COLUMNS: &str = request_columns!();
 
 // After the macro, which it uses.
 mod open;
-
-pub use open::MAX_RENEWALS;
 
 /// The open requests a certificate holds, inside `tx`.
 pub(crate) async fn open_requests_of(

@@ -47,9 +47,6 @@ async fn count(
     Ok(row.try_get("n")?)
 }
 
-/// Renewals (the same key, a new commitment) one request allows.
-pub const MAX_RENEWALS: i64 = 10;
-
 macro_rules! count_where {
     ($filter:literal) => {
         concat!("SELECT COUNT(*) AS n FROM pairing_requests WHERE ", $filter)
@@ -222,7 +219,7 @@ impl Store {
             .fetch_one(&mut *tx)
             .await?
             .try_get("renewals")?;
-        if renewals >= MAX_RENEWALS {
+        if renewals >= limits.max_renewals {
             return Err(StoreError::RateLimited(format!(
                 "pairing request {} was renewed {renewals} times; let it expire or have an operator reject it",
                 req.id

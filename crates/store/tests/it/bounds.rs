@@ -133,7 +133,7 @@ async fn renewals_are_capped(store: &Store) {
     let first = try_open(store, &attempt(fp(1), &Nonce::random()), &limits)
         .await
         .unwrap();
-    for _ in 0..pairgate_store::MAX_RENEWALS {
+    for _ in 0..limits.max_renewals {
         let again = try_open(store, &attempt(fp(1), &Nonce::random()), &limits)
             .await
             .unwrap();
