@@ -74,7 +74,7 @@ fn bit_string(bytes: &[u8]) -> Vec<u8> {
 }
 
 /// Reads one TLV at the start of `input`: (tag, content, rest).
-fn read_tlv(input: &[u8]) -> Result<(u8, &[u8], &[u8]), DerError> {
+pub(crate) fn read_tlv(input: &[u8]) -> Result<(u8, &[u8], &[u8]), DerError> {
     let (&tag, rest) = input
         .split_first()
         .ok_or(DerError::Malformed("empty input"))?;

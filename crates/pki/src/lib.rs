@@ -17,6 +17,7 @@ pub mod fingerprint;
 pub mod pairing;
 pub mod subject;
 pub mod trust;
+pub mod validity;
 
 pub use algorithm::{KeyAlgorithm, SignatureScheme};
 pub use ca::{CaError, CertificateAuthority};
