@@ -179,6 +179,18 @@ fn request_json(r: &PairingRequest) -> Value {
 
 pub fn run(args: AdminArgs, out: &Output) -> Result<()> {
     let settings = args.settings.load(Vec::new())?;
+    // Only `pairgate server` makes a data directory: a mistyped --data
+    // must not answer from a new, empty database.
+    if let pairgate_server::DatabaseLocation::DataDir(dir) = settings.database() {
+        let db = dir.join("pairgate.db");
+        if !db.is_file() {
+            bail!(
+                "{} holds no pairgate database ({} is missing): check --data, or start `pairgate server` there first",
+                dir.display(),
+                db.display()
+            );
+        }
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -9,6 +9,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -23,16 +24,25 @@ use crate::http::ConnectionGuard;
 pub struct PairedSet {
     map: RwLock<HashMap<TerminalFingerprint, Arc<Terminal>>>,
     version: watch::Sender<u64>,
+    unreadable: AtomicUsize,
 }
 
 impl PairedSet {
     /// Loads the set from the store.
     pub async fn load(store: &Store) -> Result<Arc<Self>, StoreError> {
-        let map = load_map(store).await?;
+        let unreadable = AtomicUsize::new(0);
+        let map = load_map(store, &unreadable).await?;
         Ok(Arc::new(Self {
             map: RwLock::new(map),
             version: watch::Sender::new(0),
+            unreadable,
         }))
+    }
+
+    /// Paired rows left out of the last load because they did not read
+    /// (logged; those terminals are refused until the rows are repaired).
+    pub fn unreadable_rows(&self) -> usize {
+        self.unreadable.load(Ordering::Relaxed)
     }
 
     /// The serial paired with `fingerprint`, if any.
@@ -145,7 +155,7 @@ impl PairedSet {
     ) -> Result<(), StoreError> {
         let generation = store.paired_generation().await?;
         if force || *last != Some(generation) {
-            self.replace(load_map(store).await?);
+            self.replace(load_map(store, &self.unreadable).await?);
             *last = Some(generation);
         }
         Ok(())
@@ -154,10 +164,16 @@ impl PairedSet {
 
 async fn load_map(
     store: &Store,
+    unreadable: &AtomicUsize,
 ) -> Result<HashMap<TerminalFingerprint, Arc<Terminal>>, StoreError> {
-    Ok(store
-        .paired_terminals()
-        .await?
+    let rows = store.paired_terminals().await?;
+    // Fail closed for a row that does not read, and only for it.
+    for why in &rows.unreadable {
+        tracing::error!(row = %why, "a paired terminal's row does not read; it is refused until repaired");
+    }
+    unreadable.store(rows.unreadable.len(), Ordering::Relaxed);
+    Ok(rows
+        .terminals
         .into_iter()
         .map(|(fingerprint, terminal)| (fingerprint, Arc::new(terminal)))
         .collect())

@@ -39,7 +39,7 @@ pub use pairing::{
     MAX_CODE_ATTEMPTS, Opened, PairingAttempt, PairingLimits, PairingRequest, PairingState,
 };
 pub use sessions::{ApiToken, Session, SessionLimits, SessionStage};
-pub use terminals::{NewTerminal, Serial, Terminal, TerminalState};
+pub use terminals::{NewTerminal, PairedRows, Serial, Terminal, TerminalState};
 pub use views::Page;
 
 /// Which database a store runs on.

@@ -12,6 +12,15 @@ use crate::audit::append;
 use crate::paired::bump_generation;
 use crate::{Actor, Store, StoreError, millis};
 
+/// The paired set as read: the terminals, and the rows that did not read.
+#[derive(Clone, Debug, Default)]
+pub struct PairedRows {
+    /// Each paired terminal with its fingerprint.
+    pub terminals: Vec<(TerminalFingerprint, Terminal)>,
+    /// `serial: why` of each paired row that could not be read.
+    pub unreadable: Vec<String>,
+}
+
 /// A terminal serial: 1 to 64 of `A-Z a-z 0-9 . _ -`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize)]
 #[serde(transparent)]
@@ -291,12 +300,11 @@ impl Store {
         row.as_ref().map(terminal).transpose()
     }
 
-    /// Every paired terminal with its fingerprint: the master keeps them
-    /// in memory, checks every request against them and answers
-    /// `GET /v1/me` from there.
-    pub async fn paired_terminals(
-        &self,
-    ) -> Result<Vec<(TerminalFingerprint, Terminal)>, StoreError> {
+    /// Every paired terminal with its fingerprint. A row that does not
+    /// read (a corrupt fingerprint, state or serial) is left out and
+    /// named in [`PairedRows::unreadable`]: that terminal is refused, the
+    /// others are not held hostage by it.
+    pub async fn paired_terminals(&self) -> Result<PairedRows, StoreError> {
         let rows = sqlx::query(concat!(
             "SELECT ",
             terminal_columns!(),
@@ -304,9 +312,9 @@ impl Store {
         ))
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|row| {
-                let t = terminal(row)?;
+        let mut out = PairedRows::default();
+        for row in &rows {
+            let read = terminal(row).and_then(|t| {
                 let fingerprint = t
                     .paired_fingerprint
                     .as_deref()
@@ -314,8 +322,16 @@ impl Store {
                     .parse()
                     .map_err(|_| StoreError::Corrupt(format!("fingerprint of {}", t.serial)))?;
                 Ok((fingerprint, t))
-            })
-            .collect()
+            });
+            match read {
+                Ok(pair) => out.terminals.push(pair),
+                Err(e) => {
+                    let serial: String = row.try_get("serial").unwrap_or_default();
+                    out.unreadable.push(format!("{serial}: {e}"));
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// The whole paired set: fingerprint and serial of every paired
@@ -326,6 +342,7 @@ impl Store {
         Ok(self
             .paired_terminals()
             .await?
+            .terminals
             .into_iter()
             .map(|(fingerprint, terminal)| (fingerprint, terminal.serial))
             .collect())

@@ -34,9 +34,21 @@ impl Place {
             "--data".to_owned(),
             dir.path().join("data").display().to_string(),
         ];
-        if let Db::Postgres = db {
-            flags.push("--database-url".into());
-            flags.push(pairgate_testkit::fresh_postgres_database().await);
+        match db {
+            Db::Postgres => {
+                flags.push("--database-url".into());
+                flags.push(pairgate_testkit::fresh_postgres_database().await);
+            }
+            // As `pairgate server` would at its first start: admin never
+            // makes a database.
+            Db::Sqlite => {
+                Store::open_data_dir(&dir.path().join("data"))
+                    .await
+                    .unwrap()
+                    .pool()
+                    .close()
+                    .await;
+            }
         }
         Self { dir, flags }
     }
@@ -529,6 +541,33 @@ async fn blocking_keys_from_the_command_line(db: Db) {
         .map(|r| r.action)
         .collect();
     assert_eq!(actions, ["key.unblock", "key.block"]);
+}
+
+/// Issue 13, finding 7: a mistyped data directory is refused and nothing
+/// is created in its place.
+#[test]
+fn admin_refuses_a_data_directory_without_a_database() {
+    let dir = pairgate_testkit::temp_dir();
+    let missing = dir.path().join("pairgate-dta");
+    let err = fails(
+        dir.path(),
+        &[
+            "admin",
+            "--data",
+            missing.to_str().unwrap(),
+            "terminal",
+            "list",
+        ],
+    );
+    assert!(err.contains("holds no pairgate database"), "{err}");
+    assert!(!missing.exists(), "admin created {}", missing.display());
+    std::fs::create_dir(&missing).unwrap();
+    let err = fails(
+        dir.path(),
+        &["admin", "--data", missing.to_str().unwrap(), "audit"],
+    );
+    assert!(err.contains("holds no pairgate database"), "{err}");
+    assert_eq!(std::fs::read_dir(&missing).unwrap().count(), 0);
 }
 
 macro_rules! on_both_databases {

@@ -349,6 +349,56 @@ async fn proxy_sets_identity_and_strips_forgeries(db: Db) {
     f.server.shutdown().await;
 }
 
+/// Issue 13, finding 5: one paired row that does not read no longer
+/// stops every reload. The row's terminal is refused, the others are
+/// served, and an unpair made afterwards is honoured.
+async fn a_corrupt_row_does_not_stop_unpair(db: Db) {
+    let f = Fixture::start(db, |_| {}).await;
+    let broken = paired(&f, "ATM-1").await;
+    let kept = paired(&f, "ATM-2").await;
+    let gone = paired(&f, "ATM-3").await;
+    sqlx::query(
+        "UPDATE terminals SET paired_fingerprint = 'not-a-fingerprint' WHERE serial = 'ATM-1'",
+    )
+    .execute(f.store.pool())
+    .await
+    .unwrap();
+    f.store
+        .unpair(
+            &Serial::new("ATM-3").unwrap(),
+            &Actor::new("admin"),
+            SystemTime::now(),
+        )
+        .await
+        .unwrap();
+    assert!(
+        eventually(Duration::from_secs(3), async || f
+            .server
+            .paired
+            .serial(&gone.fingerprint)
+            .is_none())
+        .await,
+        "the unpair was not honoured"
+    );
+    assert_eq!(f.server.paired.unreadable_rows(), 1);
+    let pins = ServerTrust::Pins(vec![f.server.pin]);
+    assert_error(
+        &get(&broken.https(pins.clone()), &f.master("/v1/me")).await,
+        403,
+        "PG-NOT-PAIRED",
+    );
+    assert_error(
+        &get(&gone.https(pins.clone()), &f.master("/v1/me")).await,
+        403,
+        "PG-NOT-PAIRED",
+    );
+    assert_eq!(
+        get(&kept.https(pins), &f.master("/v1/me")).await.status,
+        200
+    );
+    f.server.shutdown().await;
+}
+
 /// `GET /v1/me` answers from the paired set in memory, and a heartbeat
 /// shows in it at once, as it does in the store.
 async fn me_shows_the_record_and_heartbeats(db: Db) {
@@ -381,6 +431,7 @@ async fn me_shows_the_record_and_heartbeats(db: Db) {
 }
 
 crate::on_both_databases!(
+    a_corrupt_row_does_not_stop_unpair,
     proxy_keeps_paths_and_identity_headers,
     me_shows_the_record_and_heartbeats,
     unknown_unpaired_and_superseded_get_403,
