@@ -249,16 +249,14 @@ async fn list_requests(
         )
         .into_response();
     }
-    let open_only = q.state == "pending";
-    let all = tri!(store(
-        cas.store.pairing_requests(open_only, q.limit()).await
+    // Filtered in the query, so a page holds `limit` matching requests.
+    let page = tri!(store(
+        cas.store
+            .search_pairing_requests(&q.state, q.offset.max(0), q.limit())
+            .await
     ));
-    let rows: Vec<Value> = all
-        .iter()
-        .filter(|r| open_only || q.state.is_empty() || r.state.wire_status() == q.state)
-        .map(request_json)
-        .collect();
-    Json(json!({ "pairing_requests": rows })).into_response()
+    let rows: Vec<Value> = page.rows.iter().map(request_json).collect();
+    Json(json!({ "pairing_requests": rows, "total": page.total })).into_response()
 }
 
 async fn request(

@@ -75,6 +75,7 @@ pub fn spec() -> Value {
             "/pairing-requests": {
                 "get": { "summary": "Pairing requests, newest first", "parameters": [
                             { "name": "state", "in": "query", "schema": { "enum": ["pending", "approved", "rejected", "expired", "superseded"] } },
+                            { "name": "offset", "in": "query", "schema": { "type": "integer" } },
                             { "name": "limit", "in": "query", "schema": { "type": "integer", "maximum": 1000 } } ],
                          "responses": with_errors(json!({ "200": ok("PairingRequestList") }), error_responses()) },
             },
@@ -131,7 +132,7 @@ pub fn spec() -> Value {
                     "remote_address": string, "model": string, "firmware": string, "flagged": { "type": "boolean" }, "supersedes": opt_string,
                     "failed_attempts": { "type": "integer" }, "code_shown": { "type": "boolean" }, "created_at": string, "expires_at": string,
                     "decided_at": opt_string, "decided_by": opt_string } },
-                "PairingRequestList": { "type": "object", "properties": { "pairing_requests": { "type": "array", "items": { "$ref": "#/components/schemas/PairingRequest" } } } },
+                "PairingRequestList": { "type": "object", "properties": { "pairing_requests": { "type": "array", "items": { "$ref": "#/components/schemas/PairingRequest" } }, "total": { "type": "integer" } } },
                 "Totp": { "type": "object", "required": ["totp"], "properties": { "totp": { "type": "string", "pattern": "^[0-9]{6}$" } } },
                 "Approval": { "type": "object", "required": ["code", "totp"], "properties": { "code": { "type": "string", "pattern": "^[0-9]{4}-?[0-9]{4}$" }, "totp": { "type": "string", "pattern": "^[0-9]{6}$" } } },
                 "Approved": { "type": "object", "properties": { "status": { "const": "approved" }, "terminal": { "$ref": "#/components/schemas/Terminal" } } },

@@ -240,8 +240,9 @@ macro_rules! request_columns {
 /// The columns the row reader takes, for queries built elsewhere.
 pub(crate) const COLUMNS: &str = request_columns!();
 
-// After the macro, which it uses.
+// After the macro, which they use.
 mod open;
+mod reading;
 
 /// The open requests a certificate holds, inside `tx`.
 pub(crate) async fn open_requests_of(
@@ -618,93 +619,5 @@ impl Store {
         let req = reread(&mut tx, id).await?;
         tx.commit().await?;
         Ok(req)
-    }
-
-    /// Marks every open request past its expiry as expired (audited);
-    /// returns how many.
-    pub async fn expire_pairing_requests(&self, now: SystemTime) -> Result<u64, StoreError> {
-        let at = millis(now);
-        let mut tx = self.begin_write().await?;
-        let rows = sqlx::query(concat!(
-            "SELECT ",
-            request_columns!(),
-            " FROM pairing_requests WHERE state IN ('awaiting_reveal', 'pending') AND expires_at <= $1"
-        ))
-        .bind(at)
-        .fetch_all(&mut *tx)
-        .await?;
-        let mut expired = 0;
-        for row in &rows {
-            if expire_if_due(&mut tx, &request(row)?, at).await? {
-                expired += 1;
-            }
-        }
-        tx.commit().await?;
-        Ok(expired)
-    }
-
-    /// Deletes the requests closed more than `retention` before `now`,
-    /// and the certificates they hold; their audit records stay. Open
-    /// requests stay, and so do approved ones (an operator made each, so
-    /// no outside client can grow them). Returns how many went.
-    pub async fn purge_closed_pairing_requests(
-        &self,
-        now: SystemTime,
-        retention: Duration,
-    ) -> Result<u64, StoreError> {
-        let before =
-            millis(now).saturating_sub(i64::try_from(retention.as_millis()).unwrap_or(i64::MAX));
-        let mut tx = self.begin_write().await?;
-        let done = sqlx::query(
-            "DELETE FROM pairing_requests WHERE state NOT IN ('awaiting_reveal', 'pending', 'approved') \
-             AND COALESCE(decided_at, expires_at) < $1",
-        )
-        .bind(before)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        tx.commit().await?;
-        Ok(done)
-    }
-
-    /// A request by id.
-    pub async fn pairing_request(&self, id: &str) -> Result<Option<PairingRequest>, StoreError> {
-        if check_request_id(id).is_err() {
-            return Ok(None);
-        }
-        let row = sqlx::query(concat!(
-            "SELECT ",
-            request_columns!(),
-            " FROM pairing_requests WHERE id = $1"
-        ))
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.as_ref().map(request).transpose()
-    }
-
-    /// The newest `limit` requests, or only the open ones.
-    pub async fn pairing_requests(
-        &self,
-        open_only: bool,
-        limit: i64,
-    ) -> Result<Vec<PairingRequest>, StoreError> {
-        let rows = if open_only {
-            sqlx::query(concat!(
-                "SELECT ",
-                request_columns!(),
-                " FROM pairing_requests WHERE state IN ('awaiting_reveal', 'pending') ORDER BY created_at DESC, id LIMIT $1"
-            ))
-        } else {
-            sqlx::query(concat!(
-                "SELECT ",
-                request_columns!(),
-                " FROM pairing_requests ORDER BY created_at DESC, id LIMIT $1"
-            ))
-        }
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(request).collect()
     }
 }

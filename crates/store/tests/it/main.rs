@@ -13,5 +13,6 @@ mod audit;
 mod bounds;
 mod disk_full;
 mod pairing;
+mod request_pages;
 mod support;
 mod terminals;
