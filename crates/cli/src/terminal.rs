@@ -104,6 +104,16 @@ enum KeysCommand {
         /// PEM or DER file.
         file: PathBuf,
     },
+    /// Prints an alias's certificate chain as PEM, leaf first (for a CA,
+    /// or to check it with openssl); `--der` writes the leaf alone in DER.
+    Cert {
+        /// Key alias.
+        #[arg(long)]
+        alias: Option<String>,
+        /// The leaf in DER on standard output instead of the chain in PEM.
+        #[arg(long)]
+        der: bool,
+    },
     /// Deletes an alias's key and certificates.
     Delete {
         /// Key alias.
@@ -281,6 +291,28 @@ fn keys(args: &TerminalArgs, cmd: &KeysCommand, out: &Output) -> Result<()> {
                 ),
                 json!({ "alias": alias, "chain_length": chain.len(), "certificate": certificate_json(&info) }),
             );
+        }
+        KeysCommand::Cert { alias, der } => {
+            let (store, uri) = args.open(false)?;
+            let alias = alias_for(&uri, alias.as_deref())?;
+            let chain = store.certificate_chain(&alias)?;
+            let Some(leaf) = chain.first() else {
+                bail!(
+                    "alias {alias} has no certificate: make one with keys self-signed, or import one with keys import-cert"
+                );
+            };
+            if *der {
+                use std::io::Write;
+                let mut stdout = std::io::stdout().lock();
+                stdout.write_all(leaf).context("writing the certificate")?;
+                stdout.flush().context("writing the certificate")?;
+            } else {
+                let pem: String = chain.iter().map(|c| certificate_pem(c)).collect();
+                out.print(
+                    pem.trim_end(),
+                    json!({ "alias": alias, "chain": chain.iter().map(|c| certificate_pem(c)).collect::<Vec<_>>() }),
+                );
+            }
         }
         KeysCommand::Delete { alias } => {
             let (store, _) = args.open(false)?;

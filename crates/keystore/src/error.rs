@@ -100,8 +100,10 @@ pub enum KeyStoreError {
     #[error(transparent)]
     Certificate(#[from] CertificateError),
     /// A certificate was refused by the trust-store rule.
+    // Not `#[from]`: that makes the reason the error's source too, and
+    // `{:#}` would print it twice.
     #[error("refused by the trust store: {0}")]
-    Trust(#[from] TrustError),
+    Trust(TrustError),
     /// A restore would overwrite a store that holds keys or trust.
     #[error(
         "the key store at {0} already holds keys or trusted certificates; restore into a fresh one"
@@ -126,5 +128,11 @@ impl KeyStoreError {
             path: path.into(),
             source,
         }
+    }
+}
+
+impl From<TrustError> for KeyStoreError {
+    fn from(e: TrustError) -> Self {
+        Self::Trust(e)
     }
 }

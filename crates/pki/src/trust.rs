@@ -17,7 +17,7 @@ use crate::fingerprint::CertificateFingerprint;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TrustError {
     /// The certificate itself breaks a rule.
-    #[error("{0}")]
+    #[error(transparent)]
     Certificate(#[from] CertificateError),
     /// No firmware root signed it.
     #[error(

@@ -197,12 +197,28 @@ where
 
 /// Refuses text over `max` characters or with control characters.
 pub(crate) fn bounded(name: &str, value: &str, max: usize) -> Result<(), StoreError> {
-    if value.chars().count() > max || value.chars().any(char::is_control) {
+    if value.chars().count() > max || value.chars().any(hides_text) {
         return Err(StoreError::Invalid(format!(
-            "{name} must be at most {max} characters without control characters"
+            "{name} must be at most {max} characters, without control, bidirectional or zero-width characters"
         )));
     }
     Ok(())
+}
+
+/// Characters that make text show other than it reads: controls, the
+/// bidirectional overrides, embeddings, isolates and marks, and the
+/// zero-width ones (an operator compares names and serials by eye).
+fn hides_text(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{061C}'
+                | '\u{200B}'..='\u{200F}'
+                | '\u{202A}'..='\u{202E}'
+                | '\u{2060}'..='\u{2064}'
+                | '\u{2066}'..='\u{2069}'
+                | '\u{FEFF}'
+        )
 }
 
 impl Store {

@@ -117,6 +117,12 @@ fn identity_flow(d: &Path, keystore: &str) {
         roots,
     ]);
     assert!(err.contains("not signed by any firmware root"), "{err}");
+    // Issue 13, finding 10: the reason once, not once per error layer.
+    assert_eq!(
+        err.matches("not signed by any firmware root").count(),
+        1,
+        "{err}"
+    );
     let sha1 = acquirer.issue("sha1", P256, "sha1");
     let err = run_fail(&[
         "trust",
@@ -219,6 +225,50 @@ fn state_directory_defaults_the_software_store() {
     assert_eq!(fp["alias"], "terminal");
     assert_eq!(fp["fingerprint"].as_str().unwrap().len(), 64);
     assert!(d.join("st/keys/keystore.json").exists());
+
+    // Issue 13, finding 9: the certificate comes back out, for a CA or
+    // for openssl, in PEM and in DER.
+    let base = [
+        "terminal",
+        "--state",
+        "st",
+        "--passphrase-file",
+        p,
+        "keys",
+        "cert",
+    ];
+    let pem = ok(d, &base);
+    assert!(pem.starts_with("-----BEGIN CERTIFICATE-----"), "{pem}");
+    std::fs::write(d.join("leaf.pem"), &pem).unwrap();
+    assert_eq!(
+        pairgate_testkit::openssl_sha256_fingerprint(d, "leaf.pem"),
+        fp["fingerprint"].as_str().unwrap()
+    );
+    let der = crate::support::pairgate(d, &[&base[..], &["--der"]].concat());
+    assert!(der.status.success());
+    std::fs::write(d.join("leaf.der"), &der.stdout).unwrap();
+    let text = openssl(
+        d,
+        &[
+            "x509", "-inform", "DER", "-in", "leaf.der", "-noout", "-subject",
+        ],
+    );
+    assert!(text.contains("terminal"), "{text}");
+    let err = fails(
+        d,
+        &[
+            "terminal",
+            "--state",
+            "st",
+            "--passphrase-file",
+            p,
+            "keys",
+            "cert",
+            "--alias",
+            "nope",
+        ],
+    );
+    assert!(err.contains("nope"), "{err}");
 }
 
 #[test]

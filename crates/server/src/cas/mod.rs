@@ -26,7 +26,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use axum::Router;
-use axum::extract::FromRequestParts;
+use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -190,8 +190,15 @@ async fn style() -> Response {
 
 /// Headers on every answer: no framing, no sniffing, no referrer, no
 /// caching of pages, no script or inline style at all.
-async fn security_headers(mut response: Response) -> Response {
+async fn security_headers(State(tls): State<bool>, mut response: Response) -> Response {
     let h = response.headers_mut();
+    // Under TLS, browsers keep to HTTPS for this host from then on.
+    if tls {
+        h.insert(
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static("max-age=31536000"),
+        );
+    }
     h.insert(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(
@@ -262,7 +269,10 @@ pub fn router(cas: Cas) -> Router {
         .route("/static/cas.css", get(style))
         .nest("/api/v1", api::router())
         .fallback(not_found)
-        .layer(axum::middleware::map_response(security_headers))
+        .layer(axum::middleware::map_response_with_state(
+            cas.secure,
+            security_headers,
+        ))
         .with_state(cas)
 }
 

@@ -61,6 +61,11 @@ async fn first_run_admin_signs_in_with_cookie_flags(db: Db) {
     assert_eq!((r.status, r.header("location")), (303, Some("/login")));
     let page = web.get("/login").await;
     assert_eq!(page.header("x-frame-options"), Some("DENY"));
+    assert_eq!(
+        page.header("strict-transport-security"),
+        None,
+        "no HSTS over plain HTTP"
+    );
     assert!(
         page.header("content-security-policy")
             .unwrap()
@@ -179,6 +184,13 @@ async fn cookies_are_secure_under_tls(db: Db) {
     for flag in ["Secure", "HttpOnly", "SameSite=Strict", "Path=/"] {
         assert!(cookie.contains(flag), "{cookie}");
     }
+    // Issue 13, finding 10: HSTS under TLS.
+    let hsts = r
+        .headers
+        .iter()
+        .find(|(n, _)| n == "strict-transport-security")
+        .map(|(_, v)| v.as_str());
+    assert_eq!(hsts, Some("max-age=31536000"));
     f.server.shutdown().await;
 }
 

@@ -94,7 +94,37 @@ async fn bad_input_changes_nothing(store: &Store) {
     assert!(store.verify_audit().await.unwrap().intact());
 }
 
-crate::on_both_backends!(register_and_read, bad_input_changes_nothing);
+/// Issue 13, finding 10: text that shows other than it reads (bidi
+/// overrides, zero-width characters) is refused, and nothing is written.
+async fn deceptive_text_is_refused(store: &Store) {
+    let admin = Actor::new("admin");
+    let before = store.audit_records(100).await.unwrap().len();
+    for name in [
+        "ATM \u{202E}1000",
+        "Lobby\u{200B}",
+        "\u{2066}x\u{2069}",
+        "a\u{FEFF}b",
+        "tab\there",
+    ] {
+        let mut t = new("ATM-0009");
+        t.name = name.into();
+        let r = store.register_terminal(&t, &admin, SystemTime::now()).await;
+        assert!(matches!(r, Err(StoreError::Invalid(_))), "{name:?}: {r:?}");
+    }
+    assert_eq!(store.audit_records(100).await.unwrap().len(), before);
+    let mut t = new("ATM-0009");
+    t.name = "Café Praha – vchod".into();
+    store
+        .register_terminal(&t, &admin, SystemTime::now())
+        .await
+        .unwrap();
+}
+
+crate::on_both_backends!(
+    deceptive_text_is_refused,
+    register_and_read,
+    bad_input_changes_nothing
+);
 
 #[tokio::test]
 async fn sqlite_store_survives_reopen() {
