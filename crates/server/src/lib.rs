@@ -142,6 +142,7 @@ impl Server {
                 window: Duration::from_secs(settings.login_window_secs),
             })),
             first_run_file: Some(Arc::new(first_run_file)),
+            hosts: Arc::new(settings.cas_hosts()),
         };
         let cas_tls = if settings.cas_tls {
             Some(pairgate_tls::server::browser_config(

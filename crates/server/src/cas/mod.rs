@@ -74,6 +74,50 @@ pub struct Cas {
     pub logins: Arc<LoginLimiter>,
     /// The first-run password file, deleted at the first password change.
     pub first_run_file: Option<Arc<PathBuf>>,
+    /// Host names (lower case, no port) CAS answers to; any other `Host`
+    /// is refused, so a DNS-rebinding page cannot reach it.
+    pub hosts: Arc<Vec<String>>,
+}
+
+/// The host of a `Host` header: lower case, without port or brackets.
+fn host_name(header: &str) -> String {
+    let header = header.trim().to_ascii_lowercase();
+    if let Some(rest) = header.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or_default().to_owned();
+    }
+    header.rsplit_once(':').map_or(header.clone(), |(h, port)| {
+        if port.bytes().all(|b| b.is_ascii_digit()) {
+            h.to_owned()
+        } else {
+            header.clone()
+        }
+    })
+}
+
+/// Refuses a request whose `Host` is not one of CAS's names (`421`).
+async fn check_host(
+    State(hosts): State<Arc<Vec<String>>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let host = request
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(host_name);
+    match host {
+        Some(h) if hosts.contains(&h) => next.run(request).await,
+        other => crate::ApiError::new(
+            StatusCode::MISDIRECTED_REQUEST,
+            "PG-HOST",
+            format!(
+                "CAS does not answer to host {:?}; add it to cas_hosts if it is yours",
+                other.unwrap_or_default()
+            ),
+        )
+        .closing()
+        .into_response(),
+    }
 }
 
 /// The client's address (the TCP peer).
@@ -273,6 +317,10 @@ pub fn router(cas: Cas) -> Router {
             cas.secure,
             security_headers,
         ))
+        .layer(axum::middleware::from_fn_with_state(
+            cas.hosts.clone(),
+            check_host,
+        ))
         .with_state(cas)
 }
 
@@ -358,5 +406,16 @@ pub async fn serve(
                 }
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn host_names_lose_port_case_and_brackets() {
+        assert_eq!(super::host_name("127.0.0.1:7780"), "127.0.0.1");
+        assert_eq!(super::host_name("CAS.Example"), "cas.example");
+        assert_eq!(super::host_name("[::1]:7780"), "::1");
+        assert_eq!(super::host_name("evil.example:80"), "evil.example");
     }
 }

@@ -23,6 +23,10 @@ pub const SETTINGS: &[(&str, &str)] = &[
         "serve CAS over TLS with the server identity (default false: plain HTTP, for 127.0.0.1 behind a tunnel)",
     ),
     (
+        "cas_hosts",
+        "host names CAS answers to; others get 421 (default: localhost, 127.0.0.1, ::1, server_names and the cas_listen address)",
+    ),
+    (
         "cas_session_idle_secs",
         "a CAS session ends after this long without a request (default 1800)",
     ),

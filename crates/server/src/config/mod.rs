@@ -131,6 +131,8 @@ pub struct Settings {
     pub password_hash_concurrency: u64,
     /// See [`SETTINGS`].
     pub max_renewals: u64,
+    /// See [`SETTINGS`].
+    pub cas_hosts: Vec<String>,
 }
 
 impl Default for Settings {
@@ -185,6 +187,7 @@ impl Default for Settings {
             refusal_audit_per_minute: 200,
             password_hash_concurrency: 2,
             max_renewals: 10,
+            cas_hosts: Vec::new(),
         }
     }
 }
@@ -379,6 +382,30 @@ impl Settings {
             };
         }
         out
+    }
+
+    /// The host names CAS answers to: `cas_hosts`, or else localhost,
+    /// the loopback addresses, `server_names` and the address CAS listens
+    /// on (unless that is a wildcard).
+    pub fn cas_hosts(&self) -> Vec<String> {
+        if !self.cas_hosts.is_empty() {
+            return self
+                .cas_hosts
+                .iter()
+                .map(|h| h.trim().to_ascii_lowercase())
+                .collect();
+        }
+        let mut hosts: Vec<String> = ["localhost", "127.0.0.1", "::1"]
+            .iter()
+            .map(|h| (*h).to_owned())
+            .chain(self.server_names.iter().map(|h| h.to_ascii_lowercase()))
+            .collect();
+        if let Ok(addr) = self.cas_listen.parse::<SocketAddr>()
+            && !addr.ip().is_unspecified()
+        {
+            hosts.push(addr.ip().to_string());
+        }
+        hosts
     }
 
     /// The bounds on pairing requests.

@@ -66,6 +66,22 @@ async fn first_run_admin_signs_in_with_cookie_flags(db: Db) {
         None,
         "no HSTS over plain HTTP"
     );
+    // Issue 13, finding 10: a page on another host name (DNS rebinding)
+    // gets nothing.
+    {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut tcp = tokio::net::TcpStream::connect(f.server.cas_addr)
+            .await
+            .unwrap();
+        tcp.write_all(b"GET /login HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = Vec::new();
+        tcp.read_to_end(&mut answer).await.unwrap();
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 421"), "{answer}");
+        assert!(!answer.contains("csrf"), "{answer}");
+    }
     assert!(
         page.header("content-security-policy")
             .unwrap()
