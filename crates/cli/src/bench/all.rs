@@ -78,14 +78,8 @@ pub fn run(args: AllArgs, out: &Output) -> Result<()> {
     check_limits(&args)?;
     let nginx = find_nginx(args.nginx.as_deref())?;
     let cpus = procs::machine_cpus();
-    let pinning = cpus >= 2 && args.server_cpu != args.client_cpu;
-    if pinning {
-        if args.server_cpu.max(args.client_cpu) >= cpus {
-            bail!("--server-cpu and --client-cpu must be below {cpus}");
-        }
-        procs::pin_self(args.client_cpu)?;
-    }
-    let server_cpu = pinning.then_some(args.server_cpu);
+    let server_cpu = procs::split_cores(args.server_cpu, args.client_cpu)?;
+    let pinning = server_cpu.is_some();
     let dir = tempfile::Builder::new()
         .prefix("pairgate-bench-")
         .tempdir()?;

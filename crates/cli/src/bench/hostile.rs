@@ -447,25 +447,14 @@ impl Figures {
 
 /// Runs `pairgate bench hostile`.
 pub fn run(args: HostileArgs, out: &Output) -> Result<()> {
-    let cpus = procs::machine_cpus();
-    let pinning = cpus >= 2 && args.server_cpu != args.client_cpu;
-    if pinning {
-        if args.server_cpu.max(args.client_cpu) >= cpus {
-            bail!("--server-cpu and --client-cpu must be below {cpus}");
-        }
-        procs::pin_self(args.client_cpu)?;
-    }
+    let server_cpu = procs::split_cores(args.server_cpu, args.client_cpu)?;
     let dir = tempfile::Builder::new()
         .prefix("pairgate-bench-")
         .tempdir()?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let figures = runtime.block_on(measure(
-        &args,
-        dir.path(),
-        pinning.then_some(args.server_cpu),
-    ))?;
+    let figures = runtime.block_on(measure(&args, dir.path(), server_cpu))?;
     out.print(figures.text(), figures.json());
     Ok(())
 }

@@ -98,6 +98,21 @@ pub fn cpu_model() -> String {
         .unwrap_or_else(|| "unknown CPU".to_owned())
 }
 
+/// Pins the load generator (this process) to `client` and returns the
+/// core for the servers; `None` (no pinning) on one core or when both are
+/// the same.
+pub fn split_cores(server: usize, client: usize) -> Result<Option<usize>> {
+    let cpus = machine_cpus();
+    if cpus < 2 || server == client {
+        return Ok(None);
+    }
+    if server.max(client) >= cpus {
+        bail!("--server-cpu and --client-cpu must be below {cpus}");
+    }
+    pin_self(client)?;
+    Ok(Some(server))
+}
+
 /// Pins this process (and the threads it starts afterwards) to `cpu`.
 pub fn pin_self(cpu: usize) -> Result<()> {
     let status = Command::new("taskset")
