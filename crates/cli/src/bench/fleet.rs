@@ -156,15 +156,13 @@ impl BenchTerminal {
 
     /// A client of this terminal that takes any server key, without
     /// resumption: an attacker's, which pins nothing.
-    pub fn client_any(&self) -> TlsClient {
-        // FirstContact never fails to build: it needs no trust material.
-        TlsClient::new(
+    pub fn client_any(&self) -> Result<TlsClient> {
+        Ok(TlsClient::new(
             Some(self.key.clone()),
             ServerTrust::FirstContact,
             &TlsPolicy::default(),
-        )
-        .map(|c| c.without_resumption())
-        .unwrap_or_else(|_| unreachable!("a first-contact client always builds"))
+        )?
+        .without_resumption())
     }
 
     /// A TLS client of this terminal that trusts `pin`.

@@ -250,7 +250,7 @@ async fn footprint(server: &PairgateServer, data: &std::path::Path, store: &Stor
 /// A terminal whose certificate carries `pad` bytes of extension.
 fn padded(ca: &BenchCa, name: &str, pad: usize) -> Result<TlsClient> {
     let t = ca.padded_terminal(name, pad)?;
-    Ok(t.client_any())
+    t.client_any()
 }
 
 async fn measure(args: &HostileArgs, dir: &std::path::Path, cpu: Option<usize>) -> Result<Figures> {
@@ -296,18 +296,17 @@ async fn measure(args: &HostileArgs, dir: &std::path::Path, cpu: Option<usize>) 
         )));
     }
     let fresh = |prefix: &str, n: usize| -> Result<Vec<TlsClient>> {
-        Ok(ca
-            .terminals(prefix, n)?
+        ca.terminals(prefix, n)?
             .iter()
             .map(BenchTerminal::client_any)
-            .collect())
+            .collect()
     };
     let unknown = fresh("flood", 8)?;
     let superseders = fresh("evil", 32)?;
     let big = vec![
         padded(&ca, "big", 14_000)?,
         padded(&ca, "huge", 60_000)?,
-        ca.ca_terminal("ca")?.client_any(),
+        ca.ca_terminal("ca")?.client_any()?,
     ];
     let ask = |serial: String| {
         move || {

@@ -349,6 +349,28 @@ async fn proxy_sets_identity_and_strips_forgeries(db: Db) {
     f.server.shutdown().await;
 }
 
+/// Unpairs `serial` in the store; whether the master's paired set drops
+/// `terminal` within `within`.
+async fn unpaired_within(
+    f: &Fixture,
+    serial: &str,
+    terminal: &TestTerminal,
+    within: Duration,
+) -> bool {
+    f.store
+        .unpair(
+            &Serial::new(serial).unwrap(),
+            &Actor::new("admin"),
+            SystemTime::now(),
+        )
+        .await
+        .unwrap();
+    eventually(within, async || {
+        f.server.paired.serial(&terminal.fingerprint).is_none()
+    })
+    .await
+}
+
 /// Issue 13, finding 5: one paired row that does not read no longer
 /// stops every reload. The row's terminal is refused, the others are
 /// served, and an unpair made afterwards is honoured.
@@ -363,21 +385,8 @@ async fn a_corrupt_row_does_not_stop_unpair(db: Db) {
     .execute(f.store.pool())
     .await
     .unwrap();
-    f.store
-        .unpair(
-            &Serial::new("ATM-3").unwrap(),
-            &Actor::new("admin"),
-            SystemTime::now(),
-        )
-        .await
-        .unwrap();
     assert!(
-        eventually(Duration::from_secs(3), async || f
-            .server
-            .paired
-            .serial(&gone.fingerprint)
-            .is_none())
-        .await,
+        unpaired_within(&f, "ATM-3", &gone, Duration::from_secs(3)).await,
         "the unpair was not honoured"
     );
     assert_eq!(f.server.paired.unreadable_rows(), 1);
@@ -470,21 +479,8 @@ async fn postgres_listener_loss_is_recovered() {
         .await,
         "the listener did not come back"
     );
-    f.store
-        .unpair(
-            &Serial::new("ATM-1").unwrap(),
-            &Actor::new("olga"),
-            SystemTime::now(),
-        )
-        .await
-        .unwrap();
     assert!(
-        eventually(Duration::from_secs(1), async || f
-            .server
-            .paired
-            .serial(&t.fingerprint)
-            .is_none())
-        .await,
+        unpaired_within(&f, "ATM-1", &t, Duration::from_secs(1)).await,
         "unpair was not seen within a second after the listener was lost"
     );
     f.server.shutdown().await;
