@@ -9,7 +9,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use pairgate_pki::PairingCode;
 use pairgate_server::rfc3339;
-use pairgate_store::{Actor, NewTerminal, PairingRequest, Role, Serial, Store, Terminal};
+use pairgate_store::{Actor, NewTerminal, PairingRequest, Serial, Store, Terminal};
 use serde_json::{Value, json};
 
 use crate::output::Output;
@@ -28,7 +28,7 @@ pub struct AdminArgs {
 enum AdminCommand {
     /// Operators of CAS and of these commands.
     #[command(subcommand)]
-    Operator(OperatorCommand),
+    Operator(crate::admin_operators::OperatorCommand),
     /// CAS API tokens.
     #[command(subcommand)]
     Token(TokenCommand),
@@ -79,20 +79,6 @@ enum AdminCommand {
         #[arg(long, default_value_t = 50)]
         limit: i64,
     },
-}
-
-#[derive(Subcommand, Debug)]
-enum OperatorCommand {
-    /// Creates an operator; prints a one-time password and a TOTP URI.
-    Create {
-        /// Username (a-z 0-9 . _ -).
-        name: String,
-        /// admin, operator or viewer.
-        #[arg(long)]
-        role: Role,
-    },
-    /// Lists operators.
-    List,
 }
 
 #[derive(Subcommand, Debug)]
@@ -204,34 +190,25 @@ pub fn run(args: AdminArgs, out: &Output) -> Result<()> {
 async fn command(store: &Store, command: AdminCommand, out: &Output) -> Result<()> {
     let now = SystemTime::now();
     match command {
-        AdminCommand::Operator(OperatorCommand::Create { name, role }) => {
-            let creds = store
-                .create_operator(&name, role, &cli_actor(), now)
-                .await?;
-            out.print(
-                format!(
-                    "operator {name} ({}) created\n  one-time password: {}\n  TOTP (add to an authenticator app): {}\nBoth are shown once.",
-                    role.as_str(),
-                    creds.password.as_str(),
-                    creds.totp_uri.as_str()
-                ),
-                json!({
-                    "username": name, "role": role.as_str(),
-                    "password": creds.password.as_str(), "totp_uri": creds.totp_uri.as_str(),
-                }),
-            );
+        AdminCommand::Operator(command) => {
+            crate::admin_operators::run(store, command, &cli_actor(), out).await?;
         }
         AdminCommand::Token(TokenCommand::Create { operator, name }) => {
+            let by = pairgate_store::AdminAction::local(cli_actor().name());
             let (record, token) = store
-                .create_api_token(&operator, &name, &cli_actor(), now)
+                .create_api_token_for(&operator, &name, &by, now)
                 .await?;
             out.print(
                 format!(
-                    "API token {} for {operator} created (shown once):\n{}",
+                    "API token {} for {operator} created, valid until {} (shown once):\n{}",
                     record.id,
+                    rfc3339(record.expires_at),
                     token.as_str()
                 ),
-                json!({ "id": record.id, "operator": operator, "name": record.name, "token": token.as_str() }),
+                json!({
+                    "id": record.id, "operator": operator, "name": record.name,
+                    "expires_at": rfc3339(record.expires_at), "token": token.as_str(),
+                }),
             );
         }
         AdminCommand::Token(TokenCommand::List) => {
@@ -246,6 +223,8 @@ async fn command(store: &Store, command: AdminCommand, out: &Output) -> Result<(
                         t.name,
                         if t.revoked_at.is_some() {
                             "revoked"
+                        } else if t.expires_at <= pairgate_server::unix_millis(now) {
+                            "expired"
                         } else {
                             "active"
                         }
@@ -260,22 +239,6 @@ async fn command(store: &Store, command: AdminCommand, out: &Output) -> Result<(
                 format!("API token {id} revoked"),
                 json!({ "id": id, "status": "revoked" }),
             );
-        }
-        AdminCommand::Operator(OperatorCommand::List) => {
-            let operators = store.operators().await?;
-            let text: Vec<String> = operators
-                .iter()
-                .map(|o| {
-                    format!(
-                        "{:<20} {:<9} 2fa={} {}",
-                        o.username,
-                        o.role.as_str(),
-                        if o.totp_enabled { "on" } else { "off" },
-                        if o.disabled { "disabled" } else { "" }
-                    )
-                })
-                .collect();
-            out.print(text.join("\n"), json!(operators));
         }
         AdminCommand::Terminal(TerminalCommand::Add {
             serial,

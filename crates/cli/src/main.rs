@@ -6,6 +6,7 @@
 
 mod admin;
 mod admin_keys;
+mod admin_operators;
 mod agent;
 mod bench;
 mod ca;

@@ -79,7 +79,9 @@ impl From<StoreError> for ApiError {
             StoreError::Invalid(_) => (S::BAD_REQUEST, "PG-INVALID"),
             StoreError::NotFound(_) => (S::NOT_FOUND, "PG-NOT-FOUND"),
             StoreError::AlreadyExists(_) => (S::CONFLICT, "PG-EXISTS"),
-            StoreError::Unauthorized(_) => (S::UNAUTHORIZED, "PG-UNAUTHORIZED"),
+            StoreError::Unauthorized(_) | StoreError::Replayed(_) => {
+                (S::UNAUTHORIZED, "PG-UNAUTHORIZED")
+            }
             StoreError::Forbidden(_) => (S::FORBIDDEN, "PG-FORBIDDEN"),
             StoreError::UnknownSerial(_) => (S::FORBIDDEN, "PG-UNKNOWN-SERIAL"),
             StoreError::Expired(_) => (S::GONE, "PG-EXPIRED"),

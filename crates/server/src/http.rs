@@ -335,7 +335,7 @@ pub fn rfc3339(millis: i64) -> String {
 }
 
 /// Unix milliseconds of `t` (0 before the epoch).
-pub(crate) fn unix_millis(t: SystemTime) -> i64 {
+pub fn unix_millis(t: SystemTime) -> i64 {
     t.duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }

@@ -23,7 +23,7 @@ use std::time::{Duration, SystemTime};
 
 pub use config::{DatabaseLocation, Settings};
 pub use error::{ApiError, ServerError};
-pub use http::{Peer, rfc3339};
+pub use http::{Peer, rfc3339, unix_millis};
 pub use identity::ServerIdentity;
 pub use paired::PairedSet;
 
@@ -51,9 +51,12 @@ pub async fn open_store(settings: &Settings) -> Result<Store, ServerError> {
         DatabaseLocation::DataDir(dir) => Store::open_data_dir(&dir).await?,
         DatabaseLocation::Url(url) => Store::open(&url).await?,
     };
-    Ok(store.with_hash_concurrency(
-        usize::try_from(settings.password_hash_concurrency).unwrap_or(usize::MAX),
-    ))
+    Ok(store
+        .with_hash_concurrency(
+            usize::try_from(settings.password_hash_concurrency).unwrap_or(usize::MAX),
+        )
+        .with_step_up_limits(settings.step_up_limits())
+        .with_token_lifetime(settings.api_token_lifetime()))
 }
 
 /// A running server.

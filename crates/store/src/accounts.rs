@@ -53,6 +53,11 @@ fn recovery_code() -> Zeroizing<String> {
     out
 }
 
+/// How a typed recovery code is stored: normalised, then hashed.
+pub(crate) fn recovery_code_hash(code: &str) -> String {
+    secret_hash(&normalise_recovery_code(code))
+}
+
 /// Normalises a typed recovery code: case and separators do not matter.
 fn normalise_recovery_code(code: &str) -> String {
     let chars: Vec<char> = code
@@ -114,8 +119,8 @@ async fn lock_enrolment(
 }
 
 impl Store {
-    /// Changes `username`'s password after checking the current one, and
-    /// clears the forced change. Refused when the current password is
+    /// Changes `username`'s password after checking the current one,
+    /// clears the forced change and revokes the operator's API tokens. Refused when the current password is
     /// wrong or the new one breaks the rules or equals the current one.
     pub async fn change_password(
         &self,
@@ -161,13 +166,15 @@ impl Store {
         .bind(username)
         .execute(&mut *tx)
         .await?;
+        // A token made under the old password may be what leaked.
+        let revoked = crate::sessions::revoke_tokens_of(&mut tx, username, at).await?;
         append(
             &mut tx,
             at,
             &Actor::new(username),
             "operator.password",
             username,
-            &serde_json::json!({}),
+            &serde_json::json!({ "tokens_revoked": revoked }),
         )
         .await?;
         tx.commit().await?;
@@ -281,51 +288,6 @@ impl Store {
         .await?;
         tx.commit().await?;
         Ok(())
-    }
-
-    /// Uses up one recovery code of `username` in place of a TOTP code at
-    /// login; audited. Refused when wrong or already used.
-    pub async fn use_recovery_code(
-        &self,
-        username: &str,
-        code: &str,
-        now: SystemTime,
-    ) -> Result<usize, StoreError> {
-        let hash = secret_hash(&normalise_recovery_code(code));
-        let at = millis(now);
-        let mut tx = self.begin_write().await?;
-        let used = sqlx::query(
-            "UPDATE recovery_codes SET used_at = $1 WHERE username = $2 AND code_hash = $3 AND used_at IS NULL \
-             RETURNING code_hash",
-        )
-        .bind(at)
-        .bind(username)
-        .bind(&hash)
-        .fetch_optional(&mut *tx)
-        .await?;
-        if used.is_none() {
-            return Err(StoreError::Unauthorized(format!(
-                "{username}: wrong or used recovery code"
-            )));
-        }
-        let left = sqlx::query(
-            "SELECT COUNT(*) AS n FROM recovery_codes WHERE username = $1 AND used_at IS NULL",
-        )
-        .bind(username)
-        .fetch_one(&mut *tx)
-        .await?
-        .try_get::<i64, _>("n")?;
-        append(
-            &mut tx,
-            at,
-            &Actor::new(username),
-            "operator.recovery_code",
-            username,
-            &serde_json::json!({ "left": left }),
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(usize::try_from(left).unwrap_or(0))
     }
 }
 

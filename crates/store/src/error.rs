@@ -30,6 +30,10 @@ pub enum StoreError {
     /// no 2FA, wrong or replayed TOTP).
     #[error("not authorised: {0}")]
     Unauthorized(String),
+    /// A second-factor code that was already used (its time step has
+    /// passed); wait for the next one.
+    #[error("not authorised: {0}")]
+    Replayed(String),
     /// The operator's role does not allow this.
     #[error("forbidden: {0}")]
     Forbidden(String),

@@ -15,10 +15,12 @@ mod accounts;
 mod audit;
 mod blocked;
 mod error;
+mod operator_admin;
 mod operators;
 mod paired;
 mod pairing;
 mod sessions;
+mod step_up;
 mod terminals;
 mod views;
 
@@ -33,12 +35,14 @@ pub use accounts::{MAX_PASSWORD_CHARS, MIN_PASSWORD_CHARS, RECOVERY_CODES, check
 pub use audit::{AuditRecord, AuditVerification, Refusal};
 pub use blocked::BlockedKey;
 pub use error::StoreError;
+pub use operator_admin::AdminAction;
 pub use operators::{NewOperatorCredentials, Operator, Role, SecondFactor};
 pub use paired::{PairedWatch, Wake};
 pub use pairing::{
     MAX_CODE_ATTEMPTS, Opened, PairingAttempt, PairingLimits, PairingRequest, PairingState,
 };
-pub use sessions::{ApiToken, Session, SessionLimits, SessionStage};
+pub use sessions::{ApiToken, DEFAULT_TOKEN_LIFETIME, Session, SessionLimits, SessionStage};
+pub use step_up::{StepUpLimits, StepUpLock};
 pub use terminals::{NewTerminal, PairedRows, Serial, Terminal, TerminalState};
 pub use views::Page;
 
@@ -92,6 +96,10 @@ pub struct Store {
     url: SecretUrl,
     /// Argon2 computations allowed at once.
     hashing: std::sync::Arc<tokio::sync::Semaphore>,
+    /// When an operator's step-ups lock.
+    step_up: StepUpLimits,
+    /// How long new API tokens work.
+    token_lifetime: Duration,
 }
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
@@ -159,6 +167,8 @@ impl Store {
             backend,
             url: SecretUrl(url.into()),
             hashing: std::sync::Arc::new(tokio::sync::Semaphore::new(DEFAULT_HASHING)),
+            step_up: StepUpLimits::default(),
+            token_lifetime: DEFAULT_TOKEN_LIFETIME,
         })
     }
 

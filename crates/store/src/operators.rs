@@ -106,8 +106,8 @@ impl fmt::Debug for NewOperatorCredentials {
 /// [`Store::verify_second_factor`] makes one.
 #[derive(Clone, Debug)]
 pub struct SecondFactor {
-    username: String,
-    role: Role,
+    pub(crate) username: String,
+    pub(crate) role: Role,
 }
 
 impl SecondFactor {
@@ -196,6 +196,16 @@ pub(crate) fn hash_password(password: &str) -> Result<String, StoreError> {
         .hash_password(password.as_bytes(), &salt)
         .map(|h| h.to_string())
         .map_err(|e| StoreError::Invalid(format!("hashing the password: {e}")))
+}
+
+/// An Argon2id hash of a random password, made once: unknown accounts
+/// are checked against it so they cost what a known one costs.
+fn dummy_hash() -> &'static str {
+    static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    DUMMY.get_or_init(|| {
+        let password = one_time_password();
+        hash_password(&password).unwrap_or_default()
+    })
 }
 
 /// Checks a password against a stored Argon2id hash.
@@ -434,8 +444,11 @@ impl Store {
         .await?;
         let password = Zeroizing::new(password.to_owned());
         let Some(row) = row else {
-            // Spend the same work as a real check.
-            self.argon2(move || hash_password(&password)).await?.ok();
+            // Spend the same work as a real check: a verification against
+            // a hash with the same parameters, so timing does not tell
+            // unknown accounts from known ones.
+            self.argon2(move || password_matches(&password, dummy_hash()))
+                .await?;
             return Ok(None);
         };
         let stored: String = row.try_get("password_hash")?;
@@ -444,68 +457,6 @@ impl Store {
             .argon2(move || password_matches(&password, &stored))
             .await?;
         Ok((matches && !op.disabled).then_some(op))
-    }
-
-    /// Checks a fresh TOTP code of `username` and consumes its time step,
-    /// so the same code (or an older one) is refused afterwards. Refused
-    /// for unknown or disabled operators and for accounts without TOTP.
-    pub async fn verify_second_factor(
-        &self,
-        username: &str,
-        code: &str,
-        now: SystemTime,
-    ) -> Result<SecondFactor, StoreError> {
-        let refused = |why: &str| StoreError::Unauthorized(format!("{username}: {why}"));
-        if code.len() != 6 || !code.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(refused("a TOTP code is 6 digits"));
-        }
-        let mut tx = self.begin_write().await?;
-        // Locks the row (PostgreSQL) so two checks of one code cannot both pass.
-        let row = sqlx::query(
-            "UPDATE operators SET totp_last_step = totp_last_step WHERE username = $1 \
-             RETURNING role, totp_secret, totp_last_step, disabled",
-        )
-        .bind(username)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(row) = row else {
-            return Err(refused("no such operator"));
-        };
-        let disabled: i64 = row.try_get("disabled")?;
-        if disabled != 0 {
-            return Err(refused("the account is disabled"));
-        }
-        let role: String = row.try_get("role")?;
-        let role: Role = role
-            .parse()
-            .map_err(|_| StoreError::Corrupt(format!("operator role {role:?}")))?;
-        let secret: Option<String> = row.try_get("totp_secret")?;
-        let Some(secret) = secret.map(Zeroizing::new) else {
-            return Err(refused("two-factor authentication is not set up"));
-        };
-        let raw = totp_rs::Secret::Encoded(secret.to_string())
-            .to_bytes()
-            .map_err(|_| StoreError::Corrupt(format!("TOTP secret of {username}")))?;
-        let totp = totp(&Zeroizing::new(raw), username)?;
-        let last: Option<i64> = row.try_get("totp_last_step")?;
-        let Some(step) = totp_step(&totp, code, now) else {
-            return Err(refused("wrong TOTP code"));
-        };
-        if last.is_some_and(|last| step <= last) {
-            return Err(refused(
-                "this TOTP code was already used; wait for the next one",
-            ));
-        }
-        sqlx::query("UPDATE operators SET totp_last_step = $1 WHERE username = $2")
-            .bind(step)
-            .bind(username)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(SecondFactor {
-            username: username.to_owned(),
-            role,
-        })
     }
 }
 

@@ -2,7 +2,11 @@
 //! and stored only as SHA-256 hashes. A session moves through stages
 //! (forced password change → TOTP enrolment → TOTP check → full) and ends
 //! after an idle or an absolute timeout; a token belongs to an operator
-//! and acts with that operator's current role until revoked.
+//! and acts with that operator's current role until it expires or is
+//! revoked (by hand, or with every other token of its operator when their
+//! password changes, their two-factor is reset or they are disabled).
+//! Tokens are made only behind a fresh second factor, or by `pairgate
+//! admin` on the server.
 
 use std::time::{Duration, SystemTime};
 
@@ -12,7 +16,7 @@ use zeroize::Zeroizing;
 use crate::accounts::secret_hash;
 use crate::audit::append;
 use crate::operators::random_bytes;
-use crate::{Actor, Operator, Store, StoreError, millis};
+use crate::{Actor, AdminAction, Operator, SecondFactor, Store, StoreError, millis};
 
 /// How far a session got.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -108,6 +112,27 @@ pub struct ApiToken {
     pub last_used_at: Option<i64>,
     /// Revoked (Unix ms).
     pub revoked_at: Option<i64>,
+    /// Stops working at (Unix ms).
+    pub expires_at: i64,
+}
+
+/// How long new API tokens work unless the server says otherwise.
+pub const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(90 * 86_400);
+
+/// Revokes every active token of `username` in `tx`; how many.
+pub(crate) async fn revoke_tokens_of(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    username: &str,
+    at: i64,
+) -> Result<u64, StoreError> {
+    Ok(sqlx::query(
+        "UPDATE api_tokens SET revoked_at = $1 WHERE username = $2 AND revoked_at IS NULL",
+    )
+    .bind(at)
+    .bind(username)
+    .execute(&mut **tx)
+    .await?
+    .rows_affected())
 }
 
 /// Token prefix, so leaked tokens are recognisable by secret scanners.
@@ -131,6 +156,7 @@ fn api_token(row: &sqlx::any::AnyRow) -> Result<ApiToken, StoreError> {
         created_at: row.try_get("created_at")?,
         last_used_at: row.try_get("last_used_at")?,
         revoked_at: row.try_get("revoked_at")?,
+        expires_at: row.try_get::<Option<i64>, _>("expires_at")?.unwrap_or(0),
     })
 }
 
@@ -247,9 +273,37 @@ impl Store {
         Ok(())
     }
 
-    /// Creates an API token for `username`; audited. Returns the record
-    /// and the token, shown once.
+    /// The same store giving new API tokens `lifetime`.
+    pub fn with_token_lifetime(mut self, lifetime: Duration) -> Self {
+        self.token_lifetime = lifetime;
+        self
+    }
+
+    /// Creates an API token for the operator who just passed `factor`;
+    /// audited. Returns the record and the token, shown once.
     pub async fn create_api_token(
+        &self,
+        factor: &SecondFactor,
+        name: &str,
+        now: SystemTime,
+    ) -> Result<(ApiToken, Zeroizing<String>), StoreError> {
+        let actor = factor.actor();
+        self.insert_api_token(actor.name(), name, &actor, now).await
+    }
+
+    /// Creates an API token for `username` on an admin's authority;
+    /// audited. Returns the record and the token, shown once.
+    pub async fn create_api_token_for(
+        &self,
+        username: &str,
+        name: &str,
+        by: &AdminAction,
+        now: SystemTime,
+    ) -> Result<(ApiToken, Zeroizing<String>), StoreError> {
+        self.insert_api_token(username, name, by.actor(), now).await
+    }
+
+    async fn insert_api_token(
         &self,
         username: &str,
         name: &str,
@@ -265,6 +319,7 @@ impl Store {
         let secret = random_hex::<32>();
         let token = Zeroizing::new(format!("{TOKEN_PREFIX}{id}_{}", secret.as_str()));
         let at = millis(now);
+        let expires_at = at.saturating_add(ms(self.token_lifetime));
         let mut tx = self.begin_write().await?;
         let operator = sqlx::query("SELECT disabled FROM operators WHERE username = $1")
             .bind(username)
@@ -275,13 +330,15 @@ impl Store {
             return Err(StoreError::Forbidden(format!("{username} is disabled")));
         }
         sqlx::query(
-            "INSERT INTO api_tokens (id, username, name, token_hash, created_at) VALUES ($1, $2, $3, $4, $5)",
+            "INSERT INTO api_tokens (id, username, name, token_hash, created_at, expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(&id)
         .bind(username)
         .bind(&name)
         .bind(secret_hash(&token))
         .bind(at)
+        .bind(expires_at)
         .execute(&mut *tx)
         .await?;
         append(
@@ -290,7 +347,7 @@ impl Store {
             actor,
             "api_token.create",
             username,
-            &serde_json::json!({ "id": id, "name": name }),
+            &serde_json::json!({ "id": id, "name": name, "expires_at": expires_at }),
         )
         .await?;
         tx.commit().await?;
@@ -301,12 +358,13 @@ impl Store {
             created_at: at,
             last_used_at: None,
             revoked_at: None,
+            expires_at,
         };
         Ok((record, token))
     }
 
     /// The operator a bearer token acts for; `None` when the token is
-    /// malformed, unknown, revoked, or its operator is disabled.
+    /// malformed, unknown, expired, revoked, or its operator is disabled.
     pub async fn authenticate_api_token(
         &self,
         token: &str,
@@ -321,7 +379,7 @@ impl Store {
             return Ok(None);
         };
         let row = sqlx::query(
-            "SELECT username, token_hash, last_used_at, revoked_at FROM api_tokens WHERE id = $1",
+            "SELECT username, token_hash, last_used_at, revoked_at, expires_at FROM api_tokens WHERE id = $1",
         )
         .bind(id)
         .fetch_optional(&self.pool)
@@ -336,14 +394,15 @@ impl Store {
         )
         .is_ok();
         let revoked: Option<i64> = row.try_get("revoked_at")?;
-        if !matches || revoked.is_some() {
+        let expires_at: Option<i64> = row.try_get("expires_at")?;
+        let at = millis(now);
+        if !matches || revoked.is_some() || expires_at.is_none_or(|e| at >= e) {
             return Ok(None);
         }
         let username: String = row.try_get("username")?;
         let Some(operator) = self.operator(&username).await?.filter(|o| !o.disabled) else {
             return Ok(None);
         };
-        let at = millis(now);
         let last: Option<i64> = row.try_get("last_used_at")?;
         if last.is_none_or(|l| at.saturating_sub(l) > TOUCH_EVERY_MS) {
             sqlx::query("UPDATE api_tokens SET last_used_at = $1 WHERE id = $2")
@@ -358,7 +417,7 @@ impl Store {
     /// API tokens, newest first; of one operator when `username` is given.
     pub async fn api_tokens(&self, username: Option<&str>) -> Result<Vec<ApiToken>, StoreError> {
         let rows = sqlx::query(
-            "SELECT id, username, name, created_at, last_used_at, revoked_at FROM api_tokens \
+            "SELECT id, username, name, created_at, last_used_at, revoked_at, expires_at FROM api_tokens \
              WHERE $1 IS NULL OR username = $1 ORDER BY created_at DESC",
         )
         .bind(username)

@@ -591,7 +591,68 @@ macro_rules! on_both_databases {
     };
 }
 
+/// The break-glass account changes from the command line: disable (tokens
+/// revoked), enable, role, 2FA reset and the step-up lock, each audited;
+/// the last admin stays; an unknown operator changes nothing.
+async fn operators_from_the_command_line(db: Db) {
+    let place = Place::new(db).await;
+    place.ok(&["operator", "create", "boss", "--role", "admin"]);
+    place.ok(&["operator", "create", "olga", "--role", "operator"]);
+    let made = json(&place.ok(&["--json", "token", "create", "--operator", "olga"]));
+    let token = made["token"].as_str().unwrap().to_owned();
+    assert!(made["expires_at"].as_str().unwrap().ends_with('Z'));
+    let store = place.store().await;
+    let now = std::time::SystemTime::now();
+    assert!(
+        store
+            .authenticate_api_token(&token, now)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    let olga = json(&place.ok(&["--json", "operator", "disable", "olga"]));
+    assert_eq!(olga["disabled"], true);
+    assert!(
+        store
+            .authenticate_api_token(&token, now)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    place.ok(&["operator", "enable", "olga"]);
+    let olga = json(&place.ok(&["--json", "operator", "role", "olga", "--role", "viewer"]));
+    assert_eq!(olga["role"], "viewer");
+    let olga = json(&place.ok(&["--json", "operator", "reset-2fa", "olga"]));
+    assert_eq!(olga["totp_enabled"], false);
+    place.ok(&["operator", "clear-lock", "olga"]);
+    let listed = json(&place.ok(&["--json", "operator", "list"]));
+    assert_eq!(listed[1]["step_up"]["locked"], false, "{listed}");
+    let err = place.fails(&["operator", "disable", "boss"]);
+    assert!(err.contains("last enabled admin"), "{err}");
+    let before = store.audit_records(1000).await.unwrap().len();
+    let err = place.fails(&["operator", "disable", "nobody"]);
+    assert!(err.contains("nobody"), "{err}");
+    assert_eq!(store.audit_records(1000).await.unwrap().len(), before);
+    let actions: Vec<String> = store
+        .audit_records(1000)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.action)
+        .collect();
+    for action in [
+        "operator.disable",
+        "operator.enable",
+        "operator.role",
+        "operator.totp_reset",
+        "operator.step_up_cleared",
+    ] {
+        assert!(actions.iter().any(|a| a == action), "{action}: {actions:?}");
+    }
+}
+
 on_both_databases!(
+    operators_from_the_command_line,
     blocking_keys_from_the_command_line,
     cas_and_api_tokens_from_the_command_line,
     approval_flow_from_the_command_line,

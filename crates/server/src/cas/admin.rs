@@ -1,7 +1,7 @@
-//! CAS pages for oversight and accounts: the audit log (filterable, with
-//! the hash chain verified on every view), operators (admins only: create
-//! with a one-time password, enrolment at first login), and API tokens
-//! (shown once, stored hashed, acting with their operator's role).
+//! CAS pages for oversight: the audit log (filterable, with the chain
+//! checked from its last signed checkpoint on every view) and API tokens
+//! (made behind a fresh TOTP, shown once, stored hashed, acting with their
+//! operator's role until they expire or are revoked).
 
 use std::time::SystemTime;
 
@@ -73,121 +73,13 @@ pub async fn audit(
     .into_response()
 }
 
-fn admins_only(who: &SignedIn) -> Result<(), Response> {
-    if who.session.operator.role == Role::Admin {
-        Ok(())
+fn token_state(t: &pairgate_store::ApiToken, now: i64) -> &'static str {
+    if t.revoked_at.is_some() {
+        "revoked"
+    } else if t.expires_at <= now {
+        "expired"
     } else {
-        Err(super::refused(
-            who,
-            StatusCode::FORBIDDEN,
-            "Not allowed",
-            "Only admins manage operators.",
-        ))
-    }
-}
-
-async fn operators_view(
-    cas: &Cas,
-    who: &SignedIn,
-    message: Option<maud::Markup>,
-    status: StatusCode,
-) -> Response {
-    let operators = match cas.store.operators().await {
-        Ok(o) => o,
-        Err(e) => return super::internal(&e),
-    };
-    let body = html! {
-        @if let Some(m) = message { (m) }
-        div.table-wrap { table id="operators" {
-            tr { th { "Username" } th { "Role" } th { "2FA" } th { "Must change password" } th { "Created" } }
-            @for o in &operators {
-                tr {
-                    td { (o.username) } td { (o.role.as_str()) }
-                    td { (if o.totp_enabled { "on" } else { "not yet" }) }
-                    td { (if o.must_change_password { "yes" } else { "no" }) }
-                    td { (when(Some(o.created_at))) }
-                }
-            }
-        } }
-        h2 { "Add an operator" }
-        form.stack method="post" action="/operators" {
-            (csrf_field(&who.session.csrf))
-            label { "Username" input name="username" required pattern="[a-z0-9][a-z0-9._-]{0,63}"; }
-            label { "Role" select name="role" {
-                option value="operator" { "operator — terminals, approvals, unpair" }
-                option value="viewer" { "viewer — read only" }
-                option value="admin" { "admin — also operators" }
-            } }
-            button type="submit" { "Create" }
-        }
-    };
-    (status, page("Operators", Some(&who.viewer()), body)).into_response()
-}
-
-/// `GET /operators` (admins).
-pub async fn operators(State(cas): State<Cas>, who: SignedIn) -> Response {
-    if let Err(r) = admins_only(&who) {
-        return r;
-    }
-    operators_view(&cas, &who, None, StatusCode::OK).await
-}
-
-/// The new-operator form.
-#[derive(serde::Deserialize, Default)]
-#[serde(default)]
-pub struct OperatorForm {
-    csrf: String,
-    username: String,
-    role: String,
-}
-
-/// `POST /operators` (admins): a one-time password, shown once.
-pub async fn create_operator(
-    State(cas): State<Cas>,
-    headers: HeaderMap,
-    Form(form): Form<OperatorForm>,
-) -> Response {
-    let who = match cas.signed_in_form(&headers, &form.csrf).await {
-        Ok(w) => w,
-        Err(r) => return r,
-    };
-    if let Err(r) = admins_only(&who) {
-        return r;
-    }
-    let created = match form.role.parse::<Role>() {
-        Ok(role) => {
-            cas.store
-                .create_operator_enrolling(
-                    form.username.trim(),
-                    role,
-                    &who.actor(),
-                    SystemTime::now(),
-                )
-                .await
-        }
-        Err(e) => Err(e),
-    };
-    match created {
-        Ok((op, password)) => {
-            let message = html! {
-                div.flash.done role="status" {
-                    "Created " (op.username) ". One-time password (shown only now): "
-                    span.code id="one-time-password" { (password.as_str()) }
-                    ". At first login they choose a password and set up two-factor authentication."
-                }
-            };
-            operators_view(&cas, &who, Some(message), StatusCode::OK).await
-        }
-        Err(e @ (StoreError::Invalid(_) | StoreError::AlreadyExists(_))) => {
-            operators_view(
-                &cas,
-                &who,
-                Some(flash(Flash::Error, &e.to_string())),
-                StatusCode::BAD_REQUEST,
-            )
-            .await
-        }
-        Err(e) => super::internal(&e),
+        "active"
     }
 }
 
@@ -203,16 +95,17 @@ async fn tokens_view(
         Ok(t) => t,
         Err(e) => return super::internal(&e),
     };
+    let now = crate::http::unix_millis(SystemTime::now());
     let body = html! {
         @if let Some(m) = message { (m) }
         p { "A token calls " code { "/api/v1" } " as its operator, with that operator's role. Send it as " code { "Authorization: Bearer …" } "." }
         div.table-wrap { table id="tokens" {
-            tr { th { "Id" } th { "Operator" } th { "Name" } th { "Created" } th { "Last used" } th { "State" } th {} }
+            tr { th { "Id" } th { "Operator" } th { "Name" } th { "Created" } th { "Last used" } th { "Expires" } th { "State" } th {} }
             @for t in &tokens {
                 tr {
                     td.fp { (t.id) } td { (t.username) } td { (t.name) }
-                    td { (when(Some(t.created_at))) } td { (when(t.last_used_at)) }
-                    td { @if t.revoked_at.is_some() { "revoked" } @else { "active" } }
+                    td { (when(Some(t.created_at))) } td { (when(t.last_used_at)) } td { (when(Some(t.expires_at))) }
+                    td { (token_state(t, now)) }
                     td { @if t.revoked_at.is_none() {
                         form.inline method="post" action={ "/tokens/" (t.id) "/revoke" } {
                             (csrf_field(&who.session.csrf))
@@ -226,6 +119,7 @@ async fn tokens_view(
         form.stack method="post" action="/tokens" {
             (csrf_field(&who.session.csrf))
             label { "What it is for" input name="name" required maxlength="64"; }
+            label { "Your current TOTP code" input name="totp" autocomplete="one-time-code" inputmode="numeric" required; }
             button type="submit" { "Create token" }
         }
     };
@@ -243,9 +137,11 @@ pub async fn tokens(State(cas): State<Cas>, who: SignedIn) -> Response {
 pub struct TokenForm {
     csrf: String,
     name: String,
+    totp: zeroize::Zeroizing<String>,
 }
 
-/// `POST /tokens`: a token for the signed-in operator, shown once.
+/// `POST /tokens`: a token for the signed-in operator, behind a fresh
+/// TOTP, shown once.
 pub async fn create_token(
     State(cas): State<Cas>,
     headers: HeaderMap,
@@ -255,16 +151,26 @@ pub async fn create_token(
         Ok(w) => w,
         Err(r) => return r,
     };
-    let username = who.session.operator.username.clone();
-    match cas
+    let now = SystemTime::now();
+    let factor = match cas
         .store
-        .create_api_token(&username, &form.name, &who.actor(), SystemTime::now())
+        .verify_second_factor(&who.session.operator.username, form.totp.trim(), now)
         .await
     {
-        Ok((_, token)) => {
+        Ok(f) => f,
+        Err(e) => {
+            let Some((status, m)) = super::step_up_refusal(&e) else {
+                return super::internal(&e);
+            };
+            let message = flash(Flash::Error, &format!("No token made: {m}"));
+            return tokens_view(&cas, &who, Some(message), status).await;
+        }
+    };
+    match cas.store.create_api_token(&factor, &form.name, now).await {
+        Ok((record, token)) => {
             let message = html! {
                 div.flash.done role="status" {
-                    "Token created. Copy it now; it is not shown again: "
+                    "Token created; it works until " (when(Some(record.expires_at))) ". Copy it now; it is not shown again: "
                     span.code id="new-token" { (token.as_str()) }
                 }
             };

@@ -35,12 +35,13 @@ pub fn router() -> Router<Cas> {
         .route("/blocked-keys", get(blocked_keys).post(block_key))
         .route("/blocked-keys/{fingerprint}", delete(unblock_key))
         .route("/audit", get(audit))
+        .merge(super::api_accounts::router())
         .fallback(crate::http::no_route)
         .method_not_allowed_fallback(crate::http::wrong_method)
 }
 
 /// The token's operator, or 401.
-async fn bearer(cas: &Cas, headers: &HeaderMap) -> Result<Operator, Response> {
+pub(super) async fn bearer(cas: &Cas, headers: &HeaderMap) -> Result<Operator, Response> {
     let unauthorized = |message: &str| {
         let mut r =
             ApiError::new(StatusCode::UNAUTHORIZED, "PG-UNAUTHORIZED", message).into_response();
@@ -121,7 +122,7 @@ macro_rules! tri {
     };
 }
 
-fn store<T>(r: Result<T, pairgate_store::StoreError>) -> Result<T, Response> {
+pub(super) fn store<T>(r: Result<T, pairgate_store::StoreError>) -> Result<T, Response> {
     r.map_err(|e| ApiError::from(e).into_response())
 }
 
@@ -200,8 +201,8 @@ async fn terminal(
 /// A step-up body.
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
-struct TotpBody {
-    totp: Zeroizing<String>,
+pub(super) struct TotpBody {
+    pub(super) totp: Zeroizing<String>,
 }
 
 async fn unpair(

@@ -1,8 +1,8 @@
 //! Who is signed in to CAS, and getting there: session cookies (HttpOnly,
 //! SameSite=Strict, Secure and `__Host-` under TLS), CSRF tokens checked on
-//! every form, the login with its rate limits, the forced password change,
-//! TOTP enrolment with recovery codes, the second-factor step and logout.
-//! A [`SignedIn`] exists only for a live session that passed every step.
+//! every form, the login with its rate limits, the second-factor step and
+//! logout (the password change and TOTP enrolment are in `account`). A
+//! [`SignedIn`] exists only for a live session that passed every step.
 
 use std::net::IpAddr;
 use std::time::{Instant, SystemTime};
@@ -11,8 +11,8 @@ use axum::Form;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
-use maud::{Markup, PreEscaped, html};
-use pairgate_store::{Actor, Session, SessionStage};
+use maud::{Markup, html};
+use pairgate_store::{Actor, Session, SessionStage, StoreError};
 use zeroize::Zeroizing;
 
 use super::html::{Flash, Viewer, csrf_field, flash, page};
@@ -51,7 +51,7 @@ fn cookie_value(headers: &HeaderMap, name: &str) -> Option<Zeroizing<String>> {
 }
 
 impl Cas {
-    fn session_cookie(&self) -> &'static str {
+    pub(super) fn session_cookie(&self) -> &'static str {
         if self.secure {
             "__Host-pg_session"
         } else {
@@ -81,7 +81,7 @@ impl Cas {
 
     /// The session behind the request's cookie, at any stage; a store
     /// failure is a 500, never "signed out".
-    async fn session_of(
+    pub(super) async fn session_of(
         &self,
         headers: &HeaderMap,
     ) -> Result<Option<(Session, Zeroizing<String>)>, Response> {
@@ -133,7 +133,7 @@ impl axum::extract::FromRequestParts<Cas> for SignedIn {
     }
 }
 
-fn same_secret(a: &str, b: &str) -> bool {
+pub(super) fn same_secret(a: &str, b: &str) -> bool {
     !b.is_empty()
         && aws_lc_rs::constant_time::verify_slices_are_equal(a.as_bytes(), b.as_bytes()).is_ok()
 }
@@ -150,7 +150,7 @@ pub fn csrf_refused() -> Response {
     (StatusCode::FORBIDDEN, body).into_response()
 }
 
-fn stage_path(stage: SessionStage) -> &'static str {
+pub(super) fn stage_path(stage: SessionStage) -> &'static str {
     match stage {
         SessionStage::PasswordChange => "/account/password",
         SessionStage::Enrol => "/account/two-factor",
@@ -159,7 +159,12 @@ fn stage_path(stage: SessionStage) -> &'static str {
     }
 }
 
-fn with_cookie(cas: &Cas, name: &str, value: &str, response: impl IntoResponse) -> Response {
+pub(super) fn with_cookie(
+    cas: &Cas,
+    name: &str,
+    value: &str,
+    response: impl IntoResponse,
+) -> Response {
     let mut response = response.into_response();
     response
         .headers_mut()
@@ -209,7 +214,7 @@ pub struct LoginForm {
     password: Zeroizing<String>,
 }
 
-fn too_many(wait: std::time::Duration) -> String {
+pub(super) fn too_many(wait: std::time::Duration) -> String {
     format!(
         "Too many failed attempts. Try again in {} minute(s).",
         wait.as_secs().div_ceil(60).max(1)
@@ -268,7 +273,7 @@ pub async fn login(
 }
 
 /// The session at `stage`, or where to go instead.
-async fn at_stage(
+pub(super) async fn at_stage(
     cas: &Cas,
     headers: &HeaderMap,
     stage: SessionStage,
@@ -281,7 +286,12 @@ async fn at_stage(
 }
 
 /// Moves the session on (new secret, new cookie) and redirects there.
-async fn advance(cas: &Cas, token: &str, stage: SessionStage, then: Response) -> Response {
+pub(super) async fn advance(
+    cas: &Cas,
+    token: &str,
+    stage: SessionStage,
+    then: Response,
+) -> Response {
     match cas.store.advance_session(token, stage).await {
         Ok(fresh) => with_cookie(cas, cas.session_cookie(), &fresh, then),
         Err(e) => super::internal(&e),
@@ -316,8 +326,8 @@ pub async fn second_factor_form(State(cas): State<Cas>, headers: HeaderMap) -> R
 #[derive(serde::Deserialize, Default)]
 #[serde(default)]
 pub struct CodeForm {
-    csrf: String,
-    code: Zeroizing<String>,
+    pub(super) csrf: String,
+    pub(super) code: Zeroizing<String>,
 }
 
 /// `POST /login/second-factor`: a TOTP code (replays refused) or a
@@ -358,7 +368,7 @@ pub async fn second_factor(
     };
     match passed {
         Ok(()) => {
-            cas.logins.succeeded(&username);
+            cas.logins.succeeded(&username, address);
             cas.audit_login(&username, "signed_in", address).await;
             advance(
                 &cas,
@@ -368,11 +378,11 @@ pub async fn second_factor(
             )
             .await
         }
-        Err(pairgate_store::StoreError::Unauthorized(reason)) => {
+        Err(e @ (StoreError::Unauthorized(_) | StoreError::Replayed(_))) => {
             cas.logins.failed(&username, address, Instant::now());
             cas.audit_login(&username, "second_factor_failed", address)
                 .await;
-            let message = if reason.contains("already used") {
+            let message = if matches!(e, StoreError::Replayed(_)) {
                 "This code was already used. Wait for the next one."
             } else {
                 "Wrong code."
@@ -383,228 +393,16 @@ pub async fn second_factor(
             )
                 .into_response()
         }
+        Err(StoreError::RateLimited(_)) => (
+            StatusCode::TOO_MANY_REQUESTS,
+            second_factor_page(
+                &session.csrf,
+                Some("Too many wrong codes for this account. Wait, or ask an admin to clear the lock."),
+            ),
+        )
+            .into_response(),
         Err(e) => super::internal(&e),
     }
-}
-
-fn password_page(csrf: &str, forced: bool, error: Option<&str>) -> Markup {
-    page(
-        "Choose a new password",
-        None,
-        html! {
-            @if forced { p { "You signed in with a one-time password. Choose your own before you continue." } }
-            @if let Some(e) = error { (flash(Flash::Error, e)) }
-            form.stack method="post" action="/account/password" {
-                (csrf_field(csrf))
-                label { "Current password" input name="current" type="password" autocomplete="current-password" required; }
-                label { "New password (at least " (pairgate_store::MIN_PASSWORD_CHARS) " characters)"
-                    input name="new" type="password" autocomplete="new-password" required minlength=(pairgate_store::MIN_PASSWORD_CHARS); }
-                label { "New password again" input name="confirm" type="password" autocomplete="new-password" required; }
-                button type="submit" { "Change password" }
-            }
-        },
-    )
-}
-
-/// `GET /account/password`.
-pub async fn password_form(State(cas): State<Cas>, headers: HeaderMap) -> Response {
-    let session = match cas.session_of(&headers).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
-    match session {
-        Some((s, _)) if matches!(s.stage, SessionStage::PasswordChange | SessionStage::Full) => {
-            password_page(&s.csrf, s.stage == SessionStage::PasswordChange, None).into_response()
-        }
-        Some((s, _)) => Redirect::to(stage_path(s.stage)).into_response(),
-        None => Redirect::to("/login").into_response(),
-    }
-}
-
-/// The password form's fields.
-#[derive(serde::Deserialize, Default)]
-#[serde(default)]
-pub struct PasswordForm {
-    csrf: String,
-    current: Zeroizing<String>,
-    new: Zeroizing<String>,
-    confirm: Zeroizing<String>,
-}
-
-/// `POST /account/password`: changes it; other sessions of the operator
-/// end; the session moves to the next step.
-pub async fn change_password(
-    State(cas): State<Cas>,
-    ClientAddr(address): ClientAddr,
-    headers: HeaderMap,
-    Form(form): Form<PasswordForm>,
-) -> Response {
-    let (session, token) = match cas.session_of(&headers).await {
-        Ok(Some(s)) => s,
-        Ok(None) => return Redirect::to("/login").into_response(),
-        Err(r) => return r,
-    };
-    if !matches!(
-        session.stage,
-        SessionStage::PasswordChange | SessionStage::Full
-    ) {
-        return Redirect::to(stage_path(session.stage)).into_response();
-    }
-    if !same_secret(&session.csrf, &form.csrf) {
-        return csrf_refused();
-    }
-    let forced = session.stage == SessionStage::PasswordChange;
-    let refuse = |status: StatusCode, message: &str| {
-        (status, password_page(&session.csrf, forced, Some(message))).into_response()
-    };
-    if *form.new != *form.confirm {
-        return refuse(StatusCode::BAD_REQUEST, "The two new passwords differ.");
-    }
-    let username = session.operator.username.clone();
-    if let Err(wait) = cas.logins.check(&username, address, Instant::now()) {
-        return refuse(StatusCode::TOO_MANY_REQUESTS, &too_many(wait));
-    }
-    match cas
-        .store
-        .change_password(&username, &form.current, &form.new, SystemTime::now())
-        .await
-    {
-        Ok(()) => {}
-        Err(pairgate_store::StoreError::Unauthorized(_)) => {
-            cas.logins.failed(&username, address, Instant::now());
-            return refuse(StatusCode::UNAUTHORIZED, "The current password is wrong.");
-        }
-        Err(pairgate_store::StoreError::Invalid(m)) => return refuse(StatusCode::BAD_REQUEST, &m),
-        Err(e) => return super::internal(&e),
-    }
-    if let Err(e) = cas.store.end_other_sessions(&username, &token).await {
-        return super::internal(&e);
-    }
-    if username == "admin" {
-        cas.forget_first_run_password();
-    }
-    let next = if forced {
-        match cas.store.operator(&username).await {
-            Ok(Some(op)) => match SessionStage::next_for(&op) {
-                // The password was just proven; a TOTP is still due.
-                SessionStage::PasswordChange => SessionStage::Totp,
-                other => other,
-            },
-            Ok(None) => return Redirect::to("/login").into_response(),
-            Err(e) => return super::internal(&e),
-        }
-    } else {
-        SessionStage::Full
-    };
-    advance(
-        &cas,
-        &token,
-        next,
-        Redirect::to(stage_path(next)).into_response(),
-    )
-    .await
-}
-
-fn enrol_page(csrf: &str, uri: &str, error: Option<&str>) -> Markup {
-    let qr = qrcode::QrCode::new(uri.as_bytes())
-        .map(|code| {
-            code.render::<qrcode::render::svg::Color<'_>>()
-                .min_dimensions(200, 200)
-                .build()
-        })
-        .unwrap_or_default();
-    // The SVG starts with an XML declaration, which has no place in HTML.
-    let svg = qr
-        .find("<svg")
-        .and_then(|i| qr.get(i..))
-        .unwrap_or_default()
-        .to_owned();
-    let secret = uri
-        .split("secret=")
-        .nth(1)
-        .and_then(|s| s.split('&').next())
-        .unwrap_or_default();
-    page(
-        "Set up two-factor authentication",
-        None,
-        html! {
-            p { "Scan this code with an authenticator app (RFC 6238 TOTP), then type the 6 digits it shows. Approving pairings and unpairing need it." }
-            @if let Some(e) = error { (flash(Flash::Error, e)) }
-            div.qr { (PreEscaped(svg)) }
-            p.muted { "Cannot scan? Enter this key by hand: " span.code { (secret) } }
-            form.stack method="post" action="/account/two-factor" {
-                (csrf_field(csrf))
-                label { "Code from the app" input name="code" autocomplete="one-time-code" inputmode="numeric" required autofocus; }
-                button type="submit" { "Turn on two-factor authentication" }
-            }
-        },
-    )
-}
-
-/// `GET /account/two-factor`: the enrolment QR code.
-pub async fn enrol_form(State(cas): State<Cas>, headers: HeaderMap) -> Response {
-    let (session, _) = match at_stage(&cas, &headers, SessionStage::Enrol).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
-    match cas
-        .store
-        .begin_totp_enrolment(&session.operator.username)
-        .await
-    {
-        Ok(uri) => enrol_page(&session.csrf, &uri, None).into_response(),
-        Err(e) => super::internal(&e),
-    }
-}
-
-/// `POST /account/two-factor`: confirms with a first code and shows the
-/// recovery codes, once.
-pub async fn enrol(
-    State(cas): State<Cas>,
-    ClientAddr(address): ClientAddr,
-    headers: HeaderMap,
-    Form(form): Form<CodeForm>,
-) -> Response {
-    let (session, token) = match at_stage(&cas, &headers, SessionStage::Enrol).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
-    if !same_secret(&session.csrf, &form.csrf) {
-        return csrf_refused();
-    }
-    let username = session.operator.username.clone();
-    let codes = match cas
-        .store
-        .confirm_totp_enrolment(&username, form.code.trim(), SystemTime::now())
-        .await
-    {
-        Ok(codes) => codes,
-        Err(pairgate_store::StoreError::Unauthorized(m)) => {
-            cas.logins.failed(&username, address, Instant::now());
-            return match cas.store.begin_totp_enrolment(&username).await {
-                Ok(uri) => (
-                    StatusCode::UNAUTHORIZED,
-                    enrol_page(&session.csrf, &uri, Some(&m)),
-                )
-                    .into_response(),
-                Err(e) => super::internal(&e),
-            };
-        }
-        Err(e) => return super::internal(&e),
-    };
-    cas.logins.succeeded(&username);
-    cas.audit_login(&username, "signed_in", address).await;
-    let body = page(
-        "Recovery codes",
-        None,
-        html! {
-            (flash(Flash::Done, "Two-factor authentication is on."))
-            p { "Keep these recovery codes somewhere safe. Each signs you in once if you lose your phone. They are shown only now." }
-            ul.code id="recovery-codes" { @for c in &codes { li { (c.as_str()) } } }
-            p { a #continue href="/" { "Continue to the dashboard" } }
-        },
-    );
-    advance(&cas, &token, SessionStage::Full, body.into_response()).await
 }
 
 /// The logout form's field.
@@ -639,7 +437,7 @@ pub async fn logout(
 impl Cas {
     /// Audits a login event of an existing operator; unknown names are
     /// only counted by the limiter, so a flood cannot fill the log.
-    async fn audit_login(&self, username: &str, outcome: &str, address: IpAddr) {
+    pub(super) async fn audit_login(&self, username: &str, outcome: &str, address: IpAddr) {
         match self.store.operator(username).await {
             Ok(Some(_)) => {
                 if let Err(e) = self

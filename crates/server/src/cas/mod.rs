@@ -8,13 +8,16 @@
 // response is built once per request, so boxing it would buy nothing.
 #![allow(clippy::result_large_err)]
 
+mod account;
 mod admin;
 mod api;
+mod api_accounts;
 mod auth;
 mod blocked;
 mod html;
 mod limiter;
 mod openapi;
+mod operators;
 mod pages;
 mod requests;
 
@@ -191,6 +194,25 @@ pub(crate) fn internal(e: &StoreError) -> Response {
         .into_response()
 }
 
+/// A refused second factor as the status and message for a page (a
+/// wrong or replayed code in a form: 400; the operator's step-up lock:
+/// 429); `None` for any other failure.
+pub(crate) fn step_up_refusal(e: &StoreError) -> Option<(StatusCode, String)> {
+    match e {
+        StoreError::Unauthorized(m) | StoreError::Replayed(m) => {
+            Some((StatusCode::BAD_REQUEST, m.clone()))
+        }
+        StoreError::RateLimited(m) => Some((StatusCode::TOO_MANY_REQUESTS, m.clone())),
+        _ => None,
+    }
+}
+
+/// `response` with `status`.
+pub(crate) fn with_status(mut response: Response, status: StatusCode) -> Response {
+    *response.status_mut() = status;
+    response
+}
+
 /// A page for a refused or failed action, with the right status.
 pub(crate) fn refused(
     who: &auth::SignedIn,
@@ -274,11 +296,11 @@ pub fn router(cas: Cas) -> Router {
         )
         .route(
             "/account/password",
-            get(auth::password_form).post(auth::change_password),
+            get(account::password_form).post(account::change_password),
         )
         .route(
             "/account/two-factor",
-            get(auth::enrol_form).post(auth::enrol),
+            get(account::enrol_form).post(account::enrol),
         )
         .route("/logout", post(auth::logout))
         .route("/", get(pages::dashboard))
@@ -306,8 +328,9 @@ pub fn router(cas: Cas) -> Router {
         .route("/audit", get(admin::audit))
         .route(
             "/operators",
-            get(admin::operators).post(admin::create_operator),
+            get(operators::operators).post(operators::create_operator),
         )
+        .route("/operators/{name}", post(operators::change_operator))
         .route("/tokens", get(admin::tokens).post(admin::create_token))
         .route("/tokens/{id}/revoke", post(admin::revoke_token))
         .route("/static/cas.css", get(style))

@@ -33,6 +33,12 @@ fn body(schema: &str) -> Value {
 
 /// The document.
 pub fn spec() -> Value {
+    let mut doc = base();
+    accounts(&mut doc);
+    doc
+}
+
+fn base() -> Value {
     let list = |name: &str, item: &str| json!({ "type": "object", "properties": { name: { "type": "array", "items": { "$ref": format!("#/components/schemas/{item}") } }, "total": { "type": "integer" } } });
     let string = json!({ "type": "string" });
     let opt_string = json!({ "type": ["string", "null"] });
@@ -41,7 +47,7 @@ pub fn spec() -> Value {
         "info": {
             "title": "pairgate CAS API",
             "version": env!("CARGO_PKG_VERSION"),
-            "description": "Terminals, pairing requests and the audit log. Authenticate with an API token (`pairgate admin token create --operator NAME`, or the web UI): `Authorization: Bearer pgt_…`. A token acts with its operator's role; approve and unpair also need a current TOTP code of that operator.",
+            "description": "Terminals, pairing requests and the audit log. Authenticate with an API token (`pairgate admin token create --operator NAME`, or the web UI): `Authorization: Bearer pgt_…`. A token acts with its operator's role; approve, unpair, new tokens and operator changes also need a current TOTP code of that operator; five wrong codes in 15 minutes lock that operator's step-ups (429).",
         },
         "servers": [{ "url": "/api/v1" }],
         "security": [{ "bearer": [] }],
@@ -144,6 +150,91 @@ pub fn spec() -> Value {
     })
 }
 
+/// The account paths (`api_accounts.rs`) and their schemas.
+fn accounts(doc: &mut Value) {
+    let name =
+        json!([{ "name": "name", "in": "path", "required": true, "schema": { "type": "string" } }]);
+    let change = |summary: &str, schema: &str| {
+        json!({ "post": { "summary": summary, "parameters": name, "requestBody": body(schema),
+                          "responses": with_errors(json!({ "200": ok("OperatorState"), "409": { "$ref": "#/components/responses/Error" }, "429": { "$ref": "#/components/responses/Error" } }), error_responses()) } })
+    };
+    let paths = [
+        (
+            "/tokens",
+            json!({ "post": { "summary": "A new API token for the calling operator (fresh TOTP); shown once, expires after the server's api_token_days",
+                                      "requestBody": body("NewToken"),
+                                      "responses": with_errors(json!({ "201": ok("NewTokenMade"), "429": { "$ref": "#/components/responses/Error" } }), error_responses()) } }),
+        ),
+        (
+            "/operators",
+            json!({ "get": { "summary": "Operators with their step-up lock (admin)", "responses": with_errors(json!({ "200": { "description": "OK" } }), error_responses()) } }),
+        ),
+        (
+            "/operators/{name}/disable",
+            change(
+                "Disable an operator: sessions end, tokens revoked (admin; fresh TOTP)",
+                "Totp",
+            ),
+        ),
+        (
+            "/operators/{name}/enable",
+            change("Enable an operator (admin; fresh TOTP)", "Totp"),
+        ),
+        (
+            "/operators/{name}/role",
+            change(
+                "Change an operator's role (admin; fresh TOTP)",
+                "RoleChange",
+            ),
+        ),
+        (
+            "/operators/{name}/reset-2fa",
+            change(
+                "Reset two-factor authentication: enrol again at next login; sessions end, tokens revoked (admin; fresh TOTP)",
+                "Totp",
+            ),
+        ),
+        (
+            "/operators/{name}/clear-step-up-lock",
+            change(
+                "Clear the lock after too many wrong second-factor codes (admin; fresh TOTP)",
+                "Totp",
+            ),
+        ),
+    ];
+    if let Some(p) = doc.get_mut("paths").and_then(Value::as_object_mut) {
+        for (path, item) in paths {
+            p.insert(path.to_owned(), item);
+        }
+    }
+    let schemas = [
+        (
+            "NewToken",
+            json!({ "type": "object", "required": ["name", "totp"], "properties": { "name": { "type": "string" }, "totp": { "type": "string", "pattern": "^[0-9]{6}$" } } }),
+        ),
+        (
+            "NewTokenMade",
+            json!({ "type": "object", "properties": { "id": { "type": "string" }, "operator": { "type": "string" }, "name": { "type": "string" }, "created_at": { "type": "string" }, "expires_at": { "type": "string" }, "token": { "type": "string" } } }),
+        ),
+        (
+            "RoleChange",
+            json!({ "type": "object", "required": ["role", "totp"], "properties": { "role": { "enum": ["admin", "operator", "viewer"] }, "totp": { "type": "string", "pattern": "^[0-9]{6}$" } } }),
+        ),
+        (
+            "OperatorState",
+            json!({ "type": "object", "properties": { "username": { "type": "string" }, "role": { "type": "string" }, "totp_enabled": { "type": "boolean" }, "disabled": { "type": "boolean" } } }),
+        ),
+    ];
+    if let Some(s) = doc
+        .pointer_mut("/components/schemas")
+        .and_then(Value::as_object_mut)
+    {
+        for (name, schema) in schemas {
+            s.insert(name.to_owned(), schema);
+        }
+    }
+}
+
 /// `GET /api/v1/openapi.json`.
 pub async fn document() -> Json<Value> {
     Json(spec())
@@ -154,7 +245,7 @@ mod tests {
     #[test]
     fn every_api_route_is_documented() {
         let spec = super::spec();
-        let source = include_str!("api.rs");
+        let source = [include_str!("api.rs"), include_str!("api_accounts.rs")].concat();
         let mut routes = 0;
         for line in source.lines() {
             let line = line.trim();
@@ -170,6 +261,6 @@ mod tests {
                 );
             }
         }
-        assert_eq!(routes, 10);
+        assert_eq!(routes, 17);
     }
 }

@@ -522,16 +522,19 @@ pub async fn unpair(
         .await
     {
         Ok(f) => f,
-        Err(StoreError::Unauthorized(m)) => {
-            return terminal_view(
+        Err(e) => {
+            let Some((status, m)) = super::step_up_refusal(&e) else {
+                return super::internal(&e);
+            };
+            let view = terminal_view(
                 &cas,
                 &who,
                 &serial,
                 Some((Flash::Error, format!("Not unpaired: {m}"))),
             )
             .await;
+            return super::with_status(view, status);
         }
-        Err(e) => return super::internal(&e),
     };
     match cas.store.unpair(&parsed, &factor.actor(), now).await {
         Ok(_) => terminal_view(&cas, &who, &serial, Some((Flash::Done, "Unpaired.".into()))).await,

@@ -244,16 +244,19 @@ pub async fn approve(
         .await
     {
         Ok(f) => f,
-        Err(StoreError::Unauthorized(m)) => {
-            return detail_view(
+        Err(e) => {
+            let Some((status, m)) = super::step_up_refusal(&e) else {
+                return super::internal(&e);
+            };
+            let view = detail_view(
                 &cas,
                 &who,
                 &id,
                 Some((Flash::Error, format!("Not approved: {m}"))),
             )
             .await;
+            return super::with_status(view, status);
         }
-        Err(e) => return super::internal(&e),
     };
     match cas.store.approve_pairing(&id, &code, &factor, now).await {
         Ok(t) => {

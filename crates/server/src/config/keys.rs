@@ -36,7 +36,7 @@ pub const SETTINGS: &[(&str, &str)] = &[
     ),
     (
         "login_failures_per_account",
-        "failed CAS logins per account within login_window_secs before 429 (default 5)",
+        "failed CAS logins per account from one client address within login_window_secs before 429, with a doubling wait from the third (default 5); elsewhere the account still signs in",
     ),
     (
         "login_failures_per_address",
@@ -194,5 +194,25 @@ pub const SETTINGS: &[(&str, &str)] = &[
     (
         "password_hash_concurrency",
         "password hashes (Argon2) computed at once, off the async workers (default 2)",
+    ),
+    (
+        "step_up_failures",
+        "wrong second-factor codes of one operator within step_up_window_secs before their step-ups (approve, unpair, tokens, operator changes, the login code) are refused; all instances share the count (default 5)",
+    ),
+    (
+        "step_up_window_secs",
+        "window of step_up_failures; an admin may clear a lock sooner (default 900)",
+    ),
+    (
+        "api_token_days",
+        "lifetime of new CAS API tokens, in days (default 90)",
+    ),
+    (
+        "audit_checkpoint_records",
+        "sign a checkpoint of the audit log with the server identity key after this many records (default 1000)",
+    ),
+    (
+        "audit_checkpoint_secs",
+        "sign an audit checkpoint at least this often while records arrive (default 60)",
     ),
 ];

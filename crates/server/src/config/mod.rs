@@ -133,6 +133,16 @@ pub struct Settings {
     pub max_renewals: u64,
     /// See [`SETTINGS`].
     pub cas_hosts: Vec<String>,
+    /// See [`SETTINGS`].
+    pub step_up_failures: u64,
+    /// See [`SETTINGS`].
+    pub step_up_window_secs: u64,
+    /// See [`SETTINGS`].
+    pub api_token_days: u64,
+    /// See [`SETTINGS`].
+    pub audit_checkpoint_records: u64,
+    /// See [`SETTINGS`].
+    pub audit_checkpoint_secs: u64,
 }
 
 impl Default for Settings {
@@ -188,6 +198,11 @@ impl Default for Settings {
             password_hash_concurrency: 2,
             max_renewals: 10,
             cas_hosts: Vec::new(),
+            step_up_failures: 5,
+            step_up_window_secs: 900,
+            api_token_days: 90,
+            audit_checkpoint_records: 1000,
+            audit_checkpoint_secs: 60,
         }
     }
 }
@@ -308,6 +323,11 @@ impl Settings {
                 self.closed_request_retention_secs,
             ),
             ("password_hash_concurrency", self.password_hash_concurrency),
+            ("step_up_failures", self.step_up_failures),
+            ("step_up_window_secs", self.step_up_window_secs),
+            ("api_token_days", self.api_token_days),
+            ("audit_checkpoint_records", self.audit_checkpoint_records),
+            ("audit_checkpoint_secs", self.audit_checkpoint_secs),
         ] {
             if value == 0 {
                 return Err(ConfigError::Invalid(format!("{name} must be above 0")));
@@ -423,6 +443,19 @@ impl Settings {
             supersedes_per_serial: count(self.supersedes_per_serial),
             max_renewals: count(self.max_renewals),
         }
+    }
+
+    /// The step-up lock.
+    pub fn step_up_limits(&self) -> pairgate_store::StepUpLimits {
+        pairgate_store::StepUpLimits {
+            failures: u32::try_from(self.step_up_failures).unwrap_or(u32::MAX),
+            window: Duration::from_secs(self.step_up_window_secs),
+        }
+    }
+
+    /// The lifetime of new API tokens.
+    pub fn api_token_lifetime(&self) -> Duration {
+        Duration::from_secs(self.api_token_days.saturating_mul(86_400))
     }
 
     /// The identity key store URI.

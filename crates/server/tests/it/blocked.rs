@@ -25,12 +25,22 @@ async fn the_block_list_through_the_api_and_the_pages(db: Db) {
         .unwrap();
     let (_, token) = f
         .store
-        .create_api_token("olga", "ci", &Actor::new("admin"), SystemTime::now())
+        .create_api_token_for(
+            "olga",
+            "ci",
+            &pairgate_store::AdminAction::local("admin"),
+            SystemTime::now(),
+        )
         .await
         .unwrap();
     let (_, viewer) = f
         .store
-        .create_api_token("vera", "ro", &Actor::new("admin"), SystemTime::now())
+        .create_api_token_for(
+            "vera",
+            "ro",
+            &pairgate_store::AdminAction::local("admin"),
+            SystemTime::now(),
+        )
         .await
         .unwrap();
     let api = Web::new(f.server.cas_addr);

@@ -289,7 +289,12 @@ async fn a_viewer_cannot_approve_or_change(db: Db) {
     assert_eq!(r.status, 403);
     let (_, token) = f
         .store
-        .create_api_token("vera", "ro", &Actor::new("admin"), SystemTime::now())
+        .create_api_token_for(
+            "vera",
+            "ro",
+            &pairgate_store::AdminAction::local("admin"),
+            SystemTime::now(),
+        )
         .await
         .unwrap();
     let r = web
@@ -437,7 +442,12 @@ async fn the_api_round_trip(db: Db) {
     let mut app = Authenticator::new(&creds.totp_uri);
     let (_, token) = f
         .store
-        .create_api_token("olga", "ci", &Actor::new("admin"), SystemTime::now())
+        .create_api_token_for(
+            "olga",
+            "ci",
+            &pairgate_store::AdminAction::local("admin"),
+            SystemTime::now(),
+        )
         .await
         .unwrap();
     let web = Web::new(f.server.cas_addr);

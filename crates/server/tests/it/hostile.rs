@@ -455,14 +455,18 @@ async fn a_login_flood_does_not_slow_the_master(db: Db) {
             let (stop, hashed, cas) = (stop.clone(), hashed.clone(), f.server.cas_addr);
             tokio::spawn(async move {
                 let mut web = crate::web::Web::new(cas);
+                let mut n = 0;
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    // A new name each time: one (name, address) pair
+                    // would soon have to wait between guesses.
+                    n += 1;
                     let page = web.get("/login").await;
                     let r = web
                         .post(
                             "/login",
                             &[
                                 ("csrf", &page.csrf()),
-                                ("username", &format!("nobody{i}")),
+                                ("username", &format!("nobody{i}-{n}")),
                                 ("password", "guess"),
                             ],
                         )

@@ -9,6 +9,7 @@
     clippy::panic
 )]
 
+mod accounts;
 mod bad_input;
 mod blocked;
 mod browser;

@@ -63,6 +63,8 @@ pub fn between(text: &str, start: &str, end: &str) -> Option<String> {
 pub struct Web {
     pub addr: SocketAddr,
     pub cookies: BTreeMap<String, String>,
+    /// The loopback address to connect from (default 127.0.0.1).
+    pub source: Option<std::net::IpAddr>,
 }
 
 fn encode(text: &str) -> String {
@@ -89,6 +91,15 @@ impl Web {
         Self {
             addr,
             cookies: BTreeMap::new(),
+            source: None,
+        }
+    }
+
+    /// A client connecting from another loopback address.
+    pub fn from_source(addr: SocketAddr, source: std::net::IpAddr) -> Self {
+        Self {
+            source: Some(source),
+            ..Self::new(addr)
         }
     }
 
@@ -115,7 +126,14 @@ impl Web {
             text.push_str(&format!("{n}: {v}\r\n"));
         }
         text.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
-        let mut tcp = tokio::net::TcpStream::connect(self.addr).await.unwrap();
+        let mut tcp = match self.source {
+            None => tokio::net::TcpStream::connect(self.addr).await.unwrap(),
+            Some(ip) => {
+                let socket = tokio::net::TcpSocket::new_v4().unwrap();
+                socket.bind(SocketAddr::new(ip, 0)).unwrap();
+                socket.connect(self.addr).await.unwrap()
+            }
+        };
         tcp.write_all(text.as_bytes()).await.unwrap();
         let mut raw = Vec::new();
         tokio::time::timeout(Duration::from_secs(20), tcp.read_to_end(&mut raw))

@@ -187,7 +187,12 @@ async fn api_tokens_are_hashed_and_revocable(store: &Store) {
         .await
         .unwrap();
     let (record, token) = store
-        .create_api_token("vera", "monitoring", &Actor::new("admin"), now)
+        .create_api_token_for(
+            "vera",
+            "monitoring",
+            &pairgate_store::AdminAction::local("admin"),
+            now,
+        )
         .await
         .unwrap();
     assert!(token.starts_with("pgt_"));
@@ -216,7 +221,12 @@ async fn api_tokens_are_hashed_and_revocable(store: &Store) {
     );
     assert!(
         store
-            .create_api_token("nobody", "x", &Actor::new("admin"), now)
+            .create_api_token_for(
+                "nobody",
+                "x",
+                &pairgate_store::AdminAction::local("admin"),
+                now
+            )
             .await
             .is_err()
     );

@@ -14,5 +14,6 @@ mod bounds;
 mod disk_full;
 mod pairing;
 mod request_pages;
+mod step_up;
 mod support;
 mod terminals;

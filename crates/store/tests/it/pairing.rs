@@ -80,6 +80,23 @@ impl Operator {
         )
     }
 
+    /// A (time, code) pair one step after the last whose code is wrong.
+    pub(crate) fn wrong(&mut self) -> (SystemTime, String) {
+        let (now, code) = self.next();
+        let n: u32 = code.parse().unwrap();
+        (now, format!("{:06}", (n + 1) % 1_000_000))
+    }
+
+    /// Lets `steps` time steps pass.
+    pub(crate) fn wait(&mut self, steps: u64) {
+        self.step += steps;
+    }
+
+    /// The username.
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+
     pub(crate) async fn approve(
         &mut self,
         store: &Store,
@@ -216,7 +233,7 @@ async fn second_factor_is_required_and_single_use(store: &Store) {
     // The same code again, or an older one, is a replay.
     let replay = store.verify_second_factor("olga", &code, now).await;
     assert!(
-        matches!(replay, Err(StoreError::Unauthorized(ref m)) if m.contains("already used")),
+        matches!(replay, Err(StoreError::Replayed(ref m)) if m.contains("already used")),
         "{replay:?}"
     );
     let (now, _) = olga.next();

@@ -1,0 +1,224 @@
+//! The CAS API for accounts: a new token for the calling operator, and
+//! the admins' operator changes (disable, enable, role, two-factor reset,
+//! clearing a step-up lock). Each needs a fresh TOTP of the token's
+//! operator in the body (`"totp"`), counted against that operator's
+//! step-up lock, so a stolen token alone changes nothing.
+
+use std::time::SystemTime;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use pairgate_store::{AdminAction, Operator, Role, SecondFactor};
+use serde_json::{Value, json};
+use zeroize::Zeroizing;
+
+use super::Cas;
+use super::api::{TotpBody, bearer, store};
+use crate::error::ApiError;
+use crate::http::{JsonBody, JsonPath, rfc3339, unix_millis};
+
+macro_rules! tri {
+    ($e:expr) => {
+        match $e {
+            Ok(v) => v,
+            Err(r) => return r,
+        }
+    };
+}
+
+/// The account routes, merged into `/api/v1`.
+pub fn router() -> Router<Cas> {
+    Router::new()
+        .route("/tokens", post(create_token))
+        .route("/operators", get(operators))
+        .route("/operators/{name}/disable", post(disable))
+        .route("/operators/{name}/enable", post(enable))
+        .route("/operators/{name}/role", post(role))
+        .route("/operators/{name}/reset-2fa", post(reset_totp))
+        .route("/operators/{name}/clear-step-up-lock", post(clear_lock))
+}
+
+/// The fresh second factor of the token's operator.
+async fn step_up(cas: &Cas, op: &Operator, totp: &str) -> Result<SecondFactor, Response> {
+    store(
+        cas.store
+            .verify_second_factor(&op.username, totp.trim(), SystemTime::now())
+            .await,
+    )
+}
+
+/// The token's operator as an admin who just passed a fresh TOTP.
+async fn admin(cas: &Cas, headers: &HeaderMap, totp: &str) -> Result<AdminAction, Response> {
+    let op = bearer(cas, headers).await?;
+    if op.role != Role::Admin {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "PG-FORBIDDEN",
+            format!(
+                "{} is not an admin; only admins change operators",
+                op.username
+            ),
+        )
+        .into_response());
+    }
+    let factor = step_up(cas, &op, totp).await?;
+    store(factor.admin())
+}
+
+/// A new token's body.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokenBody {
+    name: String,
+    totp: Zeroizing<String>,
+}
+
+async fn create_token(
+    State(cas): State<Cas>,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody<TokenBody>,
+) -> Response {
+    let op = tri!(bearer(&cas, &headers).await);
+    let factor = tri!(step_up(&cas, &op, &body.totp).await);
+    let (record, token) = tri!(store(
+        cas.store
+            .create_api_token(&factor, &body.name, SystemTime::now())
+            .await
+    ));
+    (
+        StatusCode::CREATED,
+        Json(json!({
+            "id": record.id, "operator": record.username, "name": record.name,
+            "created_at": rfc3339(record.created_at), "expires_at": rfc3339(record.expires_at),
+            "token": token.as_str(),
+        })),
+    )
+        .into_response()
+}
+
+async fn operators(State(cas): State<Cas>, headers: HeaderMap) -> Response {
+    let op = tri!(bearer(&cas, &headers).await);
+    if op.role != Role::Admin {
+        return ApiError::new(
+            StatusCode::FORBIDDEN,
+            "PG-FORBIDDEN",
+            "only admins list operators",
+        )
+        .into_response();
+    }
+    let now = SystemTime::now();
+    let operators = tri!(store(cas.store.operators().await));
+    let mut rows: Vec<Value> = Vec::with_capacity(operators.len());
+    for o in &operators {
+        let lock = tri!(store(cas.store.step_up_lock(&o.username, now).await));
+        rows.push(json!({
+            "username": o.username, "role": o.role.as_str(), "totp_enabled": o.totp_enabled,
+            "must_change_password": o.must_change_password, "disabled": o.disabled,
+            "created_at": rfc3339(o.created_at),
+            "step_up": { "failures": lock.failures, "locked": lock.locked, "until": lock.until.map(rfc3339) },
+        }));
+    }
+    Json(json!({ "operators": rows, "at": rfc3339(unix_millis(now)) })).into_response()
+}
+
+/// The changed operator, as the answer.
+async fn changed(cas: &Cas, username: &str) -> Response {
+    match tri!(store(cas.store.operator(username).await)) {
+        Some(o) => Json(json!({
+            "username": o.username, "role": o.role.as_str(), "totp_enabled": o.totp_enabled,
+            "disabled": o.disabled,
+        }))
+        .into_response(),
+        None => {
+            ApiError::new(StatusCode::NOT_FOUND, "PG-NOT-FOUND", "no such operator").into_response()
+        }
+    }
+}
+
+async fn disable(
+    State(cas): State<Cas>,
+    headers: HeaderMap,
+    JsonPath(name): JsonPath<String>,
+    JsonBody(body): JsonBody<TotpBody>,
+) -> Response {
+    let by = tri!(admin(&cas, &headers, &body.totp).await);
+    tri!(store(
+        cas.store
+            .set_operator_disabled(&name, true, &by, SystemTime::now())
+            .await
+    ));
+    changed(&cas, &name).await
+}
+
+async fn enable(
+    State(cas): State<Cas>,
+    headers: HeaderMap,
+    JsonPath(name): JsonPath<String>,
+    JsonBody(body): JsonBody<TotpBody>,
+) -> Response {
+    let by = tri!(admin(&cas, &headers, &body.totp).await);
+    tri!(store(
+        cas.store
+            .set_operator_disabled(&name, false, &by, SystemTime::now())
+            .await
+    ));
+    changed(&cas, &name).await
+}
+
+/// A role change's body.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RoleBody {
+    role: String,
+    totp: Zeroizing<String>,
+}
+
+async fn role(
+    State(cas): State<Cas>,
+    headers: HeaderMap,
+    JsonPath(name): JsonPath<String>,
+    JsonBody(body): JsonBody<RoleBody>,
+) -> Response {
+    let role: Role = tri!(store(body.role.parse()));
+    let by = tri!(admin(&cas, &headers, &body.totp).await);
+    tri!(store(
+        cas.store
+            .set_operator_role(&name, role, &by, SystemTime::now())
+            .await
+    ));
+    changed(&cas, &name).await
+}
+
+async fn reset_totp(
+    State(cas): State<Cas>,
+    headers: HeaderMap,
+    JsonPath(name): JsonPath<String>,
+    JsonBody(body): JsonBody<TotpBody>,
+) -> Response {
+    let by = tri!(admin(&cas, &headers, &body.totp).await);
+    tri!(store(
+        cas.store
+            .reset_operator_totp(&name, &by, SystemTime::now())
+            .await
+    ));
+    changed(&cas, &name).await
+}
+
+async fn clear_lock(
+    State(cas): State<Cas>,
+    headers: HeaderMap,
+    JsonPath(name): JsonPath<String>,
+    JsonBody(body): JsonBody<TotpBody>,
+) -> Response {
+    let by = tri!(admin(&cas, &headers, &body.totp).await);
+    tri!(store(
+        cas.store
+            .clear_step_up_lock(&name, &by, SystemTime::now())
+            .await
+    ));
+    changed(&cas, &name).await
+}
