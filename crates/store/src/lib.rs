@@ -32,7 +32,10 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Connection, Executor};
 
 pub use accounts::{MAX_PASSWORD_CHARS, MIN_PASSWORD_CHARS, RECOVERY_CODES, check_new_password};
-pub use audit::{AuditRecord, AuditVerification, Refusal};
+pub use audit::{
+    AuditRecord, AuditVerification, ChainVerifier, Checkpoint, CheckpointSigner, EXPORT_FORMAT,
+    ExportLine, Refusal, verify_export,
+};
 pub use blocked::BlockedKey;
 pub use error::StoreError;
 pub use operator_admin::AdminAction;
