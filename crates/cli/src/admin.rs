@@ -71,10 +71,11 @@ enum AdminCommand {
         /// Terminal serial.
         serial: String,
     },
-    /// The audit log, or `verify` to check its hash chain.
+    /// The audit log, newest first; `verify` checks it against the
+    /// server's signed checkpoints; `export` writes it as JSON lines.
     Audit {
         #[command(subcommand)]
-        command: Option<AuditCommand>,
+        command: Option<crate::admin_audit::AuditCommand>,
         /// At most this many records, newest first.
         #[arg(long, default_value_t = 50)]
         limit: i64,
@@ -124,12 +125,6 @@ enum TerminalCommand {
     List,
 }
 
-#[derive(Subcommand, Debug)]
-enum AuditCommand {
-    /// Recomputes the hash chain; fails if a record was edited or deleted.
-    Verify,
-}
-
 /// Who the audit log names for changes made here without an operator.
 fn cli_actor() -> Actor {
     let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
@@ -164,6 +159,18 @@ fn request_json(r: &PairingRequest) -> Value {
 }
 
 pub fn run(args: AdminArgs, out: &Output) -> Result<()> {
+    // An export is checked offline: no settings, no database.
+    if let AdminCommand::Audit {
+        command:
+            Some(crate::admin_audit::AuditCommand::Verify {
+                file: Some(file),
+                server_pin,
+            }),
+        ..
+    } = &args.command
+    {
+        return crate::admin_audit::verify_file(file, *server_pin, out);
+    }
     let settings = args.settings.load(Vec::new())?;
     // Only `pairgate server` makes a data directory: a mistyped --data
     // must not answer from a new, empty database.
@@ -183,11 +190,16 @@ pub fn run(args: AdminArgs, out: &Output) -> Result<()> {
         .context("starting the runtime")?;
     runtime.block_on(async {
         let store = pairgate_server::open_store(&settings).await?;
-        command(&store, args.command, out).await
+        command(&store, &settings, args.command, out).await
     })
 }
 
-async fn command(store: &Store, command: AdminCommand, out: &Output) -> Result<()> {
+async fn command(
+    store: &Store,
+    settings: &pairgate_server::Settings,
+    command: AdminCommand,
+    out: &Output,
+) -> Result<()> {
     let now = SystemTime::now();
     match command {
         AdminCommand::Operator(command) => {
@@ -335,57 +347,8 @@ async fn command(store: &Store, command: AdminCommand, out: &Output) -> Result<(
                 terminal_json(&t),
             );
         }
-        AdminCommand::Audit {
-            command: Some(AuditCommand::Verify),
-            ..
-        } => {
-            let v = store.verify_audit().await?;
-            if let Some(seq) = v.first_broken {
-                bail!(
-                    "the audit log is broken at record {seq}: it was edited, deleted or reordered ({} records checked)",
-                    v.records
-                );
-            }
-            out.print(
-                format!("audit log intact: {} records", v.records),
-                json!({ "records": v.records, "intact": true, "first_broken": null }),
-            );
-        }
-        AdminCommand::Audit {
-            command: None,
-            limit,
-        } => {
-            let records = store.audit_records(limit).await?;
-            let text: Vec<String> = records
-                .iter()
-                .map(|r| {
-                    format!(
-                        "{:>6} {} {:<16} {:<24} {:<16} {}",
-                        r.seq,
-                        rfc3339(r.at),
-                        r.actor,
-                        r.action,
-                        r.subject,
-                        r.detail
-                    )
-                })
-                .collect();
-            out.print(
-                text.join("\n"),
-                Value::Array(
-                    records
-                        .iter()
-                        .map(|r| {
-                            json!({
-                                "seq": r.seq, "at": rfc3339(r.at), "actor": r.actor,
-                                "action": r.action, "subject": r.subject,
-                                "detail": serde_json::from_str::<Value>(&r.detail).unwrap_or(Value::Null),
-                                "hash": r.hash,
-                            })
-                        })
-                        .collect(),
-                ),
-            );
+        AdminCommand::Audit { command, limit } => {
+            crate::admin_audit::run(store, settings, command, limit, out).await?;
         }
     }
     Ok(())

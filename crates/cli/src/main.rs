@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 mod admin;
+mod admin_audit;
 mod admin_keys;
 mod admin_operators;
 mod agent;

@@ -126,3 +126,16 @@ pub fn load_or_create(
         keystore: store.describe(),
     })
 }
+
+/// The pin of an identity that already exists, creating nothing: for
+/// commands that check what the server signed (`pairgate admin audit
+/// verify`).
+pub fn existing_pin(keystore_uri: &str, passphrase_file: &Path) -> Result<SpkiPin, ServerError> {
+    let uri: KeyStoreUri = keystore_uri.parse()?;
+    let pass = match uri {
+        KeyStoreUri::File(_) => Some(Passphrase::from_file(passphrase_file)?),
+        KeyStoreUri::Pkcs11(_) => None,
+    };
+    let store = pairgate_keystore::open(&uri, pass, false)?;
+    Ok(store.public_key(&Alias::new(SERVER_ALIAS)?)?.pin())
+}

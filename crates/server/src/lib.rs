@@ -5,6 +5,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod audit_anchor;
 pub mod cas;
 pub mod config;
 pub mod conn;
@@ -127,6 +128,8 @@ impl Server {
         let cas_listener = bind(&settings.cas_listen).await?;
         let cas_addr = local(&cas_listener, &settings.cas_listen)?;
         let first_run_file = settings.data_dir.join(cas::FIRST_RUN_FILE);
+        let signer = Arc::new(audit_anchor::IdentitySigner::new(&identity.certified_key)?);
+        let audit_checked = audit_anchor::LastFullCheck::default();
         let first_run_password = cas::first_run(&store, &first_run_file)
             .await?
             .map(cas::FirstRunPassword);
@@ -146,6 +149,8 @@ impl Server {
             })),
             first_run_file: Some(Arc::new(first_run_file)),
             hosts: Arc::new(settings.cas_hosts()),
+            server_pin: identity.pin,
+            audit_checked: audit_checked.clone(),
         };
         let cas_tls = if settings.cas_tls {
             Some(pairgate_tls::server::browser_config(
@@ -262,6 +267,16 @@ impl Server {
                 cas_tls,
                 header_timeout,
                 cas_limiter.clone(),
+                shutdown_rx.clone(),
+            )),
+            tokio::spawn(audit_anchor::run(
+                store.clone(),
+                signer,
+                audit_anchor::AnchorPolicy {
+                    records: i64::try_from(settings.audit_checkpoint_records).unwrap_or(i64::MAX),
+                    every: Duration::from_secs(settings.audit_checkpoint_secs),
+                },
+                audit_checked,
                 shutdown_rx.clone(),
             )),
             tokio::spawn(sweep(

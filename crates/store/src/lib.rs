@@ -34,7 +34,7 @@ use sqlx::{AnyPool, Connection, Executor};
 pub use accounts::{MAX_PASSWORD_CHARS, MIN_PASSWORD_CHARS, RECOVERY_CODES, check_new_password};
 pub use audit::{
     AuditRecord, AuditVerification, ChainVerifier, Checkpoint, CheckpointSigner, EXPORT_FORMAT,
-    ExportLine, Refusal, verify_export,
+    ExportLine, Refusal, record_hash, verify_export,
 };
 pub use blocked::BlockedKey;
 pub use error::StoreError;

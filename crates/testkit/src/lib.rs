@@ -252,3 +252,73 @@ pub fn totp_step_now() -> u64 {
         .map(|d| d.as_secs() / 30)
         .unwrap_or(0)
 }
+
+/// One audit row's fields, as [`forge_audit_record`] hands them to the
+/// hash function.
+pub struct AuditFields {
+    /// Sequence number.
+    pub seq: i64,
+    /// Unix ms.
+    pub at: i64,
+    /// Actor.
+    pub actor: String,
+    /// Action.
+    pub action: String,
+    /// Subject.
+    pub subject: String,
+    /// Detail (JSON text).
+    pub detail: String,
+}
+
+/// What a rogue database writer does: sets record `seq`'s actor to
+/// `mallory`, then recomputes every hash from there on (and the head) with
+/// `hash(fields, prev)`, so the chain alone looks intact.
+pub async fn forge_audit_record(
+    pool: &sqlx::AnyPool,
+    seq: i64,
+    hash: impl Fn(&AuditFields, &str) -> String,
+) {
+    use sqlx::Row;
+    sqlx::query("UPDATE audit_log SET actor = 'mallory' WHERE seq = $1")
+        .bind(seq)
+        .execute(pool)
+        .await
+        .expect("editing the record");
+    let mut prev: String = sqlx::query("SELECT prev_hash FROM audit_log WHERE seq = $1")
+        .bind(seq)
+        .fetch_one(pool)
+        .await
+        .expect("reading the record")
+        .get("prev_hash");
+    let rows = sqlx::query(
+        "SELECT seq, at, actor, action, subject, detail FROM audit_log WHERE seq >= $1 ORDER BY seq",
+    )
+    .bind(seq)
+    .fetch_all(pool)
+    .await
+    .expect("reading the chain");
+    for row in rows {
+        let fields = AuditFields {
+            seq: row.get("seq"),
+            at: row.get("at"),
+            actor: row.get("actor"),
+            action: row.get("action"),
+            subject: row.get("subject"),
+            detail: row.get("detail"),
+        };
+        let next = hash(&fields, &prev);
+        sqlx::query("UPDATE audit_log SET prev_hash = $1, hash = $2 WHERE seq = $3")
+            .bind(&prev)
+            .bind(&next)
+            .bind(fields.seq)
+            .execute(pool)
+            .await
+            .expect("rewriting a hash");
+        prev = next;
+    }
+    sqlx::query("UPDATE audit_head SET hash = $1 WHERE id = 1")
+        .bind(&prev)
+        .execute(pool)
+        .await
+        .expect("rewriting the head");
+}

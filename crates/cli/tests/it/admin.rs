@@ -543,6 +543,97 @@ async fn blocking_keys_from_the_command_line(db: Db) {
     assert_eq!(actions, ["key.unblock", "key.block"]);
 }
 
+/// Issue 13, finding 4: the running server signs checkpoints; a record
+/// edited in SQLite with the chain recomputed is named by `audit verify`
+/// online and, on an export, offline (no database, no data directory).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_audit_record_is_named_online_and_offline() {
+    let place = Place::new(Db::Sqlite).await;
+    let data = place.dir.path().join("data");
+    let server = ServerProcess::start(
+        place.dir.path(),
+        &data,
+        &[
+            "--gate-listen",
+            "127.0.0.1:0",
+            "--set",
+            "audit_checkpoint_secs=1",
+        ],
+    );
+    for serial in ["ATM-1", "ATM-2", "ATM-3", "ATM-4"] {
+        place.ok(&["terminal", "add", serial]);
+    }
+    let store = place.store().await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (head, anchored) = store.audit_progress().await.unwrap();
+        if head >= 4 && anchored == head {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no checkpoint: {head} {anchored}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let intact = json(&place.ok(&["--json", "audit", "verify"]));
+    assert_eq!(intact["intact"], true);
+    let (_, anchored) = store.audit_progress().await.unwrap();
+    drop(server);
+    // Record 3 is a terminal registration: the writer edits it and
+    // recomputes the chain after it.
+    crate::support::forge(&store, 3).await;
+    assert!(
+        store.verify_audit().await.unwrap().intact(),
+        "the chain alone is fooled"
+    );
+    let err = place.fails(&["audit", "verify"]);
+    assert!(
+        err.contains("record 3") && err.contains("signed checkpoint"),
+        "{err}"
+    );
+    let file = place.dir.path().join("audit.jsonl");
+    let file_arg = file.display().to_string();
+    place.ok(&["audit", "export", "--out", &file_arg]);
+    assert!(
+        place
+            .fails(&["audit", "export", "--out", &file_arg])
+            .contains("creating")
+    );
+    // Offline: no --data at all, only the file and the pin.
+    let pin = store_pin(&place);
+    let err = fails(
+        place.dir.path(),
+        &[
+            "admin",
+            "audit",
+            "verify",
+            "--file",
+            &file_arg,
+            "--server-pin",
+            &pin,
+        ],
+    );
+    assert!(err.contains("record 3"), "{err}");
+    let err = fails(
+        place.dir.path(),
+        &["admin", "audit", "verify", "--file", &file_arg],
+    );
+    assert!(err.contains("--server-pin"), "{err}");
+    assert!(anchored >= 4);
+}
+
+/// The server pin from the identity in the data directory.
+fn store_pin(place: &Place) -> String {
+    let data = place.dir.path().join("data");
+    pairgate_server::identity::existing_pin(
+        &format!("file:{}", data.join("identity").display()),
+        &data.join("identity.passphrase"),
+    )
+    .unwrap()
+    .to_hex()
+}
+
 /// Issue 13, finding 7: a mistyped data directory is refused and nothing
 /// is created in its place.
 #[test]

@@ -176,3 +176,14 @@ pub fn http_get(url: &str, headers: &[(&str, &str)]) -> (u16, String) {
         .unwrap_or_default();
     (status, body)
 }
+
+/// A rogue database writer edits audit record `seq` and recomputes the
+/// chain after it.
+pub async fn forge(store: &pairgate_store::Store, seq: i64) {
+    pairgate_testkit::forge_audit_record(store.pool(), seq, |f, prev| {
+        pairgate_store::record_hash(
+            f.seq, f.at, &f.actor, &f.action, &f.subject, &f.detail, prev,
+        )
+    })
+    .await;
+}

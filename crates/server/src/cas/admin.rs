@@ -1,5 +1,6 @@
-//! CAS pages for oversight: the audit log (filterable, with the chain
-//! checked from its last signed checkpoint on every view) and API tokens
+//! CAS pages for oversight: the audit log (filterable, checked from the
+//! newest signed checkpoint on every view, with the server's last
+//! whole-log check) and API tokens
 //! (made behind a fresh TOTP, shown once, stored hashed, acting with their
 //! operator's role until they expire or are revoked).
 
@@ -37,21 +38,35 @@ pub async fn audit(
     let (records, verified) = match tokio::try_join!(
         cas.store
             .search_audit(&query.q, page_no.saturating_mul(PAGE_SIZE), PAGE_SIZE),
-        cas.store.verify_audit(),
+        cas.store.audit_status(&cas.server_pin),
     ) {
         Ok(all) => all,
         Err(e) => return super::internal(&e),
     };
+    let full = cas.audit_checked.get();
     page(
         "Audit log",
         Some(&who.viewer()),
         html! {
-            @if verified.intact() {
-                p.flash.done id="chain-status" { "Hash chain intact: " (verified.records) " records verified." }
-            } @else {
+            @if let Some(seq) = verified.first_broken {
                 p.flash.error id="chain-status" role="alert" {
-                    "Hash chain BROKEN at record " (verified.first_broken.unwrap_or_default()) ": a record was edited, removed or reordered."
+                    "Audit log BROKEN at record " (seq) ": " (verified.reason.as_deref().unwrap_or("a record was edited, removed or reordered")) "."
                 }
+            } @else {
+                p.flash.done id="chain-status" {
+                    "Audit log intact: records " (verified.checked_from) " to " (verified.checked_from + verified.records - 1)
+                    " checked against the server's signed checkpoint (signed through record " (verified.anchored_through) "; "
+                    (verified.unanchored) " newer record(s) await the next checkpoint)."
+                }
+            }
+            @match &full {
+                Some((at, f)) if f.intact() => p.muted id="full-check" {
+                    "Whole log checked " (when(Some(crate::http::unix_millis(*at)))) ": " (f.records) " records intact."
+                },
+                Some((at, f)) => p.flash.error id="full-check" role="alert" {
+                    "Whole-log check " (when(Some(crate::http::unix_millis(*at)))) ": BROKEN at record " (f.first_broken.unwrap_or_default()) ": " (f.reason.as_deref().unwrap_or_default())
+                },
+                None => p.muted id="full-check" { "The whole-log check has not run yet." },
             }
             form.inline method="get" action="/audit" {
                 label { "Filter" input name="q" value=(query.q) placeholder="actor, action or subject"; }

@@ -400,8 +400,14 @@ async fn audit(
     tri!(bearer(&cas, &headers).await);
     let (page, verified) = tri!(store(tokio::try_join!(
         cas.store.search_audit(&q.q, q.offset.max(0), q.limit()),
-        cas.store.verify_audit()
+        cas.store.audit_status(&cas.server_pin)
     )));
+    let full = cas.audit_checked.get().map(|(at, f)| {
+        json!({
+            "at": rfc3339(crate::http::unix_millis(at)), "intact": f.intact(), "records": f.records,
+            "first_broken": f.first_broken, "reason": f.reason,
+        })
+    });
     let records: Vec<Value> = page
         .rows
         .iter()
@@ -416,7 +422,12 @@ async fn audit(
         .collect();
     Json(json!({
         "records": records, "total": page.total,
-        "chain": { "intact": verified.intact(), "records": verified.records, "first_broken": verified.first_broken },
+        "chain": {
+            "intact": verified.intact(), "records": verified.records, "first_broken": verified.first_broken,
+            "reason": verified.reason, "checked_from": verified.checked_from,
+            "anchored_through": verified.anchored_through, "unanchored": verified.unanchored,
+        },
+        "full_check": full,
     }))
     .into_response()
 }

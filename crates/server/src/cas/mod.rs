@@ -80,6 +80,10 @@ pub struct Cas {
     /// Host names (lower case, no port) CAS answers to; any other `Host`
     /// is refused, so a DNS-rebinding page cannot reach it.
     pub hosts: Arc<Vec<String>>,
+    /// The server key's pin: audit checkpoints must carry it.
+    pub server_pin: pairgate_pki::SpkiPin,
+    /// The last full check of the audit log against its checkpoints.
+    pub audit_checked: crate::audit_anchor::LastFullCheck,
 }
 
 /// The host of a `Host` header: lower case, without port or brackets.

@@ -24,7 +24,7 @@ fn field(out: &mut Vec<u8>, bytes: &[u8]) {
 
 /// The v1 hash of a record: SHA-256 over the label and every field,
 /// length-prefixed so no two records encode alike.
-pub(crate) fn record_hash(
+pub fn record_hash(
     seq: i64,
     at: i64,
     actor: &str,

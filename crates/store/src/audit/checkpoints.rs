@@ -291,6 +291,17 @@ impl Store {
         }
     }
 
+    /// The chain head's sequence number and the last record a checkpoint
+    /// covers (0: none): two single-row reads.
+    pub async fn audit_progress(&self) -> Result<(i64, i64), StoreError> {
+        let (head, _) = self.audit_head().await?;
+        let anchored: Option<i64> = sqlx::query("SELECT MAX(last_seq) AS m FROM audit_checkpoints")
+            .fetch_one(&self.pool)
+            .await?
+            .try_get("m")?;
+        Ok((head, anchored.unwrap_or(0)))
+    }
+
     /// The newest checkpoint's last record and time (Unix ms), if any.
     pub async fn audit_anchor(&self) -> Result<Option<(i64, i64)>, StoreError> {
         Ok(self.last_checkpoint().await?.map(|c| (c.last_seq, c.at)))

@@ -22,7 +22,7 @@ mod chain;
 mod checkpoints;
 mod export;
 
-pub(crate) use chain::record_hash;
+pub use chain::record_hash;
 pub use chain::{AuditVerification, ChainVerifier, Checkpoint};
 pub use checkpoints::CheckpointSigner;
 pub use export::{EXPORT_FORMAT, ExportLine, verify_export};
@@ -46,22 +46,6 @@ pub struct AuditRecord {
     pub prev_hash: String,
     /// This record's hash.
     pub hash: String,
-}
-
-impl AuditRecord {
-    /// The v1 hash of this record's fields after a record with hash
-    /// `prev`.
-    pub fn hash_with(&self, prev: &str) -> String {
-        record_hash(
-            self.seq,
-            self.at,
-            &self.actor,
-            &self.action,
-            &self.subject,
-            &self.detail,
-            prev,
-        )
-    }
 }
 
 /// Appends a record inside `tx`. Updating the chain head first takes its

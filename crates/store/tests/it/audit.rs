@@ -41,33 +41,14 @@ impl CheckpointSigner for TestSigner {
     }
 }
 
-/// What a rogue database writer does: edits record `seq` and recomputes
-/// every hash from there, head included.
-async fn forge(store: &Store, seq: i64) {
-    sqlx::query("UPDATE audit_log SET actor = 'mallory' WHERE seq = $1")
-        .bind(seq)
-        .execute(store.pool())
-        .await
-        .unwrap();
-    let records = store.audit_records(100_000).await.unwrap();
-    let mut records: Vec<_> = records.into_iter().rev().collect();
-    let mut prev = records[usize::try_from(seq - 2).unwrap()].hash.clone();
-    for r in records.iter_mut().skip(usize::try_from(seq - 1).unwrap()) {
-        let hash = r.hash_with(&prev);
-        sqlx::query("UPDATE audit_log SET prev_hash = $1, hash = $2 WHERE seq = $3")
-            .bind(&prev)
-            .bind(&hash)
-            .bind(r.seq)
-            .execute(store.pool())
-            .await
-            .unwrap();
-        prev = hash;
-    }
-    sqlx::query("UPDATE audit_head SET hash = $1 WHERE id = 1")
-        .bind(&prev)
-        .execute(store.pool())
-        .await
-        .unwrap();
+/// A rogue writer edits record `seq` and recomputes the chain after it.
+pub(crate) async fn forge(store: &Store, seq: i64) {
+    pairgate_testkit::forge_audit_record(store.pool(), seq, |f, prev| {
+        pairgate_store::record_hash(
+            f.seq, f.at, &f.actor, &f.action, &f.subject, &f.detail, prev,
+        )
+    })
+    .await;
 }
 
 async fn a_recomputed_chain_is_caught_by_the_checkpoints(store: &Store) {
