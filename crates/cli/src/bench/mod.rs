@@ -7,8 +7,11 @@
 //!   the `openssl speed` ceiling measured in the same run.
 //! - `bench hostile`: a genuine terminal's latency with and without
 //!   issue 12's hostile-client mix at full scale.
+//! - `bench audit`: an audit view on a long, signed log beside the
+//!   whole-chain re-hash views used to do.
 
 mod all;
+mod audit;
 mod fleet;
 mod hostile;
 mod load;
@@ -57,6 +60,9 @@ enum BenchCommand {
     /// hostile-client mix (slow connections, large and CA certificates,
     /// unknown-serial and supersede floods, CAS login floods).
     Hostile(hostile::HostileArgs),
+    /// The time per audit view at 100,000 records with signed checkpoints,
+    /// beside re-hashing the whole chain.
+    Audit(audit::AuditArgs),
 }
 
 /// Parses `10s`, `500ms`, `2m`.
@@ -100,6 +106,7 @@ pub fn run(args: BenchArgs, out: &Output) -> Result<()> {
         } => tls::run(duration, concurrency, &pkcs11_module, out),
         BenchCommand::All(args) => all::run(args, out),
         BenchCommand::Hostile(args) => hostile::run(args, out),
+        BenchCommand::Audit(args) => audit::run(args, out),
     }
 }
 

@@ -226,3 +226,34 @@ fn bench_hostile_serves_the_genuine_terminal_beside_the_attack() {
     assert!(during <= before + 12, "{report}");
     assert!(report["server_under_attack"]["rss_bytes"].as_u64().unwrap() > 0);
 }
+
+/// `pairgate bench audit` in miniature: the view checks only the newest
+/// run, finds the log intact, and reports both figures.
+#[test]
+fn bench_audit_reports_the_view_beside_the_whole_chain() {
+    let dir = temp_dir();
+    let report = json(&ok(
+        dir.path(),
+        &[
+            "bench",
+            "audit",
+            "--records",
+            "2500",
+            "--every",
+            "500",
+            "--views",
+            "3",
+            "--json",
+        ],
+    ));
+    assert_eq!(report["checkpoints"], 4, "{report}");
+    // The newest signed run (500) and the open tail (500).
+    assert_eq!(report["view_checked_records"], 1000, "{report}");
+    assert!(report["view_p50_ms"].as_f64().unwrap() > 0.0, "{report}");
+    assert!(
+        report["whole_chain_rehash_ms"].as_f64().unwrap() > 0.0,
+        "{report}"
+    );
+    let err = crate::support::fails(dir.path(), &["bench", "audit", "--views", "0"]);
+    assert!(err.contains("at least 1"), "{err}");
+}
