@@ -4,14 +4,158 @@
 
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::{Error as CkError, RvError};
-use cryptoki::object::{Attribute, AttributeType, ObjectClass};
-use cryptoki::session::UserType;
+use cryptoki::mechanism::Mechanism;
+use cryptoki::object::{Attribute, AttributeType, ObjectClass, ObjectHandle};
+use cryptoki::session::{Session, UserType};
 use cryptoki::types::AuthPin;
 use pairgate_keystore::pkcs11::Pkcs11KeyStore;
 use pairgate_keystore::{Alias, KeyStore, KeyStoreError, Pkcs11Uri};
 use pairgate_pki::{KeyAlgorithm, SignatureScheme};
 
 use crate::support::{USER_PIN, pkcs11_module, softhsm_uri};
+
+/// A logged-in session on the test's token, opened without pairgate's
+/// code: what another application on the same HSM has.
+fn user_session(uri: &Pkcs11Uri) -> Session {
+    let ctx = Pkcs11::new(pkcs11_module()).unwrap();
+    match ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
+        Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
+        Err(e) => panic!("{e}"),
+    }
+    let slot = ctx
+        .get_slots_with_token()
+        .unwrap()
+        .into_iter()
+        .find(|s| {
+            // Other tests create and delete tokens in the same directory.
+            ctx.get_token_info(*s)
+                .is_ok_and(|info| info.label().trim_end() == uri.token)
+        })
+        .unwrap();
+    let session = ctx.open_rw_session(slot).unwrap();
+    match session.login(UserType::User, Some(&AuthPin::new(USER_PIN.into()))) {
+        Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {}
+        Err(e) => panic!("{e}"),
+    }
+    session
+}
+
+/// A P-256 key pair made on the token by another program, with `id` and
+/// `label`.
+fn foreign_key_pair(session: &Session, id: &[u8], label: &str) -> ObjectHandle {
+    let (_, private) = session
+        .generate_key_pair(
+            &Mechanism::EccKeyPairGen,
+            &[
+                Attribute::Token(true),
+                Attribute::Id(id.to_vec()),
+                Attribute::Label(label.as_bytes().to_vec()),
+                Attribute::EcParams(pairgate_pki::der::p256_ec_params()),
+                Attribute::Verify(true),
+            ],
+            &[
+                Attribute::Token(true),
+                Attribute::Private(true),
+                Attribute::Sensitive(true),
+                Attribute::Sign(true),
+                Attribute::Id(id.to_vec()),
+                Attribute::Label(label.as_bytes().to_vec()),
+            ],
+        )
+        .unwrap();
+    private
+}
+
+fn ids_of(session: &Session, class: ObjectClass) -> Vec<Vec<u8>> {
+    session
+        .find_objects(&[Attribute::Class(class)])
+        .unwrap()
+        .into_iter()
+        .map(|h| {
+            session
+                .get_attributes(h, &[AttributeType::Id])
+                .unwrap()
+                .into_iter()
+                .find_map(|a| {
+                    if let Attribute::Id(id) = a {
+                        Some(id)
+                    } else {
+                        None
+                    }
+                })
+                .unwrap_or_default()
+        })
+        .collect()
+}
+
+/// Issue 13, finding 6: the payment application's key on the same HSM
+/// survives pairgate's factory reset, and still signs.
+#[test]
+fn a_factory_reset_leaves_other_applications_keys() {
+    let (uri, _dir) = softhsm_uri();
+    let store = Pkcs11KeyStore::open(&uri).unwrap();
+    let session = user_session(&uri);
+    let payment = foreign_key_pair(&session, &[0x01], "payment-key");
+    let alias = Alias::new("identity").unwrap();
+    store.generate_key(&alias, KeyAlgorithm::P256).unwrap();
+    pairgate_keystore::self_signed_certificate(
+        &store,
+        &alias,
+        &pairgate_pki::Subject::common_name("ATM-1").unwrap(),
+        std::time::SystemTime::now(),
+        30,
+    )
+    .unwrap();
+    // pairgate does not list the other key as one of its aliases.
+    let listed: Vec<String> = store
+        .aliases()
+        .unwrap()
+        .into_iter()
+        .map(|e| e.alias.to_string())
+        .collect();
+    assert_eq!(listed, ["identity"]);
+    store.factory_reset().unwrap();
+    assert!(store.aliases().unwrap().is_empty());
+    assert!(matches!(
+        store.public_key(&alias),
+        Err(KeyStoreError::NoSuchAlias(_))
+    ));
+    for class in [ObjectClass::PRIVATE_KEY, ObjectClass::PUBLIC_KEY] {
+        assert_eq!(ids_of(&session, class), [vec![0x01]], "{class:?}");
+    }
+    assert!(ids_of(&session, ObjectClass::CERTIFICATE).is_empty());
+    let digest = [7u8; 32];
+    let signature = session.sign(&Mechanism::Ecdsa, payment, &digest).unwrap();
+    assert_eq!(signature.len(), 64);
+}
+
+/// Keys written under the old scheme (the bare alias as id and label)
+/// are renamed into pairgate's when the store opens, keep signing, and
+/// go with a factory reset.
+#[test]
+fn keys_under_the_bare_alias_scheme_are_renamed_on_open() {
+    let (uri, _dir) = softhsm_uri();
+    let session = user_session(&uri);
+    foreign_key_pair(&session, b"legacy", "legacy");
+    foreign_key_pair(&session, &[0x02], "payment-key");
+    let store = Pkcs11KeyStore::open(&uri).unwrap();
+    let alias = Alias::new("legacy").unwrap();
+    assert_eq!(store.aliases().unwrap().len(), 1);
+    let public = store.public_key(&alias).unwrap();
+    let signature = store
+        .sign(&alias, SignatureScheme::EcdsaP256Sha256, b"still mine")
+        .unwrap();
+    assert!(
+        public
+            .verify(SignatureScheme::EcdsaP256Sha256, b"still mine", &signature)
+            .is_ok()
+    );
+    let mut ids = ids_of(&session, ObjectClass::PRIVATE_KEY);
+    ids.sort();
+    assert_eq!(ids, [vec![0x02], b"pairgate:legacy".to_vec()]);
+    store.factory_reset().unwrap();
+    assert_eq!(ids_of(&session, ObjectClass::PRIVATE_KEY), [vec![0x02]]);
+}
 
 #[test]
 fn private_keys_are_sensitive_and_not_extractable() {
@@ -32,26 +176,7 @@ fn private_keys_are_sensitive_and_not_extractable() {
     }
 
     // Independently of our code: ask the token for the private values.
-    let ctx = Pkcs11::new(pkcs11_module()).unwrap();
-    match ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
-        Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
-        Err(e) => panic!("{e}"),
-    }
-    let slot = ctx
-        .get_slots_with_token()
-        .unwrap()
-        .into_iter()
-        .find(|s| {
-            // Other tests create and delete tokens in the same directory.
-            ctx.get_token_info(*s)
-                .is_ok_and(|info| info.label().trim_end() == uri.token)
-        })
-        .unwrap();
-    let session = ctx.open_ro_session(slot).unwrap();
-    match session.login(UserType::User, Some(&AuthPin::new(USER_PIN.into()))) {
-        Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {}
-        Err(e) => panic!("{e}"),
-    }
+    let session = user_session(&uri);
     let keys = session
         .find_objects(&[Attribute::Class(ObjectClass::PRIVATE_KEY)])
         .unwrap();

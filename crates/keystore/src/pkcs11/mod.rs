@@ -1,8 +1,9 @@
 //! The PKCS#11 key store: keys generated on a token (an HSM; SoftHSM2 in
 //! tests) with `CKA_SENSITIVE` true and `CKA_EXTRACTABLE` false, so the
-//! private key can sign but never leave. Each alias is the `CKA_ID` and
-//! `CKA_LABEL` of its key pair and certificates; trust-store certificates
-//! are certificate objects labelled `trust:<fingerprint>`.
+//! private key can sign but never leave. Objects are named by pairgate's
+//! scheme (`objects`: `CKA_ID` `pairgate:<alias>`, trust-store
+//! certificates `pairgate-trust:`), and only such objects are listed,
+//! changed or wiped: the token may be shared with other applications.
 //!
 //! Signing hashes in software and signs the digest on the token
 //! (`CKM_ECDSA`, `CKM_RSA_PKCS` over a DigestInfo, `CKM_RSA_PKCS_PSS`),
@@ -11,20 +12,16 @@
 //! `Session` may move between threads but not be shared.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::sync::{Mutex, MutexGuard};
 
-use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+use cryptoki::context::Pkcs11;
 use cryptoki::error::{Error as CkError, RvError};
 use cryptoki::mechanism::Mechanism;
-use cryptoki::mechanism::MechanismType;
-use cryptoki::mechanism::rsa::{PkcsMgfType, PkcsPssParams};
 use cryptoki::object::{
     Attribute, AttributeType, CertificateType, KeyType, ObjectClass, ObjectHandle,
 };
 use cryptoki::session::{Session, UserType};
 use cryptoki::slot::Slot;
-use cryptoki::types::AuthPin;
 use pairgate_pki::der;
 use pairgate_pki::{
     CertificateFingerprint, CertificateInfo, KeyAlgorithm, SignatureScheme, TrustedCertificate,
@@ -33,6 +30,14 @@ use rustls_pki_types::CertificateDer;
 
 use crate::{Alias, AliasEntry, KeyStore, KeyStoreError, Pkcs11Uri, PublicKeyInfo};
 
+mod objects;
+mod token;
+mod wire;
+
+use objects::{TRUST_ID, alias_of, chain_index, chain_label, id_and_label, is_ours, key_id};
+pub use token::provision_token;
+use token::{find_slot, module, module_path, read_pin};
+
 /// Environment variable naming the module when the URI has no
 /// `module-path`.
 pub const MODULE_ENV: &str = "PAIRGATE_PKCS11_MODULE";
@@ -40,153 +45,10 @@ pub const MODULE_ENV: &str = "PAIRGATE_PKCS11_MODULE";
 /// `pin-source`.
 pub const PIN_FILE_ENV: &str = "PAIRGATE_PKCS11_PIN_FILE";
 
-const TRUST_ID: &[u8] = b"pairgate-trust:";
 const TRUST_LABEL_PREFIX: &str = "trust:";
 
-fn ck(context: &str) -> impl FnOnce(CkError) -> KeyStoreError + '_ {
+pub(crate) fn ck(context: &str) -> impl FnOnce(CkError) -> KeyStoreError + '_ {
     move |e| KeyStoreError::Pkcs11(format!("{context}: {e}"))
-}
-
-/// Loaded and initialised modules, by path. C_Initialize may run only once
-/// per module per process, so every store on a module shares its context.
-fn module(path: &Path) -> Result<Pkcs11, KeyStoreError> {
-    static MODULES: OnceLock<Mutex<HashMap<PathBuf, Pkcs11>>> = OnceLock::new();
-    let mut modules = MODULES
-        .get_or_init(|| Mutex::new(HashMap::new()))
-        .lock()
-        .unwrap_or_else(|p| p.into_inner());
-    if let Some(ctx) = modules.get(path) {
-        return Ok(ctx.clone());
-    }
-    let ctx = Pkcs11::new(path)
-        .map_err(|e| KeyStoreError::Pkcs11(format!("loading module {}: {e}", path.display())))?;
-    match ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
-        Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
-        Err(e) => {
-            return Err(KeyStoreError::Pkcs11(format!(
-                "initialising {}: {e}",
-                path.display()
-            )));
-        }
-    }
-    modules.insert(path.to_path_buf(), ctx.clone());
-    Ok(ctx)
-}
-
-fn module_path(uri: &Pkcs11Uri) -> Result<PathBuf, KeyStoreError> {
-    uri.module_path
-        .clone()
-        .or_else(|| std::env::var_os(MODULE_ENV).map(PathBuf::from))
-        .ok_or_else(|| KeyStoreError::InvalidUri {
-            uri: uri.to_string(),
-            reason: format!("no module: add ?module-path=… or set {MODULE_ENV}"),
-        })
-}
-
-fn read_pin(uri: &Pkcs11Uri) -> Result<AuthPin, KeyStoreError> {
-    let path = uri
-        .pin_source
-        .clone()
-        .or_else(|| std::env::var_os(PIN_FILE_ENV).map(PathBuf::from))
-        .ok_or_else(|| KeyStoreError::InvalidUri {
-            uri: uri.to_string(),
-            reason: format!("no PIN: add pin-source=file:PATH or set {PIN_FILE_ENV}"),
-        })?;
-    let passphrase = crate::Passphrase::from_file(&path)?;
-    let pin = std::str::from_utf8(passphrase.expose()).map_err(|_| {
-        KeyStoreError::Pkcs11(format!("the PIN in {} is not UTF-8", path.display()))
-    })?;
-    Ok(AuthPin::new(pin.into()))
-}
-
-fn find_slot(ctx: &Pkcs11, uri: &Pkcs11Uri) -> Result<Slot, KeyStoreError> {
-    let mut labels = Vec::new();
-    let mut unreadable = 0usize;
-    // Slots with a token, read one by one: a token that cannot be read (on
-    // SoftHSM2, one that another process is creating or deleting in the
-    // shared token directory) must not hide the token we are looking for.
-    for slot in ctx.get_slots_with_token().map_err(ck("listing slots"))? {
-        let Ok(info) = ctx.get_token_info(slot) else {
-            unreadable += 1;
-            continue;
-        };
-        if !info.token_initialized() {
-            continue;
-        }
-        let label = info.label().trim_end().to_owned();
-        let matches = label == uri.token
-            && uri
-                .manufacturer
-                .as_deref()
-                .is_none_or(|m| info.manufacturer_id().trim_end() == m)
-            && uri
-                .model
-                .as_deref()
-                .is_none_or(|m| info.model().trim_end() == m)
-            && uri
-                .serial
-                .as_deref()
-                .is_none_or(|s| info.serial_number().trim_end() == s);
-        if matches {
-            return Ok(slot);
-        }
-        labels.push(label);
-    }
-    Err(KeyStoreError::Pkcs11(format!(
-        "no token labelled {:?} (tokens present: {}{})",
-        uri.token,
-        if labels.is_empty() {
-            "none".to_owned()
-        } else {
-            labels.join(", ")
-        },
-        if unreadable > 0 {
-            format!("; {unreadable} unreadable")
-        } else {
-            String::new()
-        }
-    )))
-}
-
-/// Initialises a fresh token in the module's first free slot and sets its
-/// user PIN: provisioning for a new terminal, and per-test tokens.
-pub fn provision_token(
-    module_path: &Path,
-    label: &str,
-    so_pin: &str,
-    user_pin: &str,
-) -> Result<(), KeyStoreError> {
-    static PROVISIONING: Mutex<()> = Mutex::new(());
-    let _guard = PROVISIONING.lock().unwrap_or_else(|p| p.into_inner());
-    let ctx = module(module_path)?;
-    let mut free = None;
-    for slot in ctx.get_slots_with_token().map_err(ck("listing slots"))? {
-        let Ok(info) = ctx.get_token_info(slot) else {
-            continue;
-        };
-        if info.label().trim_end() == label && info.token_initialized() {
-            return Err(KeyStoreError::Pkcs11(format!(
-                "a token labelled {label:?} already exists"
-            )));
-        }
-        if !info.token_initialized() && free.is_none() {
-            free = Some(slot);
-        }
-    }
-    let slot =
-        free.ok_or_else(|| KeyStoreError::Pkcs11("no free slot to initialise a token in".into()))?;
-    let so_pin = AuthPin::new(so_pin.into());
-    ctx.init_token(slot, &so_pin, label)
-        .map_err(ck("initialising the token"))?;
-    let session = ctx.open_rw_session(slot).map_err(ck("opening a session"))?;
-    session
-        .login(UserType::So, Some(&so_pin))
-        .map_err(ck("security officer login"))?;
-    session
-        .init_pin(&AuthPin::new(user_pin.into()))
-        .map_err(ck("setting the user PIN"))?;
-    session.logout().map_err(ck("logging out"))?;
-    Ok(())
 }
 
 /// What a token says about how a private key is protected.
@@ -248,6 +110,7 @@ impl Pkcs11KeyStore {
                 )));
             }
         }
+        objects::migrate_bare_aliases(&session)?;
         Ok(Self {
             uri: uri.clone(),
             ctx,
@@ -373,80 +236,15 @@ impl Pkcs11KeyStore {
     ) -> Result<Option<ObjectHandle>, KeyStoreError> {
         let handles = Self::find(
             session,
-            &[
-                Attribute::Class(class),
-                Attribute::Id(alias.as_str().as_bytes().to_vec()),
-            ],
+            &[Attribute::Class(class), Attribute::Id(key_id(alias))],
         )?;
         Ok(handles.into_iter().next())
-    }
-
-    fn read_public(
-        session: &Session,
-        handle: ObjectHandle,
-    ) -> Result<PublicKeyInfo, KeyStoreError> {
-        let attrs = session
-            .get_attributes(
-                handle,
-                &[
-                    AttributeType::KeyType,
-                    AttributeType::EcPoint,
-                    AttributeType::Modulus,
-                    AttributeType::PublicExponent,
-                ],
-            )
-            .map_err(ck("reading the public key"))?;
-        let mut key_type = None;
-        let (mut point, mut modulus, mut exponent) = (None, None, None);
-        for attr in attrs {
-            match attr {
-                Attribute::KeyType(t) => key_type = Some(t),
-                Attribute::EcPoint(p) => point = Some(p),
-                Attribute::Modulus(m) => modulus = Some(m),
-                Attribute::PublicExponent(e) => exponent = Some(e),
-                _ => {}
-            }
-        }
-        let malformed =
-            |what: &str| KeyStoreError::Pkcs11(format!("public key object without {what}"));
-        match key_type {
-            Some(t) if t == KeyType::EC => {
-                let point =
-                    der::ec_point_from_pkcs11(&point.ok_or_else(|| malformed("CKA_EC_POINT"))?)
-                        .map_err(|e| KeyStoreError::Pkcs11(format!("CKA_EC_POINT: {e}")))?;
-                Ok(PublicKeyInfo {
-                    algorithm: KeyAlgorithm::P256,
-                    spki_der: der::p256_spki(&point),
-                })
-            }
-            Some(t) if t == KeyType::RSA => {
-                let modulus = modulus.ok_or_else(|| malformed("CKA_MODULUS"))?;
-                let exponent = exponent.ok_or_else(|| malformed("CKA_PUBLIC_EXPONENT"))?;
-                let bits = modulus.iter().skip_while(|b| **b == 0).count() * 8;
-                let algorithm = match bits {
-                    2048 => KeyAlgorithm::Rsa2048,
-                    3072 => KeyAlgorithm::Rsa3072,
-                    other => {
-                        return Err(KeyStoreError::Pkcs11(format!(
-                            "unsupported RSA key size {other}"
-                        )));
-                    }
-                };
-                Ok(PublicKeyInfo {
-                    algorithm,
-                    spki_der: der::rsa_spki(&modulus, &exponent),
-                })
-            }
-            _ => Err(KeyStoreError::Pkcs11(
-                "unsupported key type on the token".into(),
-            )),
-        }
     }
 
     fn public_in(session: &Session, alias: &Alias) -> Result<PublicKeyInfo, KeyStoreError> {
         let handle = Self::find_key(session, ObjectClass::PUBLIC_KEY, alias)?
             .ok_or_else(|| KeyStoreError::NoSuchAlias(alias.to_string()))?;
-        Self::read_public(session, handle)
+        wire::read_public(session, handle)
     }
 
     fn certificates_with(
@@ -501,57 +299,6 @@ impl Pkcs11KeyStore {
     }
 }
 
-/// The mechanism and the data a token signs for `scheme`: the digest
-/// (ECDSA, PSS) or the DigestInfo (PKCS#1 v1.5), hashed in software.
-fn signing_input(scheme: SignatureScheme, message: &[u8]) -> (Mechanism<'static>, Vec<u8>) {
-    use pairgate_pki::algorithm::HashAlgorithm;
-    let hash = scheme.hash();
-    let digest = hash.digest(message);
-    match scheme {
-        SignatureScheme::EcdsaP256Sha256 => (Mechanism::Ecdsa, digest),
-        SignatureScheme::RsaPkcs1Sha256
-        | SignatureScheme::RsaPkcs1Sha384
-        | SignatureScheme::RsaPkcs1Sha512 => {
-            (Mechanism::RsaPkcs, der::rsa_digest_info(hash, &digest))
-        }
-        SignatureScheme::RsaPssSha256
-        | SignatureScheme::RsaPssSha384
-        | SignatureScheme::RsaPssSha512 => {
-            let (hash_alg, mgf) = match hash {
-                HashAlgorithm::Sha256 => (MechanismType::SHA256, PkcsMgfType::MGF1_SHA256),
-                HashAlgorithm::Sha384 => (MechanismType::SHA384, PkcsMgfType::MGF1_SHA384),
-                HashAlgorithm::Sha512 => (MechanismType::SHA512, PkcsMgfType::MGF1_SHA512),
-            };
-            let params = PkcsPssParams {
-                hash_alg,
-                mgf,
-                s_len: (hash.len() as u64).into(),
-            };
-            (Mechanism::RsaPkcsPss(params), digest)
-        }
-    }
-}
-
-/// Chain position N of an alias is labelled `alias` (leaf) or `alias#N`.
-fn chain_label(alias: &Alias, index: usize) -> String {
-    if index == 0 {
-        alias.to_string()
-    } else {
-        format!("{alias}#{index}")
-    }
-}
-
-fn chain_index(alias: &Alias, label: &str) -> Option<usize> {
-    if label == alias.as_str() {
-        return Some(0);
-    }
-    label
-        .strip_prefix(alias.as_str())?
-        .strip_prefix('#')?
-        .parse()
-        .ok()
-}
-
 impl KeyStore for Pkcs11KeyStore {
     fn describe(&self) -> String {
         self.uri.to_string()
@@ -567,8 +314,8 @@ impl KeyStore for Pkcs11KeyStore {
         algorithm: KeyAlgorithm,
     ) -> Result<PublicKeyInfo, KeyStoreError> {
         self.signing_keys().clear();
-        let id = alias.as_str().as_bytes().to_vec();
-        let label = id.clone();
+        let id = key_id(alias);
+        let label = chain_label(alias, 0).into_bytes();
         self.with_session(|session| {
             if Self::find_key(session, ObjectClass::PRIVATE_KEY, alias)?.is_some()
                 || Self::find_key(session, ObjectClass::PUBLIC_KEY, alias)?.is_some()
@@ -609,7 +356,7 @@ impl KeyStore for Pkcs11KeyStore {
             let (public_handle, _) = session
                 .generate_key_pair(&mechanism, &public, &private)
                 .map_err(ck("generating the key pair"))?;
-            Self::read_public(session, public_handle)
+            wire::read_public(session, public_handle)
         })
     }
 
@@ -623,7 +370,7 @@ impl KeyStore for Pkcs11KeyStore {
         scheme: SignatureScheme,
         message: &[u8],
     ) -> Result<Vec<u8>, KeyStoreError> {
-        let (mechanism, input) = signing_input(scheme, message);
+        let (mechanism, input) = wire::signing_input(scheme, message);
         self.with_session(|session| {
             let attempt = |fresh: bool| -> Result<Result<Vec<u8>, CkError>, KeyStoreError> {
                 let (handle, algorithm) = self.signing_key(session, alias, fresh)?;
@@ -662,7 +409,7 @@ impl KeyStore for Pkcs11KeyStore {
     ) -> Result<(), KeyStoreError> {
         self.with_session(|session| {
             Self::public_in(session, alias)?.check_chain(alias, chain)?;
-            let id = alias.as_str().as_bytes();
+            let id = &key_id(alias);
             let old: Vec<ObjectHandle> = Self::certificates_with(session, id)?
                 .into_iter()
                 .map(|(_, h, _)| h)
@@ -711,7 +458,7 @@ impl KeyStore for Pkcs11KeyStore {
         self.with_session(|session| {
             Self::public_in(session, alias)?;
             let mut chain: Vec<(usize, Vec<u8>)> =
-                Self::certificates_with(session, alias.as_str().as_bytes())?
+                Self::certificates_with(session, &key_id(alias))?
                     .into_iter()
                     .filter_map(|(label, _, der)| chain_index(alias, &label).map(|i| (i, der)))
                     .collect();
@@ -741,10 +488,7 @@ impl KeyStore for Pkcs11KeyStore {
                     });
                 // Keys another application put on the token with ids that
                 // are not aliases are not ours to list.
-                if let Some(alias) = id
-                    .and_then(|id| String::from_utf8(id).ok())
-                    .and_then(|s| Alias::new(&s).ok())
-                {
+                if let Some(alias) = id.and_then(|id| alias_of(&id)) {
                     names.push(alias);
                 }
             }
@@ -771,10 +515,7 @@ impl KeyStore for Pkcs11KeyStore {
     fn delete(&self, alias: &Alias) -> Result<(), KeyStoreError> {
         self.signing_keys().clear();
         self.with_session(|session| {
-            let handles = Self::find(
-                session,
-                &[Attribute::Id(alias.as_str().as_bytes().to_vec())],
-            )?;
+            let handles = Self::find(session, &[Attribute::Id(key_id(alias))])?;
             if handles.is_empty() {
                 return Err(KeyStoreError::NoSuchAlias(alias.to_string()));
             }
@@ -844,9 +585,14 @@ impl KeyStore for Pkcs11KeyStore {
                 ObjectClass::CERTIFICATE,
             ] {
                 for handle in Self::find(session, &[Attribute::Class(class)])? {
-                    session
-                        .destroy_object(handle)
-                        .map_err(ck("wiping an object"))?;
+                    // Only pairgate's objects: the token may hold another
+                    // application's keys.
+                    let (id, _) = id_and_label(session, handle)?;
+                    if is_ours(&id) {
+                        session
+                            .destroy_object(handle)
+                            .map_err(ck("wiping an object"))?;
+                    }
                 }
             }
             Ok(())
