@@ -91,11 +91,26 @@ pub async fn run(
         }) => {
             let pin = match server_pin {
                 Some(pin) => pin,
-                None => pairgate_server::identity::existing_pin(
+                None => match pairgate_server::identity::existing_pin(
                     &settings.identity_keystore(),
                     &settings.identity_passphrase_file(),
-                )
-                .context("reading the server identity's pin (or pass --server-pin)")?,
+                ) {
+                    Ok(pin) => pin,
+                    // No server has run here yet, so nothing was signed:
+                    // the chain is all there is to check.
+                    Err(_) if store.audit_anchor().await?.is_none() => {
+                        let v = store.verify_audit().await?;
+                        return report(
+                            &v,
+                            "database, chain only: no server identity and no signed checkpoints yet",
+                            out,
+                        );
+                    }
+                    Err(e) => {
+                        return Err(anyhow::Error::new(e)
+                            .context("reading the server identity's pin (or pass --server-pin)"));
+                    }
+                },
             };
             let v = store.verify_audit_anchored(&pin).await?;
             report(&v, "database", out)

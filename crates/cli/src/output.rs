@@ -35,11 +35,45 @@ impl Output {
 
     /// Prints an error with its causes.
     pub fn error(&self, error: &anyhow::Error) {
+        let message = message(error);
         if self.json {
-            let value = serde_json::json!({ "error": { "message": format!("{error:#}") } });
+            let value = serde_json::json!({ "error": { "message": message } });
             eprintln!("{value}");
         } else {
-            eprintln!("error: {error:#}");
+            eprintln!("error: {message}");
         }
+    }
+}
+
+/// The error and its causes, each said once: many errors print their
+/// source in their own message as well as exposing it as the source.
+fn message(error: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn each_reason_is_said_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
+        let inner = anyhow::Error::new(io).context("reading f: no such file");
+        let outer = inner.context("server identity: reading f: no such file");
+        assert_eq!(
+            super::message(&outer),
+            "server identity: reading f: no such file"
+        );
+        let plain = anyhow::anyhow!("low").context("high");
+        assert_eq!(super::message(&plain), "high: low");
     }
 }
