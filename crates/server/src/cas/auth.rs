@@ -249,7 +249,12 @@ pub async fn login(
         Ok(Some(op)) => op,
         Ok(None) => {
             cas.logins.failed(&username, address, Instant::now());
-            cas.audit_login(&username, "password_failed", address).await;
+            // Audited off the answer's path: only known accounts leave a
+            // record, and waiting for that write would tell them apart.
+            let (audit, name) = (cas.clone(), username.clone());
+            tokio::spawn(async move {
+                audit.audit_login(&name, "password_failed", address).await;
+            });
             return again(StatusCode::UNAUTHORIZED, "Wrong username or password.");
         }
         Err(e) => return super::internal(&e),
