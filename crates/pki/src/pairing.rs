@@ -111,6 +111,27 @@ impl FromStr for Commitment {
     }
 }
 
+/// Nonces and commitments travel as 64 lowercase hex digits.
+macro_rules! hex_serde {
+    ($name:ident) => {
+        impl serde::Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(&self.to_hex())
+            }
+        }
+
+        impl<'de> serde::Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+                text.parse().map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+
+hex_serde!(Nonce);
+hex_serde!(Commitment);
+
 /// An 8-digit pairing code, shown as `NNNN-NNNN`.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub struct PairingCode(u32);

@@ -113,9 +113,7 @@ impl From<StoreError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = serde_json::json!({
-            "error": { "code": self.code, "message": self.message }
-        });
+        let body = pairgate_proto::ErrorBody::new(self.code, self.message);
         let mut response = (self.status, axum::Json(body)).into_response();
         if self.close {
             response.headers_mut().insert(

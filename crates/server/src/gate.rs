@@ -1,7 +1,7 @@
 //! The gate service (TCP 7741): the only endpoint an unpaired terminal may
 //! reach. JSON over HTTPS with a client certificate whose key was proved
-//! in the handshake (self-signed is the norm). It speaks DESIGN.md's
-//! pairing protocol:
+//! in the handshake (self-signed is the norm). It speaks the pairing
+//! protocol of docs/protocol.md, with the bodies of `pairgate_proto::gate`:
 //!
 //! - `POST /v1/pairing` `{"serial", "model", "firmware", "commitment"}` →
 //!   `200 {"status": "paired", "config"}` for an already paired
@@ -26,6 +26,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use pairgate_pki::{Commitment, Nonce};
+use pairgate_proto::{OpenAnswer, PairingHello, PairingStatus, RequestStatus, RevealRequest};
 use pairgate_store::{
     Opened, PairingAttempt, PairingLimits, PairingRequest, PairingState, Serial, Store, StoreError,
     Terminal,
@@ -50,21 +51,15 @@ fn rate_limited(why: &str) -> ApiError {
     ApiError::new(StatusCode::TOO_MANY_REQUESTS, "PG-RATE-LIMITED", why)
 }
 
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PairingBody {
-    serial: String,
-    #[serde(default)]
-    model: String,
-    #[serde(default)]
-    firmware: String,
-    commitment: String,
-}
-
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RevealBody {
-    terminal_nonce: String,
+/// The status a terminal sees for a stored request state.
+fn wire_status(state: PairingState) -> PairingStatus {
+    match state {
+        PairingState::AwaitingReveal | PairingState::Pending => PairingStatus::Pending,
+        PairingState::Approved => PairingStatus::Approved,
+        PairingState::Rejected | PairingState::Failed => PairingStatus::Rejected,
+        PairingState::Expired => PairingStatus::Expired,
+        PairingState::Superseded => PairingStatus::Superseded,
+    }
 }
 
 #[derive(serde::Deserialize)]
@@ -89,7 +84,7 @@ pub(crate) fn router(gate: Gate) -> Router {
 fn config(gate: &Gate, peer: &Peer, terminal: &Terminal) -> TerminalConfig {
     TerminalConfig {
         master_url: gate.master_url.clone(),
-        server_pins: vec![peer.server_pin.to_hex()],
+        server_pins: vec![peer.server_pin],
         vpn_profile: terminal.vpn_profile.clone(),
     }
 }
@@ -97,7 +92,7 @@ fn config(gate: &Gate, peer: &Peer, terminal: &Terminal) -> TerminalConfig {
 async fn open(
     State(gate): State<Gate>,
     Extension(peer): Extension<Peer>,
-    JsonBody(body): JsonBody<PairingBody>,
+    JsonBody(body): JsonBody<PairingHello>,
 ) -> Result<Response, ApiError> {
     let ip = peer.address.ip();
     let fingerprint = peer.fingerprint;
@@ -137,22 +132,25 @@ async fn open(
     {
         Ok(Opened::Paired(terminal)) => Ok((
             StatusCode::OK,
-            Json(serde_json::json!({
-                "status": "paired",
-                "config": config(&gate, &peer, &terminal),
-            })),
+            Json(OpenAnswer::Paired {
+                config: config(&gate, &peer, &terminal),
+            }),
         )
             .into_response()),
-        Ok(Opened::Pending(req)) => Ok((
-            StatusCode::ACCEPTED,
-            Json(serde_json::json!({
-                "status": "pending",
-                "request_id": req.id,
-                "server_nonce": req.server_nonce,
-                "expires_at": rfc3339(req.expires_at),
-            })),
-        )
-            .into_response()),
+        Ok(Opened::Pending(req)) => {
+            let server_nonce: Nonce = req.server_nonce.parse().map_err(|_| {
+                StoreError::Corrupt(format!("server nonce of pairing request {}", req.id))
+            })?;
+            Ok((
+                StatusCode::ACCEPTED,
+                Json(OpenAnswer::Pending {
+                    request_id: req.id,
+                    server_nonce,
+                    expires_at: rfc3339(req.expires_at),
+                }),
+            )
+                .into_response())
+        }
         Err(e @ StoreError::UnknownSerial(_)) => {
             if gate.unknown_serials.address_blocked(ip) {
                 gate.refusals
@@ -193,7 +191,7 @@ async fn reveal(
     State(gate): State<Gate>,
     Extension(peer): Extension<Peer>,
     JsonPath(id): JsonPath<String>,
-    JsonBody(body): JsonBody<RevealBody>,
+    JsonBody(body): JsonBody<RevealRequest>,
 ) -> Result<Response, ApiError> {
     let nonce: Nonce = body.terminal_nonce.parse().map_err(|_| {
         ApiError::bad_request(
@@ -205,11 +203,12 @@ async fn reveal(
         .store
         .reveal_pairing_nonce(&id, &peer.fingerprint, &nonce, SystemTime::now())
         .await?;
-    Ok(Json(serde_json::json!({
-        "status": req.state.wire_status(),
-        "request_id": req.id,
-        "expires_at": rfc3339(req.expires_at),
-    }))
+    Ok(Json(RequestStatus {
+        status: wire_status(req.state),
+        request_id: req.id,
+        expires_at: rfc3339(req.expires_at),
+        config: None,
+    })
     .into_response())
 }
 
@@ -226,24 +225,22 @@ async fn status(
         tokio::time::sleep(Duration::from_millis(250)).await;
         req = own_request(&gate, &peer, &id).await?;
     }
-    let mut status = req.state.wire_status();
-    let mut config_json = None;
+    let mut status = wire_status(req.state);
+    let mut config_now = None;
     if req.state == PairingState::Approved {
         // Only while this fingerprint is still the paired one: an approval
         // later undone by unpair hands out nothing.
         match gate.store.paired_terminal(&peer.fingerprint).await? {
-            Some(terminal) => config_json = Some(config(&gate, &peer, &terminal)),
+            Some(terminal) => config_now = Some(config(&gate, &peer, &terminal)),
             // Unpaired since: the protocol's closest status.
-            None => status = "rejected",
+            None => status = PairingStatus::Rejected,
         }
     }
-    let mut answer = serde_json::json!({
-        "status": status,
-        "request_id": req.id,
-        "expires_at": rfc3339(req.expires_at),
-    });
-    if let (Some(config), Some(object)) = (config_json, answer.as_object_mut()) {
-        object.insert("config".into(), serde_json::json!(config));
-    }
-    Ok(Json(answer).into_response())
+    Ok(Json(RequestStatus {
+        status,
+        request_id: req.id,
+        expires_at: rfc3339(req.expires_at),
+        config: config_now,
+    })
+    .into_response())
 }

@@ -34,17 +34,7 @@ use pairgate_tls::server::{ClientAuth, TlsServer};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-/// What a paired terminal receives: where the master is, which server
-/// keys to pin, and its VPN profile.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct TerminalConfig {
-    /// `https://host:port` of the master service.
-    pub master_url: String,
-    /// SPKI pins (64 hex digits) of the server keys.
-    pub server_pins: Vec<String>,
-    /// VPN profile text (may be empty).
-    pub vpn_profile: String,
-}
+pub use pairgate_proto::TerminalConfig;
 
 /// Opens the store the settings name.
 pub async fn open_store(settings: &Settings) -> Result<Store, ServerError> {

@@ -12,6 +12,7 @@
 //!   `X-Pairgate-Terminal-Fingerprint`; such headers sent by the terminal
 //!   are stripped, as are hop-by-hop headers.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -21,6 +22,7 @@ use axum::middleware::{Next, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use axum::{Extension, Json, Router};
+use pairgate_proto::{HeartbeatAnswer, HeartbeatRequest, Me};
 use pairgate_store::{Store, Terminal};
 
 use crate::ApiError;
@@ -85,20 +87,6 @@ async fn require_paired(
     next.run(request).await
 }
 
-/// The answer of `GET /v1/me`, serialised straight from the cached record.
-#[derive(serde::Serialize)]
-struct Me<'a> {
-    serial: &'a str,
-    fingerprint: String,
-    name: &'a str,
-    location: &'a str,
-    paired_at: Option<String>,
-    last_seen_at: Option<String>,
-    firmware: Option<&'a str>,
-    vpn_profile: &'a str,
-    server_time: String,
-}
-
 /// No database round trip: the paired check already found the record.
 async fn me(
     Extension(peer): Extension<Peer>,
@@ -106,31 +94,24 @@ async fn me(
 ) -> Result<Response, ApiError> {
     let t = &paired.terminal;
     Ok(Json(Me {
-        serial: t.serial.as_str(),
+        serial: Cow::Borrowed(t.serial.as_str()),
         fingerprint: peer.fingerprint.to_hex(),
-        name: &t.name,
-        location: &t.location,
+        name: Cow::Borrowed(&t.name),
+        location: Cow::Borrowed(&t.location),
         paired_at: t.paired_at.map(rfc3339),
         last_seen_at: t.last_seen_at.map(rfc3339),
-        firmware: t.firmware.as_deref(),
-        vpn_profile: &t.vpn_profile,
+        firmware: t.firmware.as_deref().map(Cow::Borrowed),
+        vpn_profile: Cow::Borrowed(&t.vpn_profile),
         server_time: now_rfc3339(),
     })
     .into_response())
-}
-
-#[derive(serde::Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct HeartbeatBody {
-    #[serde(default)]
-    firmware: Option<String>,
 }
 
 async fn heartbeat(
     State(master): State<Master>,
     Extension(peer): Extension<Peer>,
     Extension(paired): Extension<PairedPeer>,
-    JsonBody(body): JsonBody<HeartbeatBody>,
+    JsonBody(body): JsonBody<HeartbeatRequest>,
 ) -> Result<Response, ApiError> {
     let now = SystemTime::now();
     let address = peer.address.to_string();
@@ -156,5 +137,9 @@ async fn heartbeat(
         &address,
         body.firmware.as_deref(),
     );
-    Ok(Json(serde_json::json!({ "status": "ok", "server_time": now_rfc3339() })).into_response())
+    Ok(Json(HeartbeatAnswer {
+        status: "ok".into(),
+        server_time: now_rfc3339(),
+    })
+    .into_response())
 }

@@ -15,13 +15,14 @@ use std::time::{Duration, Instant, SystemTime};
 
 use pairgate_keystore::{Alias, KeyStore, KeyStoreError};
 use pairgate_pki::{KeyAlgorithm, Nonce, PairingCode, SpkiPin, Subject, TerminalFingerprint};
+use pairgate_proto::{PairingStatus, TerminalConfig};
 use pairgate_tls::TlsPolicy;
 use pairgate_tls::client::{ServerTrust, TlsClient};
 use pairgate_tls::https::{HttpsClient, HttpsResponse};
 use rustls::sign::CertifiedKey;
 
 use crate::TerminalError;
-use crate::gate::{self, field, gate_error, json_body};
+use crate::gate::{self, gate_error};
 use crate::state::{GatePin, PairedConfig, PendingPairing, State, StateFile};
 
 /// How the first-boot identity is certified.
@@ -290,33 +291,33 @@ impl Agent {
             match pinned.request("GET", &url, &[], None).await {
                 Ok(r) if r.status == 200 => {
                     backoff = Duration::from_secs(1);
-                    let answer = json_body(&r)?;
-                    match answer.get("status").and_then(serde_json::Value::as_str) {
-                        Some("pending") => {}
-                        Some("approved") => {
-                            return self.finish(
-                                &mut state,
-                                options,
-                                answer.get("config").unwrap_or(&serde_json::Value::Null),
-                            );
+                    let answer = gate::request_status(&r)?;
+                    match answer.status {
+                        PairingStatus::Pending => {}
+                        PairingStatus::Approved => {
+                            let Some(config) = answer.config else {
+                                return Err(gate_error(&r));
+                            };
+                            return self.finish(&mut state, options, &config);
                         }
-                        Some(status) => {
+                        status => {
                             state.pending = None;
                             self.state.save(&state)?;
                             let hint = match status {
-                                "superseded" => {
+                                PairingStatus::Superseded => {
                                     ": another key asked to pair this serial; ask the operator"
                                 }
-                                "expired" => ": nobody approved it in time; pair again",
+                                PairingStatus::Expired => {
+                                    ": nobody approved it in time; pair again"
+                                }
                                 _ => ": ask the operator, then pair again",
                             };
                             return Err(TerminalError::PairingEnded {
                                 id,
-                                status: status.to_owned(),
+                                status: status.as_str().to_owned(),
                                 hint,
                             });
                         }
-                        None => return Err(gate_error(&r)),
                     }
                 }
                 Ok(r) => return Err(gate_error(&r)),
@@ -343,21 +344,9 @@ impl Agent {
         &self,
         state: &mut State,
         options: &PairOptions,
-        config: &serde_json::Value,
+        config: &TerminalConfig,
     ) -> Result<PairedConfig, TerminalError> {
-        let master_url = field(config, "master_url")?.to_owned();
-        let server_pins: Vec<String> = config
-            .get("server_pins")
-            .and_then(serde_json::Value::as_array)
-            .map(|pins| {
-                pins.iter()
-                    .filter_map(|p| p.as_str())
-                    .filter(|p| p.parse::<SpkiPin>().is_ok())
-                    .map(str::to_owned)
-                    .collect()
-            })
-            .unwrap_or_default();
-        if server_pins.is_empty() || !master_url.starts_with("https://") {
+        if !config.is_usable() {
             return Err(TerminalError::Gate(
                 "the configuration lacks a master URL or server pins".into(),
             ));
@@ -365,14 +354,9 @@ impl Agent {
         let paired = PairedConfig {
             serial: options.serial.clone(),
             gate: options.gate.clone(),
-            master_url,
-            server_pins,
-            vpn_profile: config
-                .get("vpn_profile")
-                .unwrap_or(&serde_json::Value::Null)
-                .as_str()
-                .unwrap_or_default()
-                .to_owned(),
+            master_url: config.master_url.clone(),
+            server_pins: config.server_pins.iter().map(SpkiPin::to_hex).collect(),
+            vpn_profile: config.vpn_profile.clone(),
         };
         state.pending = None;
         state.paired = Some(paired.clone());

@@ -1,9 +1,13 @@
-//! The terminal's side of the gate's pairing protocol (DESIGN.md steps 2
-//! and 3) as single stateless calls, and how the gate's answers are read.
-//! The agent builds its resumable pairing flow on them; `pairgate bench`
-//! simulates terminals with them.
+//! The terminal's side of the gate's pairing protocol (docs/protocol.md,
+//! steps 2 and 3) as single stateless calls, and how the gate's answers
+//! are read, with the bodies of `pairgate_proto::gate`. The agent builds
+//! its resumable pairing flow on them; `pairgate bench` simulates
+//! terminals with them.
 
 use pairgate_pki::{Commitment, Nonce};
+use pairgate_proto::{
+    ErrorBody, OpenAnswer, PairingHello, RequestStatus, RevealRequest, TerminalConfig,
+};
 use pairgate_tls::https::{HttpsClient, HttpsResponse};
 
 use crate::TerminalError;
@@ -25,7 +29,7 @@ pub struct Hello<'a> {
 #[derive(Clone, Debug)]
 pub enum Answer {
     /// This certificate is already paired: its configuration.
-    Paired(serde_json::Value),
+    Paired(TerminalConfig),
     /// A request is open: reveal the nonce next.
     Pending {
         /// The request's id.
@@ -43,16 +47,18 @@ pub async fn ask(
     gate_url: &str,
     hello: &Hello<'_>,
 ) -> Result<HttpsResponse, TerminalError> {
-    let body = serde_json::json!({
-        "serial": hello.serial, "model": hello.model,
-        "firmware": hello.firmware, "commitment": hello.commitment.to_hex(),
-    });
+    let body = PairingHello {
+        serial: hello.serial.to_owned(),
+        model: hello.model.to_owned(),
+        firmware: hello.firmware.to_owned(),
+        commitment: hello.commitment.to_hex(),
+    };
     Ok(https
         .request(
             "POST",
             &format!("{gate_url}/v1/pairing"),
             &[("content-type", "application/json")],
-            Some(body.to_string().into_bytes()),
+            Some(to_json(&body)),
         )
         .await?)
 }
@@ -64,16 +70,18 @@ pub fn answer(r: &HttpsResponse) -> Result<Answer, TerminalError> {
     if !matches!(r.status, 200 | 202) {
         return Err(gate_error(r));
     }
-    let answer = json_body(r)?;
-    match r.status {
-        200 if answer.get("status").and_then(serde_json::Value::as_str) == Some("paired") => Ok(
-            Answer::Paired(answer.get("config").cloned().unwrap_or_default()),
-        ),
-        202 => Ok(Answer::Pending {
-            request_id: field(&answer, "request_id")?.to_owned(),
-            server_nonce: field(&answer, "server_nonce")?
-                .parse()
-                .map_err(|_| TerminalError::Gate("the server nonce is not 64 hex digits".into()))?,
+    match (r.status, read::<OpenAnswer>(r)?) {
+        (200, OpenAnswer::Paired { config }) => Ok(Answer::Paired(config)),
+        (
+            202,
+            OpenAnswer::Pending {
+                request_id,
+                server_nonce,
+                ..
+            },
+        ) => Ok(Answer::Pending {
+            request_id,
+            server_nonce,
         }),
         _ => Err(gate_error(r)),
     }
@@ -93,11 +101,9 @@ pub async fn reveal(
             "POST",
             &format!("{gate_url}/v1/pairing/{request_id}/reveal"),
             &[("content-type", "application/json")],
-            Some(
-                serde_json::json!({ "terminal_nonce": nonce.to_hex() })
-                    .to_string()
-                    .into_bytes(),
-            ),
+            Some(to_json(&RevealRequest {
+                terminal_nonce: nonce.to_hex(),
+            })),
         )
         .await?;
     if r.status != 200 {
@@ -108,30 +114,37 @@ pub async fn reveal(
 
 /// The gate's JSON error as a [`TerminalError::Gate`].
 pub(crate) fn gate_error(r: &HttpsResponse) -> TerminalError {
-    let body: serde_json::Value = serde_json::from_slice(&r.body).unwrap_or_default();
-    let code = body
-        .pointer("/error/code")
-        .and_then(serde_json::Value::as_str)
-        .unwrap_or("?");
-    let message = body
-        .pointer("/error/message")
-        .and_then(serde_json::Value::as_str)
-        .map(str::to_owned)
-        .unwrap_or_else(|| String::from_utf8_lossy(&r.body).into_owned());
+    let (code, message) = match serde_json::from_slice::<ErrorBody>(&r.body) {
+        Ok(body) => (body.error.code, body.error.message),
+        Err(_) => (
+            "?".to_owned(),
+            String::from_utf8_lossy(&r.body).into_owned(),
+        ),
+    };
     TerminalError::Gate(format!("the gate answered {} {code}: {message}", r.status))
 }
 
-/// A string field of a gate answer.
-pub(crate) fn field<'a>(body: &'a serde_json::Value, name: &str) -> Result<&'a str, TerminalError> {
-    body.get(name)
-        .and_then(serde_json::Value::as_str)
-        .ok_or_else(|| TerminalError::Gate(format!("the gate's answer has no {name:?}")))
+/// A gate answer's body as `T`.
+pub(crate) fn read<T: serde::de::DeserializeOwned>(r: &HttpsResponse) -> Result<T, TerminalError> {
+    serde_json::from_slice(&r.body).map_err(|e| {
+        TerminalError::Gate(format!(
+            "the gate's answer ({}) is not what the protocol says: {e}",
+            r.status
+        ))
+    })
 }
 
-/// A gate answer's JSON body.
-pub(crate) fn json_body(r: &HttpsResponse) -> Result<serde_json::Value, TerminalError> {
-    serde_json::from_slice(&r.body)
-        .map_err(|e| TerminalError::Gate(format!("the gate's answer is not JSON: {e}")))
+/// The status of a request, from `GET /v1/pairing/{id}`.
+pub(crate) fn request_status(r: &HttpsResponse) -> Result<RequestStatus, TerminalError> {
+    if r.status != 200 {
+        return Err(gate_error(r));
+    }
+    read(r)
+}
+
+fn to_json(body: &impl serde::Serialize) -> Vec<u8> {
+    // Serialising these plain structs cannot fail.
+    serde_json::to_vec(body).unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -153,7 +166,7 @@ mod tests {
         let pending = response(
             202,
             &format!(
-                r#"{{"status":"pending","request_id":"r1","server_nonce":"{}"}}"#,
+                r#"{{"status":"pending","request_id":"r1","server_nonce":"{}","expires_at":"2026-12-01T00:00:00Z"}}"#,
                 nonce.to_hex()
             ),
         );
@@ -169,10 +182,13 @@ mod tests {
         }
         let paired = response(
             200,
-            r#"{"status":"paired","config":{"master_url":"https://m"}}"#,
+            &format!(
+                r#"{{"status":"paired","config":{{"master_url":"https://m","server_pins":["{}"]}}}}"#,
+                "ab".repeat(32)
+            ),
         );
         assert!(
-            matches!(answer(&paired).unwrap(), Answer::Paired(c) if c["master_url"] == "https://m")
+            matches!(answer(&paired).unwrap(), Answer::Paired(c) if c.master_url == "https://m")
         );
         // Refusals carry the gate's code; broken answers say what is wrong.
         let refused = response(
@@ -187,7 +203,7 @@ mod tests {
         assert!(e.contains("502") && e.contains("bad gateway"), "{e}");
         let e = answer(&response(
             202,
-            r#"{"status":"pending","request_id":"r1","server_nonce":"zz"}"#,
+            r#"{"status":"pending","request_id":"r1","server_nonce":"zz","expires_at":"x"}"#,
         ))
         .unwrap_err()
         .to_string();

@@ -52,19 +52,13 @@ async fn full_pairing(db: Db) {
     let body = json(&r);
     assert_eq!(body["status"], "approved", "{body}");
     let config: TerminalConfig = serde_json::from_value(body["config"].clone()).unwrap();
-    assert_eq!(config.server_pins, vec![f.server.pin.to_hex()]);
+    assert_eq!(config.server_pins, vec![f.server.pin]);
     assert_eq!(
         config.master_url,
         format!("https://localhost:{}", f.server.master_addr.port())
     );
     // The master accepts it, pinned to the same key.
-    let master = terminal.https(ServerTrust::Pins(
-        config
-            .server_pins
-            .iter()
-            .map(|p| p.parse().unwrap())
-            .collect(),
-    ));
+    let master = terminal.https(ServerTrust::Pins(config.server_pins.clone()));
     assert!(
         crate::support::eventually(Duration::from_secs(2), async || {
             get(&master, &f.master("/v1/me")).await.status == 200

@@ -1,0 +1,24 @@
+//! What a paired terminal receives from the gate: where the master is,
+//! which server keys to pin, and its VPN profile.
+
+use pairgate_pki::SpkiPin;
+
+/// The configuration of a paired terminal.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TerminalConfig {
+    /// `https://host:port` of the master service.
+    pub master_url: String,
+    /// SPKI pins of the server keys (64 hex digits each on the wire).
+    pub server_pins: Vec<SpkiPin>,
+    /// VPN profile text (may be empty).
+    #[serde(default)]
+    pub vpn_profile: String,
+}
+
+impl TerminalConfig {
+    /// Whether a terminal can use it: a master over HTTPS and at least
+    /// one pin.
+    pub fn is_usable(&self) -> bool {
+        self.master_url.starts_with("https://") && !self.server_pins.is_empty()
+    }
+}

@@ -1,0 +1,54 @@
+//! The master (TCP 7743), for paired terminals only: who am I, and the
+//! heartbeat. (`/app/…` carries the operator's own traffic and is not
+//! pairgate's protocol.)
+
+use std::borrow::Cow;
+
+use serde::{Deserialize, Serialize};
+
+/// `GET /v1/me`: the terminal's record. Borrowed where it can be, so the
+/// master serialises it straight from its cached record.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Me<'a> {
+    /// Serial.
+    #[serde(borrow)]
+    pub serial: Cow<'a, str>,
+    /// This terminal's certificate fingerprint (64 hex digits).
+    pub fingerprint: String,
+    /// Name an operator gave it.
+    #[serde(borrow)]
+    pub name: Cow<'a, str>,
+    /// Location.
+    #[serde(borrow)]
+    pub location: Cow<'a, str>,
+    /// When paired (RFC 3339).
+    pub paired_at: Option<String>,
+    /// Last heartbeat or request this instance knows of (RFC 3339).
+    pub last_seen_at: Option<String>,
+    /// Firmware last reported.
+    #[serde(borrow)]
+    pub firmware: Option<Cow<'a, str>>,
+    /// VPN profile text.
+    #[serde(borrow)]
+    pub vpn_profile: Cow<'a, str>,
+    /// The server's clock (RFC 3339).
+    pub server_time: String,
+}
+
+/// `POST /v1/heartbeat`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeartbeatRequest {
+    /// Firmware now running, if it changed or to report it.
+    #[serde(default)]
+    pub firmware: Option<String>,
+}
+
+/// The answer to a heartbeat.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeartbeatAnswer {
+    /// Always `ok`.
+    pub status: String,
+    /// The server's clock (RFC 3339).
+    pub server_time: String,
+}
