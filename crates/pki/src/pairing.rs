@@ -1,4 +1,4 @@
-//! The pairing code of DESIGN.md: both sides derive an 8-digit code from
+//! The pairing code of docs/protocol.md: both sides derive an 8-digit code from
 //! the fingerprints each saw in its own TLS session and two nonces, the
 //! terminal's committed before the server's was revealed. A relay that
 //! terminates TLS on both sides sees different fingerprints and so yields

@@ -124,3 +124,51 @@ impl IntoResponse for ApiError {
         response
     }
 }
+
+#[cfg(test)]
+mod protocol_doc {
+    /// Every `PG-…` code the server can answer is listed in
+    /// docs/protocol.md, the contract terminal firmware codes against.
+    #[test]
+    fn every_error_code_is_documented() {
+        let doc = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../docs/protocol.md"
+        ))
+        .unwrap_or_default();
+        assert!(doc.contains("4863-4365"), "docs/protocol.md is missing");
+        let mut sources = Vec::new();
+        let mut dirs = vec![std::path::PathBuf::from(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/src"
+        ))];
+        while let Some(dir) = dirs.pop() {
+            for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    dirs.push(path);
+                } else if path.extension().is_some_and(|e| e == "rs") {
+                    sources.push(std::fs::read_to_string(&path).unwrap_or_default());
+                }
+            }
+        }
+        let mut codes = 0;
+        for source in &sources {
+            for piece in source.split("\"PG-").skip(1) {
+                let code: String = piece
+                    .chars()
+                    .take_while(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == '-')
+                    .collect();
+                if code.is_empty() || code.ends_with('-') {
+                    continue;
+                }
+                codes += 1;
+                assert!(
+                    doc.contains(&format!("`PG-{code}`")),
+                    "PG-{code} is not in docs/protocol.md"
+                );
+            }
+        }
+        assert!(codes > 30, "only {codes} codes found");
+    }
+}

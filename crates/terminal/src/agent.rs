@@ -1,5 +1,5 @@
 //! The agent: one state directory and one key-store alias. It pairs
-//! through the gate with DESIGN.md's protocol and then calls the master
+//! through the gate with the protocol of docs/protocol.md and then calls the master
 //! with the pins the gate handed over the code-confirmed channel.
 //!
 //! Pinning: the first request to a gate address trusts any server key and

@@ -1,4 +1,4 @@
-//! Pairing requests, the verbs of DESIGN.md's pairing protocol: a terminal
+//! Pairing requests, the verbs of the pairing protocol (docs/protocol.md): a terminal
 //! opens a request with a commitment to its nonce, reveals the nonce, and
 //! an operator with a fresh TOTP approves it by the code the location
 //! contact reads out. Each verb is one transaction with its audit record;
