@@ -7,6 +7,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
+use pairgate_clock::Clock;
 use pairgate_pki::{CertificateInfo, SpkiPin};
 use pairgate_store::{AuditVerification, CheckpointSigner, Store};
 use rustls::sign::{CertifiedKey, SigningKey};
@@ -73,8 +74,8 @@ impl LastFullCheck {
         self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    fn set(&self, result: AuditVerification) {
-        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some((SystemTime::now(), result));
+    fn set(&self, at: SystemTime, result: AuditVerification) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some((at, result));
     }
 }
 
@@ -87,7 +88,7 @@ pub struct AnchorPolicy {
     pub every: Duration,
 }
 
-async fn full_check(store: &Store, pin: &SpkiPin, last: &LastFullCheck) {
+async fn full_check(store: &Store, pin: &SpkiPin, last: &LastFullCheck, clock: &Clock) {
     match store.verify_audit_anchored(pin).await {
         Ok(result) => {
             if let Some(seq) = result.first_broken {
@@ -97,7 +98,7 @@ async fn full_check(store: &Store, pin: &SpkiPin, last: &LastFullCheck) {
                     "the audit log does not match the server's signed checkpoints"
                 );
             }
-            last.set(result);
+            last.set(clock.now(), result);
         }
         Err(e) => tracing::error!(error = %e, "checking the audit log"),
     }
@@ -110,6 +111,7 @@ pub async fn run(
     signer: Arc<IdentitySigner>,
     policy: AnchorPolicy,
     last: LastFullCheck,
+    clock: Clock,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let pin = SpkiPin::of_spki(signer.spki());
@@ -129,10 +131,7 @@ pub async fn run(
             }
         };
         if due {
-            match store
-                .audit_checkpoint(signer.as_ref(), SystemTime::now())
-                .await
-            {
+            match store.audit_checkpoint(signer.as_ref(), clock.now()).await {
                 Ok(_) => {
                     signed_at = Some(tokio::time::Instant::now());
                     failing = false;
@@ -147,7 +146,7 @@ pub async fn run(
             }
         }
         if checked_at.is_none_or(|t| t.elapsed() >= FULL_CHECK_EVERY) {
-            full_check(&store, &pin, &last).await;
+            full_check(&store, &pin, &last, &clock).await;
             checked_at = Some(tokio::time::Instant::now());
         }
         tokio::select! {

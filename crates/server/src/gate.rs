@@ -18,7 +18,7 @@
 //! serials only.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -45,6 +45,7 @@ pub(crate) struct Gate {
     pub master_url: String,
     pub unknown_serials: Arc<UnknownSerialLimiter>,
     pub refusals: Arc<RefusalLog>,
+    pub clock: pairgate_clock::Clock,
 }
 
 fn rate_limited(why: &str) -> ApiError {
@@ -100,7 +101,10 @@ async fn open(
         let serial = serial.chars().take(64).collect::<String>();
         move || serde_json::json!({ "serial": serial, "fingerprint": fingerprint.to_hex() })
     };
-    if gate.unknown_serials.key_blocked(ip, fingerprint) {
+    if gate
+        .unknown_serials
+        .key_blocked(ip, fingerprint, gate.clock.instant())
+    {
         gate.refusals
             .record(ip, "pairing.rate_limited", example(&body.serial));
         return Err(rate_limited(
@@ -127,7 +131,7 @@ async fn open(
     };
     match gate
         .store
-        .open_pairing_request(&attempt, &gate.limits, SystemTime::now())
+        .open_pairing_request(&attempt, &gate.limits, gate.clock.now())
         .await
     {
         Ok(Opened::Paired(terminal)) => Ok((
@@ -152,14 +156,18 @@ async fn open(
                 .into_response())
         }
         Err(e @ StoreError::UnknownSerial(_)) => {
-            if gate.unknown_serials.address_blocked(ip) {
+            if gate
+                .unknown_serials
+                .address_blocked(ip, gate.clock.instant())
+            {
                 gate.refusals
                     .record(ip, "pairing.rate_limited", example(&body.serial));
                 return Err(rate_limited(
                     "too many pairing attempts for unknown serials from this address; wait a minute",
                 ));
             }
-            gate.unknown_serials.count(ip, fingerprint);
+            gate.unknown_serials
+                .count(ip, fingerprint, gate.clock.instant());
             gate.refusals
                 .record(ip, "pairing.unknown_serial", example(&body.serial));
             Err(e.into())
@@ -201,7 +209,7 @@ async fn reveal(
     })?;
     let req = gate
         .store
-        .reveal_pairing_nonce(&id, &peer.fingerprint, &nonce, SystemTime::now())
+        .reveal_pairing_nonce(&id, &peer.fingerprint, &nonce, gate.clock.now())
         .await?;
     Ok(Json(RequestStatus {
         status: wire_status(req.state),
@@ -219,9 +227,11 @@ async fn status(
     JsonQuery(query): JsonQuery<WaitQuery>,
 ) -> Result<Response, ApiError> {
     let wait = Duration::from_secs(query.wait.unwrap_or(0)).min(gate.long_poll_max);
-    let deadline = Instant::now() + wait;
+    // How long to hold the connection is the runtime's time, not the
+    // clock's: a stopped test clock must not hold it forever.
+    let deadline = tokio::time::Instant::now() + wait;
     let mut req = own_request(&gate, &peer, &id).await?;
-    while req.state.is_open() && Instant::now() < deadline {
+    while req.state.is_open() && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(250)).await;
         req = own_request(&gate, &peer, &id).await?;
     }

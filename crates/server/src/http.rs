@@ -65,14 +65,15 @@ pub(crate) struct ServeOptions {
     pub limiter: Arc<ConnectionLimiter>,
     pub guard: Option<Arc<dyn ConnectionGuard>>,
     pub name: &'static str,
+    /// What time it is (certificate validity per request).
+    pub clock: pairgate_clock::Clock,
 }
 
 /// Refuses a request whose certificate is outside its validity: a full
 /// handshake checks it, a resumed one does not, and a kept-alive
 /// connection may outlive it.
-fn outside_validity(peer: &Peer) -> Option<axum::response::Response> {
+fn outside_validity(peer: &Peer, now: SystemTime) -> Option<axum::response::Response> {
     use axum::response::IntoResponse;
-    let now = SystemTime::now();
     (now < peer.valid.0 || now > peer.valid.1).then(|| {
         ApiError::new(
             StatusCode::FORBIDDEN,
@@ -147,12 +148,13 @@ pub(crate) async fn serve(
                 valid,
             };
             let limit = BodyLimit(options.body_limit, options.body_timeout);
+            let clock = options.clock.clone();
             let service = hyper::service::service_fn(
                 move |request: hyper::Request<hyper::body::Incoming>| {
                     use futures_util::future::{Either, ready};
                     // Either, not an async block: hyper keeps one future of
                     // this type per connection, sized for all its states.
-                    if let Some(refused) = outside_validity(&peer) {
+                    if let Some(refused) = outside_validity(&peer, clock.now()) {
                         return Either::Left(ready(Ok(refused)));
                     }
                     let mut request = request.map(axum::body::Body::new);
@@ -338,9 +340,4 @@ pub fn rfc3339(millis: i64) -> String {
 pub fn unix_millis(t: SystemTime) -> i64 {
     t.duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
-
-/// The current time as RFC 3339 UTC.
-pub(crate) fn now_rfc3339() -> String {
-    rfc3339(unix_millis(SystemTime::now()))
 }

@@ -20,7 +20,7 @@ mod refusals;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 pub use config::{DatabaseLocation, Settings};
 pub use error::{ApiError, ServerError};
@@ -28,6 +28,7 @@ pub use http::{Peer, rfc3339, unix_millis};
 pub use identity::ServerIdentity;
 pub use paired::PairedSet;
 
+pub use pairgate_clock::Clock;
 use pairgate_pki::SpkiPin;
 use pairgate_store::Store;
 use pairgate_tls::server::{ClientAuth, TlsServer};
@@ -53,6 +54,8 @@ pub async fn open_store(settings: &Settings) -> Result<Store, ServerError> {
 /// A running server.
 #[derive(Debug)]
 pub struct Server {
+    /// What time it is, for every service of this server.
+    pub clock: Clock,
     /// Where the gate listens.
     pub gate_addr: SocketAddr,
     /// Where the master listens.
@@ -95,18 +98,23 @@ async fn bind(addr: &str) -> Result<TcpListener, ServerError> {
 
 impl Server {
     /// Opens the store, loads (or creates) the identity, binds gate and
-    /// master and starts serving.
+    /// master and starts serving, on the system clock.
     pub async fn start(settings: &Settings) -> Result<Self, ServerError> {
+        Self::start_with_clock(settings, Clock::system()).await
+    }
+
+    /// As [`Server::start`], reading time from `clock` (tests hand in a
+    /// manual one and move it instead of sleeping).
+    pub async fn start_with_clock(settings: &Settings, clock: Clock) -> Result<Self, ServerError> {
         let store = open_store(settings).await?;
         let identity = {
             let uri = settings.identity_keystore();
             let pass = settings.identity_passphrase_file();
             let names = settings.server_names.clone();
-            tokio::task::spawn_blocking(move || {
-                identity::load_or_create(&uri, &pass, &names, SystemTime::now())
-            })
-            .await
-            .map_err(|e| ServerError::Identity(e.to_string()))??
+            let now = clock.now();
+            tokio::task::spawn_blocking(move || identity::load_or_create(&uri, &pass, &names, now))
+                .await
+                .map_err(|e| ServerError::Identity(e.to_string()))??
         };
         let policy = settings.tls_policy()?;
         let (shutdown, shutdown_rx) = watch::channel(false);
@@ -120,7 +128,7 @@ impl Server {
         let first_run_file = settings.data_dir.join(cas::FIRST_RUN_FILE);
         let signer = Arc::new(audit_anchor::IdentitySigner::new(&identity.certified_key)?);
         let audit_checked = audit_anchor::LastFullCheck::default();
-        let first_run_password = cas::first_run(&store, &first_run_file)
+        let first_run_password = cas::first_run(&store, &first_run_file, clock.now())
             .await?
             .map(cas::FirstRunPassword);
         let cas_state = cas::Cas {
@@ -141,6 +149,7 @@ impl Server {
             hosts: Arc::new(settings.cas_hosts()),
             server_pin: identity.pin,
             audit_checked: audit_checked.clone(),
+            clock: clock.clone(),
         };
         let cas_tls = if settings.cas_tls {
             Some(pairgate_tls::server::browser_config(
@@ -177,10 +186,12 @@ impl Server {
                 settings.unknown_serial_per_address_per_minute,
             )),
             refusals: refusals.clone(),
+            clock: clock.clone(),
         };
         let master = master::Master {
             store: store.clone(),
             paired: paired.clone(),
+            clock: clock.clone(),
             upstream: if settings.upstream_url.is_empty() {
                 None
             } else {
@@ -226,6 +237,7 @@ impl Server {
                     limiter: gate_limiter.clone(),
                     guard: None,
                     name: "gate",
+                    clock: clock.clone(),
                 },
                 shutdown_rx.clone(),
             )),
@@ -242,6 +254,7 @@ impl Server {
                     limiter: master_limiter.clone(),
                     guard: Some(Arc::new(paired.clone())),
                     name: "master",
+                    clock: clock.clone(),
                 },
                 shutdown_rx.clone(),
             )),
@@ -267,16 +280,19 @@ impl Server {
                     every: Duration::from_secs(settings.audit_checkpoint_secs),
                 },
                 audit_checked,
+                clock.clone(),
                 shutdown_rx.clone(),
             )),
             tokio::spawn(sweep(
                 store.clone(),
                 refusals.clone(),
                 Duration::from_secs(settings.closed_request_retention_secs),
+                clock.clone(),
                 shutdown_rx,
             )),
         ];
         Ok(Self {
+            clock,
             gate_addr,
             master_addr,
             pin: identity.pin,
@@ -312,7 +328,7 @@ impl Server {
     /// the window; returns how many records were written.
     pub async fn flush_refusals(&self) -> Result<usize, pairgate_store::StoreError> {
         self.refusals
-            .flush(&self.store, REFUSAL_WINDOW, SystemTime::now())
+            .flush(&self.store, REFUSAL_WINDOW, self.clock.now())
             .await
     }
 }
@@ -333,6 +349,7 @@ async fn sweep(
     store: Store,
     refusals: Arc<refusals::RefusalLog>,
     retention: Duration,
+    clock: Clock,
     mut shutdown: watch::Receiver<bool>,
 ) {
     loop {
@@ -340,7 +357,7 @@ async fn sweep(
             () = tokio::time::sleep(REFUSAL_WINDOW) => {}
             _ = shutdown.changed() => return,
         }
-        let now = SystemTime::now();
+        let now = clock.now();
         match store.expire_pairing_requests(now).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(expired = n, "pairing requests expired"),

@@ -26,7 +26,7 @@ use pairgate_proto::{HeartbeatAnswer, HeartbeatRequest, Me};
 use pairgate_store::{Store, Terminal};
 
 use crate::ApiError;
-use crate::http::{JsonBody, Peer, no_route, now_rfc3339, rfc3339, wrong_method};
+use crate::http::{JsonBody, Peer, no_route, rfc3339, unix_millis, wrong_method};
 use crate::paired::PairedSet;
 
 /// Master state, cloned for every request (so nothing in it is copied).
@@ -35,6 +35,7 @@ pub(crate) struct Master {
     pub store: Store,
     pub paired: Arc<PairedSet>,
     pub upstream: Option<Arc<crate::proxy::Upstream>>,
+    pub clock: pairgate_clock::Clock,
 }
 
 /// The paired terminal a request comes from.
@@ -89,6 +90,7 @@ async fn require_paired(
 
 /// No database round trip: the paired check already found the record.
 async fn me(
+    State(master): State<Master>,
     Extension(peer): Extension<Peer>,
     Extension(paired): Extension<PairedPeer>,
 ) -> Result<Response, ApiError> {
@@ -102,7 +104,7 @@ async fn me(
         last_seen_at: t.last_seen_at.map(rfc3339),
         firmware: t.firmware.as_deref().map(Cow::Borrowed),
         vpn_profile: Cow::Borrowed(&t.vpn_profile),
-        server_time: now_rfc3339(),
+        server_time: rfc3339(unix_millis(master.clock.now())),
     })
     .into_response())
 }
@@ -113,7 +115,7 @@ async fn heartbeat(
     Extension(paired): Extension<PairedPeer>,
     JsonBody(body): JsonBody<HeartbeatRequest>,
 ) -> Result<Response, ApiError> {
-    let now = SystemTime::now();
+    let now = master.clock.now();
     let address = peer.address.to_string();
     let recorded = master
         .store
@@ -139,7 +141,7 @@ async fn heartbeat(
     );
     Ok(Json(HeartbeatAnswer {
         status: "ok".into(),
-        server_time: now_rfc3339(),
+        server_time: rfc3339(unix_millis(master.clock.now())),
     })
     .into_response())
 }

@@ -102,19 +102,18 @@ impl UnknownSerialLimiter {
 
     /// Whether this certificate from this address has used up its
     /// unknown-serial attempts: it is answered before the store is asked.
-    pub(crate) fn key_blocked(&self, ip: IpAddr, fp: TerminalFingerprint) -> bool {
-        self.inner().0.get((ip, fp), Instant::now()) >= self.per_key
+    pub(crate) fn key_blocked(&self, ip: IpAddr, fp: TerminalFingerprint, now: Instant) -> bool {
+        self.inner().0.get((ip, fp), now) >= self.per_key
     }
 
     /// Whether the address has used up its unknown-serial budget (asked
     /// only once the serial is known to be unknown).
-    pub(crate) fn address_blocked(&self, ip: IpAddr) -> bool {
-        self.inner().1.get(ip, Instant::now()) >= self.per_address
+    pub(crate) fn address_blocked(&self, ip: IpAddr, now: Instant) -> bool {
+        self.inner().1.get(ip, now) >= self.per_address
     }
 
     /// Counts one unknown-serial attempt.
-    pub(crate) fn count(&self, ip: IpAddr, fp: TerminalFingerprint) {
-        let now = Instant::now();
+    pub(crate) fn count(&self, ip: IpAddr, fp: TerminalFingerprint, now: Instant) {
         let mut inner = self.inner();
         inner.0.add((ip, fp), now);
         inner.1.add(ip, now);
@@ -270,13 +269,18 @@ mod tests {
             TerminalFingerprint::from_bytes([1; 32]),
             TerminalFingerprint::from_bytes([2; 32]),
         );
-        limiter.count(ip, a);
-        limiter.count(ip, a);
-        assert!(limiter.key_blocked(ip, a));
-        assert!(!limiter.key_blocked(ip, b));
-        assert!(!limiter.address_blocked(ip));
-        limiter.count(ip, b);
-        assert!(limiter.address_blocked(ip));
-        assert!(!limiter.address_blocked(IpAddr::from([127, 0, 0, 2])));
+        let now = Instant::now();
+        limiter.count(ip, a, now);
+        limiter.count(ip, a, now);
+        assert!(limiter.key_blocked(ip, a, now));
+        assert!(!limiter.key_blocked(ip, b, now));
+        assert!(!limiter.address_blocked(ip, now));
+        limiter.count(ip, b, now);
+        assert!(limiter.address_blocked(ip, now));
+        assert!(!limiter.address_blocked(IpAddr::from([127, 0, 0, 2]), now));
+        // The window is a minute.
+        let later = now + std::time::Duration::from_secs(61);
+        assert!(!limiter.key_blocked(ip, a, later));
+        assert!(!limiter.address_blocked(ip, later));
     }
 }

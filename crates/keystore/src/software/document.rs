@@ -222,6 +222,8 @@ impl Document {
         if salt.len() < 16 {
             return Err("salt shorter than 16 bytes".into());
         }
+        // Every hex field is checked here, so [`unhex`] never meets bad hex.
+        hex::decode(&doc.key_check).map_err(|_| "the key check is not hex".to_owned())?;
         for (alias, entry) in &doc.keys {
             crate::Alias::new(alias).map_err(|_| format!("invalid alias {alias:?}"))?;
             for field in std::iter::once(&entry.public_key)

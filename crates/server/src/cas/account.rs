@@ -3,8 +3,6 @@
 //! codes, shown once. Both are steps of the session stage machine in
 //! `auth`.
 
-use std::time::{Instant, SystemTime};
-
 use axum::Form;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -91,17 +89,17 @@ pub async fn change_password(
         return refuse(StatusCode::BAD_REQUEST, "The two new passwords differ.");
     }
     let username = session.operator.username.clone();
-    if let Err(wait) = cas.logins.check(&username, address, Instant::now()) {
+    if let Err(wait) = cas.logins.check(&username, address, cas.clock.instant()) {
         return refuse(StatusCode::TOO_MANY_REQUESTS, &too_many(wait));
     }
     match cas
         .store
-        .change_password(&username, &form.current, &form.new, SystemTime::now())
+        .change_password(&username, &form.current, &form.new, cas.clock.now())
         .await
     {
         Ok(()) => {}
         Err(pairgate_store::StoreError::Unauthorized(_)) => {
-            cas.logins.failed(&username, address, Instant::now());
+            cas.logins.failed(&username, address, cas.clock.instant());
             return refuse(StatusCode::UNAUTHORIZED, "The current password is wrong.");
         }
         Err(pairgate_store::StoreError::Invalid(m)) => return refuse(StatusCode::BAD_REQUEST, &m),
@@ -205,12 +203,12 @@ pub async fn enrol(
     let username = session.operator.username.clone();
     let codes = match cas
         .store
-        .confirm_totp_enrolment(&username, form.code.trim(), SystemTime::now())
+        .confirm_totp_enrolment(&username, form.code.trim(), cas.clock.now())
         .await
     {
         Ok(codes) => codes,
         Err(pairgate_store::StoreError::Unauthorized(m)) => {
-            cas.logins.failed(&username, address, Instant::now());
+            cas.logins.failed(&username, address, cas.clock.instant());
             return match cas.store.begin_totp_enrolment(&username).await {
                 Ok(uri) => (
                     StatusCode::UNAUTHORIZED,

@@ -4,8 +4,6 @@
 //! (made behind a fresh TOTP, shown once, stored hashed, acting with their
 //! operator's role until they expire or are revoked).
 
-use std::time::SystemTime;
-
 use axum::Form;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -110,7 +108,7 @@ async fn tokens_view(
         Ok(t) => t,
         Err(e) => return super::internal(&e),
     };
-    let now = crate::http::unix_millis(SystemTime::now());
+    let now = crate::http::unix_millis(cas.clock.now());
     let body = html! {
         @if let Some(m) = message { (m) }
         p { "A token calls " code { "/api/v1" } " as its operator, with that operator's role. Send it as " code { "Authorization: Bearer …" } "." }
@@ -166,7 +164,7 @@ pub async fn create_token(
         Ok(w) => w,
         Err(r) => return r,
     };
-    let now = SystemTime::now();
+    let now = cas.clock.now();
     let factor = match cas
         .store
         .verify_second_factor(&who.session.operator.username, form.totp.trim(), now)
@@ -219,7 +217,7 @@ pub async fn revoke_token(
         (who.session.operator.role != Role::Admin).then(|| who.session.operator.username.clone());
     match cas
         .store
-        .revoke_api_token(&id, owner.as_deref(), &who.actor(), SystemTime::now())
+        .revoke_api_token(&id, owner.as_deref(), &who.actor(), cas.clock.now())
         .await
     {
         Ok(()) => {

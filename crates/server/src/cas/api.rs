@@ -4,8 +4,6 @@
 //! Approve and unpair need a fresh TOTP of the token's operator, as in the
 //! web UI. Every action is the same store call as the UI and the CLI.
 
-use std::time::SystemTime;
-
 use axum::Json;
 use axum::Router;
 use axum::extract::State;
@@ -63,7 +61,7 @@ pub(super) async fn bearer(cas: &Cas, headers: &HeaderMap) -> Result<Operator, R
     };
     match cas
         .store
-        .authenticate_api_token(&token, SystemTime::now())
+        .authenticate_api_token(&token, cas.clock.now())
         .await
     {
         Ok(Some(op)) => Ok(op),
@@ -173,7 +171,7 @@ async fn create_terminal(
             .register_terminal(
                 &new,
                 &pairgate_store::Actor::new(op.username.clone()),
-                SystemTime::now()
+                cas.clock.now()
             )
             .await
     ));
@@ -215,7 +213,7 @@ async fn unpair(
     tri!(may_change(&op));
     let JsonBody(body) = tri!(body.map_err(IntoResponse::into_response));
     let s = tri!(serial(&s));
-    let now = SystemTime::now();
+    let now = cas.clock.now();
     let factor = tri!(store(
         cas.store
             .verify_second_factor(&op.username, body.totp.trim(), now)
@@ -298,7 +296,7 @@ async fn approve(
         return ApiError::bad_request("PG-BAD-CODE", "a pairing code is 8 digits, NNNN-NNNN")
             .into_response();
     };
-    let now = SystemTime::now();
+    let now = cas.clock.now();
     let factor = tri!(store(
         cas.store
             .verify_second_factor(&op.username, body.totp.trim(), now)
@@ -322,7 +320,7 @@ async fn reject(
             .reject_pairing(
                 &id,
                 &pairgate_store::Actor::new(op.username.clone()),
-                SystemTime::now()
+                cas.clock.now()
             )
             .await
     ));
@@ -371,7 +369,7 @@ async fn block_key(
     let actor = pairgate_store::Actor::new(op.username.clone());
     let k = tri!(store(
         cas.store
-            .block_key(&fp, body.reason.trim(), &actor, SystemTime::now())
+            .block_key(&fp, body.reason.trim(), &actor, cas.clock.now())
             .await
     ));
     (StatusCode::CREATED, Json(blocked_json(&k))).into_response()
@@ -387,7 +385,7 @@ async fn unblock_key(
     let fp = tri!(fingerprint(&fp));
     let actor = pairgate_store::Actor::new(op.username.clone());
     tri!(store(
-        cas.store.unblock_key(&fp, &actor, SystemTime::now()).await
+        cas.store.unblock_key(&fp, &actor, cas.clock.now()).await
     ));
     Json(json!({ "fingerprint": fp.to_hex(), "blocked": false })).into_response()
 }

@@ -4,8 +4,6 @@
 //! operator in the body (`"totp"`), counted against that operator's
 //! step-up lock, so a stolen token alone changes nothing.
 
-use std::time::SystemTime;
-
 use axum::Json;
 use axum::Router;
 use axum::extract::State;
@@ -46,7 +44,7 @@ pub fn router() -> Router<Cas> {
 async fn step_up(cas: &Cas, op: &Operator, totp: &str) -> Result<SecondFactor, Response> {
     store(
         cas.store
-            .verify_second_factor(&op.username, totp.trim(), SystemTime::now())
+            .verify_second_factor(&op.username, totp.trim(), cas.clock.now())
             .await,
     )
 }
@@ -86,7 +84,7 @@ async fn create_token(
     let factor = tri!(step_up(&cas, &op, &body.totp).await);
     let (record, token) = tri!(store(
         cas.store
-            .create_api_token(&factor, &body.name, SystemTime::now())
+            .create_api_token(&factor, &body.name, cas.clock.now())
             .await
     ));
     (
@@ -110,7 +108,7 @@ async fn operators(State(cas): State<Cas>, headers: HeaderMap) -> Response {
         )
         .into_response();
     }
-    let now = SystemTime::now();
+    let now = cas.clock.now();
     let operators = tri!(store(cas.store.operators().await));
     let mut rows: Vec<Value> = Vec::with_capacity(operators.len());
     for o in &operators {
@@ -148,7 +146,7 @@ async fn disable(
     let by = tri!(admin(&cas, &headers, &body.totp).await);
     tri!(store(
         cas.store
-            .set_operator_disabled(&name, true, &by, SystemTime::now())
+            .set_operator_disabled(&name, true, &by, cas.clock.now())
             .await
     ));
     changed(&cas, &name).await
@@ -163,7 +161,7 @@ async fn enable(
     let by = tri!(admin(&cas, &headers, &body.totp).await);
     tri!(store(
         cas.store
-            .set_operator_disabled(&name, false, &by, SystemTime::now())
+            .set_operator_disabled(&name, false, &by, cas.clock.now())
             .await
     ));
     changed(&cas, &name).await
@@ -187,7 +185,7 @@ async fn role(
     let by = tri!(admin(&cas, &headers, &body.totp).await);
     tri!(store(
         cas.store
-            .set_operator_role(&name, role, &by, SystemTime::now())
+            .set_operator_role(&name, role, &by, cas.clock.now())
             .await
     ));
     changed(&cas, &name).await
@@ -202,7 +200,7 @@ async fn reset_totp(
     let by = tri!(admin(&cas, &headers, &body.totp).await);
     tri!(store(
         cas.store
-            .reset_operator_totp(&name, &by, SystemTime::now())
+            .reset_operator_totp(&name, &by, cas.clock.now())
             .await
     ));
     changed(&cas, &name).await
@@ -217,7 +215,7 @@ async fn clear_lock(
     let by = tri!(admin(&cas, &headers, &body.totp).await);
     tri!(store(
         cas.store
-            .clear_step_up_lock(&name, &by, SystemTime::now())
+            .clear_step_up_lock(&name, &by, cas.clock.now())
             .await
     ));
     changed(&cas, &name).await

@@ -5,7 +5,6 @@
 //! [`SignedIn`] exists only for a live session that passed every step.
 
 use std::net::IpAddr;
-use std::time::{Instant, SystemTime};
 
 use axum::Form;
 use axum::extract::State;
@@ -90,7 +89,7 @@ impl Cas {
         };
         match self
             .store
-            .session(&token, self.limits, SystemTime::now())
+            .session(&token, self.limits, self.clock.now())
             .await
         {
             Ok(session) => Ok(session.map(|s| (s, token))),
@@ -242,13 +241,13 @@ pub async fn login(
             (status, login_page(&csrf, Some(message), &username)),
         )
     };
-    if let Err(wait) = cas.logins.check(&username, address, Instant::now()) {
+    if let Err(wait) = cas.logins.check(&username, address, cas.clock.instant()) {
         return again(StatusCode::TOO_MANY_REQUESTS, &too_many(wait));
     }
     let operator = match cas.store.verify_password(&username, &form.password).await {
         Ok(Some(op)) => op,
         Ok(None) => {
-            cas.logins.failed(&username, address, Instant::now());
+            cas.logins.failed(&username, address, cas.clock.instant());
             // Audited off the answer's path: only known accounts leave a
             // record, and waiting for that write would tell them apart.
             let (audit, name) = (cas.clone(), username.clone());
@@ -262,7 +261,7 @@ pub async fn login(
     let stage = SessionStage::next_for(&operator);
     let token = match cas
         .store
-        .create_session(&operator, stage, &address.to_string(), SystemTime::now())
+        .create_session(&operator, stage, &address.to_string(), cas.clock.now())
         .await
     {
         Ok(t) => t,
@@ -351,7 +350,7 @@ pub async fn second_factor(
         return csrf_refused();
     }
     let username = session.operator.username.clone();
-    if let Err(wait) = cas.logins.check(&username, address, Instant::now()) {
+    if let Err(wait) = cas.logins.check(&username, address, cas.clock.instant()) {
         return (
             StatusCode::TOO_MANY_REQUESTS,
             second_factor_page(&session.csrf, Some(&too_many(wait))),
@@ -359,7 +358,7 @@ pub async fn second_factor(
             .into_response();
     }
     let code = form.code.trim();
-    let now = SystemTime::now();
+    let now = cas.clock.now();
     let passed = if code.len() == 6 && code.bytes().all(|b| b.is_ascii_digit()) {
         cas.store
             .verify_second_factor(&username, code, now)
@@ -384,7 +383,7 @@ pub async fn second_factor(
             .await
         }
         Err(e @ (StoreError::Unauthorized(_) | StoreError::Replayed(_))) => {
-            cas.logins.failed(&username, address, Instant::now());
+            cas.logins.failed(&username, address, cas.clock.instant());
             cas.audit_login(&username, "second_factor_failed", address)
                 .await;
             let message = if matches!(e, StoreError::Replayed(_)) {
@@ -447,7 +446,7 @@ impl Cas {
             Ok(Some(_)) => {
                 if let Err(e) = self
                     .store
-                    .audit_login(username, outcome, &address.to_string(), SystemTime::now())
+                    .audit_login(username, outcome, &address.to_string(), self.clock.now())
                     .await
                 {
                     tracing::error!(error = %e, "auditing a login");

@@ -3,8 +3,6 @@
 //! blocked keys, and unblock. Operators and admins change it; every change
 //! is the store's audited call, as from `pairgate admin key` and the API.
 
-use std::time::SystemTime;
-
 use axum::Form;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -56,7 +54,7 @@ pub async fn block(
     }
     let message = match cas
         .store
-        .block_key(&fingerprint, reason, &who.actor(), SystemTime::now())
+        .block_key(&fingerprint, reason, &who.actor(), cas.clock.now())
         .await
     {
         Ok(_) => (
@@ -132,7 +130,7 @@ pub async fn unblock(
     };
     let message = match cas
         .store
-        .unblock_key(&fingerprint, &who.actor(), SystemTime::now())
+        .unblock_key(&fingerprint, &who.actor(), cas.clock.now())
         .await
     {
         Ok(()) => (Flash::Done, format!("Key {fingerprint} unblocked.")),

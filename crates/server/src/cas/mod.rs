@@ -84,6 +84,8 @@ pub struct Cas {
     pub server_pin: pairgate_pki::SpkiPin,
     /// The last full check of the audit log against its checkpoints.
     pub audit_checked: crate::audit_anchor::LastFullCheck,
+    /// What time it is.
+    pub clock: pairgate_clock::Clock,
 }
 
 /// The host of a `Host` header: lower case, without port or brackets.
@@ -166,22 +168,15 @@ impl Cas {
 pub async fn first_run(
     store: &Store,
     file: &std::path::Path,
+    now: SystemTime,
 ) -> Result<Option<Zeroizing<String>>, StoreError> {
-    let Some((_, password)) = store.first_run_admin(SystemTime::now()).await? else {
+    let Some((_, password)) = store.first_run_admin(now).await? else {
         return Ok(None);
     };
     let text = format!("{}\n", password.as_str());
     pairgate_keystore::write_atomic(file, text.as_bytes())
         .map_err(|e| StoreError::Io(format!("writing {}: {e}", file.display())))?;
     Ok(Some(password))
-}
-
-/// Now, in Unix milliseconds.
-pub(crate) fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
 }
 
 /// A 500 page; the detail goes to the log only.

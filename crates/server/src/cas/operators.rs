@@ -4,8 +4,6 @@
 //! step-up lock. Every change needs the admin's fresh TOTP and is one
 //! audited store transaction; the store refuses to leave no enabled admin.
 
-use std::time::SystemTime;
-
 use axum::Form;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -41,7 +39,7 @@ async fn operators_view(
         Ok(o) => o,
         Err(e) => return super::internal(&e),
     };
-    let now = SystemTime::now();
+    let now = cas.clock.now();
     let mut rows = Vec::with_capacity(operators.len());
     for o in operators {
         match cas.store.step_up_lock(&o.username, now).await {
@@ -134,7 +132,7 @@ pub async fn create_operator(
                     form.username.trim(),
                     role,
                     &who.actor(),
-                    SystemTime::now(),
+                    cas.clock.now(),
                 )
                 .await
         }
@@ -188,7 +186,7 @@ pub async fn change_operator(
     if let Err(r) = admins_only(&who) {
         return r;
     }
-    let now = SystemTime::now();
+    let now = cas.clock.now();
     let refused = |status: StatusCode, message: String| {
         let cas = cas.clone();
         let who = &who;

@@ -3,7 +3,7 @@
 //! row), a terminal's detail with its pairing history, and unpair (a
 //! fresh TOTP required).
 
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use axum::Form;
 use axum::extract::{Multipart, Path, Query, State};
@@ -13,9 +13,9 @@ use maud::{Markup, html};
 use pairgate_store::{NewTerminal, Serial, StoreError, TerminalState};
 use zeroize::Zeroizing;
 
+use super::Cas;
 use super::auth::SignedIn;
 use super::html::{Flash, age, csrf_field, flash, grouped, page, when};
-use super::{Cas, now_ms};
 
 /// Terminals per page.
 const PAGE_SIZE: i64 = 50;
@@ -44,7 +44,7 @@ fn state_tag(state: &str) -> Markup {
 
 /// `GET /`: terminals by state, pending requests, terminals gone quiet.
 pub async fn dashboard(State(cas): State<Cas>, who: SignedIn) -> Response {
-    let now = now_ms();
+    let now = crate::http::unix_millis(cas.clock.now());
     let cutoff = now - i64::try_from(QUIET_AFTER.as_millis()).unwrap_or(0);
     let (counts, pending, quiet) = match tokio::try_join!(
         cas.store.terminal_counts(),
@@ -244,7 +244,7 @@ pub async fn create_terminal(
     }
     match cas
         .store
-        .register_terminal(&form.terminal, &who.actor(), SystemTime::now())
+        .register_terminal(&form.terminal, &who.actor(), cas.clock.now())
         .await
     {
         Ok(t) => Redirect::to(&format!("/terminals/{}", t.serial.as_str())).into_response(),
@@ -389,7 +389,7 @@ pub async fn import(
             Ok(t) => {
                 let r = cas
                     .store
-                    .register_terminal(&t, &actor, SystemTime::now())
+                    .register_terminal(&t, &actor, cas.clock.now())
                     .await;
                 match r {
                     Ok(_) => (t.serial, Ok(())),
@@ -442,7 +442,7 @@ async fn terminal_view(
         }
         Err(e) => return super::internal(&e),
     };
-    let now = now_ms();
+    let now = crate::http::unix_millis(cas.clock.now());
     let status = match &message {
         Some((Flash::Error, _)) => StatusCode::BAD_REQUEST,
         _ => StatusCode::OK,
@@ -515,7 +515,7 @@ pub async fn unpair(
     let Ok(parsed) = Serial::new(&serial) else {
         return super::refused(&who, StatusCode::NOT_FOUND, "Terminal", "No such terminal.");
     };
-    let now = SystemTime::now();
+    let now = cas.clock.now();
     let factor = match cas
         .store
         .verify_second_factor(&who.session.operator.username, form.totp.trim(), now)

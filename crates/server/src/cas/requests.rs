@@ -5,7 +5,6 @@
 //! the form that blocks a request's key (`blocked.rs`).
 
 use std::collections::{HashMap, HashSet};
-use std::time::SystemTime;
 
 use axum::Form;
 use axum::extract::{Path, State};
@@ -16,10 +15,10 @@ use pairgate_pki::PairingCode;
 use pairgate_store::{PairingRequest, Serial, StoreError};
 use zeroize::Zeroizing;
 
+use super::Cas;
 use super::auth::SignedIn;
 use super::html::{Flash, age, csrf_field, flash, grouped, page, when};
 use super::pages::may_change;
-use super::{Cas, now_ms};
 
 /// Flags a person should see next to a request.
 fn flags(r: &PairingRequest, fingerprints_per_serial: &HashMap<&str, usize>) -> Vec<String> {
@@ -63,7 +62,7 @@ pub async fn list(State(cas): State<Cas>, who: SignedIn) -> Response {
     // Open first, newest first within each group.
     requests.sort_by_key(|r| (!r.state.is_open(), -r.created_at));
     let counts = fingerprint_counts(&requests);
-    let now = now_ms();
+    let now = crate::http::unix_millis(cas.clock.now());
     page(
         "Pairing requests",
         Some(&who.viewer()),
@@ -126,7 +125,7 @@ pub(super) async fn detail_view(
         Err(_) => (None, Vec::new()),
     };
     let counts = fingerprint_counts(&others);
-    let now = now_ms();
+    let now = crate::http::unix_millis(cas.clock.now());
     let status = match &message {
         Some((Flash::Error, _)) => StatusCode::BAD_REQUEST,
         _ => StatusCode::OK,
@@ -237,7 +236,7 @@ pub async fn approve(
         )
         .await;
     };
-    let now = SystemTime::now();
+    let now = cas.clock.now();
     let factor = match cas
         .store
         .verify_second_factor(&who.session.operator.username, form.totp.trim(), now)
@@ -309,7 +308,7 @@ pub async fn reject(
     }
     match cas
         .store
-        .reject_pairing(&id, &who.actor(), SystemTime::now())
+        .reject_pairing(&id, &who.actor(), cas.clock.now())
         .await
     {
         Ok(_) => detail_view(&cas, &who, &id, Some((Flash::Done, "Rejected.".into()))).await,

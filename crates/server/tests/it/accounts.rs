@@ -6,6 +6,7 @@
 
 use std::time::SystemTime;
 
+use pairgate_server::Clock;
 use pairgate_store::{Actor, AdminAction, Role};
 
 use crate::cas::operator;
@@ -14,11 +15,7 @@ use crate::web::{Authenticator, Web, sign_in};
 
 /// A code that is not the one the app shows now (nor either neighbour).
 fn wrong_code(app: &Authenticator) -> String {
-    let step = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-        / 30;
+    let step = app.step_now();
     let near: Vec<String> = (step - 1..=step + 1)
         .map(|s| pairgate_testkit::totp_code(&app.uri, s))
         .collect();
@@ -38,23 +35,34 @@ async fn count(f: &Fixture, action: &str, subject: &str) -> usize {
         .count()
 }
 
-/// An operator with the TOTP seed at once and an API token.
+/// An operator with the TOTP seed at once and an API token, on the
+/// server's clock.
 async fn with_token(f: &Fixture, name: &str, role: Role) -> (Authenticator, String) {
+    let now = f.server.clock.now();
     let creds = f
         .store
-        .create_operator(name, role, &Actor::new("admin"), SystemTime::now())
+        .create_operator(name, role, &Actor::new("admin"), now)
         .await
         .unwrap();
     let (_, token) = f
         .store
-        .create_api_token_for(name, "ci", &AdminAction::local("admin"), SystemTime::now())
+        .create_api_token_for(name, "ci", &AdminAction::local("admin"), now)
         .await
         .unwrap();
-    (Authenticator::new(&creds.totp_uri), token.to_string())
+    (
+        Authenticator::on(&creds.totp_uri, f.server.clock.clone()),
+        token.to_string(),
+    )
+}
+
+/// A server on a manual clock standing at the real time: TOTP steps are
+/// taken by moving it, not by waiting.
+async fn on_manual_clock(db: Db, tweak: impl FnOnce(&mut pairgate_server::Settings)) -> Fixture {
+    Fixture::start_with_clock(db, Clock::manual(SystemTime::now()), tweak).await
 }
 
 async fn a_stolen_token_cannot_guess_the_step_up(db: Db) {
-    let f = Fixture::start(db, |_| {}).await;
+    let f = on_manual_clock(db, |_| {}).await;
     f.register("ATM-1").await;
     let p = TestTerminal::new("ATM-1")
         .start_pairing(&f.gate(""), "ATM-1")
@@ -186,7 +194,7 @@ async fn the_cas_form_locks_as_well(db: Db) {
 }
 
 async fn tokens_need_a_fresh_totp_and_admins_change_operators(db: Db) {
-    let f = Fixture::start(db, |s| s.api_token_days = 7).await;
+    let f = on_manual_clock(db, |s| s.api_token_days = 7).await;
     let (mut app, token) = with_token(&f, "olga", Role::Operator).await;
     let (mut boss, boss_token) = with_token(&f, "boss", Role::Admin).await;
     let web = Web::new(f.server.cas_addr);

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use pairgate_pki::{Nonce, PairingCode, SpkiPin, TerminalFingerprint};
+use pairgate_server::Clock;
 use pairgate_server::{Server, Settings};
 use pairgate_store::{Actor, NewTerminal, Role, Store, StoreError, Terminal};
 use pairgate_testkit::{TempDir, temp_dir};
@@ -29,6 +30,12 @@ pub struct Fixture {
 
 impl Fixture {
     pub async fn start(db: Db, tweak: impl FnOnce(&mut Settings)) -> Self {
+        Self::start_with_clock(db, Clock::system(), tweak).await
+    }
+
+    /// A server reading `clock`: a test moves a manual one forward
+    /// instead of sleeping.
+    pub async fn start_with_clock(db: Db, clock: Clock, tweak: impl FnOnce(&mut Settings)) -> Self {
         let dir = temp_dir();
         let mut settings = Settings {
             data_dir: dir.path().join("data"),
@@ -42,7 +49,7 @@ impl Fixture {
             settings.database_url = pairgate_testkit::fresh_postgres_database().await;
         }
         tweak(&mut settings);
-        let server = Server::start(&settings).await.unwrap();
+        let server = Server::start_with_clock(&settings, clock).await.unwrap();
         let store = pairgate_server::open_store(&settings).await.unwrap();
         Self {
             server,

@@ -236,11 +236,13 @@ fn dechunk(mut body: &str) -> String {
 pub struct Authenticator {
     pub uri: String,
     last: Option<u64>,
+    /// The server's clock: a manual one is moved to the next step instead
+    /// of waiting for it.
+    clock: pairgate_server::Clock,
 }
 
-fn step_now() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
+fn step_at(now: SystemTime) -> u64 {
+    now.duration_since(SystemTime::UNIX_EPOCH)
         .unwrap()
         .as_secs()
         / 30
@@ -248,22 +250,38 @@ fn step_now() -> u64 {
 
 impl Authenticator {
     pub fn new(uri: &str) -> Self {
+        Self::on(uri, pairgate_server::Clock::system())
+    }
+
+    /// An authenticator for a server reading `clock`.
+    pub fn on(uri: &str, clock: pairgate_server::Clock) -> Self {
         Self {
             uri: uri.to_owned(),
             last: None,
+            clock,
         }
+    }
+
+    /// The current time step by the server's clock.
+    pub fn step_now(&self) -> u64 {
+        step_at(self.clock.now())
     }
 
     /// A code the server has not seen used.
     pub async fn fresh(&mut self) -> String {
         loop {
-            let now = step_now();
+            let now = self.step_now();
             let step = self.last.map_or(now - 1, |l| (l + 1).max(now - 1));
             if step <= now + 1 {
                 self.last = Some(step);
                 return pairgate_testkit::totp_code(&self.uri, step);
             }
-            tokio::time::sleep(Duration::from_millis(500)).await;
+            if self.clock.is_manual() {
+                self.clock.advance(Duration::from_secs(30));
+            } else {
+                // The real clock: wait for the next 30 s step.
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
         }
     }
 
