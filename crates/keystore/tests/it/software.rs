@@ -171,6 +171,8 @@ fn killed_writer_leaves_a_readable_store() {
         seed ^= seed << 13;
         seed ^= seed >> 7;
         seed ^= seed << 17;
+        // Lets the writer process (outside this one) get part-way before
+        // it is killed, at a different point each round.
         std::thread::sleep(Duration::from_millis(60 + seed % 120));
         let deadline = Instant::now() + Duration::from_secs(5);
         if child.try_wait().unwrap().is_some() {

@@ -105,7 +105,8 @@ async fn malformed_and_oversized_bodies(db: Db) {
 }
 
 async fn wrong_reveal_and_expired_request(db: Db) {
-    let f = Fixture::start(db, |s| s.pairing_ttl_secs = 1).await;
+    let clock = pairgate_server::Clock::manual(std::time::SystemTime::now());
+    let f = Fixture::start_with_clock(db, clock.clone(), |s| s.pairing_ttl_secs = 1).await;
     f.register("ATM-1").await;
     let t = TestTerminal::new("ATM-1");
     let client = t.https(ServerTrust::Pins(vec![f.server.pin]));
@@ -156,7 +157,7 @@ async fn wrong_reveal_and_expired_request(db: Db) {
         "PG-NOT-FOUND",
     );
     // Too late.
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    clock.advance(Duration::from_millis(1100));
     let r = post(
         &client,
         &reveal_url,

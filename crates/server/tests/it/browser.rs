@@ -53,6 +53,7 @@ async fn driver() -> Driver {
         {
             return driver;
         }
+        // Chromium and chromedriver are outside processes: poll them.
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     panic!("chromedriver did not listen on {port}");
@@ -123,6 +124,7 @@ async fn click_through(c: &Client, css: &str) {
             c.wait().for_element(Locator::Css("main")).await.unwrap();
             return;
         }
+        // The page runs in Chromium, an outside process: poll it.
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     panic!("no new page after clicking {css}");
@@ -140,6 +142,7 @@ async fn text(c: &Client, css: &str) -> String {
         {
             return t;
         }
+        // Chromium and chromedriver are outside processes: poll them.
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     panic!("no readable {css}");
@@ -151,6 +154,7 @@ async fn loaded(c: &Client) {
         if matches!(state, Ok(serde_json::Value::String(s)) if s == "complete") {
             return;
         }
+        // The page runs in Chromium, an outside process: poll it.
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     panic!("the page did not finish loading");

@@ -431,8 +431,6 @@ async fn logins_are_rate_limited(db: Db) {
             == 3)
         .await
     );
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    assert_eq!(logins().await, 3);
     f.server.shutdown().await;
 }
 

@@ -163,7 +163,8 @@ async fn one_client_cannot_fill_the_queue(db: Db) {
 /// Finding 4: a supersede loop stops at the limits, and the operator can
 /// block the attacker's key; the genuine terminal then pairs.
 async fn a_supersede_loop_is_stopped(db: Db) {
-    let f = Fixture::start(db, |s| {
+    let clock = pairgate_server::Clock::manual(std::time::SystemTime::now());
+    let f = Fixture::start_with_clock(db, clock.clone(), |s| {
         s.supersedes_per_key = 1;
         s.supersedes_per_address = 3;
     })
@@ -191,7 +192,7 @@ async fn a_supersede_loop_is_stopped(db: Db) {
             TestTerminal::new("evil").https(pins.clone())
         };
         statuses.push(post(&client, &url, &ask("ATM-1")).await.status);
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        clock.advance(Duration::from_millis(50));
     }
     let superseded = statuses.iter().filter(|s| **s == 202).count();
     assert!(superseded <= 3, "{statuses:?}");
@@ -315,6 +316,7 @@ async fn connection_floods_and_slow_bodies_are_bounded(db: Db) {
     }
     let start = Instant::now();
     while f.server.connections[0].open() < 20 && start.elapsed() < Duration::from_secs(2) {
+        // The server accepts on its own task: a real wait, with a deadline.
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert_eq!(f.server.connections[0].open(), 20);
@@ -341,6 +343,7 @@ async fn connection_floods_and_slow_bodies_are_bounded(db: Db) {
     // The server frees the places as it sees the connections close.
     let start = Instant::now();
     while f.server.connections[0].open() > 0 && start.elapsed() < Duration::from_secs(5) {
+        // Closing is seen by the server's tasks: a real wait, with a deadline.
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert_eq!(f.server.connections[0].open(), 0);
@@ -391,14 +394,15 @@ async fn an_oversized_body_gets_a_readable_413(db: Db) {
 /// sessions and on its kept-alive connection, though no handshake checks
 /// it any more.
 async fn an_expired_certificate_is_refused_when_resumed(db: Db) {
-    let f = Fixture::start(db, |_| {}).await;
+    let clock = pairgate_server::Clock::manual(std::time::SystemTime::now());
+    let f = Fixture::start_with_clock(db, clock.clone(), |_| {}).await;
     let soon = time::OffsetDateTime::now_utc() + time::Duration::seconds(3);
     let t = TestTerminal::with("soon", |p| p.not_after = soon);
     let pins = ServerTrust::Pins(vec![f.server.pin]);
     let client = pairgate_tls::https::HttpsClient::new(t.tls(pins.clone()));
     let r = get(&client, &f.gate("/v1/pairing/00")).await;
     assert_error(&r, 404, "PG-NOT-FOUND");
-    tokio::time::sleep(Duration::from_millis(4_200)).await;
+    clock.advance(Duration::from_millis(4_200));
     let r = client
         .request("GET", &f.gate("/v1/pairing/00"), &[], None)
         .await
@@ -431,6 +435,7 @@ async fn me_median(f: &Fixture, t: &TestTerminal, n: usize) -> Duration {
         assert_eq!(response.status(), 200);
         response.into_body().collect().await.unwrap();
         times.push(started.elapsed());
+        // Paces the probe against the real flood (a latency measurement).
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     driver.abort();
@@ -477,6 +482,7 @@ async fn a_login_flood_does_not_slow_the_master(db: Db) {
             })
         })
         .collect();
+    // Lets the flood of real logins get going before measuring.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let loud = me_median(&f, &t, 60).await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);

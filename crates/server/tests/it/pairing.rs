@@ -39,6 +39,8 @@ async fn full_pairing(db: Db) {
         let url = f.gate(&format!("/v1/pairing/{}?wait=20", p.id));
         tokio::spawn(async move { get(&pinned, &url).await })
     };
+    // Lets the long poll reach the gate (a real concurrent request)
+    // before the approval it must wake on.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let approved = olga.approve(&f.store, &p.id, p.code).await.unwrap();
     assert_eq!(

@@ -52,6 +52,7 @@ fn s_server(dir: &Path, port: u16, args: &[&str]) -> Killed {
     let deadline = Instant::now() + Duration::from_secs(10);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(Instant::now() < deadline, "openssl s_server did not start");
+        // openssl is an outside process: poll until it listens.
         std::thread::sleep(Duration::from_millis(50));
     }
     child
