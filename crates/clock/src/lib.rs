@@ -30,6 +30,17 @@ enum Source {
     },
 }
 
+/// Two clocks are equal when they are the same clock (every system clock
+/// is the same clock).
+impl PartialEq for Clock {
+    fn eq(&self, other: &Self) -> bool {
+        matches!((&*self.0, &*other.0), (Source::System, Source::System))
+            || Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for Clock {}
+
 impl Default for Clock {
     fn default() -> Self {
         Self::system()

@@ -116,7 +116,10 @@ impl Server {
                 .await
                 .map_err(|e| ServerError::Identity(e.to_string()))??
         };
-        let policy = settings.tls_policy()?;
+        let policy = pairgate_tls::TlsPolicy {
+            clock: clock.clone(),
+            ..settings.tls_policy()?
+        };
         let (shutdown, shutdown_rx) = watch::channel(false);
         let gate_listener = bind(&settings.gate_listen).await?;
         let master_listener = bind(&settings.master_listen).await?;

@@ -100,7 +100,7 @@ impl TlsClient {
             None => builder.with_no_client_auth(),
         };
         config.resumption = rustls::client::Resumption::store(Arc::new(
-            TtlClientSessionStore::new(policy.session_lifetime, 64),
+            TtlClientSessionStore::new(policy.session_lifetime, 64, policy.clock.clone()),
         ));
         Ok(Self {
             config: Arc::new(config),

@@ -85,6 +85,8 @@ pub struct TlsPolicy {
     /// bytes) a server accepts; larger ones are refused before anything
     /// of them is stored.
     pub max_client_certificate_bytes: usize,
+    /// What time it is, for session lifetimes.
+    pub clock: pairgate_clock::Clock,
 }
 
 impl Default for TlsPolicy {
@@ -97,6 +99,7 @@ impl Default for TlsPolicy {
             session_cache_size: 100_000,
             session_cache_bytes: 64 * 1024 * 1024,
             max_client_certificate_bytes: 16 * 1024,
+            clock: pairgate_clock::Clock::system(),
         }
     }
 }

@@ -59,6 +59,7 @@ impl TlsServer {
             policy.session_lifetime,
             policy.session_cache_size,
             policy.session_cache_bytes,
+            policy.clock.clone(),
         ));
         config.session_storage = sessions.clone();
         // No ticketer (the builder's default never produces stateless

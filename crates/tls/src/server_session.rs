@@ -101,6 +101,7 @@ pub struct TtlServerSessionStore {
     lifetime: Duration,
     capacity: usize,
     max_bytes: usize,
+    clock: pairgate_clock::Clock,
     inner: Mutex<ServerInner>,
 }
 
@@ -117,11 +118,17 @@ impl std::fmt::Debug for TtlServerSessionStore {
 impl TtlServerSessionStore {
     /// A store keeping at most `capacity` sessions and `max_bytes` bytes,
     /// each session for `lifetime` after its lineage's full handshake.
-    pub fn new(lifetime: Duration, capacity: usize, max_bytes: usize) -> Self {
+    pub fn new(
+        lifetime: Duration,
+        capacity: usize,
+        max_bytes: usize,
+        clock: pairgate_clock::Clock,
+    ) -> Self {
         Self {
             lifetime,
             capacity: capacity.max(1),
             max_bytes,
+            clock,
             inner: Mutex::new(ServerInner::default()),
         }
     }
@@ -150,7 +157,7 @@ impl TtlServerSessionStore {
     /// start of that lineage. `false` when `from` is unknown or past the
     /// lifetime, and the connection must not be used.
     pub fn resumed(&self, lineage: Lineage, from: Option<&[u8]>) -> bool {
-        let now = Instant::now();
+        let now = self.clock.instant();
         let mut inner = self.inner();
         let Some(from) = from.and_then(Lineage::from_slice) else {
             return false;
@@ -200,7 +207,7 @@ impl TtlServerSessionStore {
     }
 
     fn lookup(&self, key: &[u8], take: bool) -> Option<Vec<u8>> {
-        let now = Instant::now();
+        let now = self.clock.instant();
         let mut inner = self.inner();
         let lineage = inner.entries.get(key)?.lineage;
         if !inner.fresh(&lineage, now, self.lifetime) {
@@ -224,7 +231,7 @@ impl StoresServerSessions for TtlServerSessionStore {
         if size > self.max_bytes {
             return false;
         }
-        let now = Instant::now();
+        let now = self.clock.instant();
         let mut inner = self.inner();
         self.evict(&mut inner, now, size);
         // The first ticket of a lineage comes from its full handshake (a
@@ -273,7 +280,9 @@ mod tests {
 
     #[test]
     fn entries_expire_and_capacity_holds() {
-        let store = TtlServerSessionStore::new(Duration::from_millis(50), 2, 1 << 20);
+        let clock = pairgate_clock::Clock::manual(std::time::SystemTime::now());
+        let store =
+            TtlServerSessionStore::new(Duration::from_millis(50), 2, 1 << 20, clock.clone());
         let l = Lineage::random();
         assert!(store.put(b"a".to_vec(), value(l, 10)));
         assert!(store.put(b"b".to_vec(), value(l, 10)));
@@ -281,7 +290,7 @@ mod tests {
         assert_eq!(store.len(), 2);
         assert_eq!(store.get(b"a"), None);
         assert!(store.get(b"c").is_some());
-        std::thread::sleep(Duration::from_millis(80));
+        clock.advance(Duration::from_millis(80));
         assert_eq!(store.get(b"c"), None);
         assert_eq!(store.take(b"b"), None);
     }
@@ -289,7 +298,12 @@ mod tests {
     #[test]
     fn the_byte_budget_holds_whatever_the_entry_sizes() {
         let budget = 64 * 1024;
-        let store = TtlServerSessionStore::new(Duration::from_secs(60), 100_000, budget);
+        let store = TtlServerSessionStore::new(
+            Duration::from_secs(60),
+            100_000,
+            budget,
+            pairgate_clock::Clock::system(),
+        );
         for i in 0..1000u32 {
             let pad = 1000 + (i as usize % 7) * 1500;
             assert!(store.put(i.to_be_bytes().to_vec(), value(Lineage::random(), pad)));
@@ -302,7 +316,12 @@ mod tests {
 
     #[test]
     fn values_without_a_lineage_are_not_cached() {
-        let store = TtlServerSessionStore::new(Duration::from_secs(60), 10, 1 << 20);
+        let store = TtlServerSessionStore::new(
+            Duration::from_secs(60),
+            10,
+            1 << 20,
+            pairgate_clock::Clock::system(),
+        );
         assert!(!store.put(b"k".to_vec(), vec![1, 2, 3]));
         assert!(!store.put(b"k".to_vec(), vec![0u8; 64]));
         assert!(store.is_empty());
@@ -310,15 +329,17 @@ mod tests {
 
     #[test]
     fn a_resumed_lineage_keeps_the_start_of_the_one_it_resumed() {
-        let store = TtlServerSessionStore::new(Duration::from_millis(200), 10, 1 << 20);
+        let clock = pairgate_clock::Clock::manual(std::time::SystemTime::now());
+        let store =
+            TtlServerSessionStore::new(Duration::from_millis(200), 10, 1 << 20, clock.clone());
         let first = Lineage::random();
         assert!(store.put(b"t1".to_vec(), value(first, 10)));
-        std::thread::sleep(Duration::from_millis(120));
+        clock.advance(Duration::from_millis(120));
         // A resumed connection's ticket, issued 120 ms later.
         let second = Lineage::random();
         assert!(store.put(b"t2".to_vec(), value(second, 10)));
         assert!(store.resumed(second, Some(first.as_bytes())));
-        std::thread::sleep(Duration::from_millis(120));
+        clock.advance(Duration::from_millis(120));
         // 240 ms after the full handshake: t2 is only 120 ms old, but its
         // lineage is past the lifetime.
         assert_eq!(store.take(b"t2"), None);

@@ -19,15 +19,17 @@ use rustls::pki_types::ServerName;
 #[derive(Debug)]
 pub struct TtlClientSessionStore {
     lifetime: Duration,
+    clock: pairgate_clock::Clock,
     inner: ClientSessionMemoryCache,
     stored_at: Mutex<HashMap<ServerName<'static>, Instant>>,
 }
 
 impl TtlClientSessionStore {
     /// A cache for up to `size` servers, each session kept for `lifetime`.
-    pub fn new(lifetime: Duration, size: usize) -> Self {
+    pub fn new(lifetime: Duration, size: usize, clock: pairgate_clock::Clock) -> Self {
         Self {
             lifetime,
+            clock,
             inner: ClientSessionMemoryCache::new(size),
             stored_at: Mutex::new(HashMap::new()),
         }
@@ -39,20 +41,22 @@ impl TtlClientSessionStore {
     /// verified certificates). When unsure whether a handshake was full,
     /// this errs towards an earlier full handshake, never a later one.
     fn touch(&self, name: &ServerName<'static>) {
+        let now = self.clock.instant();
         let mut stored = self.stored_at.lock().unwrap_or_else(|p| p.into_inner());
         let open = stored
             .get(name)
-            .is_some_and(|at| at.elapsed() <= self.lifetime);
+            .is_some_and(|at| now.saturating_duration_since(*at) <= self.lifetime);
         if !open {
-            stored.insert(name.clone(), Instant::now());
+            stored.insert(name.clone(), now);
         }
     }
 
     fn fresh(&self, name: &ServerName<'_>) -> bool {
+        let now = self.clock.instant();
         let stored = self.stored_at.lock().unwrap_or_else(|p| p.into_inner());
         stored
             .get(name)
-            .is_some_and(|at| at.elapsed() <= self.lifetime)
+            .is_some_and(|at| now.saturating_duration_since(*at) <= self.lifetime)
     }
 }
 

@@ -1,7 +1,10 @@
 //! Resumption works inside the policy's session lifetime and falls back to
-//! a full handshake after it, under TLS 1.2 and TLS 1.3.
+//! a full handshake after it, under TLS 1.2 and TLS 1.3. Lifetimes run on
+//! a manual clock that the tests move, so nothing waits for them.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
+
+use pairgate_clock::Clock;
 
 use pairgate_pki::KeyAlgorithm;
 use pairgate_tls::TlsPolicy;
@@ -14,8 +17,10 @@ use crate::support::{Backend, exchange, identity, serve};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resumption_inside_the_lifetime_full_handshake_after() {
     for base in [TlsPolicy::tls12_only(), TlsPolicy::tls13_only()] {
+        let clock = Clock::manual(SystemTime::now());
         let policy = TlsPolicy {
             session_lifetime: Duration::from_millis(1500),
+            clock: clock.clone(),
             ..base
         };
         let server_id = identity(Backend::Software, KeyAlgorithm::P256, "server");
@@ -42,7 +47,7 @@ async fn resumption_inside_the_lifetime_full_handshake_after() {
             client_id.fingerprint
         );
 
-        tokio::time::sleep(Duration::from_millis(1700)).await;
+        clock.advance(Duration::from_millis(1700));
         let mut third = client.connect(&addr, None).await.unwrap();
         exchange(&mut third).await;
         assert_eq!(
@@ -56,8 +61,10 @@ async fn resumption_inside_the_lifetime_full_handshake_after() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resumed_chains_do_not_extend_the_lifetime() {
+    let clock = Clock::manual(SystemTime::now());
     let policy = TlsPolicy {
         session_lifetime: Duration::from_millis(1500),
+        clock: clock.clone(),
         ..TlsPolicy::tls13_only()
     };
     let server_id = identity(Backend::Software, KeyAlgorithm::P256, "server");
@@ -73,7 +80,7 @@ async fn resumed_chains_do_not_extend_the_lifetime() {
         let mut s = client.connect(&addr, None).await.unwrap();
         exchange(&mut s).await;
         kinds.push(s.get_ref().1.handshake_kind().unwrap());
-        tokio::time::sleep(Duration::from_millis(400)).await;
+        clock.advance(Duration::from_millis(400));
     }
     assert_eq!(kinds[0], HandshakeKind::Full);
     assert_eq!(kinds[1], HandshakeKind::Resumed);
@@ -89,12 +96,15 @@ async fn resumed_chains_do_not_extend_the_lifetime() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_server_bounds_chains_of_resumptions() {
     for base in [TlsPolicy::tls13_only(), TlsPolicy::tls12_only()] {
+        let clock = Clock::manual(SystemTime::now());
         let server_policy = TlsPolicy {
             session_lifetime: Duration::from_millis(1500),
+            clock: clock.clone(),
             ..base.clone()
         };
         let client_policy = TlsPolicy {
             session_lifetime: Duration::from_secs(3600),
+            clock: clock.clone(),
             ..base
         };
         let server_id = identity(Backend::Software, KeyAlgorithm::P256, "server");
@@ -110,7 +120,7 @@ async fn the_server_bounds_chains_of_resumptions() {
             assert!(answer.starts_with("hello "), "{answer:?}");
             kinds.push(s.get_ref().1.handshake_kind().unwrap());
             seen.recv().await.unwrap().result.unwrap();
-            tokio::time::sleep(Duration::from_millis(400)).await;
+            clock.advance(Duration::from_millis(400));
         }
         assert_eq!(kinds[0], HandshakeKind::Full);
         assert_eq!(kinds[1], HandshakeKind::Resumed, "{kinds:?}");
