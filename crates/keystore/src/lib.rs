@@ -16,6 +16,7 @@ mod alias;
 mod error;
 mod operations;
 mod passphrase;
+#[cfg(feature = "pkcs11")]
 pub mod pkcs11;
 mod public_key;
 mod signer;
@@ -144,6 +145,11 @@ pub fn open(
             };
             Ok(Box::new(store))
         }
+        #[cfg(feature = "pkcs11")]
         KeyStoreUri::Pkcs11(uri) => Ok(Box::new(pkcs11::Pkcs11KeyStore::open(uri)?)),
+        #[cfg(not(feature = "pkcs11"))]
+        KeyStoreUri::Pkcs11(_) => Err(KeyStoreError::Pkcs11(
+            "this build has no PKCS#11 support (built without the pkcs11 feature)".into(),
+        )),
     }
 }

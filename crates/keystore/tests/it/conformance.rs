@@ -262,4 +262,5 @@ macro_rules! conformance_suite {
 }
 
 conformance_suite!(software, crate::support::software_store);
+#[cfg(feature = "pkcs11")]
 conformance_suite!(softhsm, crate::support::softhsm_store);

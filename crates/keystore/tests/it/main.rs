@@ -10,6 +10,7 @@
 
 mod conformance;
 mod fuzz;
+#[cfg(feature = "pkcs11")]
 mod pkcs11;
 mod software;
 mod support;

@@ -1,11 +1,15 @@
 //! Stores for the tests: a software store with a cheap KDF in a temporary
 //! directory, and a fresh SoftHSM2 token per test.
 
+#[cfg(feature = "pkcs11")]
 use std::path::PathBuf;
 
+#[cfg(feature = "pkcs11")]
 use pairgate_keystore::pkcs11::{Pkcs11KeyStore, provision_token};
 use pairgate_keystore::software::{KdfParams, SoftwareKeyStore};
-use pairgate_keystore::{Passphrase, Pkcs11Uri};
+use pairgate_keystore::Passphrase;
+#[cfg(feature = "pkcs11")]
+use pairgate_keystore::Pkcs11Uri;
 use pairgate_testkit::{TempDir, temp_dir};
 
 /// Argon2id parameters cheap enough for many tests; the default ones are
@@ -28,6 +32,7 @@ pub fn software_store() -> (SoftwareKeyStore, TempDir) {
     (store, dir)
 }
 
+#[cfg(feature = "pkcs11")]
 pub fn pkcs11_module() -> PathBuf {
     assert!(
         std::env::var_os("SOFTHSM2_CONF").is_some(),
@@ -44,8 +49,10 @@ pub fn pkcs11_module() -> PathBuf {
     module
 }
 
+#[cfg(feature = "pkcs11")]
 pub const USER_PIN: &str = "user-pin-4711";
 
+#[cfg(feature = "pkcs11")]
 /// A fresh token with a unique label, and the URI that opens it.
 pub fn softhsm_uri() -> (Pkcs11Uri, TempDir) {
     let module = pkcs11_module();
@@ -66,6 +73,7 @@ pub fn softhsm_uri() -> (Pkcs11Uri, TempDir) {
     (uri, dir)
 }
 
+#[cfg(feature = "pkcs11")]
 pub fn softhsm_store() -> (Pkcs11KeyStore, TempDir) {
     let (uri, dir) = softhsm_uri();
     (Pkcs11KeyStore::open(&uri).unwrap(), dir)
