@@ -4,12 +4,12 @@
 #[cfg(feature = "pkcs11")]
 use std::path::PathBuf;
 
-#[cfg(feature = "pkcs11")]
-use pairgate_keystore::pkcs11::{Pkcs11KeyStore, provision_token};
-use pairgate_keystore::software::{KdfParams, SoftwareKeyStore};
 use pairgate_keystore::Passphrase;
 #[cfg(feature = "pkcs11")]
 use pairgate_keystore::Pkcs11Uri;
+#[cfg(feature = "pkcs11")]
+use pairgate_keystore::pkcs11::{Pkcs11KeyStore, provision_token};
+use pairgate_keystore::software::{KdfParams, SoftwareKeyStore};
 use pairgate_testkit::{TempDir, temp_dir};
 
 /// Argon2id parameters cheap enough for many tests; the default ones are
