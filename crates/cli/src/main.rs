@@ -9,7 +9,6 @@ mod admin_audit;
 mod admin_keys;
 mod admin_operators;
 mod agent;
-mod bench;
 mod ca;
 mod output;
 mod server;
@@ -49,7 +48,7 @@ enum Command {
     /// A development certificate authority in the acquirer's role.
     Ca(ca::CaArgs),
     /// Benchmarks, each beside a peer or ceiling measured in the same run.
-    Bench(bench::BenchArgs),
+    Bench(pairgate_bench::BenchArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -60,7 +59,7 @@ fn main() -> std::process::ExitCode {
         Command::Admin(args) => admin::run(args, &out),
         Command::Terminal(args) => terminal::run(args, &out),
         Command::Ca(args) => ca::run(args, &out),
-        Command::Bench(args) => bench::run(args, &out),
+        Command::Bench(args) => pairgate_bench::run(args, &out),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -62,6 +62,12 @@ fn message(error: &anyhow::Error) -> String {
     out
 }
 
+impl pairgate_bench::Output for Output {
+    fn print(&self, text: &str, value: Value) {
+        Output::print(self, text, value);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

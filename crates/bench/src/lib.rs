@@ -1,4 +1,6 @@
-//! `pairgate bench`: load generators and peer comparisons.
+//! `pairgate bench`: load generators and peer comparisons, in a crate of
+//! their own so that nothing a terminal links carries them; the `pairgate`
+//! binary hands them its argument parser and its output.
 //!
 //! - `bench tls`: the TLS provider alone, client and server in one process.
 //! - `bench all`: a real `pairgate server` (and a second instance on a
@@ -15,6 +17,7 @@ mod audit;
 mod fleet;
 mod hostile;
 mod load;
+mod output;
 mod peers;
 mod procs;
 mod revocation;
@@ -27,7 +30,7 @@ use std::time::Duration;
 use anyhow::Result;
 use clap::{Args, Subcommand};
 
-use crate::output::Output;
+pub use crate::output::Output;
 
 /// `pairgate bench …`
 #[derive(Args, Debug)]
@@ -97,7 +100,7 @@ pub(crate) fn humanize(d: Duration) -> String {
 }
 
 /// Runs `pairgate bench …`.
-pub fn run(args: BenchArgs, out: &Output) -> Result<()> {
+pub fn run(args: BenchArgs, out: &dyn Output) -> Result<()> {
     match args.command {
         BenchCommand::Tls {
             duration,

@@ -74,7 +74,7 @@ const CAPACITY: &[&str] = &[
 ];
 
 /// Runs `pairgate bench all`.
-pub fn run(args: AllArgs, out: &Output) -> Result<()> {
+pub fn run(args: AllArgs, out: &dyn Output) -> Result<()> {
     check_limits(&args)?;
     let nginx = find_nginx(args.nginx.as_deref())?;
     let cpus = procs::machine_cpus();
@@ -98,7 +98,7 @@ pub fn run(args: AllArgs, out: &Output) -> Result<()> {
         figures,
         speed,
     };
-    out.print(report.text(), report.json());
+    out.print(&report.text(), report.json());
     Ok(())
 }
 

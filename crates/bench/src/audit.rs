@@ -36,7 +36,7 @@ fn ms(d: Duration) -> f64 {
 }
 
 /// Runs the benchmark.
-pub fn run(args: AuditArgs, out: &Output) -> Result<()> {
+pub fn run(args: AuditArgs, out: &dyn Output) -> Result<()> {
     if args.records == 0 || args.every == 0 || args.views == 0 {
         bail!("--records, --every and --views must be at least 1");
     }
@@ -48,7 +48,7 @@ pub fn run(args: AuditArgs, out: &Output) -> Result<()> {
     runtime.block_on(measure(args, out))
 }
 
-async fn measure(args: AuditArgs, out: &Output) -> Result<()> {
+async fn measure(args: AuditArgs, out: &dyn Output) -> Result<()> {
     let dir = tempfile::tempdir().context("making a temporary directory")?;
     let store = Store::open_data_dir(&dir.path().join("data")).await?;
     let identity = pairgate_server::identity::load_or_create(
@@ -115,7 +115,7 @@ async fn measure(args: AuditArgs, out: &Output) -> Result<()> {
     let p50 = percentile_ms(&views, 50.0).unwrap_or_default();
     let p99 = percentile_ms(&views, 99.0).unwrap_or_default();
     out.print(
-        format!(
+        &format!(
             "audit log of {} records, {checkpoints} signed checkpoints (filled in {:.1} s)\n  view (100 records + check from the newest checkpoint, {checked} records): p50 {p50:.2} ms, p99 {p99:.2} ms over {} views\n  peer, the old view: re-hash the whole chain {:.1} ms ({:.0}x the view's p50)\n  full check against every checkpoint (hourly, in the background): {:.1} ms",
             args.records,
             fill.as_secs_f64(),

@@ -241,7 +241,7 @@ pub(super) fn run(
     duration: Duration,
     concurrency: usize,
     pkcs11_module: &Path,
-    out: &Output,
+    out: &dyn Output,
 ) -> Result<()> {
     if std::env::var_os("SOFTHSM2_CONF").is_none()
         && pkcs11_module.to_string_lossy().contains("softhsm")
@@ -278,7 +278,12 @@ fn reexec_with_softhsm() -> Result<()> {
     Ok(())
 }
 
-fn tls_bench(duration: Duration, concurrency: usize, module: &Path, out: &Output) -> Result<()> {
+fn tls_bench(
+    duration: Duration,
+    concurrency: usize,
+    module: &Path,
+    out: &dyn Output,
+) -> Result<()> {
     let dir = tempfile::Builder::new()
         .prefix("pairgate-bench-")
         .tempdir()?;
@@ -372,7 +377,7 @@ fn tls_bench(duration: Duration, concurrency: usize, module: &Path, out: &Output
         }
     }
     out.print(
-        text,
+        &text,
         json!({
             "benchmark": "tls",
             "duration_seconds": duration.as_secs_f64(),

@@ -445,7 +445,7 @@ impl Figures {
 }
 
 /// Runs `pairgate bench hostile`.
-pub fn run(args: HostileArgs, out: &Output) -> Result<()> {
+pub fn run(args: HostileArgs, out: &dyn Output) -> Result<()> {
     let server_cpu = procs::split_cores(args.server_cpu, args.client_cpu)?;
     let dir = tempfile::Builder::new()
         .prefix("pairgate-bench-")
@@ -454,6 +454,6 @@ pub fn run(args: HostileArgs, out: &Output) -> Result<()> {
         .enable_all()
         .build()?;
     let figures = runtime.block_on(measure(&args, dir.path(), server_cpu))?;
-    out.print(figures.text(), figures.json());
+    out.print(&figures.text(), figures.json());
     Ok(())
 }
