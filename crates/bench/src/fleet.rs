@@ -178,7 +178,7 @@ impl BenchTerminal {
 /// Registers every terminal (as the operator "bench"), each in its own
 /// audited transaction as `pairgate admin terminal add` would.
 pub async fn register(store: &Store, terminals: &[BenchTerminal]) -> Result<()> {
-    let actor = Actor::new("bench");
+    let actor = pairgate_store::Changer::local("bench");
     for t in terminals {
         let new = NewTerminal {
             serial: t.serial.clone(),

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, Result, bail};
 use pairgate_pki::SpkiPin;
-use pairgate_store::{Actor, Serial, Store};
+use pairgate_store::{Serial, Store};
 use pairgate_tls::TlsPolicy;
 use pairgate_tls::client::TlsClient;
 use serde_json::{Value, json};
@@ -145,7 +145,7 @@ pub async fn measure(
         store
             .unpair(
                 &Serial::new(&terminal.serial)?,
-                &Actor::new("bench"),
+                &pairgate_store::TrustChange::local("bench"),
                 SystemTime::now(),
             )
             .await?;

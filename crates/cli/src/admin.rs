@@ -266,7 +266,13 @@ async fn command(
                 contact_name: contact,
                 contact_phone: phone,
             };
-            let t = store.register_terminal(&new, &cli_actor(), now).await?;
+            let t = store
+                .register_terminal(
+                    &new,
+                    &pairgate_store::Changer::local(cli_actor().name()),
+                    now,
+                )
+                .await?;
             out.print(
                 format!("terminal {} registered; it may now ask to pair", t.serial),
                 terminal_json(&t),
@@ -333,12 +339,24 @@ async fn command(
             crate::admin_keys::run(store, command, &cli_actor(), out).await?;
         }
         AdminCommand::Reject { request } => {
-            let r = store.reject_pairing(&request, &cli_actor(), now).await?;
+            let r = store
+                .reject_pairing(
+                    &request,
+                    &pairgate_store::Changer::local(cli_actor().name()),
+                    now,
+                )
+                .await?;
             out.print(format!("request {} rejected", r.id), request_json(&r));
         }
         AdminCommand::Unpair { serial } => {
             let serial = Serial::new(&serial)?;
-            let t = store.unpair(&serial, &cli_actor(), now).await?;
+            let t = store
+                .unpair(
+                    &serial,
+                    &pairgate_store::TrustChange::local(cli_actor().name()),
+                    now,
+                )
+                .await?;
             out.print(
                 format!(
                     "terminal {} unpaired; the master refuses it from now on",

@@ -19,6 +19,7 @@ mod operator_admin;
 mod operators;
 mod paired;
 mod pairing;
+mod proofs;
 mod sessions;
 mod step_up;
 mod terminals;
@@ -44,6 +45,7 @@ pub use paired::{PairedWatch, Wake};
 pub use pairing::{
     MAX_CODE_ATTEMPTS, Opened, PairingAttempt, PairingLimits, PairingRequest, PairingState,
 };
+pub use proofs::{Changer, TrustChange};
 pub use sessions::{ApiToken, DEFAULT_TOKEN_LIFETIME, Session, SessionLimits, SessionStage};
 pub use step_up::{StepUpLimits, StepUpLock};
 pub use terminals::{NewTerminal, PairedRows, Serial, Terminal, TerminalState};

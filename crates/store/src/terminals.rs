@@ -10,7 +10,7 @@ use pairgate_pki::TerminalFingerprint;
 
 use crate::audit::append;
 use crate::paired::bump_generation;
-use crate::{Actor, Store, StoreError, millis};
+use crate::{Changer, Store, StoreError, TrustChange, millis};
 
 /// The paired set as read: the terminals, and the rows that did not read.
 #[derive(Clone, Debug, Default)]
@@ -226,9 +226,10 @@ impl Store {
     pub async fn register_terminal(
         &self,
         new: &NewTerminal,
-        actor: &Actor,
+        by: &Changer,
         now: SystemTime,
     ) -> Result<Terminal, StoreError> {
+        let actor = by.actor();
         let serial = Serial::new(new.serial.trim())?;
         bounded("name", &new.name, 200)?;
         bounded("location", &new.location, 200)?;
@@ -370,9 +371,10 @@ impl Store {
     pub async fn unpair(
         &self,
         serial: &Serial,
-        actor: &Actor,
+        by: &TrustChange,
         now: SystemTime,
     ) -> Result<Terminal, StoreError> {
+        let actor = by.actor();
         let at = millis(now);
         let mut tx = self.begin_write().await?;
         let Some(before) = self.terminal_in(&mut tx, serial).await? else {

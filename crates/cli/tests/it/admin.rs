@@ -272,7 +272,11 @@ async fn kill_during_approval_is_all_or_nothing(db: Db) {
             ..NewTerminal::default()
         };
         store
-            .register_terminal(&new, &Actor::new("test"), SystemTime::now())
+            .register_terminal(
+                &new,
+                &pairgate_store::Changer::local("test"),
+                SystemTime::now(),
+            )
             .await
             .unwrap();
         let creds = store

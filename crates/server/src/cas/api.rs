@@ -164,15 +164,11 @@ async fn create_terminal(
     body: Result<JsonBody<NewTerminal>, ApiError>,
 ) -> Response {
     let op = tri!(bearer(&cas, &headers).await);
-    tri!(may_change(&op));
+    let by = tri!(store(op.changer()));
     let JsonBody(new) = tri!(body.map_err(IntoResponse::into_response));
     let t = tri!(store(
         cas.store
-            .register_terminal(
-                &new,
-                &pairgate_store::Actor::new(op.username.clone()),
-                cas.clock.now()
-            )
+            .register_terminal(&new, &by, cas.clock.now())
             .await
     ));
     (StatusCode::CREATED, Json(terminal_json(&t))).into_response()
@@ -219,7 +215,8 @@ async fn unpair(
             .verify_second_factor(&op.username, body.totp.trim(), now)
             .await
     ));
-    let t = tri!(store(cas.store.unpair(&s, &factor.actor(), now).await));
+    let by = tri!(store(factor.trust_change()));
+    let t = tri!(store(cas.store.unpair(&s, &by, now).await));
     Json(terminal_json(&t)).into_response()
 }
 
@@ -314,15 +311,9 @@ async fn reject(
     JsonPath(id): JsonPath<String>,
 ) -> Response {
     let op = tri!(bearer(&cas, &headers).await);
-    tri!(may_change(&op));
+    let by = tri!(store(op.changer()));
     let r = tri!(store(
-        cas.store
-            .reject_pairing(
-                &id,
-                &pairgate_store::Actor::new(op.username.clone()),
-                cas.clock.now()
-            )
-            .await
+        cas.store.reject_pairing(&id, &by, cas.clock.now()).await
     ));
     Json(request_json(&r)).into_response()
 }

@@ -10,7 +10,7 @@ use axum::extract::{Multipart, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use maud::{Markup, html};
-use pairgate_store::{NewTerminal, Serial, StoreError, TerminalState};
+use pairgate_store::{Changer, NewTerminal, Serial, StoreError, TerminalState};
 use zeroize::Zeroizing;
 
 use super::Cas;
@@ -25,17 +25,15 @@ const QUIET_AFTER: Duration = Duration::from_secs(24 * 3600);
 const MAX_IMPORT_BYTES: usize = 1 << 20;
 
 /// Refuses viewers: they read, they do not change.
-pub(crate) fn may_change(who: &SignedIn) -> Result<(), Response> {
-    if who.session.operator.role.may_change_trust() {
-        Ok(())
-    } else {
-        Err(super::refused(
+pub(crate) fn may_change(who: &SignedIn) -> Result<Changer, Response> {
+    who.session.operator.changer().map_err(|_| {
+        super::refused(
             who,
             StatusCode::FORBIDDEN,
             "Not allowed",
             "Your role (viewer) can look, not change. Ask an operator or admin.",
-        ))
-    }
+        )
+    })
 }
 
 fn state_tag(state: &str) -> Markup {
@@ -239,12 +237,13 @@ pub async fn create_terminal(
         Ok(w) => w,
         Err(r) => return r,
     };
-    if let Err(r) = may_change(&who) {
-        return r;
-    }
+    let by = match may_change(&who) {
+        Ok(by) => by,
+        Err(r) => return r,
+    };
     match cas
         .store
-        .register_terminal(&form.terminal, &who.actor(), cas.clock.now())
+        .register_terminal(&form.terminal, &by, cas.clock.now())
         .await
     {
         Ok(t) => Redirect::to(&format!("/terminals/{}", t.serial.as_str())).into_response(),
@@ -379,18 +378,15 @@ pub async fn import(
         Ok(w) => w,
         Err(r) => return r,
     };
-    if let Err(r) = may_change(&who) {
-        return r;
-    }
-    let actor = who.actor();
+    let by = match may_change(&who) {
+        Ok(by) => by,
+        Err(r) => return r,
+    };
     let mut results = Vec::new();
     for (row, parsed) in parse_import(&file).into_iter().take(10_000) {
         let (serial, result) = match parsed {
             Ok(t) => {
-                let r = cas
-                    .store
-                    .register_terminal(&t, &actor, cas.clock.now())
-                    .await;
+                let r = cas.store.register_terminal(&t, &by, cas.clock.now()).await;
                 match r {
                     Ok(_) => (t.serial, Ok(())),
                     Err(e @ (StoreError::Invalid(_) | StoreError::AlreadyExists(_))) => {
@@ -536,7 +532,15 @@ pub async fn unpair(
             return super::with_status(view, status);
         }
     };
-    match cas.store.unpair(&parsed, &factor.actor(), now).await {
+    let Ok(trust) = factor.trust_change() else {
+        return super::refused(
+            &who,
+            StatusCode::FORBIDDEN,
+            "Not allowed",
+            "Your role can look, not change.",
+        );
+    };
+    match cas.store.unpair(&parsed, &trust, now).await {
         Ok(_) => terminal_view(&cas, &who, &serial, Some((Flash::Done, "Unpaired.".into()))).await,
         Err(e @ (StoreError::Invalid(_) | StoreError::Conflict(_) | StoreError::NotFound(_))) => {
             terminal_view(&cas, &who, &serial, Some((Flash::Error, e.to_string()))).await

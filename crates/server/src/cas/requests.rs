@@ -303,14 +303,11 @@ pub async fn reject(
         Ok(w) => w,
         Err(r) => return r,
     };
-    if let Err(r) = may_change(&who) {
-        return r;
-    }
-    match cas
-        .store
-        .reject_pairing(&id, &who.actor(), cas.clock.now())
-        .await
-    {
+    let by = match may_change(&who) {
+        Ok(by) => by,
+        Err(r) => return r,
+    };
+    match cas.store.reject_pairing(&id, &by, cas.clock.now()).await {
         Ok(_) => detail_view(&cas, &who, &id, Some((Flash::Done, "Rejected.".into()))).await,
         Err(
             e @ (StoreError::Closed { .. }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, SystemTime};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
-use pairgate_store::{Actor, Serial};
+use pairgate_store::Serial;
 use pairgate_tls::client::ServerTrust;
 
 use crate::support::{
@@ -77,7 +77,7 @@ async fn unknown_unpaired_and_superseded_get_403(db: Db) {
     f.store
         .unpair(
             &Serial::new("ATM-3").unwrap(),
-            &Actor::new("olga"),
+            &pairgate_store::TrustChange::local("olga"),
             SystemTime::now(),
         )
         .await
@@ -145,7 +145,7 @@ async fn unpair_closes_kept_alive_and_refuses_resumed(db: Db) {
     f.store
         .unpair(
             &Serial::new("ATM-1").unwrap(),
-            &Actor::new("olga"),
+            &pairgate_store::TrustChange::local("olga"),
             SystemTime::now(),
         )
         .await
@@ -360,7 +360,7 @@ async fn unpaired_within(
     f.store
         .unpair(
             &Serial::new(serial).unwrap(),
-            &Actor::new("admin"),
+            &pairgate_store::TrustChange::local("admin"),
             SystemTime::now(),
         )
         .await

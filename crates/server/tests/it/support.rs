@@ -76,7 +76,11 @@ impl Fixture {
             ..NewTerminal::default()
         };
         self.store
-            .register_terminal(&new, &Actor::new("admin"), SystemTime::now())
+            .register_terminal(
+                &new,
+                &pairgate_store::Changer::local("admin"),
+                SystemTime::now(),
+            )
             .await
             .unwrap()
     }

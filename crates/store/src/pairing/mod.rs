@@ -18,7 +18,7 @@ use sqlx::{Any, Row, Transaction};
 use crate::audit::append;
 use crate::operators::SecondFactor;
 use crate::paired::bump_generation;
-use crate::{Actor, Serial, Store, StoreError, Terminal, millis};
+use crate::{Actor, Changer, Serial, Store, StoreError, Terminal, millis};
 
 mod state;
 
@@ -531,9 +531,10 @@ impl Store {
     pub async fn reject_pairing(
         &self,
         id: &str,
-        actor: &Actor,
+        by: &Changer,
         now: SystemTime,
     ) -> Result<PairingRequest, StoreError> {
+        let actor = by.actor();
         check_request_id(id)?;
         let at = millis(now);
         let mut tx = self.begin_write().await?;

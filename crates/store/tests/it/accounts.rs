@@ -272,7 +272,7 @@ async fn search_pages_and_counts(store: &Store) {
                     contact_name: String::new(),
                     contact_phone: String::new(),
                 },
-                &admin,
+                &pairgate_store::Changer::local(admin.name()),
                 now,
             )
             .await

@@ -7,7 +7,7 @@ use std::time::SystemTime;
 
 use aws_lc_rs::signature::{self, EcdsaKeyPair, KeyPair};
 use pairgate_pki::SpkiPin;
-use pairgate_store::{Actor, CheckpointSigner, NewTerminal, Store, verify_export};
+use pairgate_store::{CheckpointSigner, NewTerminal, Store, verify_export};
 
 /// A P-256 key in memory standing in for the server identity.
 pub(crate) struct TestSigner {
@@ -132,7 +132,11 @@ async fn register(store: &Store, serial: &str) {
         ..NewTerminal::default()
     };
     store
-        .register_terminal(&new, &Actor::new("admin"), SystemTime::now())
+        .register_terminal(
+            &new,
+            &pairgate_store::Changer::local("admin"),
+            SystemTime::now(),
+        )
         .await
         .unwrap();
 }

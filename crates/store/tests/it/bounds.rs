@@ -28,7 +28,11 @@ async fn register(store: &Store, serial: &str) {
         ..NewTerminal::default()
     };
     store
-        .register_terminal(&new, &Actor::new("admin"), SystemTime::now())
+        .register_terminal(
+            &new,
+            &pairgate_store::Changer::local("admin"),
+            SystemTime::now(),
+        )
         .await
         .unwrap();
 }

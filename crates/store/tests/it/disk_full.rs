@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::SystemTime;
 
-use pairgate_store::{Actor, NewTerminal, Store, StoreError};
+use pairgate_store::{NewTerminal, Store, StoreError};
 
 /// A small tmpfs, unmounted on drop.
 struct SmallDisk(PathBuf);
@@ -37,7 +37,11 @@ async fn register(store: &Store, serial: &str) -> Result<(), StoreError> {
         ..NewTerminal::default()
     };
     store
-        .register_terminal(&new, &Actor::new("admin"), SystemTime::now())
+        .register_terminal(
+            &new,
+            &pairgate_store::Changer::local("admin"),
+            SystemTime::now(),
+        )
         .await
         .map(|_| ())
 }

@@ -39,7 +39,11 @@ pub(crate) async fn setup(store: &Store) -> Operator {
         ..NewTerminal::default()
     };
     store
-        .register_terminal(&new, &admin, SystemTime::now())
+        .register_terminal(
+            &new,
+            &pairgate_store::Changer::local(admin.name()),
+            SystemTime::now(),
+        )
         .await
         .unwrap();
     Operator::create(store, "olga", Role::Operator).await
@@ -437,7 +441,11 @@ async fn expiry_and_limits(store: &Store) {
         ..NewTerminal::default()
     };
     store
-        .register_terminal(&new, &Actor::new("admin"), SystemTime::now())
+        .register_terminal(
+            &new,
+            &pairgate_store::Changer::local("admin"),
+            SystemTime::now(),
+        )
         .await
         .unwrap();
     let capped = PairingLimits {
@@ -501,7 +509,11 @@ async fn unpair_breaks_trust(store: &Store) {
     assert_eq!(t.last_seen_address.as_deref(), Some("10.0.0.1:1"));
     let generation = store.paired_generation().await.unwrap();
     let t = store
-        .unpair(&serial, &Actor::new("olga"), SystemTime::now())
+        .unpair(
+            &serial,
+            &pairgate_store::TrustChange::local("olga"),
+            SystemTime::now(),
+        )
         .await
         .unwrap();
     assert_eq!(t.state, TerminalState::Unpaired);
@@ -516,7 +528,11 @@ async fn unpair_breaks_trust(store: &Store) {
             .unwrap()
     );
     let again = store
-        .unpair(&serial, &Actor::new("olga"), SystemTime::now())
+        .unpair(
+            &serial,
+            &pairgate_store::TrustChange::local("olga"),
+            SystemTime::now(),
+        )
         .await;
     assert!(matches!(again, Err(StoreError::Conflict(_))), "{again:?}");
     // The old fingerprint has to ask again; the terminal is no longer

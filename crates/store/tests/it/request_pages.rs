@@ -18,7 +18,11 @@ async fn filtered_pages_are_full(store: &Store) {
             ..NewTerminal::default()
         };
         store
-            .register_terminal(&new, &admin, SystemTime::now())
+            .register_terminal(
+                &new,
+                &pairgate_store::Changer::local(admin.name()),
+                SystemTime::now(),
+            )
             .await
             .unwrap();
         let mut a = attempt(fp(i + 1), &Nonce::random());
@@ -34,7 +38,11 @@ async fn filtered_pages_are_full(store: &Store) {
     }
     for id in ids.iter().take(3) {
         store
-            .reject_pairing(id, &admin, SystemTime::now())
+            .reject_pairing(
+                id,
+                &pairgate_store::Changer::local(admin.name()),
+                SystemTime::now(),
+            )
             .await
             .unwrap();
     }

@@ -17,14 +17,22 @@ fn new(serial: &str) -> NewTerminal {
 async fn register_and_read(store: &Store) {
     let admin = Actor::new("admin");
     let t = store
-        .register_terminal(&new("ATM-0002"), &admin, SystemTime::now())
+        .register_terminal(
+            &new("ATM-0002"),
+            &pairgate_store::Changer::local(admin.name()),
+            SystemTime::now(),
+        )
         .await
         .unwrap();
     assert_eq!(t.state, TerminalState::Registered);
     assert_eq!(t.contact_phone, "+420 123 456 789");
     assert!(t.paired_fingerprint.is_none());
     store
-        .register_terminal(&new("ATM-0001"), &admin, SystemTime::now())
+        .register_terminal(
+            &new("ATM-0001"),
+            &pairgate_store::Changer::local(admin.name()),
+            SystemTime::now(),
+        )
         .await
         .unwrap();
     let all: Vec<String> = store
@@ -58,17 +66,29 @@ async fn register_and_read(store: &Store) {
 async fn bad_input_changes_nothing(store: &Store) {
     let admin = Actor::new("admin");
     store
-        .register_terminal(&new("ATM-1"), &admin, SystemTime::now())
+        .register_terminal(
+            &new("ATM-1"),
+            &pairgate_store::Changer::local(admin.name()),
+            SystemTime::now(),
+        )
         .await
         .unwrap();
     let err = store
-        .register_terminal(&new("ATM-1"), &admin, SystemTime::now())
+        .register_terminal(
+            &new("ATM-1"),
+            &pairgate_store::Changer::local(admin.name()),
+            SystemTime::now(),
+        )
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::AlreadyExists(_)), "{err}");
     for bad in ["", "has space", "semi;colon", &"x".repeat(65)] {
         let err = store
-            .register_terminal(&new(bad), &admin, SystemTime::now())
+            .register_terminal(
+                &new(bad),
+                &pairgate_store::Changer::local(admin.name()),
+                SystemTime::now(),
+            )
             .await
             .unwrap_err();
         assert!(matches!(err, StoreError::Invalid(_)), "{bad}: {err}");
@@ -77,7 +97,11 @@ async fn bad_input_changes_nothing(store: &Store) {
     long_name.name = "n".repeat(201);
     assert!(matches!(
         store
-            .register_terminal(&long_name, &admin, SystemTime::now())
+            .register_terminal(
+                &long_name,
+                &pairgate_store::Changer::local(admin.name()),
+                SystemTime::now()
+            )
             .await,
         Err(StoreError::Invalid(_))
     ));
@@ -85,7 +109,11 @@ async fn bad_input_changes_nothing(store: &Store) {
     control.location = "line\nbreak".into();
     assert!(matches!(
         store
-            .register_terminal(&control, &admin, SystemTime::now())
+            .register_terminal(
+                &control,
+                &pairgate_store::Changer::local(admin.name()),
+                SystemTime::now()
+            )
             .await,
         Err(StoreError::Invalid(_))
     ));
@@ -108,14 +136,24 @@ async fn deceptive_text_is_refused(store: &Store) {
     ] {
         let mut t = new("ATM-0009");
         t.name = name.into();
-        let r = store.register_terminal(&t, &admin, SystemTime::now()).await;
+        let r = store
+            .register_terminal(
+                &t,
+                &pairgate_store::Changer::local(admin.name()),
+                SystemTime::now(),
+            )
+            .await;
         assert!(matches!(r, Err(StoreError::Invalid(_))), "{name:?}: {r:?}");
     }
     assert_eq!(store.audit_records(100).await.unwrap().len(), before);
     let mut t = new("ATM-0009");
     t.name = "Café Praha – vchod".into();
     store
-        .register_terminal(&t, &admin, SystemTime::now())
+        .register_terminal(
+            &t,
+            &pairgate_store::Changer::local(admin.name()),
+            SystemTime::now(),
+        )
         .await
         .unwrap();
 }
@@ -131,7 +169,11 @@ async fn sqlite_store_survives_reopen() {
     let dir = pairgate_testkit::temp_dir();
     let store = Store::open_data_dir(dir.path()).await.unwrap();
     store
-        .register_terminal(&new("ATM-9"), &Actor::new("cli"), SystemTime::now())
+        .register_terminal(
+            &new("ATM-9"),
+            &pairgate_store::Changer::local("cli"),
+            SystemTime::now(),
+        )
         .await
         .unwrap();
     store.pool().close().await;
