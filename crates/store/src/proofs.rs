@@ -118,6 +118,9 @@ mod tests {
             username: "vera".into(),
             role: Role::Viewer,
         };
-        assert!(matches!(viewer.trust_change(), Err(StoreError::Forbidden(_))));
+        assert!(matches!(
+            viewer.trust_change(),
+            Err(StoreError::Forbidden(_))
+        ));
     }
 }
