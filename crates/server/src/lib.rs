@@ -17,6 +17,7 @@ mod master;
 mod paired;
 mod proxy;
 mod refusals;
+mod services;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -31,7 +32,7 @@ pub use paired::PairedSet;
 pub use pairgate_clock::Clock;
 use pairgate_pki::SpkiPin;
 use pairgate_store::Store;
-use pairgate_tls::server::{ClientAuth, TlsServer};
+use pairgate_tls::server::TlsServer;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -107,15 +108,7 @@ impl Server {
     /// manual one and move it instead of sleeping).
     pub async fn start_with_clock(settings: &Settings, clock: Clock) -> Result<Self, ServerError> {
         let store = open_store(settings).await?;
-        let identity = {
-            let uri = settings.identity_keystore();
-            let pass = settings.identity_passphrase_file();
-            let names = settings.server_names.clone();
-            let now = clock.now();
-            tokio::task::spawn_blocking(move || identity::load_or_create(&uri, &pass, &names, now))
-                .await
-                .map_err(|e| ServerError::Identity(e.to_string()))??
-        };
+        let identity = services::identity(settings, &clock).await?;
         let policy = pairgate_tls::TlsPolicy {
             clock: clock.clone(),
             ..settings.tls_policy()?
@@ -123,45 +116,25 @@ impl Server {
         let (shutdown, shutdown_rx) = watch::channel(false);
         let gate_listener = bind(&settings.gate_listen).await?;
         let master_listener = bind(&settings.master_listen).await?;
+        let cas_listener = bind(&settings.cas_listen).await?;
         let gate_addr = local(&gate_listener, &settings.gate_listen)?;
         let master_addr = local(&master_listener, &settings.master_listen)?;
-
-        let cas_listener = bind(&settings.cas_listen).await?;
         let cas_addr = local(&cas_listener, &settings.cas_listen)?;
-        let first_run_file = settings.data_dir.join(cas::FIRST_RUN_FILE);
+
         let signer = Arc::new(audit_anchor::IdentitySigner::new(&identity.certified_key)?);
         let audit_checked = audit_anchor::LastFullCheck::default();
+        let first_run_file = settings.data_dir.join(cas::FIRST_RUN_FILE);
         let first_run_password = cas::first_run(&store, &first_run_file, clock.now())
             .await?
             .map(cas::FirstRunPassword);
-        let cas_state = cas::Cas {
-            store: store.clone(),
-            limits: pairgate_store::SessionLimits {
-                idle: Duration::from_secs(settings.cas_session_idle_secs),
-                absolute: Duration::from_secs(settings.cas_session_max_secs),
-            },
-            secure: settings.cas_tls,
-            logins: Arc::new(cas::LoginLimiter::new(cas::LoginLimits {
-                per_account: usize::try_from(settings.login_failures_per_account)
-                    .unwrap_or(usize::MAX),
-                per_address: usize::try_from(settings.login_failures_per_address)
-                    .unwrap_or(usize::MAX),
-                window: Duration::from_secs(settings.login_window_secs),
-            })),
-            first_run_file: Some(Arc::new(first_run_file)),
-            hosts: Arc::new(settings.cas_hosts()),
-            server_pin: identity.pin,
-            audit_checked: audit_checked.clone(),
-            clock: clock.clone(),
-        };
-        let cas_tls = if settings.cas_tls {
-            Some(pairgate_tls::server::browser_config(
-                identity.certified_key.clone(),
-                &policy,
-            )?)
-        } else {
-            None
-        };
+        let cas_state = services::cas(
+            settings,
+            &store,
+            identity.pin,
+            audit_checked.clone(),
+            &clock,
+        );
+        let cas_tls = services::cas_tls(settings, &identity, &policy)?;
         let cas_url = format!(
             "{}://{cas_addr}",
             if settings.cas_tls { "https" } else { "http" }
@@ -169,96 +142,43 @@ impl Server {
 
         let paired = PairedSet::load(&store).await?;
         let master_url = settings.master_url(master_addr.port());
-        let body_limit = usize::try_from(settings.max_body_bytes).unwrap_or(usize::MAX);
-        let body_timeout = Duration::from_secs(settings.body_timeout_secs);
-        let header_timeout = Duration::from_secs(settings.header_timeout_secs);
-        let linger = Duration::from_secs(settings.linger_secs);
         let [gate_limiter, master_limiter, cas_limiter] = settings
             .connection_limits(conn::open_file_limit())
             .map(conn::ConnectionLimiter::new);
         let refusals = Arc::new(refusals::RefusalLog::new(
             usize::try_from(settings.refusal_audit_per_minute).unwrap_or(usize::MAX),
         ));
-        let gate = gate::Gate {
-            store: store.clone(),
-            limits: settings.pairing_limits(),
-            long_poll_max: Duration::from_secs(settings.long_poll_max_secs),
-            master_url: master_url.clone(),
-            unknown_serials: Arc::new(refusals::UnknownSerialLimiter::new(
-                settings.unknown_serial_per_minute,
-                settings.unknown_serial_per_address_per_minute,
-            )),
-            refusals: refusals.clone(),
-            clock: clock.clone(),
-        };
-        let master = master::Master {
-            store: store.clone(),
-            paired: paired.clone(),
-            clock: clock.clone(),
-            upstream: if settings.upstream_url.is_empty() {
-                None
-            } else {
-                Some(Arc::new(
-                    proxy::Upstream::parse(
-                        &settings.upstream_url,
-                        Duration::from_secs(settings.proxy_timeout_secs),
-                        usize::try_from(settings.max_proxy_body_bytes).unwrap_or(usize::MAX),
-                    )
-                    .ok_or_else(|| {
-                        ServerError::Config(config::ConfigError::Invalid(format!(
-                            "upstream_url = {:?} is not http://host:port[/path]",
-                            settings.upstream_url
-                        )))
-                    })?,
-                ))
-            },
-        };
-        // The master accepts any proven key in the handshake and refuses
-        // per request, so an unpaired terminal gets a clear 403 rather
-        // than a TLS alert (and a resumed session cannot skip the check).
-        let gate_tls = TlsServer::new(
-            identity.certified_key.clone(),
-            ClientAuth::AnyProvenKey,
+        let gate = services::gate(settings, &store, &master_url, &refusals, &clock);
+        let master = services::master(settings, &store, &paired, &clock)?;
+        let gate_serving = services::serving(
+            settings,
+            "gate",
+            &identity,
             &policy,
+            gate_limiter.clone(),
+            None,
         )?;
-        let master_tls = TlsServer::new(
-            identity.certified_key.clone(),
-            ClientAuth::AnyProvenKey,
+        let master_serving = services::serving(
+            settings,
+            "master",
+            &identity,
             &policy,
+            master_limiter.clone(),
+            Some(Arc::new(paired.clone())),
         )?;
+        let (gate_tls, master_tls) = (gate_serving.tls.clone(), master_serving.tls.clone());
+        let header_timeout = Duration::from_secs(settings.header_timeout_secs);
         let tasks = vec![
             tokio::spawn(http::serve(
                 gate_listener,
                 gate::router(gate),
-                http::ServeOptions {
-                    tls: gate_tls.clone(),
-                    server_pin: identity.pin,
-                    body_limit,
-                    body_timeout,
-                    header_timeout,
-                    linger,
-                    limiter: gate_limiter.clone(),
-                    guard: None,
-                    name: "gate",
-                    clock: clock.clone(),
-                },
+                gate_serving,
                 shutdown_rx.clone(),
             )),
             tokio::spawn(http::serve(
                 master_listener,
                 master::router(master),
-                http::ServeOptions {
-                    tls: master_tls.clone(),
-                    server_pin: identity.pin,
-                    body_limit,
-                    body_timeout,
-                    header_timeout,
-                    linger,
-                    limiter: master_limiter.clone(),
-                    guard: Some(Arc::new(paired.clone())),
-                    name: "master",
-                    clock: clock.clone(),
-                },
+                master_serving,
                 shutdown_rx.clone(),
             )),
             tokio::spawn(paired.clone().follow(
@@ -278,10 +198,7 @@ impl Server {
             tokio::spawn(audit_anchor::run(
                 store.clone(),
                 signer,
-                audit_anchor::AnchorPolicy {
-                    records: i64::try_from(settings.audit_checkpoint_records).unwrap_or(i64::MAX),
-                    every: Duration::from_secs(settings.audit_checkpoint_secs),
-                },
+                services::anchoring(settings),
                 audit_checked,
                 clock.clone(),
                 shutdown_rx.clone(),

@@ -1,0 +1,175 @@
+//! The parts a server is made of, each built from the settings on its
+//! own: the identity, the state of the gate, the master and CAS, and how
+//! a listener serves connections. [`crate::Server::start_with_clock`]
+//! composes them; a deployment that runs the services apart can build
+//! just the ones it needs.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use pairgate_clock::Clock;
+use pairgate_pki::SpkiPin;
+use pairgate_store::Store;
+use pairgate_tls::TlsPolicy;
+use pairgate_tls::server::{ClientAuth, TlsServer};
+
+use crate::conn::ConnectionLimiter;
+use crate::http::ConnectionGuard;
+use crate::identity::{self, ServerIdentity};
+use crate::paired::PairedSet;
+use crate::refusals::{RefusalLog, UnknownSerialLimiter};
+use crate::{ServerError, Settings, audit_anchor, cas, config, gate, http, master, proxy};
+
+fn count(n: u64) -> usize {
+    usize::try_from(n).unwrap_or(usize::MAX)
+}
+
+/// Loads (or at first start creates) the server identity, off the async
+/// workers (a key store may be slow).
+pub(crate) async fn identity(
+    settings: &Settings,
+    clock: &Clock,
+) -> Result<ServerIdentity, ServerError> {
+    let uri = settings.identity_keystore();
+    let pass = settings.identity_passphrase_file();
+    let names = settings.server_names.clone();
+    let now = clock.now();
+    tokio::task::spawn_blocking(move || identity::load_or_create(&uri, &pass, &names, now))
+        .await
+        .map_err(|e| ServerError::Identity(e.to_string()))?
+}
+
+/// What every CAS handler shares.
+pub(crate) fn cas(
+    settings: &Settings,
+    store: &Store,
+    server_pin: SpkiPin,
+    audit_checked: audit_anchor::LastFullCheck,
+    clock: &Clock,
+) -> cas::Cas {
+    cas::Cas {
+        store: store.clone(),
+        limits: pairgate_store::SessionLimits {
+            idle: Duration::from_secs(settings.cas_session_idle_secs),
+            absolute: Duration::from_secs(settings.cas_session_max_secs),
+        },
+        secure: settings.cas_tls,
+        logins: Arc::new(cas::LoginLimiter::new(cas::LoginLimits {
+            per_account: count(settings.login_failures_per_account),
+            per_address: count(settings.login_failures_per_address),
+            window: Duration::from_secs(settings.login_window_secs),
+        })),
+        first_run_file: Some(Arc::new(settings.data_dir.join(cas::FIRST_RUN_FILE))),
+        hosts: Arc::new(settings.cas_hosts()),
+        server_pin,
+        audit_checked,
+        clock: clock.clone(),
+    }
+}
+
+/// The gate's state.
+pub(crate) fn gate(
+    settings: &Settings,
+    store: &Store,
+    master_url: &str,
+    refusals: &Arc<RefusalLog>,
+    clock: &Clock,
+) -> gate::Gate {
+    gate::Gate {
+        store: store.clone(),
+        limits: settings.pairing_limits(),
+        long_poll_max: Duration::from_secs(settings.long_poll_max_secs),
+        master_url: master_url.to_owned(),
+        unknown_serials: Arc::new(UnknownSerialLimiter::new(
+            settings.unknown_serial_per_minute,
+            settings.unknown_serial_per_address_per_minute,
+        )),
+        refusals: refusals.clone(),
+        clock: clock.clone(),
+    }
+}
+
+/// The master's state; refused when `upstream_url` cannot be used.
+pub(crate) fn master(
+    settings: &Settings,
+    store: &Store,
+    paired: &Arc<PairedSet>,
+    clock: &Clock,
+) -> Result<master::Master, ServerError> {
+    let upstream = if settings.upstream_url.is_empty() {
+        None
+    } else {
+        let upstream = proxy::Upstream::parse(
+            &settings.upstream_url,
+            Duration::from_secs(settings.proxy_timeout_secs),
+            count(settings.max_proxy_body_bytes),
+        )
+        .ok_or_else(|| {
+            ServerError::Config(config::ConfigError::Invalid(format!(
+                "upstream_url = {:?} is not http://host:port[/path]",
+                settings.upstream_url
+            )))
+        })?;
+        Some(Arc::new(upstream))
+    };
+    Ok(master::Master {
+        store: store.clone(),
+        paired: paired.clone(),
+        clock: clock.clone(),
+        upstream,
+    })
+}
+
+/// How a TLS listener (gate or master) serves its connections. Both
+/// accept any proven key in the handshake and decide per request, so an
+/// unpaired terminal gets a clear 403 at the master rather than a TLS
+/// alert (and a resumed session cannot skip the check).
+pub(crate) fn serving(
+    settings: &Settings,
+    name: &'static str,
+    identity: &ServerIdentity,
+    policy: &TlsPolicy,
+    limiter: Arc<ConnectionLimiter>,
+    guard: Option<Arc<dyn ConnectionGuard>>,
+) -> Result<http::ServeOptions, ServerError> {
+    let tls = TlsServer::new(
+        identity.certified_key.clone(),
+        ClientAuth::AnyProvenKey,
+        policy,
+    )?;
+    Ok(http::ServeOptions {
+        tls,
+        server_pin: identity.pin,
+        body_limit: count(settings.max_body_bytes),
+        body_timeout: Duration::from_secs(settings.body_timeout_secs),
+        header_timeout: Duration::from_secs(settings.header_timeout_secs),
+        linger: Duration::from_secs(settings.linger_secs),
+        limiter,
+        guard,
+        name,
+        clock: policy.clock.clone(),
+    })
+}
+
+/// CAS's TLS configuration, when `cas_tls` asks for one.
+pub(crate) fn cas_tls(
+    settings: &Settings,
+    identity: &ServerIdentity,
+    policy: &TlsPolicy,
+) -> Result<Option<Arc<rustls::ServerConfig>>, ServerError> {
+    if !settings.cas_tls {
+        return Ok(None);
+    }
+    Ok(Some(pairgate_tls::server::browser_config(
+        identity.certified_key.clone(),
+        policy,
+    )?))
+}
+
+/// When the audit log is signed.
+pub(crate) fn anchoring(settings: &Settings) -> audit_anchor::AnchorPolicy {
+    audit_anchor::AnchorPolicy {
+        records: i64::try_from(settings.audit_checkpoint_records).unwrap_or(i64::MAX),
+        every: Duration::from_secs(settings.audit_checkpoint_secs),
+    }
+}
