@@ -46,7 +46,9 @@ pub use pairing::{
     MAX_CODE_ATTEMPTS, Opened, PairingAttempt, PairingLimits, PairingRequest, PairingState,
 };
 pub use proofs::{Changer, TrustChange};
-pub use sessions::{ApiToken, DEFAULT_TOKEN_LIFETIME, Session, SessionLimits, SessionStage};
+pub use sessions::{
+    ApiToken, DEFAULT_TOKEN_LIFETIME, Session, SessionLimits, SessionStage, SessionStep,
+};
 pub use step_up::{StepUpLimits, StepUpLock};
 pub use terminals::{NewTerminal, PairedRows, Serial, Terminal, TerminalState};
 pub use views::Page;

@@ -43,8 +43,29 @@ impl SessionStage {
         }
     }
 
-    /// What a session must do next after the password (or a later step)
-    /// of `operator` was checked.
+    /// The stage after `step` succeeded at this stage, for `operator` as
+    /// stored now; `None` when the step does not belong to this stage
+    /// (the caller refuses it). The whole login machine is this table.
+    pub fn after(self, step: SessionStep, operator: &Operator) -> Option<Self> {
+        match (self, step) {
+            // A forced change proves the password again; the second factor
+            // (or its enrolment) is still due.
+            (Self::PasswordChange, SessionStep::PasswordChanged) => {
+                Some(if operator.totp_enabled {
+                    Self::Totp
+                } else {
+                    Self::Enrol
+                })
+            }
+            (Self::Full, SessionStep::PasswordChanged)
+            | (Self::Enrol, SessionStep::Enrolled)
+            | (Self::Totp, SessionStep::SecondFactorPassed) => Some(Self::Full),
+            _ => None,
+        }
+    }
+
+    /// The stage a session starts at once `operator`'s password was
+    /// checked at login.
     pub fn next_for(operator: &Operator) -> Self {
         if operator.must_change_password {
             Self::PasswordChange
@@ -64,6 +85,17 @@ impl SessionStage {
             other => Err(StoreError::Corrupt(format!("session stage {other:?}"))),
         }
     }
+}
+
+/// A step a session completed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SessionStep {
+    /// The password was changed (forced, or at will once signed in).
+    PasswordChanged,
+    /// TOTP enrolment was confirmed with a first code.
+    Enrolled,
+    /// A TOTP or recovery code was accepted.
+    SecondFactorPassed,
 }
 
 /// Session lifetimes.
@@ -460,5 +492,59 @@ impl Store {
         .await?;
         tx.commit().await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Role;
+
+    fn operator(totp_enabled: bool, must_change_password: bool) -> Operator {
+        Operator {
+            username: "olga".into(),
+            role: Role::Operator,
+            totp_enabled,
+            must_change_password,
+            disabled: false,
+            created_at: 0,
+        }
+    }
+
+    #[test]
+    fn the_login_table() {
+        use SessionStage as S;
+        use SessionStep as E;
+        let fresh = operator(false, true);
+        assert_eq!(S::next_for(&fresh), S::PasswordChange);
+        let changed = operator(false, false);
+        assert_eq!(
+            S::PasswordChange.after(E::PasswordChanged, &changed),
+            Some(S::Enrol)
+        );
+        assert_eq!(
+            S::PasswordChange.after(E::PasswordChanged, &operator(true, false)),
+            Some(S::Totp)
+        );
+        assert_eq!(
+            S::Enrol.after(E::Enrolled, &operator(true, false)),
+            Some(S::Full)
+        );
+        assert_eq!(
+            S::Totp.after(E::SecondFactorPassed, &changed),
+            Some(S::Full)
+        );
+        assert_eq!(S::Full.after(E::PasswordChanged, &changed), Some(S::Full));
+        // No step skips the second factor.
+        for (stage, step) in [
+            (S::PasswordChange, E::SecondFactorPassed),
+            (S::PasswordChange, E::Enrolled),
+            (S::Enrol, E::PasswordChanged),
+            (S::Enrol, E::SecondFactorPassed),
+            (S::Totp, E::PasswordChanged),
+            (S::Totp, E::Enrolled),
+        ] {
+            assert_eq!(stage.after(step, &changed), None, "{stage:?} {step:?}");
+        }
     }
 }

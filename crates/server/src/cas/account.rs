@@ -8,7 +8,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use maud::{Markup, PreEscaped, html};
-use pairgate_store::SessionStage;
+use pairgate_store::{SessionStage, SessionStep};
 use zeroize::Zeroizing;
 
 use super::auth::{CodeForm, advance, at_stage, csrf_refused, same_secret, stage_path, too_many};
@@ -111,18 +111,13 @@ pub async fn change_password(
     if username == "admin" {
         cas.forget_first_run_password();
     }
-    let next = if forced {
-        match cas.store.operator(&username).await {
-            Ok(Some(op)) => match SessionStage::next_for(&op) {
-                // The password was just proven; a TOTP is still due.
-                SessionStage::PasswordChange => SessionStage::Totp,
-                other => other,
-            },
-            Ok(None) => return Redirect::to("/login").into_response(),
-            Err(e) => return super::internal(&e),
-        }
-    } else {
-        SessionStage::Full
+    let next = match cas.store.operator(&username).await {
+        Ok(Some(op)) => session.stage.after(SessionStep::PasswordChanged, &op),
+        Ok(None) => None,
+        Err(e) => return super::internal(&e),
+    };
+    let Some(next) = next else {
+        return Redirect::to("/login").into_response();
     };
     advance(
         &cas,
@@ -232,5 +227,12 @@ pub async fn enrol(
             p { a #continue href="/" { "Continue to the dashboard" } }
         },
     );
-    advance(&cas, &token, SessionStage::Full, body.into_response()).await
+    // Fail closed: only the login table may grant a full session.
+    let Some(next) = session
+        .stage
+        .after(SessionStep::Enrolled, &session.operator)
+    else {
+        return Redirect::to("/login").into_response();
+    };
+    advance(&cas, &token, next, body.into_response()).await
 }

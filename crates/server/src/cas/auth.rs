@@ -11,7 +11,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use maud::{Markup, html};
-use pairgate_store::{Actor, Session, SessionStage, StoreError};
+use pairgate_store::{Actor, Session, SessionStage, SessionStep, StoreError};
 use zeroize::Zeroizing;
 
 use super::html::{Flash, Viewer, csrf_field, flash, page};
@@ -374,13 +374,13 @@ pub async fn second_factor(
         Ok(()) => {
             cas.logins.succeeded(&username, address);
             cas.audit_login(&username, "signed_in", address).await;
-            advance(
-                &cas,
-                &token,
-                SessionStage::Full,
-                Redirect::to("/").into_response(),
-            )
-            .await
+            let Some(next) = session
+                .stage
+                .after(SessionStep::SecondFactorPassed, &session.operator)
+            else {
+                return Redirect::to("/login").into_response();
+            };
+            advance(&cas, &token, next, Redirect::to(stage_path(next)).into_response()).await
         }
         Err(e @ (StoreError::Unauthorized(_) | StoreError::Replayed(_))) => {
             cas.logins.failed(&username, address, cas.clock.instant());
