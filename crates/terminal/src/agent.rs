@@ -14,16 +14,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use pairgate_keystore::{Alias, KeyStore, KeyStoreError};
-use pairgate_pki::{KeyAlgorithm, Nonce, PairingCode, SpkiPin, Subject, TerminalFingerprint};
-use pairgate_proto::{PairingStatus, TerminalConfig};
+use pairgate_pki::{KeyAlgorithm, Nonce, PairingCode, Subject, TerminalFingerprint};
+use pairgate_proto::TerminalConfig;
 use pairgate_tls::TlsPolicy;
 use pairgate_tls::client::{ServerTrust, TlsClient};
 use pairgate_tls::https::{HttpsClient, HttpsResponse};
 use rustls::sign::CertifiedKey;
 
 use crate::TerminalError;
-use crate::gate::{self, gate_error};
-use crate::state::{GatePin, PairedConfig, PendingPairing, State, StateFile};
+use crate::flow;
+use crate::gate;
+use crate::state::{PairedConfig, State, StateFile};
 
 /// How the first-boot identity is certified.
 #[derive(Clone, Debug)]
@@ -196,39 +197,15 @@ impl Agent {
         display: &dyn PairingDisplay,
     ) -> Result<PairedConfig, TerminalError> {
         let fingerprint = self.fingerprint()?;
-        let mut state = self.state.load()?;
-        // The pin of this gate address, if any.
-        let known_pin = match &state.gate_pin {
-            Some(gp) if gp.gate == options.gate => Some(
-                gp.pin
-                    .parse::<SpkiPin>()
-                    .map_err(|_| TerminalError::Io("the stored server pin is damaged".into()))?,
-            ),
-            Some(gp) if !options.forget_pin => {
-                return Err(TerminalError::OtherGate {
-                    pinned: gp.gate.clone(),
-                    asked: options.gate.clone(),
-                });
-            }
-            _ => None,
-        };
-        if known_pin.is_none() {
-            state.gate_pin = None;
-        }
-        let nonce = match &state.pending {
-            Some(p) if p.gate == options.gate && p.serial == options.serial => p
-                .terminal_nonce
-                .parse::<Nonce>()
-                .map_err(|_| TerminalError::Io("the stored pairing nonce is damaged".into()))?,
-            _ => Nonce::random(),
-        };
+        let start = flow::start(
+            self.state.load()?,
+            &options.gate,
+            &options.serial,
+            options.forget_pin,
+            Nonce::random,
+        )?;
+        let (mut state, known_pin, nonce) = (start.state, start.known_pin, start.nonce);
         // Saved before it is sent: a restart sends the same commitment.
-        state.pending = Some(PendingPairing {
-            gate: options.gate.clone(),
-            serial: options.serial.clone(),
-            terminal_nonce: nonce.to_hex(),
-            request_id: None,
-        });
         self.state.save(&state)?;
 
         let trust = match known_pin {
@@ -246,30 +223,20 @@ impl Agent {
         let pin = r
             .server_pin
             .ok_or_else(|| TerminalError::Gate("no server certificate seen".into()))?;
-        if known_pin.is_none() {
-            // Trust on first use, confirmed by the code below.
-            state.gate_pin = Some(GatePin {
-                gate: options.gate.clone(),
-                pin: pin.to_hex(),
-            });
-            self.state.save(&state)?;
-        }
-        let pinned = self.https(ServerTrust::Pins(vec![pin]))?;
-        let (id, server_nonce) = match gate::answer(&r)? {
-            gate::Answer::Paired(config) => return self.finish(&mut state, options, &config),
-            gate::Answer::Pending {
+        let next = flow::on_hello(&mut state, &options.gate, known_pin, pin, gate::answer(&r));
+        self.state.save(&state)?;
+        let (id, server_nonce) = match next? {
+            flow::AfterHello::Paired(config) => return self.finish(&mut state, options, &config),
+            flow::AfterHello::Reveal {
                 request_id,
                 server_nonce,
             } => (request_id, server_nonce),
         };
-        if let Some(p) = state.pending.as_mut() {
-            p.request_id = Some(id.clone());
-        }
         self.state.save(&state)?;
+        let pinned = self.https(ServerTrust::Pins(vec![pin]))?;
         match gate::reveal(&pinned, &gate_url, &id, &nonce).await {
-            // The gate refused the reveal: that request is over.
             Err(e @ TerminalError::Gate(_)) => {
-                state.pending = None;
+                flow::on_reveal_refused(&mut state);
                 self.state.save(&state)?;
                 return Err(e);
             }
@@ -277,7 +244,23 @@ impl Agent {
         }
         let code = PairingCode::derive(&fingerprint, &pin, &nonce, &server_nonce);
         display.show_code(&id, &code);
+        let config = self
+            .wait_for_decision(&pinned, &gate_url, &id, &mut state, options, display)
+            .await?;
+        self.finish(&mut state, options, &config)
+    }
 
+    /// Polls request `id` until it is decided (or `give_up_after`),
+    /// retrying with a growing pause while the gate is unreachable.
+    async fn wait_for_decision(
+        &self,
+        pinned: &HttpsClient,
+        gate_url: &str,
+        id: &str,
+        state: &mut State,
+        options: &PairOptions,
+        display: &dyn PairingDisplay,
+    ) -> Result<TerminalConfig, TerminalError> {
         let started = Instant::now();
         let mut backoff = Duration::from_secs(1);
         loop {
@@ -289,38 +272,18 @@ impl Agent {
             };
             let url = format!("{gate_url}/v1/pairing/{id}?wait={}", wait.as_secs());
             match pinned.request("GET", &url, &[], None).await {
-                Ok(r) if r.status == 200 => {
+                Ok(r) => {
                     backoff = Duration::from_secs(1);
                     let answer = gate::request_status(&r)?;
-                    match answer.status {
-                        PairingStatus::Pending => {}
-                        PairingStatus::Approved => {
-                            let Some(config) = answer.config else {
-                                return Err(gate_error(&r));
-                            };
-                            return self.finish(&mut state, options, &config);
-                        }
-                        status => {
-                            state.pending = None;
-                            self.state.save(&state)?;
-                            let hint = match status {
-                                PairingStatus::Superseded => {
-                                    ": another key asked to pair this serial; ask the operator"
-                                }
-                                PairingStatus::Expired => {
-                                    ": nobody approved it in time; pair again"
-                                }
-                                _ => ": ask the operator, then pair again",
-                            };
-                            return Err(TerminalError::PairingEnded {
-                                id,
-                                status: status.as_str().to_owned(),
-                                hint,
-                            });
+                    match flow::on_status(state, id, answer) {
+                        Ok(flow::Poll::Wait) => {}
+                        Ok(flow::Poll::Paired(config)) => return Ok(config),
+                        Err(e) => {
+                            self.state.save(state)?;
+                            return Err(e);
                         }
                     }
                 }
-                Ok(r) => return Err(gate_error(&r)),
                 // A pinned-key mismatch is never retried.
                 Err(e @ pairgate_tls::TlsError::PinMismatch(_)) => return Err(e.into()),
                 Err(e) => {
@@ -346,20 +309,7 @@ impl Agent {
         options: &PairOptions,
         config: &TerminalConfig,
     ) -> Result<PairedConfig, TerminalError> {
-        if !config.is_usable() {
-            return Err(TerminalError::Gate(
-                "the configuration lacks a master URL or server pins".into(),
-            ));
-        }
-        let paired = PairedConfig {
-            serial: options.serial.clone(),
-            gate: options.gate.clone(),
-            master_url: config.master_url.clone(),
-            server_pins: config.server_pins.iter().map(SpkiPin::to_hex).collect(),
-            vpn_profile: config.vpn_profile.clone(),
-        };
-        state.pending = None;
-        state.paired = Some(paired.clone());
+        let paired = flow::finish(state, &options.gate, &options.serial, config)?;
         self.state.save(state)?;
         Ok(paired)
     }

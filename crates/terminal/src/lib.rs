@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 mod agent;
+mod flow;
 pub mod gate;
 mod restore;
 pub mod state;
