@@ -63,26 +63,59 @@ impl KdfParams {
     }
 }
 
+/// Bytes stored as lowercase hex. Bad hex fails the document's parse, so
+/// no field is ever read from text that did not decode.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Hex(pub Vec<u8>);
+
+impl Hex {
+    /// Encodes `bytes`.
+    pub fn of(bytes: impl AsRef<[u8]>) -> Self {
+        Self(bytes.as_ref().to_vec())
+    }
+}
+
+impl AsRef<[u8]> for Hex {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl serde::Serialize for Hex {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&hex::encode(&self.0))
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Hex {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        hex::decode(text.as_ref())
+            .map(Self)
+            .map_err(|_| serde::de::Error::custom("a field that should be hex is not"))
+    }
+}
+
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Kdf {
     pub algorithm: String,
     #[serde(flatten)]
     pub params: KdfParams,
-    pub salt: String,
+    pub salt: Hex,
 }
 
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct KeyEntry {
     pub algorithm: KeyAlgorithm,
-    /// Hex DER SubjectPublicKeyInfo.
-    pub public_key: String,
-    /// Hex nonce ‖ AES-256-GCM(PKCS#8).
-    pub sealed_private_key: String,
-    /// Hex DER certificates, leaf first.
+    /// DER SubjectPublicKeyInfo.
+    pub public_key: Hex,
+    /// Nonce ‖ AES-256-GCM(PKCS#8).
+    pub sealed_private_key: Hex,
+    /// DER certificates, leaf first.
     #[serde(default)]
-    pub certificate_chain: Vec<String>,
+    pub certificate_chain: Vec<Hex>,
 }
 
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
@@ -90,12 +123,12 @@ pub(crate) struct KeyEntry {
 pub(crate) struct Document {
     pub format: String,
     pub kdf: Kdf,
-    pub key_check: String,
+    pub key_check: Hex,
     #[serde(default)]
     pub keys: BTreeMap<String, KeyEntry>,
-    /// Hex DER certificates of the trust store.
+    /// DER certificates of the trust store.
     #[serde(default)]
-    pub trusted: Vec<String>,
+    pub trusted: Vec<Hex>,
 }
 
 /// The AES-256-GCM key derived from the passphrase.
@@ -197,9 +230,9 @@ impl Document {
             kdf: Kdf {
                 algorithm: "argon2id".to_owned(),
                 params,
-                salt: hex::encode(salt),
+                salt: Hex::of(salt),
             },
-            key_check: hex::encode(sealer.key_check()?),
+            key_check: Hex(sealer.key_check()?),
             keys: BTreeMap::new(),
             trusted: Vec::new(),
         })
@@ -218,30 +251,17 @@ impl Document {
             return Err(format!("unknown KDF {:?}", doc.kdf.algorithm));
         }
         doc.kdf.params.check()?;
-        let salt = hex::decode(&doc.kdf.salt).map_err(|_| "salt is not hex".to_owned())?;
-        if salt.len() < 16 {
+        if doc.kdf.salt.0.len() < 16 {
             return Err("salt shorter than 16 bytes".into());
         }
-        // Every hex field is checked here, so [`unhex`] never meets bad hex.
-        hex::decode(&doc.key_check).map_err(|_| "the key check is not hex".to_owned())?;
-        for (alias, entry) in &doc.keys {
+        for alias in doc.keys.keys() {
             crate::Alias::new(alias).map_err(|_| format!("invalid alias {alias:?}"))?;
-            for field in std::iter::once(&entry.public_key)
-                .chain(std::iter::once(&entry.sealed_private_key))
-                .chain(entry.certificate_chain.iter())
-            {
-                hex::decode(field)
-                    .map_err(|_| format!("entry {alias:?} holds a field that is not hex"))?;
-            }
-        }
-        for cert in &doc.trusted {
-            hex::decode(cert).map_err(|_| "a trusted certificate is not hex".to_owned())?;
         }
         Ok(doc)
     }
 
-    pub fn salt(&self) -> Vec<u8> {
-        hex::decode(&self.kdf.salt).unwrap_or_default()
+    pub fn salt(&self) -> &[u8] {
+        &self.kdf.salt.0
     }
 
     pub fn to_bytes(&self) -> Result<Vec<u8>, KeyStoreError> {
@@ -250,9 +270,4 @@ impl Document {
         bytes.push(b'\n');
         Ok(bytes)
     }
-}
-
-/// Decodes hex that [`Document::parse`] already checked.
-pub(crate) fn unhex(text: &str) -> Vec<u8> {
-    hex::decode(text).unwrap_or_default()
 }

@@ -23,7 +23,7 @@ use pairgate_pki::{
 use rustls_pki_types::CertificateDer;
 
 pub use document::KdfParams;
-use document::{Document, KeyEntry, Sealer, key_aad, unhex};
+use document::{Document, Hex, KeyEntry, Sealer, key_aad};
 
 use crate::{Alias, AliasEntry, KeyStore, KeyStoreError, Passphrase, PublicKeyInfo};
 
@@ -47,7 +47,7 @@ struct State {
     stamp: Option<Stamp>,
     /// Unsealed keys, by alias, with the (hex) public key they were
     /// unsealed for.
-    keys: HashMap<String, (String, Arc<SoftKey>)>,
+    keys: HashMap<String, (Hex, Arc<SoftKey>)>,
 }
 
 /// A key store in a directory, private keys encrypted at rest.
@@ -206,9 +206,9 @@ impl SoftwareKeyStore {
         doc: Document,
         stamp: Option<Stamp>,
     ) -> Result<Self, KeyStoreError> {
-        let salt = doc.salt();
+        let salt = doc.salt().to_vec();
         let sealer = Sealer::derive(&passphrase, doc.kdf.params, &salt)?;
-        if !sealer.opens_key_check(&unhex(&doc.key_check)) {
+        if !sealer.opens_key_check(&doc.key_check.0) {
             return Err(KeyStoreError::WrongPassphrase(dir.to_path_buf()));
         }
         Ok(Self::assemble(dir, sealer, salt, doc, stamp))
@@ -248,7 +248,7 @@ impl SoftwareKeyStore {
     /// Checks that a document read from disk belongs to this store's
     /// passphrase: another process may have replaced the whole store.
     fn adopt(&self, doc: &Document) -> Result<(), KeyStoreError> {
-        if doc.salt() != self.salt || !self.sealer.opens_key_check(&unhex(&doc.key_check)) {
+        if doc.salt() != self.salt || !self.sealer.opens_key_check(&doc.key_check.0) {
             return Err(KeyStoreError::WrongPassphrase(self.dir.clone()));
         }
         Ok(())
@@ -316,7 +316,7 @@ impl SoftwareKeyStore {
         {
             return Ok((algorithm, key.clone()));
         }
-        let spki = unhex(&entry.public_key);
+        let spki = entry.public_key.0.clone();
         let aad = key_aad(alias.as_str(), algorithm, &spki);
         let corrupt = |reason: &str| KeyStoreError::Corrupt {
             path: self.path.clone(),
@@ -324,7 +324,7 @@ impl SoftwareKeyStore {
         };
         let pkcs8 = self
             .sealer
-            .open(&aad, &unhex(&entry.sealed_private_key))
+            .open(&aad, &entry.sealed_private_key.0)
             .ok_or_else(|| corrupt("does not authenticate (the file was altered)"))?;
         let key = match algorithm {
             KeyAlgorithm::P256 => SoftKey::Ecdsa(
@@ -384,7 +384,7 @@ fn decode_chain(entry: &KeyEntry) -> Vec<CertificateDer<'static>> {
     entry
         .certificate_chain
         .iter()
-        .map(|c| CertificateDer::from(unhex(c)))
+        .map(|c| CertificateDer::from(c.0.clone()))
         .collect()
 }
 
@@ -414,8 +414,8 @@ impl KeyStore for SoftwareKeyStore {
                 alias.to_string(),
                 KeyEntry {
                     algorithm,
-                    public_key: hex::encode(&spki),
-                    sealed_private_key: hex::encode(&sealed),
+                    public_key: Hex::of(&spki),
+                    sealed_private_key: Hex(sealed),
                     certificate_chain: Vec::new(),
                 },
             );
@@ -436,7 +436,7 @@ impl KeyStore for SoftwareKeyStore {
                 .ok_or_else(|| KeyStoreError::NoSuchAlias(alias.to_string()))?;
             Ok(PublicKeyInfo {
                 algorithm: entry.algorithm,
-                spki_der: unhex(&entry.public_key),
+                spki_der: entry.public_key.0.clone(),
             })
         })
     }
@@ -489,10 +489,10 @@ impl KeyStore for SoftwareKeyStore {
                 .ok_or_else(|| KeyStoreError::NoSuchAlias(alias.to_string()))?;
             let public = PublicKeyInfo {
                 algorithm: entry.algorithm,
-                spki_der: unhex(&entry.public_key),
+                spki_der: entry.public_key.0.clone(),
             };
             public.check_chain(alias, chain)?;
-            entry.certificate_chain = chain.iter().map(hex::encode).collect();
+            entry.certificate_chain = chain.iter().map(Hex::of).collect();
             Ok(())
         })
     }
@@ -519,7 +519,7 @@ impl KeyStore for SoftwareKeyStore {
                     Ok(AliasEntry {
                         alias: Alias::new(name)?,
                         algorithm: entry.algorithm,
-                        public_key_pin: SpkiPin::of_spki(&unhex(&entry.public_key)),
+                        public_key_pin: SpkiPin::of_spki(&entry.public_key.0),
                         certificate: decode_chain(entry)
                             .first()
                             .map(|c| CertificateFingerprint::of_certificate(c)),
@@ -539,7 +539,7 @@ impl KeyStore for SoftwareKeyStore {
     }
 
     fn add_trusted(&self, certificate: &TrustedCertificate) -> Result<(), KeyStoreError> {
-        let encoded = hex::encode(certificate.der());
+        let encoded = Hex::of(certificate.der());
         self.mutate(|doc| {
             if !doc.trusted.contains(&encoded) {
                 doc.trusted.push(encoded);
@@ -553,7 +553,7 @@ impl KeyStore for SoftwareKeyStore {
             Ok(s.doc
                 .trusted
                 .iter()
-                .map(|c| CertificateDer::from(unhex(c)))
+                .map(|c| CertificateDer::from(c.0.clone()))
                 .collect())
         })
     }
@@ -562,7 +562,7 @@ impl KeyStore for SoftwareKeyStore {
         self.mutate(|doc| {
             let before = doc.trusted.len();
             doc.trusted
-                .retain(|c| CertificateFingerprint::of_certificate(&unhex(c)) != *fingerprint);
+                .retain(|c| CertificateFingerprint::of_certificate(&c.0) != *fingerprint);
             if doc.trusted.len() == before {
                 return Err(KeyStoreError::NotTrusted(*fingerprint));
             }

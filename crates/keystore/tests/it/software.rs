@@ -95,12 +95,27 @@ fn damaged_files_give_clear_errors() {
             "out of range",
         ),
         (original[..original.len() / 2].to_owned(), "corrupt"),
+        (bad_hex(&original, "public_key"), "should be hex"),
+        (bad_hex(&original, "salt"), "should be hex"),
     ] {
         std::fs::write(&file, damage).unwrap();
         let err = SoftwareKeyStore::open(&dir.path().join("keys"), passphrase()).unwrap_err();
         assert!(matches!(err, KeyStoreError::Corrupt { .. }), "{err}");
         assert!(err.to_string().contains(expect), "{err}");
     }
+}
+
+/// The document with the first `field` of key `a` (or the KDF's salt)
+/// made into text that is not hex.
+fn bad_hex(original: &str, field: &str) -> String {
+    let mut doc: serde_json::Value = serde_json::from_str(original).unwrap();
+    let slot = if field == "salt" {
+        &mut doc["kdf"]["salt"]
+    } else {
+        &mut doc["keys"]["a"][field]
+    };
+    *slot = serde_json::Value::String("zz-not-hex".into());
+    serde_json::to_string(&doc).unwrap()
 }
 
 #[test]
