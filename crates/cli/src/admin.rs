@@ -287,7 +287,8 @@ async fn command(
                         "{:<20} {:<10} {} {}",
                         t.serial,
                         t.state.as_str(),
-                        t.paired_fingerprint.as_deref().unwrap_or("-"),
+                        t.paired_fingerprint
+                            .map_or_else(|| "-".into(), |f| f.to_hex()),
                         t.name
                     )
                 })
@@ -330,7 +331,8 @@ async fn command(
                 format!(
                     "terminal {} paired with {} by {operator}",
                     t.serial,
-                    t.paired_fingerprint.as_deref().unwrap_or("-")
+                    t.paired_fingerprint
+                        .map_or_else(|| "-".into(), |f| f.to_hex())
                 ),
                 terminal_json(&t),
             );

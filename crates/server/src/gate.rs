@@ -142,9 +142,7 @@ async fn open(
         )
             .into_response()),
         Ok(Opened::Pending(req)) => {
-            let server_nonce: Nonce = req.server_nonce.parse().map_err(|_| {
-                StoreError::Corrupt(format!("server nonce of pairing request {}", req.id))
-            })?;
+            let server_nonce = req.server_nonce;
             Ok((
                 StatusCode::ACCEPTED,
                 Json(OpenAnswer::Pending {
@@ -190,7 +188,7 @@ async fn open(
 /// `404`, so request ids reveal nothing.
 async fn own_request(gate: &Gate, peer: &Peer, id: &str) -> Result<PairingRequest, ApiError> {
     match gate.store.pairing_request(id).await? {
-        Some(req) if req.fingerprint == peer.fingerprint.to_hex() => Ok(req),
+        Some(req) if req.fingerprint == peer.fingerprint => Ok(req),
         _ => Err(StoreError::NotFound(format!("pairing request {id}")).into()),
     }
 }

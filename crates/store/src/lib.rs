@@ -126,6 +126,32 @@ pub(crate) fn millis(t: SystemTime) -> i64 {
         .unwrap_or(0)
 }
 
+/// A text column read as a typed value (`FromStr`); a value that does
+/// not parse is [`StoreError::Corrupt`], named by `what`.
+pub(crate) fn parsed<T: std::str::FromStr>(
+    row: &sqlx::any::AnyRow,
+    column: &str,
+    what: impl FnOnce() -> String,
+) -> Result<T, StoreError> {
+    let text: String = sqlx::Row::try_get(row, column)?;
+    text.parse()
+        .map_err(|_| StoreError::Corrupt(format!("{} {text:?}", what())))
+}
+
+/// [`parsed`] for a column that may be NULL.
+pub(crate) fn parsed_opt<T: std::str::FromStr>(
+    row: &sqlx::any::AnyRow,
+    column: &str,
+    what: impl FnOnce() -> String,
+) -> Result<Option<T>, StoreError> {
+    let text: Option<String> = sqlx::Row::try_get(row, column)?;
+    text.map(|t| {
+        t.parse()
+            .map_err(|_| StoreError::Corrupt(format!("{} {t:?}", what())))
+    })
+    .transpose()
+}
+
 impl Store {
     /// Opens (and migrates) the store at `url`: `sqlite:PATH` or
     /// `postgres://…`.

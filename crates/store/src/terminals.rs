@@ -48,6 +48,14 @@ impl Serial {
     }
 }
 
+impl std::str::FromStr for Serial {
+    type Err = StoreError;
+
+    fn from_str(text: &str) -> Result<Self, StoreError> {
+        Self::new(text)
+    }
+}
+
 impl fmt::Display for Serial {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
@@ -124,8 +132,8 @@ pub struct Terminal {
     pub contact_phone: String,
     /// State.
     pub state: TerminalState,
-    /// Paired certificate fingerprint (hex), when paired.
-    pub paired_fingerprint: Option<String>,
+    /// Paired certificate fingerprint, when paired.
+    pub paired_fingerprint: Option<TerminalFingerprint>,
     /// When paired (Unix ms).
     pub paired_at: Option<i64>,
     /// Who approved the pairing.
@@ -165,7 +173,9 @@ pub(crate) fn terminal(row: &sqlx::any::AnyRow) -> Result<Terminal, StoreError> 
         contact_phone: row.try_get("contact_phone")?,
         state: TerminalState::parse(&state)
             .map_err(|_| StoreError::Corrupt(format!("terminal state {state:?}")))?,
-        paired_fingerprint: row.try_get("paired_fingerprint")?,
+        paired_fingerprint: crate::parsed_opt(row, "paired_fingerprint", || {
+            format!("paired fingerprint of {serial}")
+        })?,
         paired_at: row.try_get("paired_at")?,
         paired_by: row.try_get("paired_by")?,
         last_seen_at: row.try_get("last_seen_at")?,
@@ -334,10 +344,7 @@ impl Store {
             let read = terminal(row).and_then(|t| {
                 let fingerprint = t
                     .paired_fingerprint
-                    .as_deref()
-                    .unwrap_or_default()
-                    .parse()
-                    .map_err(|_| StoreError::Corrupt(format!("fingerprint of {}", t.serial)))?;
+                    .ok_or_else(|| StoreError::Corrupt(format!("fingerprint of {}", t.serial)))?;
                 Ok((fingerprint, t))
             });
             match read {

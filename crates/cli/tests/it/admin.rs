@@ -109,7 +109,7 @@ async fn revealed_request(
         .reveal_pairing_nonce(&req.id, &fingerprint, &nonce, SystemTime::now())
         .await
         .unwrap();
-    let server_nonce: Nonce = req.server_nonce.parse().unwrap();
+    let server_nonce: Nonce = req.server_nonce;
     let code = PairingCode::derive(&fingerprint, &pin, &nonce, &server_nonce);
     (req, code)
 }
@@ -151,7 +151,7 @@ async fn approval_flow_from_the_command_line(db: Db) {
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0]["id"], req.id);
     assert_eq!(listed[0]["serial"], "ATM-1");
-    assert_eq!(listed[0]["fingerprint"], req.fingerprint);
+    assert_eq!(listed[0]["fingerprint"], req.fingerprint.to_hex());
     assert_eq!(listed[0]["state"], "pending");
     assert!(listed[0]["created_at"].as_str().unwrap().ends_with('Z'));
 
@@ -220,7 +220,7 @@ async fn approval_flow_from_the_command_line(db: Db) {
     ]));
     assert_eq!(paired["state"], "paired");
     assert_eq!(paired["paired_by"], "olga");
-    assert_eq!(paired["paired_fingerprint"], req.fingerprint);
+    assert_eq!(paired["paired_fingerprint"], req.fingerprint.to_hex());
     let terminals = json(&place.ok(&["--json", "terminal", "list"]));
     assert_eq!(terminals[0]["state"], "paired");
 
@@ -329,7 +329,7 @@ async fn kill_during_approval_is_all_or_nothing(db: Db) {
             .any(|r| r.action == "pairing.approve" && r.detail.contains(&req.id));
         let approved = state == PairingState::Approved;
         let paired = terminal.state == TerminalState::Paired
-            && terminal.paired_fingerprint.as_deref() == Some(req.fingerprint.as_str());
+            && terminal.paired_fingerprint == Some(req.fingerprint);
         assert_eq!(
             (approved, paired, audited),
             (approved, approved, approved),
@@ -502,7 +502,7 @@ async fn blocking_keys_from_the_command_line(db: Db) {
     place.ok(&["terminal", "add", "ATM-1"]);
     let store = place.store().await;
     let (req, _) = revealed_request(&store, "ATM-1", 7).await;
-    let fp = req.fingerprint.clone();
+    let fp = req.fingerprint.to_hex();
     let blocked = json(&place.ok(&["--json", "key", "block", &fp, "--reason", "supersede loop"]));
     assert_eq!(blocked["fingerprint"], fp);
     assert!(blocked["blocked_by"].as_str().unwrap().starts_with("cli"));

@@ -44,9 +44,7 @@ pub async fn block(
         Ok(None) => return detail_view(&cas, &who, &id, None).await,
         Err(e) => return super::internal(&e),
     };
-    let Ok(fingerprint) = request.fingerprint.parse::<TerminalFingerprint>() else {
-        return super::internal(&StoreError::Corrupt(format!("fingerprint of request {id}")));
-    };
+    let fingerprint = request.fingerprint;
     let reason = form.reason.trim();
     if reason.is_empty() {
         let m = (Flash::Error, "Say why the key is blocked.".to_owned());

@@ -71,7 +71,7 @@ pub async fn dashboard(State(cas): State<Cas>, who: SignedIn) -> Response {
                     @for r in &pending {
                         tr {
                             td { a href={ "/requests/" (r.id) } { (r.serial) } }
-                            td.fp { (grouped(r.fingerprint.get(..16).unwrap_or_default())) "…" }
+                            td.fp { (grouped(r.fingerprint.to_hex().get(..16).unwrap_or_default())) "…" }
                             td { (r.remote_address) }
                             td { (age(r.created_at, now)) }
                             td { @if r.flagged { span.tag.flag { "flagged" } } }
@@ -450,7 +450,7 @@ async fn terminal_view(
             dt { "Name" } dd { (t.name) }
             dt { "Location" } dd { (t.location) }
             dt { "Contact" } dd { (t.contact_name) " " (t.contact_phone) }
-            dt { "Fingerprint" } dd.fp { (t.paired_fingerprint.as_deref().map(grouped).unwrap_or_else(|| "—".into())) }
+            dt { "Fingerprint" } dd.fp { (t.paired_fingerprint.map(|f| f.grouped()).unwrap_or_else(|| "—".into())) }
             dt { "Paired" } dd { (when(t.paired_at)) @if let Some(by) = &t.paired_by { " by " (by) } }
             dt { "Last seen" } dd { (when(t.last_seen_at)) @if let Some(a) = &t.last_seen_address { " from " (a) } }
             dt { "Firmware" } dd { (t.firmware.as_deref().unwrap_or("—")) }
@@ -472,7 +472,7 @@ async fn terminal_view(
                 tr {
                     td { a href={ "/requests/" (r.id) } { (r.id.get(..8).unwrap_or_default()) } }
                     td { (state_tag(r.state.as_str())) @if r.flagged { " " span.tag.flag { "flagged" } } }
-                    td.fp { (grouped(r.fingerprint.get(..16).unwrap_or_default())) "…" }
+                    td.fp { (grouped(r.fingerprint.to_hex().get(..16).unwrap_or_default())) "…" }
                     td { (r.remote_address) }
                     td { (age(r.created_at, now)) }
                     td { (r.decided_by.as_deref().unwrap_or("")) }

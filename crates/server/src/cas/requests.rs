@@ -12,7 +12,8 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use maud::{Markup, html};
 use pairgate_pki::PairingCode;
-use pairgate_store::{PairingRequest, Serial, StoreError};
+use pairgate_pki::TerminalFingerprint;
+use pairgate_store::{PairingRequest, StoreError};
 use zeroize::Zeroizing;
 
 use super::Cas;
@@ -41,11 +42,11 @@ fn flags(r: &PairingRequest, fingerprints_per_serial: &HashMap<&str, usize>) -> 
 }
 
 fn fingerprint_counts(requests: &[PairingRequest]) -> HashMap<&str, usize> {
-    let mut seen: HashMap<&str, HashSet<&str>> = HashMap::new();
+    let mut seen: HashMap<&str, HashSet<&TerminalFingerprint>> = HashMap::new();
     for r in requests {
         seen.entry(r.serial.as_str())
             .or_default()
-            .insert(r.fingerprint.as_str());
+            .insert(&r.fingerprint);
     }
     seen.into_iter().map(|(s, f)| (s, f.len())).collect()
 }
@@ -73,7 +74,7 @@ pub async fn list(State(cas): State<Cas>, who: SignedIn) -> Response {
                     tr {
                         td { a href={ "/requests/" (r.id) } { (r.serial) } }
                         td { span class={ "tag state-" (r.state.as_str()) } { (r.state.as_str()) } }
-                        td.fp { (grouped(r.fingerprint.get(..16).unwrap_or_default())) "…" }
+                        td.fp { (grouped(r.fingerprint.to_hex().get(..16).unwrap_or_default())) "…" }
                         td { (r.remote_address) }
                         td { (age(r.created_at, now)) }
                         td { @for f in flags(r, &counts) { span.tag.flag { (f) } " " } }
@@ -113,16 +114,12 @@ pub(super) async fn detail_view(
         }
         Err(e) => return super::internal(&e),
     };
-    // A stored request always names a registered (valid) serial.
-    let (terminal, others) = match Serial::new(&r.serial) {
-        Ok(serial) => match tokio::try_join!(
-            cas.store.terminal(&serial),
-            cas.store.pairing_requests_for(&serial, 50)
-        ) {
-            Ok(both) => both,
-            Err(e) => return super::internal(&e),
-        },
-        Err(_) => (None, Vec::new()),
+    let (terminal, others) = match tokio::try_join!(
+        cas.store.terminal(&r.serial),
+        cas.store.pairing_requests_for(&r.serial, 50)
+    ) {
+        Ok(both) => both,
+        Err(e) => return super::internal(&e),
     };
     let counts = fingerprint_counts(&others);
     let now = crate::http::unix_millis(cas.clock.now());
@@ -140,7 +137,7 @@ pub(super) async fn detail_view(
                 dt { "Contact" } dd { (t.contact_name) " " (t.contact_phone) }
             }
             dt { "State" } dd id="request-state" { (r.state.as_str()) }
-            dt { "Fingerprint" } dd.fp id="request-fingerprint" { (grouped(&r.fingerprint)) }
+            dt { "Fingerprint" } dd.fp id="request-fingerprint" { (r.fingerprint.grouped()) }
             dt { "From" } dd { (r.remote_address) }
             dt { "Age" } dd { (age(r.created_at, now)) " (expires " (when(Some(r.expires_at))) ")" }
             dt { "Model / firmware" } dd { (r.model) " / " (r.firmware) }

@@ -223,7 +223,7 @@ async fn a_supersede_loop_is_stopped(db: Db) {
     assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
     let open = f.store.pairing_requests(true, 10).await.unwrap();
     assert_eq!(open.len(), 1);
-    assert_eq!(open[0].fingerprint, genuine.fingerprint.to_hex());
+    assert_eq!(open[0].fingerprint, genuine.fingerprint);
     f.server.shutdown().await;
 }
 

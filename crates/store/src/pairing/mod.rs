@@ -20,8 +20,10 @@ use crate::operators::SecondFactor;
 use crate::paired::bump_generation;
 use crate::{Actor, Changer, Serial, Store, StoreError, Terminal, millis};
 
+mod decide;
 mod state;
 
+use decide::{OnApprove, OnReveal};
 pub use state::PairingState;
 
 /// Wrong codes that end a request.
@@ -33,9 +35,9 @@ pub struct PairingRequest {
     /// Request id (32 hex digits).
     pub id: String,
     /// Terminal serial.
-    pub serial: String,
+    pub serial: Serial,
     /// Fingerprint of the TLS client certificate that asked.
-    pub fingerprint: String,
+    pub fingerprint: TerminalFingerprint,
     /// That certificate (DER).
     #[serde(skip)]
     pub certificate: Vec<u8>,
@@ -45,14 +47,14 @@ pub struct PairingRequest {
     pub model: String,
     /// Firmware reported by the terminal.
     pub firmware: String,
-    /// hex(SHA-256(terminal nonce)).
-    pub commitment: String,
+    /// SHA-256 of the terminal's nonce (hex on the wire and in JSON).
+    pub commitment: Commitment,
     /// The revealed terminal nonce.
-    pub terminal_nonce: Option<String>,
+    pub terminal_nonce: Option<Nonce>,
     /// The server's nonce.
-    pub server_nonce: String,
+    pub server_nonce: Nonce,
     /// SPKI pin of the server key the gate presented in this session.
-    pub server_pin: String,
+    pub server_pin: SpkiPin,
     /// State.
     pub state: PairingState,
     /// Flagged for the operator's attention: it superseded another
@@ -74,24 +76,14 @@ pub struct PairingRequest {
 
 impl PairingRequest {
     /// The code the server derives from what it saw, once revealed.
-    pub fn code(&self) -> Result<Option<PairingCode>, StoreError> {
-        let Some(terminal_nonce) = &self.terminal_nonce else {
-            return Ok(None);
-        };
-        let corrupt = |what: &str| StoreError::Corrupt(format!("{what} of request {}", self.id));
-        let fp: TerminalFingerprint = self
-            .fingerprint
-            .parse()
-            .map_err(|_| corrupt("fingerprint"))?;
-        let pin: SpkiPin = self.server_pin.parse().map_err(|_| corrupt("server pin"))?;
-        let tn: Nonce = terminal_nonce
-            .parse()
-            .map_err(|_| corrupt("terminal nonce"))?;
-        let sn: Nonce = self
-            .server_nonce
-            .parse()
-            .map_err(|_| corrupt("server nonce"))?;
-        Ok(Some(PairingCode::derive(&fp, &pin, &tn, &sn)))
+    pub fn code(&self) -> Option<PairingCode> {
+        let terminal_nonce = self.terminal_nonce.as_ref()?;
+        Some(PairingCode::derive(
+            &self.fingerprint,
+            &self.server_pin,
+            terminal_nonce,
+            &self.server_nonce,
+        ))
     }
 }
 
@@ -204,18 +196,19 @@ pub(crate) async fn open_requests_of(
 
 pub(crate) fn request(row: &sqlx::any::AnyRow) -> Result<PairingRequest, StoreError> {
     let state: String = row.try_get("state")?;
+    let id: String = row.try_get("id")?;
+    let what = |column: &str| format!("{column} of request {id}");
     Ok(PairingRequest {
-        id: row.try_get("id")?,
-        serial: row.try_get("serial")?,
-        fingerprint: row.try_get("fingerprint")?,
+        serial: crate::parsed(row, "serial", || what("serial"))?,
+        fingerprint: crate::parsed(row, "fingerprint", || what("fingerprint"))?,
         certificate: row.try_get("certificate")?,
         remote_address: row.try_get("remote_address")?,
         model: row.try_get("model")?,
         firmware: row.try_get("firmware")?,
-        commitment: row.try_get("commitment")?,
-        terminal_nonce: row.try_get("terminal_nonce")?,
-        server_nonce: row.try_get("server_nonce")?,
-        server_pin: row.try_get("server_pin")?,
+        commitment: crate::parsed(row, "commitment", || what("commitment"))?,
+        terminal_nonce: crate::parsed_opt(row, "terminal_nonce", || what("terminal nonce"))?,
+        server_nonce: crate::parsed(row, "server_nonce", || what("server nonce"))?,
+        server_pin: crate::parsed(row, "server_pin", || what("server pin"))?,
         state: PairingState::parse(&state)?,
         flagged: row.try_get::<i64, _>("flagged")? != 0,
         supersedes: row.try_get("supersedes")?,
@@ -224,6 +217,7 @@ pub(crate) fn request(row: &sqlx::any::AnyRow) -> Result<PairingRequest, StoreEr
         expires_at: row.try_get("expires_at")?,
         decided_at: row.try_get("decided_at")?,
         decided_by: row.try_get("decided_by")?,
+        id,
     })
 }
 
@@ -291,8 +285,28 @@ pub(crate) async fn close(
     .bind(&req.id)
     .execute(&mut **tx)
     .await?;
-    append(tx, at, actor, action, &req.serial, &detail).await?;
+    append(tx, at, actor, action, req.serial.as_str(), &detail).await?;
     Ok(())
+}
+
+/// Marks an open request expired (audited).
+async fn expire(
+    tx: &mut Transaction<'_, Any>,
+    req: &PairingRequest,
+    at: i64,
+) -> Result<(), StoreError> {
+    let detail = serde_json::json!({ "request": req.id, "fingerprint": req.fingerprint });
+    let gate = Actor::new("gate");
+    close(
+        tx,
+        req,
+        PairingState::Expired,
+        &gate,
+        "pairing.expire",
+        at,
+        detail,
+    )
+    .await
 }
 
 /// If `req` is open but past its expiry, marks it expired (audited) and
@@ -302,20 +316,47 @@ pub(super) async fn expire_if_due(
     req: &PairingRequest,
     at: i64,
 ) -> Result<bool, StoreError> {
-    if req.state.is_open() && req.expires_at <= at {
+    let due = decide::is_due(req, at);
+    if due {
+        expire(tx, req, at).await?;
+    }
+    Ok(due)
+}
+
+/// Counts a wrong code inside `tx`, audited; the last allowed one fails
+/// the request.
+async fn wrong_code(
+    tx: &mut Transaction<'_, Any>,
+    req: &PairingRequest,
+    actor: &Actor,
+    attempts: i64,
+    ends: bool,
+    at: i64,
+) -> Result<(), StoreError> {
+    sqlx::query("UPDATE pairing_requests SET failed_attempts = $1 WHERE id = $2")
+        .bind(attempts)
+        .bind(&req.id)
+        .execute(&mut **tx)
+        .await?;
+    let detail = serde_json::json!({
+        "request": req.id, "fingerprint": req.fingerprint, "failed_attempts": attempts,
+    });
+    if ends {
         close(
             tx,
             req,
-            PairingState::Expired,
-            &Actor::new("gate"),
-            "pairing.expire",
+            PairingState::Failed,
+            actor,
+            "pairing.fail",
             at,
-            serde_json::json!({ "request": req.id, "fingerprint": req.fingerprint }),
+            detail,
         )
-        .await?;
-        return Ok(true);
+        .await
+    } else {
+        let serial = req.serial.as_str();
+        append(tx, at, actor, "pairing.wrong_code", serial, &detail).await?;
+        Ok(())
     }
-    Ok(false)
 }
 
 impl Store {
@@ -333,71 +374,59 @@ impl Store {
         let at = millis(now);
         let mut tx = self.begin_write().await?;
         let req = match lock_request(&mut tx, id).await? {
-            Some(req) if req.fingerprint == fingerprint.to_hex() => req,
+            Some(req) if req.fingerprint == *fingerprint => req,
             _ => return Err(StoreError::NotFound(format!("pairing request {id}"))),
         };
-        if expire_if_due(&mut tx, &req, at).await? {
-            tx.commit().await?;
-            return Err(StoreError::Expired(id.to_owned()));
-        }
-        let revealed = nonce.to_hex();
-        match req.state {
-            PairingState::AwaitingReveal => {}
-            PairingState::Pending if req.terminal_nonce.as_deref() == Some(revealed.as_str()) => {
-                return Ok(req);
+        let gate = Actor::new("gate");
+        let detail = serde_json::json!({ "request": id, "fingerprint": req.fingerprint });
+        match decide::on_reveal(&req, nonce, at) {
+            OnReveal::Expire => {
+                expire(&mut tx, &req, at).await?;
+                tx.commit().await?;
+                Err(StoreError::Expired(id.to_owned()))
             }
-            PairingState::Pending => {
-                return Err(StoreError::Conflict(format!(
-                    "pairing request {id} was already revealed with another nonce"
-                )));
+            OnReveal::Repeat => Ok(req),
+            OnReveal::OtherNonce => Err(StoreError::Conflict(format!(
+                "pairing request {id} was already revealed with another nonce"
+            ))),
+            OnReveal::Closed(state) => Err(StoreError::Closed {
+                id: id.to_owned(),
+                state: state.wire_status().to_owned(),
+            }),
+            OnReveal::Mismatch => {
+                let fail = PairingState::Failed;
+                close(
+                    &mut tx,
+                    &req,
+                    fail,
+                    &gate,
+                    "pairing.reveal_mismatch",
+                    at,
+                    detail,
+                )
+                .await?;
+                tx.commit().await?;
+                Err(StoreError::RevealMismatch(id.to_owned()))
             }
-            state => {
-                return Err(StoreError::Closed {
-                    id: id.to_owned(),
-                    state: state.wire_status().to_owned(),
-                });
+            OnReveal::Accept => {
+                // Revealed: the request now waits for an operator, up to
+                // its full lifetime (an unrevealed one expires within
+                // minutes).
+                sqlx::query(
+                    "UPDATE pairing_requests SET terminal_nonce = $1, state = 'pending', \
+                     expires_at = COALESCE(decide_by, expires_at) WHERE id = $2",
+                )
+                .bind(nonce.to_hex())
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+                let serial = req.serial.as_str();
+                append(&mut tx, at, &gate, "pairing.reveal", serial, &detail).await?;
+                let req = reread(&mut tx, id).await?;
+                tx.commit().await?;
+                Ok(req)
             }
         }
-        let commitment: Commitment = req
-            .commitment
-            .parse()
-            .map_err(|_| StoreError::Corrupt(format!("commitment of request {id}")))?;
-        if !commitment.opens_to(nonce) {
-            close(
-                &mut tx,
-                &req,
-                PairingState::Failed,
-                &Actor::new("gate"),
-                "pairing.reveal_mismatch",
-                at,
-                serde_json::json!({ "request": id, "fingerprint": req.fingerprint }),
-            )
-            .await?;
-            tx.commit().await?;
-            return Err(StoreError::RevealMismatch(id.to_owned()));
-        }
-        // Revealed: the request now waits for an operator, up to its full
-        // lifetime (an unrevealed one expires within minutes).
-        sqlx::query(
-            "UPDATE pairing_requests SET terminal_nonce = $1, state = 'pending', \
-             expires_at = COALESCE(decide_by, expires_at) WHERE id = $2",
-        )
-        .bind(&revealed)
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
-        append(
-            &mut tx,
-            at,
-            &Actor::new("gate"),
-            "pairing.reveal",
-            &req.serial,
-            &serde_json::json!({ "request": id, "fingerprint": req.fingerprint }),
-        )
-        .await?;
-        let req = reread(&mut tx, id).await?;
-        tx.commit().await?;
-        Ok(req)
     }
 
     /// An operator approves a request by the code the location contact
@@ -426,63 +455,50 @@ impl Store {
         let Some(req) = lock_request(&mut tx, id).await? else {
             return Err(StoreError::NotFound(format!("pairing request {id}")));
         };
-        if expire_if_due(&mut tx, &req, at).await? {
-            tx.commit().await?;
-            return Err(StoreError::Expired(id.to_owned()));
-        }
-        if !req.state.is_open() {
-            return Err(StoreError::Closed {
-                id: id.to_owned(),
-                state: req.state.as_str().to_owned(),
-            });
-        }
-        let Some(expected) = req.code()? else {
-            return Err(StoreError::NotRevealed(id.to_owned()));
-        };
-        if !expected.matches(code) {
-            let attempts = req.failed_attempts + 1;
-            sqlx::query("UPDATE pairing_requests SET failed_attempts = $1 WHERE id = $2")
-                .bind(attempts)
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
-            let detail = serde_json::json!({
-                "request": id, "fingerprint": req.fingerprint, "failed_attempts": attempts,
-            });
-            if attempts >= MAX_CODE_ATTEMPTS {
-                close(
-                    &mut tx,
-                    &req,
-                    PairingState::Failed,
-                    &actor,
-                    "pairing.fail",
-                    at,
-                    detail,
-                )
-                .await?;
-            } else {
-                append(
-                    &mut tx,
-                    at,
-                    &actor,
-                    "pairing.wrong_code",
-                    &req.serial,
-                    &detail,
-                )
-                .await?;
+        match decide::on_approve(&req, code, at) {
+            OnApprove::Expire => {
+                expire(&mut tx, &req, at).await?;
+                tx.commit().await?;
+                Err(StoreError::Expired(id.to_owned()))
             }
-            tx.commit().await?;
-            return Err(StoreError::WrongCode {
+            OnApprove::Closed(state) => Err(StoreError::Closed {
                 id: id.to_owned(),
-                remaining: (MAX_CODE_ATTEMPTS - attempts).max(0),
-            });
+                state: state.as_str().to_owned(),
+            }),
+            OnApprove::NotRevealed => Err(StoreError::NotRevealed(id.to_owned())),
+            OnApprove::WrongCode { attempts, ends } => {
+                wrong_code(&mut tx, &req, &actor, attempts, ends, at).await?;
+                tx.commit().await?;
+                Err(StoreError::WrongCode {
+                    id: id.to_owned(),
+                    remaining: (MAX_CODE_ATTEMPTS - attempts).max(0),
+                })
+            }
+            OnApprove::Pair => {
+                self.pair(&mut tx, &req, &actor, at).await?;
+                tx.commit().await?;
+                self.terminal(&req.serial)
+                    .await?
+                    .ok_or_else(|| StoreError::NotFound(format!("terminal {}", req.serial)))
+            }
         }
+    }
+
+    /// Pairs the request's terminal with its key inside `tx`: refused when
+    /// another terminal holds that key; audited with the key it had.
+    async fn pair(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        req: &PairingRequest,
+        actor: &Actor,
+        at: i64,
+    ) -> Result<(), StoreError> {
         let other = sqlx::query(
             "SELECT serial FROM terminals WHERE paired_fingerprint = $1 AND serial <> $2",
         )
-        .bind(&req.fingerprint)
-        .bind(&req.serial)
-        .fetch_optional(&mut *tx)
+        .bind(req.fingerprint.to_hex())
+        .bind(req.serial.as_str())
+        .fetch_optional(&mut **tx)
         .await?;
         if let Some(other) = other {
             let other: String = other.try_get("serial")?;
@@ -491,40 +507,27 @@ impl Store {
                 req.fingerprint
             )));
         }
-        let serial = Serial::new(&req.serial)
-            .map_err(|_| StoreError::Corrupt(format!("serial of request {id}")))?;
         let previous = self
-            .terminal_in(&mut tx, &serial)
+            .terminal_in(tx, &req.serial)
             .await?
             .and_then(|t| t.paired_fingerprint);
         sqlx::query(
             "UPDATE terminals SET state = 'paired', paired_fingerprint = $1, paired_at = $2, paired_by = $3 \
              WHERE serial = $4",
         )
-        .bind(&req.fingerprint)
+        .bind(req.fingerprint.to_hex())
         .bind(at)
         .bind(actor.name())
-        .bind(&req.serial)
-        .execute(&mut *tx)
+        .bind(req.serial.as_str())
+        .execute(&mut **tx)
         .await?;
-        close(
-            &mut tx,
-            &req,
-            PairingState::Approved,
-            &actor,
-            "pairing.approve",
-            at,
-            serde_json::json!({
-                "request": id, "fingerprint": req.fingerprint,
-                "previous_fingerprint": previous, "flagged": req.flagged,
-            }),
-        )
-        .await?;
-        bump_generation(&mut tx, self.backend).await?;
-        tx.commit().await?;
-        self.terminal(&serial)
-            .await?
-            .ok_or_else(|| StoreError::NotFound(format!("terminal {serial}")))
+        let detail = serde_json::json!({
+            "request": req.id, "fingerprint": req.fingerprint,
+            "previous_fingerprint": previous, "flagged": req.flagged,
+        });
+        let approved = PairingState::Approved;
+        close(tx, req, approved, actor, "pairing.approve", at, detail).await?;
+        bump_generation(tx, self.backend).await
     }
 
     /// An operator rejects an open request; audited.

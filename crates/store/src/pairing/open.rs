@@ -12,13 +12,14 @@ use std::time::SystemTime;
 use pairgate_pki::Nonce;
 use sqlx::{Any, Row, Transaction};
 
+use super::decide::{self, OnOpen};
 use super::{
     Opened, PairingAttempt, PairingLimits, PairingRequest, PairingState, close, expire_if_due,
     request, request_id, reread,
 };
 use crate::audit::append;
 use crate::terminals::bounded;
-use crate::{Actor, Store, StoreError, TerminalState, millis};
+use crate::{Actor, Serial, Store, StoreError, millis};
 
 /// The address without its port, as the quotas count it.
 fn source_ip(remote_address: &str) -> String {
@@ -89,13 +90,10 @@ impl Store {
         bounded("model", &attempt.model, 100)?;
         bounded("firmware", &attempt.firmware, 100)?;
         let at = millis(now);
-        let gate = Actor::new("gate");
-        let fingerprint = attempt.fingerprint.to_hex();
         let serial = attempt.serial.as_str();
-        let source = source_ip(&attempt.remote_address);
         // Refusals read only: no write lock, no row.
         if self.is_blocked(&attempt.fingerprint).await? {
-            return Err(StoreError::Blocked(fingerprint));
+            return Err(StoreError::Blocked(attempt.fingerprint.to_hex()));
         }
         if self.terminal(&attempt.serial).await?.is_none() {
             return Err(StoreError::UnknownSerial(serial.to_owned()));
@@ -104,96 +102,41 @@ impl Store {
         let Some(terminal) = self.terminal_in(&mut tx, &attempt.serial).await? else {
             return Err(StoreError::UnknownSerial(serial.to_owned()));
         };
-        if terminal.state == TerminalState::Paired
-            && terminal.paired_fingerprint.as_deref() == Some(fingerprint.as_str())
-        {
+        if decide::already_paired(&terminal, &attempt.fingerprint) {
             tx.commit().await?;
             return Ok(Opened::Paired(terminal));
         }
-        let rows = sqlx::query(concat!(
-            "SELECT ",
-            request_columns!(),
-            " FROM pairing_requests WHERE serial = $1 AND state IN ('awaiting_reveal', 'pending') ORDER BY created_at"
-        ))
-        .bind(serial)
-        .fetch_all(&mut *tx)
-        .await?;
-        let mut open = None;
-        for row in &rows {
-            let req = request(row)?;
-            if !expire_if_due(&mut tx, &req, at).await? {
-                open = Some(req);
+        let open = still_open(&mut tx, &attempt.serial, at).await?;
+        let supersedes = match (decide::on_open(open.as_ref(), attempt), open) {
+            (OnOpen::Again, Some(req)) => {
+                tx.commit().await?;
+                return Ok(Opened::Pending(req));
             }
-        }
-        let mut supersedes = None;
-        if let Some(req) = open {
-            if req.fingerprint == fingerprint {
-                if req.commitment == attempt.commitment.to_hex() {
-                    tx.commit().await?;
-                    return Ok(Opened::Pending(req));
-                }
-                return self.renew(tx, req, attempt, limits, at).await;
+            (OnOpen::Renew, Some(req)) => return self.renew(tx, req, attempt, limits, at).await,
+            (OnOpen::Supersede, Some(req)) => {
+                supersede(&mut tx, limits, &req, attempt, at).await?;
+                Some(req.id)
             }
-            supersede_allowed(&mut tx, limits, &fingerprint, &source, serial, at).await?;
-            close(
-                &mut tx,
-                &req,
-                PairingState::Superseded,
-                &gate,
-                "pairing.supersede",
-                at,
-                serde_json::json!({
-                    "request": req.id, "fingerprint": req.fingerprint,
-                    "by_fingerprint": fingerprint,
-                }),
-            )
-            .await?;
-            supersedes = Some(req.id);
-        }
-        open_quota(&mut tx, limits, &fingerprint, &source, at).await?;
-        let repair = terminal.paired_fingerprint.is_some();
-        let flagged = supersedes.is_some() || repair;
-        let id = request_id();
-        let server_nonce = Nonce::random().to_hex();
-        let decide_by = at.saturating_add(ms(limits.ttl));
-        let reveal_by = at.saturating_add(ms(limits.reveal_ttl)).min(decide_by);
-        sqlx::query(
-            "INSERT INTO pairing_requests (id, serial, fingerprint, certificate, remote_address, model, firmware, \
-             commitment, server_nonce, server_pin, state, flagged, supersedes, failed_attempts, created_at, expires_at, \
-             source_ip, decide_by) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'awaiting_reveal', $11, $12, 0, $13, $14, $15, $16)",
-        )
-        .bind(&id)
-        .bind(serial)
-        .bind(&fingerprint)
-        .bind(attempt.certificate.clone())
-        .bind(&attempt.remote_address)
-        .bind(&attempt.model)
-        .bind(&attempt.firmware)
-        .bind(attempt.commitment.to_hex())
-        .bind(&server_nonce)
-        .bind(attempt.server_pin.to_hex())
-        .bind(i64::from(flagged))
-        .bind(supersedes.clone())
-        .bind(at)
-        .bind(reveal_by)
-        .bind(&source)
-        .bind(decide_by)
-        .execute(&mut *tx)
-        .await?;
+            _ => None,
+        };
+        let source = source_ip(&attempt.remote_address);
+        open_quota(&mut tx, limits, &attempt.fingerprint.to_hex(), &source, at).await?;
+        let flagged = decide::flagged(supersedes.is_some(), &terminal);
+        let id = insert(&mut tx, attempt, limits, supersedes.as_deref(), flagged, at).await?;
+        let detail = serde_json::json!({
+            "request": id, "fingerprint": attempt.fingerprint,
+            "remote_address": attempt.remote_address,
+            "model": attempt.model, "firmware": attempt.firmware,
+            "flagged": flagged, "supersedes": supersedes,
+            "paired_fingerprint": terminal.paired_fingerprint,
+        });
         append(
             &mut tx,
             at,
-            &gate,
+            &Actor::new("gate"),
             "pairing.open",
             serial,
-            &serde_json::json!({
-                "request": id, "fingerprint": fingerprint,
-                "remote_address": attempt.remote_address,
-                "model": attempt.model, "firmware": attempt.firmware,
-                "flagged": flagged, "supersedes": supersedes,
-                "paired_fingerprint": terminal.paired_fingerprint,
-            }),
+            &detail,
         )
         .await?;
         let req = reread(&mut tx, &id).await?;
@@ -249,7 +192,7 @@ impl Store {
             at,
             &Actor::new("gate"),
             "pairing.renew",
-            &req.serial,
+            req.serial.as_str(),
             &serde_json::json!({ "request": req.id, "fingerprint": req.fingerprint }),
         )
         .await?;
@@ -257,6 +200,89 @@ impl Store {
         tx.commit().await?;
         Ok(Opened::Pending(req))
     }
+}
+
+/// The serial's open request inside `tx`, after expiring those past
+/// their expiry.
+async fn still_open(
+    tx: &mut Transaction<'static, Any>,
+    serial: &Serial,
+    at: i64,
+) -> Result<Option<PairingRequest>, StoreError> {
+    let rows = sqlx::query(concat!(
+        "SELECT ",
+        request_columns!(),
+        " FROM pairing_requests WHERE serial = $1 AND state IN ('awaiting_reveal', 'pending') ORDER BY created_at"
+    ))
+    .bind(serial.as_str())
+    .fetch_all(&mut **tx)
+    .await?;
+    let mut open = None;
+    for row in &rows {
+        let req = request(row)?;
+        if !expire_if_due(tx, &req, at).await? {
+            open = Some(req);
+        }
+    }
+    Ok(open)
+}
+
+/// Another key asks for a serial with an open request: within the
+/// supersede limits, that request ends (audited).
+async fn supersede(
+    tx: &mut Transaction<'static, Any>,
+    limits: &PairingLimits,
+    req: &PairingRequest,
+    attempt: &PairingAttempt,
+    at: i64,
+) -> Result<(), StoreError> {
+    let by = attempt.fingerprint.to_hex();
+    let source = source_ip(&attempt.remote_address);
+    supersede_allowed(tx, limits, &by, &source, attempt.serial.as_str(), at).await?;
+    let detail = serde_json::json!({
+        "request": req.id, "fingerprint": req.fingerprint, "by_fingerprint": by,
+    });
+    let gate = Actor::new("gate");
+    let superseded = PairingState::Superseded;
+    close(tx, req, superseded, &gate, "pairing.supersede", at, detail).await
+}
+
+/// Writes a new request, waiting for its reveal; returns its id.
+async fn insert(
+    tx: &mut Transaction<'static, Any>,
+    attempt: &PairingAttempt,
+    limits: &PairingLimits,
+    supersedes: Option<&str>,
+    flagged: bool,
+    at: i64,
+) -> Result<String, StoreError> {
+    let id = request_id();
+    let (reveal_by, decide_by) = decide::deadlines(at, ms(limits.reveal_ttl), ms(limits.ttl));
+    sqlx::query(
+        "INSERT INTO pairing_requests (id, serial, fingerprint, certificate, remote_address, model, firmware, \
+         commitment, server_nonce, server_pin, state, flagged, supersedes, failed_attempts, created_at, expires_at, \
+         source_ip, decide_by) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'awaiting_reveal', $11, $12, 0, $13, $14, $15, $16)",
+    )
+    .bind(&id)
+    .bind(attempt.serial.as_str())
+    .bind(attempt.fingerprint.to_hex())
+    .bind(attempt.certificate.clone())
+    .bind(&attempt.remote_address)
+    .bind(&attempt.model)
+    .bind(&attempt.firmware)
+    .bind(attempt.commitment.to_hex())
+    .bind(Nonce::random().to_hex())
+    .bind(attempt.server_pin.to_hex())
+    .bind(i64::from(flagged))
+    .bind(supersedes.map(str::to_owned))
+    .bind(at)
+    .bind(reveal_by)
+    .bind(source_ip(&attempt.remote_address))
+    .bind(decide_by)
+    .execute(&mut **tx)
+    .await?;
+    Ok(id)
 }
 
 /// Refuses a supersede beyond the limits of the certificate, the address
