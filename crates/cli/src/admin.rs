@@ -3,14 +3,10 @@
 //! trust change is one transaction with its audit record; approval takes
 //! the operator's fresh TOTP.
 
-use std::time::SystemTime;
-
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use pairgate_pki::PairingCode;
-use pairgate_server::rfc3339;
-use pairgate_store::{Actor, NewTerminal, PairingRequest, Serial, Store, Terminal};
-use serde_json::{Value, json};
+use pairgate_store::{Actor, Store};
 
 use crate::output::Output;
 use crate::server::SettingsArgs;
@@ -31,10 +27,10 @@ enum AdminCommand {
     Operator(crate::admin_operators::OperatorCommand),
     /// CAS API tokens.
     #[command(subcommand)]
-    Token(TokenCommand),
+    Token(crate::admin_tokens::TokenCommand),
     /// Terminals.
     #[command(subcommand)]
-    Terminal(TerminalCommand),
+    Terminal(crate::admin_pairing::TerminalCommand),
     /// The block list of terminal keys.
     #[command(subcommand)]
     Key(crate::admin_keys::KeyCommand),
@@ -82,80 +78,10 @@ enum AdminCommand {
     },
 }
 
-#[derive(Subcommand, Debug)]
-enum TokenCommand {
-    /// Creates a CAS API token for an operator; prints it once.
-    Create {
-        /// The operator the token acts for (with their role).
-        #[arg(long)]
-        operator: String,
-        /// What it is for.
-        #[arg(long, default_value = "cli")]
-        name: String,
-    },
-    /// Lists API tokens (never the tokens themselves).
-    List,
-    /// Revokes a token by id.
-    Revoke {
-        /// Token id (the 16 hex digits after pgt_).
-        id: String,
-    },
-}
-
-#[derive(Subcommand, Debug)]
-enum TerminalCommand {
-    /// Registers a terminal so that it may ask to pair.
-    Add {
-        /// Serial.
-        serial: String,
-        /// Display name.
-        #[arg(long, default_value = "")]
-        name: String,
-        /// Location.
-        #[arg(long, default_value = "")]
-        location: String,
-        /// The location contact who reads the pairing code.
-        #[arg(long, default_value = "")]
-        contact: String,
-        /// Their phone.
-        #[arg(long, default_value = "")]
-        phone: String,
-    },
-    /// Lists terminals.
-    List,
-}
-
 /// Who the audit log names for changes made here without an operator.
 fn cli_actor() -> Actor {
     let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
     Actor::new(format!("cli:{user}"))
-}
-
-fn when(ms: Option<i64>) -> Value {
-    ms.map_or(Value::Null, |ms| Value::String(rfc3339(ms)))
-}
-
-fn terminal_json(t: &Terminal) -> Value {
-    json!({
-        "serial": t.serial, "name": t.name, "location": t.location,
-        "contact_name": t.contact_name, "contact_phone": t.contact_phone,
-        "state": t.state, "paired_fingerprint": t.paired_fingerprint,
-        "paired_at": when(t.paired_at), "paired_by": t.paired_by,
-        "last_seen_at": when(t.last_seen_at), "last_seen_address": t.last_seen_address,
-        "firmware": t.firmware, "created_at": when(Some(t.created_at)),
-    })
-}
-
-fn request_json(r: &PairingRequest) -> Value {
-    json!({
-        "id": r.id, "serial": r.serial, "fingerprint": r.fingerprint,
-        "state": r.state, "status": r.state.wire_status(), "flagged": r.flagged,
-        "supersedes": r.supersedes, "failed_attempts": r.failed_attempts,
-        "remote_address": r.remote_address, "model": r.model, "firmware": r.firmware,
-        "code_ready": r.terminal_nonce.is_some(),
-        "created_at": when(Some(r.created_at)), "expires_at": when(Some(r.expires_at)),
-        "decided_at": when(r.decided_at), "decided_by": r.decided_by,
-    })
 }
 
 pub fn run(args: AdminArgs, out: &Output) -> Result<()> {
@@ -200,176 +126,33 @@ async fn command(
     command: AdminCommand,
     out: &Output,
 ) -> Result<()> {
-    let now = SystemTime::now();
+    let actor = cli_actor();
     match command {
         AdminCommand::Operator(command) => {
-            crate::admin_operators::run(store, command, &cli_actor(), out).await?;
+            crate::admin_operators::run(store, command, &actor, out).await
         }
-        AdminCommand::Token(TokenCommand::Create { operator, name }) => {
-            let by = pairgate_store::AdminAction::local(cli_actor().name());
-            let (record, token) = store
-                .create_api_token_for(&operator, &name, &by, now)
-                .await?;
-            out.print(
-                format!(
-                    "API token {} for {operator} created, valid until {} (shown once):\n{}",
-                    record.id,
-                    rfc3339(record.expires_at),
-                    token.as_str()
-                ),
-                json!({
-                    "id": record.id, "operator": operator, "name": record.name,
-                    "expires_at": rfc3339(record.expires_at), "token": token.as_str(),
-                }),
-            );
-        }
-        AdminCommand::Token(TokenCommand::List) => {
-            let tokens = store.api_tokens(None).await?;
-            let text: Vec<String> = tokens
-                .iter()
-                .map(|t| {
-                    format!(
-                        "{}  {:<20} {:<20} {}",
-                        t.id,
-                        t.username,
-                        t.name,
-                        if t.revoked_at.is_some() {
-                            "revoked"
-                        } else if t.expires_at <= pairgate_server::unix_millis(now) {
-                            "expired"
-                        } else {
-                            "active"
-                        }
-                    )
-                })
-                .collect();
-            out.print(text.join("\n"), json!(tokens));
-        }
-        AdminCommand::Token(TokenCommand::Revoke { id }) => {
-            store.revoke_api_token(&id, None, &cli_actor(), now).await?;
-            out.print(
-                format!("API token {id} revoked"),
-                json!({ "id": id, "status": "revoked" }),
-            );
-        }
-        AdminCommand::Terminal(TerminalCommand::Add {
-            serial,
-            name,
-            location,
-            contact,
-            phone,
-        }) => {
-            let new = NewTerminal {
-                serial,
-                name,
-                location,
-                contact_name: contact,
-                contact_phone: phone,
-            };
-            let t = store
-                .register_terminal(
-                    &new,
-                    &pairgate_store::Changer::local(cli_actor().name()),
-                    now,
-                )
-                .await?;
-            out.print(
-                format!("terminal {} registered; it may now ask to pair", t.serial),
-                terminal_json(&t),
-            );
-        }
-        AdminCommand::Terminal(TerminalCommand::List) => {
-            let terminals = store.terminals().await?;
-            let text: Vec<String> = terminals
-                .iter()
-                .map(|t| {
-                    format!(
-                        "{:<20} {:<10} {} {}",
-                        t.serial,
-                        t.state.as_str(),
-                        t.paired_fingerprint
-                            .map_or_else(|| "-".into(), |f| f.to_hex()),
-                        t.name
-                    )
-                })
-                .collect();
-            out.print(
-                text.join("\n"),
-                Value::Array(terminals.iter().map(terminal_json).collect()),
-            );
+        AdminCommand::Token(command) => crate::admin_tokens::run(store, command, &actor, out).await,
+        AdminCommand::Terminal(command) => {
+            crate::admin_pairing::terminal(store, command, &actor, out).await
         }
         AdminCommand::Requests { pending, limit } => {
-            let requests = store.pairing_requests(pending, limit).await?;
-            let text: Vec<String> = requests
-                .iter()
-                .map(|r| {
-                    format!(
-                        "{}  {:<16} {:<15} {}{}  {}",
-                        r.id,
-                        r.serial,
-                        r.state.as_str(),
-                        if r.flagged { "FLAGGED " } else { "" },
-                        rfc3339(r.created_at),
-                        r.fingerprint
-                    )
-                })
-                .collect();
-            out.print(
-                text.join("\n"),
-                Value::Array(requests.iter().map(request_json).collect()),
-            );
+            crate::admin_pairing::requests(store, pending, limit, out).await
         }
         AdminCommand::Approve {
             request,
             code,
             operator,
             totp,
-        } => {
-            let proof = store.verify_second_factor(&operator, &totp, now).await?;
-            let t = store.approve_pairing(&request, &code, &proof, now).await?;
-            out.print(
-                format!(
-                    "terminal {} paired with {} by {operator}",
-                    t.serial,
-                    t.paired_fingerprint
-                        .map_or_else(|| "-".into(), |f| f.to_hex())
-                ),
-                terminal_json(&t),
-            );
-        }
-        AdminCommand::Key(command) => {
-            crate::admin_keys::run(store, command, &cli_actor(), out).await?;
-        }
+        } => crate::admin_pairing::approve(store, &request, &code, (&operator, &totp), out).await,
+        AdminCommand::Key(command) => crate::admin_keys::run(store, command, &actor, out).await,
         AdminCommand::Reject { request } => {
-            let r = store
-                .reject_pairing(
-                    &request,
-                    &pairgate_store::Changer::local(cli_actor().name()),
-                    now,
-                )
-                .await?;
-            out.print(format!("request {} rejected", r.id), request_json(&r));
+            crate::admin_pairing::reject(store, &request, &actor, out).await
         }
         AdminCommand::Unpair { serial } => {
-            let serial = Serial::new(&serial)?;
-            let t = store
-                .unpair(
-                    &serial,
-                    &pairgate_store::TrustChange::local(cli_actor().name()),
-                    now,
-                )
-                .await?;
-            out.print(
-                format!(
-                    "terminal {} unpaired; the master refuses it from now on",
-                    t.serial
-                ),
-                terminal_json(&t),
-            );
+            crate::admin_pairing::unpair(store, &serial, &actor, out).await
         }
         AdminCommand::Audit { command, limit } => {
-            crate::admin_audit::run(store, settings, command, limit, out).await?;
+            crate::admin_audit::run(store, settings, command, limit, out).await
         }
     }
-    Ok(())
 }

@@ -11,8 +11,8 @@ use anyhow::{Context, Result, bail};
 use clap::Subcommand;
 use pairgate_pki::SpkiPin;
 use pairgate_server::{Settings, rfc3339, unix_millis};
-use pairgate_store::{AuditVerification, Store};
-use serde_json::{Value, json};
+use pairgate_store::{AuditRecord, AuditVerification, Store};
+use serde_json::json;
 
 use crate::output::Output;
 
@@ -64,10 +64,7 @@ fn report(v: &AuditVerification, what: &str, out: &Output) -> Result<()> {
             "audit log ({what}) intact: {} records; signed checkpoints cover records through {}; {} newer record(s) not yet signed",
             v.records, v.anchored_through, v.unanchored
         ),
-        json!({
-            "records": v.records, "intact": true, "first_broken": null,
-            "anchored_through": v.anchored_through, "unanchored": v.unanchored,
-        }),
+        v.view(),
     );
     Ok(())
 }
@@ -155,18 +152,8 @@ pub async fn run(
                     )
                 })
                 .collect();
-            let rows: Vec<Value> = records
-                .iter()
-                .map(|r| {
-                    json!({
-                        "seq": r.seq, "at": rfc3339(r.at), "actor": r.actor,
-                        "action": r.action, "subject": r.subject,
-                        "detail": serde_json::from_str::<Value>(&r.detail).unwrap_or(Value::Null),
-                        "hash": r.hash,
-                    })
-                })
-                .collect();
-            out.print(text.join("\n"), Value::Array(rows));
+            let rows: Vec<_> = records.iter().map(AuditRecord::view).collect();
+            out.print(text.join("\n"), rows);
             Ok(())
         }
     }

@@ -8,9 +8,9 @@ use std::time::SystemTime;
 use anyhow::Result;
 use clap::Subcommand;
 use pairgate_pki::TerminalFingerprint;
+use pairgate_proto::cas::Unblocked;
 use pairgate_server::rfc3339;
 use pairgate_store::{Actor, BlockedKey, Store};
-use serde_json::{Value, json};
 
 use crate::output::Output;
 
@@ -34,13 +34,6 @@ pub enum KeyCommand {
     List,
 }
 
-fn key_json(k: &BlockedKey) -> Value {
-    json!({
-        "fingerprint": k.fingerprint, "reason": k.reason,
-        "blocked_by": k.blocked_by, "blocked_at": rfc3339(k.blocked_at),
-    })
-}
-
 pub async fn run(store: &Store, command: KeyCommand, actor: &Actor, out: &Output) -> Result<()> {
     let now = SystemTime::now();
     match command {
@@ -54,14 +47,17 @@ pub async fn run(store: &Store, command: KeyCommand, actor: &Actor, out: &Output
                     "key {} blocked; its open pairing requests ended",
                     k.fingerprint
                 ),
-                key_json(&k),
+                k.view(),
             );
         }
         KeyCommand::Unblock { fingerprint } => {
             store.unblock_key(&fingerprint, actor, now).await?;
             out.print(
                 format!("key {fingerprint} unblocked"),
-                json!({ "fingerprint": fingerprint.to_hex(), "blocked": false }),
+                Unblocked {
+                    fingerprint,
+                    blocked: false,
+                },
             );
         }
         KeyCommand::List => {
@@ -84,7 +80,7 @@ pub async fn run(store: &Store, command: KeyCommand, actor: &Actor, out: &Output
                 } else {
                     text.join("\n")
                 },
-                Value::Array(keys.iter().map(key_json).collect()),
+                keys.iter().map(BlockedKey::view).collect::<Vec<_>>(),
             );
         }
     }

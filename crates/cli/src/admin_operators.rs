@@ -8,8 +8,8 @@ use std::time::SystemTime;
 
 use anyhow::Result;
 use clap::Subcommand;
+use pairgate_proto::cas_accounts::NewOperator;
 use pairgate_store::{Actor, AdminAction, Role, Store};
-use serde_json::json;
 
 use crate::output::Output;
 
@@ -77,10 +77,12 @@ pub async fn run(
                     creds.password.as_str(),
                     creds.totp_uri.as_str()
                 ),
-                json!({
-                    "username": name, "role": role.as_str(),
-                    "password": creds.password.as_str(), "totp_uri": creds.totp_uri.as_str(),
-                }),
+                NewOperator {
+                    username: name.clone(),
+                    role: role.as_str().to_owned(),
+                    password: creds.password.clone(),
+                    totp_uri: creds.totp_uri.clone(),
+                },
             );
             return Ok(());
         }
@@ -98,13 +100,9 @@ pub async fn run(
                     if o.disabled { "disabled" } else { "" },
                     if lock.locked { " step-ups-locked" } else { "" }
                 ));
-                let mut row = json!(o);
-                if let Some(fields) = row.as_object_mut() {
-                    fields.insert("step_up".into(), json!(lock));
-                }
-                rows.push(row);
+                rows.push(o.view(Some(&lock)));
             }
-            out.print(text.join("\n"), json!(rows));
+            out.print(text.join("\n"), rows);
             return Ok(());
         }
         OperatorCommand::Disable { name } => {
@@ -135,6 +133,9 @@ pub async fn run(
         }
     };
     let operator = store.operator(&name).await?;
-    out.print(format!("operator {name} {done}"), json!(operator));
+    out.print(
+        format!("operator {name} {done}"),
+        operator.map(|o| o.view(None)),
+    );
     Ok(())
 }

@@ -8,6 +8,8 @@ mod admin;
 mod admin_audit;
 mod admin_keys;
 mod admin_operators;
+mod admin_pairing;
+mod admin_tokens;
 mod agent;
 mod ca;
 mod output;

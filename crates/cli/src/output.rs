@@ -20,9 +20,12 @@ impl Output {
     }
 
     /// Prints `text` for people or `value` for scripts.
-    pub fn print(&self, text: impl AsRef<str>, value: Value) {
+    pub fn print(&self, text: impl AsRef<str>, value: impl serde::Serialize) {
         if self.json {
-            println!("{value}");
+            match serde_json::to_string(&value) {
+                Ok(json) => println!("{json}"),
+                Err(e) => eprintln!("error: writing JSON: {e}"),
+            }
         } else {
             let text = text.as_ref();
             if text.ends_with('\n') {

@@ -324,16 +324,7 @@ where
 
 /// RFC 3339 UTC (whole seconds) for Unix milliseconds.
 pub fn rfc3339(millis: i64) -> String {
-    let nanos = i128::from(millis) * 1_000_000;
-    time::OffsetDateTime::from_unix_timestamp_nanos(nanos)
-        .ok()
-        .and_then(|t| {
-            t.replace_nanosecond(0)
-                .ok()?
-                .format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_default()
+    pairgate_proto::Timestamp(millis).rfc3339()
 }
 
 /// Unix milliseconds of `t` (0 before the epoch).

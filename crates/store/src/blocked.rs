@@ -18,8 +18,8 @@ use crate::{Actor, Store, StoreError, millis};
 /// A blocked terminal key.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct BlockedKey {
-    /// Certificate fingerprint (64 hex digits).
-    pub fingerprint: String,
+    /// Certificate fingerprint.
+    pub fingerprint: TerminalFingerprint,
     /// Why, as the operator wrote it.
     pub reason: String,
     /// Who blocked it.
@@ -30,7 +30,7 @@ pub struct BlockedKey {
 
 fn blocked_key(row: &sqlx::any::AnyRow) -> Result<BlockedKey, StoreError> {
     Ok(BlockedKey {
-        fingerprint: row.try_get("fingerprint")?,
+        fingerprint: crate::parsed(row, "fingerprint", || "blocked key".to_owned())?,
         reason: row.try_get("reason")?,
         blocked_by: row.try_get("blocked_by")?,
         blocked_at: row.try_get("blocked_at")?,
@@ -126,7 +126,7 @@ impl Store {
         .await?;
         tx.commit().await?;
         Ok(BlockedKey {
-            fingerprint: fp,
+            fingerprint: *fingerprint,
             reason: reason.to_owned(),
             blocked_by: actor.name().to_owned(),
             blocked_at: at,

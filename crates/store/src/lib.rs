@@ -24,6 +24,7 @@ mod sessions;
 mod step_up;
 mod terminals;
 mod views;
+mod wire;
 
 use std::path::Path;
 use std::str::FromStr;

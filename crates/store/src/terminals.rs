@@ -97,25 +97,7 @@ impl TerminalState {
     }
 }
 
-/// What an operator gives to register a terminal.
-#[derive(Clone, Debug, Default, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NewTerminal {
-    /// Serial, unique.
-    pub serial: String,
-    /// Display name.
-    #[serde(default)]
-    pub name: String,
-    /// Where it stands.
-    #[serde(default)]
-    pub location: String,
-    /// The location contact who reads the pairing code.
-    #[serde(default)]
-    pub contact_name: String,
-    /// Their phone.
-    #[serde(default)]
-    pub contact_phone: String,
-}
+pub use pairgate_proto::cas::NewTerminal;
 
 /// A terminal as stored.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]

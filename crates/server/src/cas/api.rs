@@ -11,13 +11,20 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use pairgate_pki::PairingCode;
-use pairgate_store::{NewTerminal, Operator, PairingRequest, Serial, Terminal, TerminalState};
-use serde_json::{Value, json};
+use pairgate_proto::cas::{
+    ApproveBody, Approved, BlockBody, BlockedKeys, ListQuery, PairingRequestPage, TerminalPage,
+    TotpBody, Unblocked,
+};
+use pairgate_proto::cas_accounts::{AuditPage, FullCheck};
+use pairgate_proto::{PairingStatus, Timestamp};
+use pairgate_store::{
+    AuditRecord, BlockedKey, NewTerminal, Operator, PairingRequest, Serial, Terminal, TerminalState,
+};
 use zeroize::Zeroizing;
 
 use super::Cas;
 use crate::error::ApiError;
-use crate::http::{JsonBody, JsonPath, JsonQuery, rfc3339};
+use crate::http::{JsonBody, JsonPath, JsonQuery};
 
 /// The API routes (nested under `/api/v1`).
 pub fn router() -> Router<Cas> {
@@ -85,28 +92,6 @@ fn may_change(op: &Operator) -> Result<(), Response> {
     }
 }
 
-fn terminal_json(t: &Terminal) -> Value {
-    json!({
-        "serial": t.serial.as_str(), "name": t.name, "location": t.location,
-        "contact_name": t.contact_name, "contact_phone": t.contact_phone,
-        "state": t.state.as_str(), "paired_fingerprint": t.paired_fingerprint,
-        "paired_at": t.paired_at.map(rfc3339), "paired_by": t.paired_by,
-        "last_seen_at": t.last_seen_at.map(rfc3339), "last_seen_address": t.last_seen_address,
-        "firmware": t.firmware, "vpn_profile": t.vpn_profile, "created_at": rfc3339(t.created_at),
-    })
-}
-
-fn request_json(r: &PairingRequest) -> Value {
-    json!({
-        "id": r.id, "serial": r.serial, "fingerprint": r.fingerprint, "state": r.state.wire_status(),
-        "remote_address": r.remote_address, "model": r.model, "firmware": r.firmware,
-        "flagged": r.flagged, "supersedes": r.supersedes, "failed_attempts": r.failed_attempts,
-        "code_shown": r.terminal_nonce.is_some(),
-        "created_at": rfc3339(r.created_at), "expires_at": rfc3339(r.expires_at),
-        "decided_at": r.decided_at.map(rfc3339), "decided_by": r.decided_by,
-    })
-}
-
 fn serial(text: &str) -> Result<Serial, Response> {
     Serial::new(text).map_err(|e| ApiError::from(e).into_response())
 }
@@ -124,22 +109,6 @@ pub(super) fn store<T>(r: Result<T, pairgate_store::StoreError>) -> Result<T, Re
     r.map_err(|e| ApiError::from(e).into_response())
 }
 
-/// Paging and filtering of lists.
-#[derive(serde::Deserialize, Default)]
-#[serde(default, deny_unknown_fields)]
-struct ListQuery {
-    q: String,
-    state: String,
-    offset: i64,
-    limit: Option<i64>,
-}
-
-impl ListQuery {
-    fn limit(&self) -> i64 {
-        self.limit.unwrap_or(100).clamp(1, 1000)
-    }
-}
-
 async fn list_terminals(
     State(cas): State<Cas>,
     headers: HeaderMap,
@@ -155,7 +124,11 @@ async fn list_terminals(
             .search_terminals(&q.q, state, q.offset.max(0), q.limit())
             .await
     ));
-    Json(json!({ "terminals": page.rows.iter().map(terminal_json).collect::<Vec<_>>(), "total": page.total })).into_response()
+    Json(TerminalPage {
+        terminals: page.rows.iter().map(Terminal::view).collect(),
+        total: page.total,
+    })
+    .into_response()
 }
 
 async fn create_terminal(
@@ -171,7 +144,7 @@ async fn create_terminal(
             .register_terminal(&new, &by, cas.clock.now())
             .await
     ));
-    (StatusCode::CREATED, Json(terminal_json(&t))).into_response()
+    (StatusCode::CREATED, Json(t.view())).into_response()
 }
 
 async fn terminal(
@@ -182,7 +155,7 @@ async fn terminal(
     tri!(bearer(&cas, &headers).await);
     let s = tri!(serial(&s));
     match tri!(store(cas.store.terminal(&s).await)) {
-        Some(t) => Json(terminal_json(&t)).into_response(),
+        Some(t) => Json(t.view()).into_response(),
         None => ApiError::new(
             StatusCode::NOT_FOUND,
             "PG-NOT-FOUND",
@@ -190,13 +163,6 @@ async fn terminal(
         )
         .into_response(),
     }
-}
-
-/// A step-up body.
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct TotpBody {
-    pub(super) totp: Zeroizing<String>,
 }
 
 async fn unpair(
@@ -217,7 +183,7 @@ async fn unpair(
     ));
     let by = tri!(store(factor.trust_change()));
     let t = tri!(store(cas.store.unpair(&s, &by, now).await));
-    Json(terminal_json(&t)).into_response()
+    Json(t.view()).into_response()
 }
 
 async fn list_requests(
@@ -251,8 +217,11 @@ async fn list_requests(
             .search_pairing_requests(&q.state, q.offset.max(0), q.limit())
             .await
     ));
-    let rows: Vec<Value> = page.rows.iter().map(request_json).collect();
-    Json(json!({ "pairing_requests": rows, "total": page.total })).into_response()
+    Json(PairingRequestPage {
+        pairing_requests: page.rows.iter().map(PairingRequest::view).collect(),
+        total: page.total,
+    })
+    .into_response()
 }
 
 async fn request(
@@ -262,7 +231,7 @@ async fn request(
 ) -> Response {
     tri!(bearer(&cas, &headers).await);
     match tri!(store(cas.store.pairing_request(&id).await)) {
-        Some(r) => Json(request_json(&r)).into_response(),
+        Some(r) => Json(r.view()).into_response(),
         None => ApiError::new(
             StatusCode::NOT_FOUND,
             "PG-NOT-FOUND",
@@ -270,14 +239,6 @@ async fn request(
         )
         .into_response(),
     }
-}
-
-/// The approval body.
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ApproveBody {
-    code: String,
-    totp: Zeroizing<String>,
 }
 
 async fn approve(
@@ -302,7 +263,11 @@ async fn approve(
     let t = tri!(store(
         cas.store.approve_pairing(&id, &code, &factor, now).await
     ));
-    Json(json!({ "status": "approved", "terminal": terminal_json(&t) })).into_response()
+    Json(Approved {
+        status: PairingStatus::Approved,
+        terminal: t.view(),
+    })
+    .into_response()
 }
 
 async fn reject(
@@ -315,14 +280,7 @@ async fn reject(
     let r = tri!(store(
         cas.store.reject_pairing(&id, &by, cas.clock.now()).await
     ));
-    Json(request_json(&r)).into_response()
-}
-
-fn blocked_json(k: &pairgate_store::BlockedKey) -> Value {
-    json!({
-        "fingerprint": k.fingerprint, "reason": k.reason,
-        "blocked_by": k.blocked_by, "blocked_at": rfc3339(k.blocked_at),
-    })
+    Json(r.view()).into_response()
 }
 
 fn fingerprint(text: &str) -> Result<pairgate_pki::TerminalFingerprint, Response> {
@@ -338,15 +296,10 @@ fn fingerprint(text: &str) -> Result<pairgate_pki::TerminalFingerprint, Response
 async fn blocked_keys(State(cas): State<Cas>, headers: HeaderMap) -> Response {
     tri!(bearer(&cas, &headers).await);
     let keys = tri!(store(cas.store.blocked_keys().await));
-    Json(json!({ "blocked_keys": keys.iter().map(blocked_json).collect::<Vec<_>>() }))
-        .into_response()
-}
-
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct BlockBody {
-    fingerprint: String,
-    reason: String,
+    Json(BlockedKeys {
+        blocked_keys: keys.iter().map(BlockedKey::view).collect(),
+    })
+    .into_response()
 }
 
 async fn block_key(
@@ -363,7 +316,7 @@ async fn block_key(
             .block_key(&fp, body.reason.trim(), &actor, cas.clock.now())
             .await
     ));
-    (StatusCode::CREATED, Json(blocked_json(&k))).into_response()
+    (StatusCode::CREATED, Json(k.view())).into_response()
 }
 
 async fn unblock_key(
@@ -378,7 +331,11 @@ async fn unblock_key(
     tri!(store(
         cas.store.unblock_key(&fp, &actor, cas.clock.now()).await
     ));
-    Json(json!({ "fingerprint": fp.to_hex(), "blocked": false })).into_response()
+    Json(Unblocked {
+        fingerprint: fp,
+        blocked: false,
+    })
+    .into_response()
 }
 
 async fn audit(
@@ -391,32 +348,18 @@ async fn audit(
         cas.store.search_audit(&q.q, q.offset.max(0), q.limit()),
         cas.store.audit_status(&cas.server_pin)
     )));
-    let full = cas.audit_checked.get().map(|(at, f)| {
-        json!({
-            "at": rfc3339(crate::http::unix_millis(at)), "intact": f.intact(), "records": f.records,
-            "first_broken": f.first_broken, "reason": f.reason,
-        })
+    let full_check = cas.audit_checked.get().map(|(at, f)| FullCheck {
+        at: Timestamp(crate::http::unix_millis(at)),
+        intact: f.intact(),
+        records: f.records,
+        first_broken: f.first_broken,
+        reason: f.reason,
     });
-    let records: Vec<Value> = page
-        .rows
-        .iter()
-        .map(|r| {
-            json!({
-                "seq": r.seq, "at": rfc3339(r.at), "actor": r.actor, "action": r.action,
-                "subject": r.subject,
-                "detail": serde_json::from_str::<Value>(&r.detail).unwrap_or(Value::String(r.detail.clone())),
-                "hash": r.hash,
-            })
-        })
-        .collect();
-    Json(json!({
-        "records": records, "total": page.total,
-        "chain": {
-            "intact": verified.intact(), "records": verified.records, "first_broken": verified.first_broken,
-            "reason": verified.reason, "checked_from": verified.checked_from,
-            "anchored_through": verified.anchored_through, "unanchored": verified.unanchored,
-        },
-        "full_check": full,
-    }))
+    Json(AuditPage {
+        records: page.rows.iter().map(AuditRecord::view).collect(),
+        total: page.total,
+        chain: verified.view(),
+        full_check,
+    })
     .into_response()
 }

@@ -10,14 +10,15 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use pairgate_proto::Timestamp;
+use pairgate_proto::cas::TotpBody;
+use pairgate_proto::cas_accounts::{OperatorList, RoleBody, TokenBody};
 use pairgate_store::{AdminAction, Operator, Role, SecondFactor};
-use serde_json::{Value, json};
-use zeroize::Zeroizing;
 
 use super::Cas;
-use super::api::{TotpBody, bearer, store};
+use super::api::{bearer, store};
 use crate::error::ApiError;
-use crate::http::{JsonBody, JsonPath, rfc3339, unix_millis};
+use crate::http::{JsonBody, JsonPath, unix_millis};
 
 macro_rules! tri {
     ($e:expr) => {
@@ -67,14 +68,6 @@ async fn admin(cas: &Cas, headers: &HeaderMap, totp: &str) -> Result<AdminAction
     store(factor.admin())
 }
 
-/// A new token's body.
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct TokenBody {
-    name: String,
-    totp: Zeroizing<String>,
-}
-
 async fn create_token(
     State(cas): State<Cas>,
     headers: HeaderMap,
@@ -87,15 +80,7 @@ async fn create_token(
             .create_api_token(&factor, &body.name, cas.clock.now())
             .await
     ));
-    (
-        StatusCode::CREATED,
-        Json(json!({
-            "id": record.id, "operator": record.username, "name": record.name,
-            "created_at": rfc3339(record.created_at), "expires_at": rfc3339(record.expires_at),
-            "token": token.as_str(),
-        })),
-    )
-        .into_response()
+    (StatusCode::CREATED, Json(record.receipt(token.as_str()))).into_response()
 }
 
 async fn operators(State(cas): State<Cas>, headers: HeaderMap) -> Response {
@@ -110,27 +95,22 @@ async fn operators(State(cas): State<Cas>, headers: HeaderMap) -> Response {
     }
     let now = cas.clock.now();
     let operators = tri!(store(cas.store.operators().await));
-    let mut rows: Vec<Value> = Vec::with_capacity(operators.len());
+    let mut rows = Vec::with_capacity(operators.len());
     for o in &operators {
         let lock = tri!(store(cas.store.step_up_lock(&o.username, now).await));
-        rows.push(json!({
-            "username": o.username, "role": o.role.as_str(), "totp_enabled": o.totp_enabled,
-            "must_change_password": o.must_change_password, "disabled": o.disabled,
-            "created_at": rfc3339(o.created_at),
-            "step_up": { "failures": lock.failures, "locked": lock.locked, "until": lock.until.map(rfc3339) },
-        }));
+        rows.push(o.view(Some(&lock)));
     }
-    Json(json!({ "operators": rows, "at": rfc3339(unix_millis(now)) })).into_response()
+    Json(OperatorList {
+        operators: rows,
+        at: Timestamp(unix_millis(now)),
+    })
+    .into_response()
 }
 
 /// The changed operator, as the answer.
 async fn changed(cas: &Cas, username: &str) -> Response {
     match tri!(store(cas.store.operator(username).await)) {
-        Some(o) => Json(json!({
-            "username": o.username, "role": o.role.as_str(), "totp_enabled": o.totp_enabled,
-            "disabled": o.disabled,
-        }))
-        .into_response(),
+        Some(o) => Json(o.view(None)).into_response(),
         None => {
             ApiError::new(StatusCode::NOT_FOUND, "PG-NOT-FOUND", "no such operator").into_response()
         }
@@ -165,14 +145,6 @@ async fn enable(
             .await
     ));
     changed(&cas, &name).await
-}
-
-/// A role change's body.
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RoleBody {
-    role: String,
-    totp: Zeroizing<String>,
 }
 
 async fn role(

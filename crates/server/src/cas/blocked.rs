@@ -13,7 +13,7 @@ use pairgate_store::StoreError;
 
 use super::Cas;
 use super::auth::SignedIn;
-use super::html::{Flash, csrf_field, flash, grouped, page, when};
+use super::html::{Flash, csrf_field, flash, page, when};
 use super::pages::may_change;
 use super::requests::detail_view;
 
@@ -85,7 +85,7 @@ async fn list_view(cas: &Cas, who: &SignedIn, message: Option<(Flash, String)>) 
                 tr { th { "Fingerprint" } th { "Reason" } th { "By" } th { "When" } th {} }
                 @for k in &keys {
                     tr {
-                        td.fp { (grouped(&k.fingerprint)) }
+                        td.fp { (k.fingerprint.grouped()) }
                         td { (k.reason) }
                         td { (k.blocked_by) }
                         td { (when(Some(k.blocked_at))) }

@@ -1,0 +1,176 @@
+//! The stored rows as the CAS API and `pairgate admin --json` show them
+//! (`pairgate_proto::cas`, `pairgate_proto::cas_accounts`): one shape per
+//! object, made in one place.
+
+use pairgate_proto::cas::{self, BlockedKeyView, PairingRequestView, TerminalView};
+use pairgate_proto::cas_accounts::{
+    AuditRecordView, ChainStatus, NewToken, OperatorView, StepUpView, TokenView,
+};
+use pairgate_proto::{PairingStatus, Timestamp};
+
+use crate::{
+    ApiToken, AuditRecord, AuditVerification, BlockedKey, Operator, PairingRequest, PairingState,
+    StepUpLock, Terminal, TerminalState,
+};
+
+impl TerminalState {
+    /// The state in the API's terms.
+    pub fn view(self) -> cas::TerminalState {
+        match self {
+            Self::Registered => cas::TerminalState::Registered,
+            Self::Paired => cas::TerminalState::Paired,
+            Self::Unpaired => cas::TerminalState::Unpaired,
+        }
+    }
+}
+
+impl Terminal {
+    /// The terminal as the API shows it.
+    pub fn view(&self) -> TerminalView {
+        TerminalView {
+            serial: self.serial.as_str().to_owned(),
+            name: self.name.clone(),
+            location: self.location.clone(),
+            contact_name: self.contact_name.clone(),
+            contact_phone: self.contact_phone.clone(),
+            state: self.state.view(),
+            paired_fingerprint: self.paired_fingerprint,
+            paired_at: self.paired_at.map(Timestamp),
+            paired_by: self.paired_by.clone(),
+            last_seen_at: self.last_seen_at.map(Timestamp),
+            last_seen_address: self.last_seen_address.clone(),
+            firmware: self.firmware.clone(),
+            vpn_profile: self.vpn_profile.clone(),
+            created_at: Timestamp(self.created_at),
+        }
+    }
+}
+
+impl PairingState {
+    /// The protocol status: both open states are `pending`, `failed` is
+    /// `rejected`.
+    pub fn status(self) -> PairingStatus {
+        match self {
+            Self::AwaitingReveal | Self::Pending => PairingStatus::Pending,
+            Self::Approved => PairingStatus::Approved,
+            Self::Rejected | Self::Failed => PairingStatus::Rejected,
+            Self::Expired => PairingStatus::Expired,
+            Self::Superseded => PairingStatus::Superseded,
+        }
+    }
+}
+
+impl PairingRequest {
+    /// The request as the API shows it.
+    pub fn view(&self) -> PairingRequestView {
+        PairingRequestView {
+            id: self.id.clone(),
+            serial: self.serial.as_str().to_owned(),
+            fingerprint: self.fingerprint,
+            state: self.state.status(),
+            remote_address: self.remote_address.clone(),
+            model: self.model.clone(),
+            firmware: self.firmware.clone(),
+            flagged: self.flagged,
+            supersedes: self.supersedes.clone(),
+            failed_attempts: self.failed_attempts,
+            code_shown: self.terminal_nonce.is_some(),
+            created_at: Timestamp(self.created_at),
+            expires_at: Timestamp(self.expires_at),
+            decided_at: self.decided_at.map(Timestamp),
+            decided_by: self.decided_by.clone(),
+        }
+    }
+}
+
+impl BlockedKey {
+    /// The blocked key as the API shows it.
+    pub fn view(&self) -> BlockedKeyView {
+        BlockedKeyView {
+            fingerprint: self.fingerprint,
+            reason: self.reason.clone(),
+            blocked_by: self.blocked_by.clone(),
+            blocked_at: Timestamp(self.blocked_at),
+        }
+    }
+}
+
+impl Operator {
+    /// The operator as the API shows it, with its step-up lock in lists.
+    pub fn view(&self, step_up: Option<&StepUpLock>) -> OperatorView {
+        OperatorView {
+            username: self.username.clone(),
+            role: self.role.as_str().to_owned(),
+            totp_enabled: self.totp_enabled,
+            must_change_password: self.must_change_password,
+            disabled: self.disabled,
+            created_at: Timestamp(self.created_at),
+            step_up: step_up.map(|lock| StepUpView {
+                failures: lock.failures,
+                locked: lock.locked,
+                until: lock.until.map(Timestamp),
+            }),
+        }
+    }
+}
+
+impl ApiToken {
+    /// The token's record as listed (never the token).
+    pub fn view(&self) -> TokenView {
+        TokenView {
+            id: self.id.clone(),
+            username: self.username.clone(),
+            name: self.name.clone(),
+            created_at: Timestamp(self.created_at),
+            last_used_at: self.last_used_at.map(Timestamp),
+            revoked_at: self.revoked_at.map(Timestamp),
+            expires_at: Timestamp(self.expires_at),
+        }
+    }
+}
+
+impl ApiToken {
+    /// The answer that hands a new token over, once.
+    pub fn receipt(&self, token: &str) -> NewToken {
+        NewToken {
+            id: self.id.clone(),
+            operator: self.username.clone(),
+            name: self.name.clone(),
+            created_at: Timestamp(self.created_at),
+            expires_at: Timestamp(self.expires_at),
+            token: zeroize::Zeroizing::new(token.to_owned()),
+        }
+    }
+}
+
+impl AuditRecord {
+    /// The record as the API shows it; a detail that is not JSON is shown
+    /// as the stored text.
+    pub fn view(&self) -> AuditRecordView {
+        AuditRecordView {
+            seq: self.seq,
+            at: Timestamp(self.at),
+            actor: self.actor.clone(),
+            action: self.action.clone(),
+            subject: self.subject.clone(),
+            detail: serde_json::from_str(&self.detail)
+                .unwrap_or_else(|_| serde_json::Value::String(self.detail.clone())),
+            hash: self.hash.clone(),
+        }
+    }
+}
+
+impl AuditVerification {
+    /// The check's result as the API shows it.
+    pub fn view(&self) -> ChainStatus {
+        ChainStatus {
+            intact: self.intact(),
+            records: self.records,
+            first_broken: self.first_broken,
+            reason: self.reason.clone(),
+            checked_from: self.checked_from,
+            anchored_through: self.anchored_through,
+            unanchored: self.unanchored,
+        }
+    }
+}
