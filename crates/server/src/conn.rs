@@ -3,15 +3,71 @@
 //! file descriptors derived from the process's open-file limit so that
 //! listeners, the store and CAS always have descriptors left, and the
 //! lingering close that lets a client read an early error (`413`) before
-//! the socket goes.
+//! the socket goes; and the one accept loop every listener runs, which
+//! applies those caps before any TLS work.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use hyper_util::rt::TokioTimer;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+/// Accepts connections on `listener` until `shutdown` turns true. A
+/// connection over `limiter`'s caps is closed at once; each admitted one
+/// is handed to `handle` (with its own shutdown signal) in a task of its
+/// own that holds the connection's permit until it ends.
+pub(crate) async fn accept_each<F, Fut>(
+    service: &'static str,
+    listener: TcpListener,
+    limiter: Arc<ConnectionLimiter>,
+    mut shutdown: watch::Receiver<bool>,
+    handle: F,
+) where
+    F: Fn(TcpStream, SocketAddr, watch::Receiver<bool>) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    loop {
+        let (tcp, address) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off.
+                    tracing::warn!(service, error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.changed() => return,
+        };
+        // Over a cap: closed before any TLS work is spent on it.
+        let Some(permit) = limiter.admit(address.ip()) else {
+            tracing::debug!(service, %address, "connection refused: at the connection cap");
+            continue;
+        };
+        let connection = handle(tcp, address, shutdown.clone());
+        tokio::spawn(async move {
+            let _permit = permit;
+            connection.await;
+        });
+    }
+}
+
+/// HTTP/1.1 as every listener serves it: the header timer also runs while
+/// a kept-alive connection waits for its next request, so it bounds idle
+/// time too.
+pub(crate) fn http1(header_timeout: Duration) -> hyper::server::conn::http1::Builder {
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout);
+    builder
+}
 
 /// How many connections a listener holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

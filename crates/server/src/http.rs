@@ -17,10 +17,10 @@ use axum::Router;
 use axum::extract::{FromRequest, Request};
 use axum::http::StatusCode;
 use http_body_util::{BodyExt, Limited};
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use pairgate_pki::{SpkiPin, TerminalFingerprint};
 use pairgate_tls::server::TlsServer;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tower::ServiceExt;
 
@@ -90,108 +90,100 @@ fn outside_validity(peer: &Peer, now: SystemTime) -> Option<axum::response::Resp
     })
 }
 
-/// Accepts connections until `shutdown` turns true.
+/// Serves gate or master until `shutdown` turns true: mutual TLS, the
+/// peer's certificate validity on every request, and the guard that
+/// closes an unpaired terminal's connection at once.
 pub(crate) async fn serve(
     listener: TcpListener,
     router: Router,
     options: ServeOptions,
+    shutdown: watch::Receiver<bool>,
+) {
+    let limiter = options.limiter.clone();
+    crate::conn::accept_each(
+        options.name,
+        listener,
+        limiter,
+        shutdown,
+        move |tcp, address, shutdown| {
+            connection(tcp, address, router.clone(), options.clone(), shutdown)
+        },
+    )
+    .await;
+}
+
+/// One gate or master connection, from the handshake to its close.
+async fn connection(
+    tcp: TcpStream,
+    address: SocketAddr,
+    router: Router,
+    options: ServeOptions,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    loop {
-        let (tcp, address) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(e) => {
-                    // Out of file descriptors and the like: back off.
-                    tracing::warn!(service = options.name, error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = shutdown.changed() => return,
-        };
-        // Over a cap: closed before any TLS work is spent on it.
-        let Some(permit) = options.limiter.admit(address.ip()) else {
-            tracing::debug!(service = options.name, %address, "connection refused: at the connection cap");
-            drop(tcp);
-            continue;
-        };
-        let router = router.clone();
-        let options = options.clone();
-        let mut conn_shutdown = shutdown.clone();
-        tokio::spawn(async move {
-            let _permit = permit;
-            let (stream, fingerprint) = match options.tls.accept(tcp).await {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    tracing::debug!(service = options.name, %address, error = %e, "handshake refused");
-                    return;
-                }
-            };
-            let certificate = stream
-                .get_ref()
-                .1
-                .peer_certificates()
-                .and_then(|c| c.first())
-                .map(|c| c.as_ref().to_vec())
-                .unwrap_or_default();
-            // Only the validity is read, and kept for the connection.
-            let Ok(valid) = pairgate_pki::validity::certificate_validity(&certificate) else {
-                tracing::debug!(service = options.name, %address, "unreadable client certificate");
-                return;
-            };
-            let peer = Peer {
-                fingerprint,
-                certificate: Arc::new(certificate),
-                address,
-                server_pin: options.server_pin,
-                valid,
-            };
-            let limit = BodyLimit(options.body_limit, options.body_timeout);
-            let clock = options.clock.clone();
-            let service = hyper::service::service_fn(
-                move |request: hyper::Request<hyper::body::Incoming>| {
-                    use futures_util::future::{Either, ready};
-                    // Either, not an async block: hyper keeps one future of
-                    // this type per connection, sized for all its states.
-                    if let Some(refused) = outside_validity(&peer, clock.now()) {
-                        return Either::Left(ready(Ok(refused)));
-                    }
-                    let mut request = request.map(axum::body::Body::new);
-                    request.extensions_mut().insert(peer.clone());
-                    request.extensions_mut().insert(limit);
-                    Either::Right(router.clone().oneshot(request))
-                },
-            );
-            // The header timer also runs while a kept-alive connection
-            // waits for its next request, so it bounds idle time too.
-            let connection = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(options.header_timeout)
-                .serve_connection(TokioIo::new(stream), service)
-                .without_shutdown();
-            let closed: Pin<Box<dyn Future<Output = ()> + Send>> = match &options.guard {
-                Some(guard) => guard.closed(fingerprint),
-                None => Box::pin(std::future::pending()),
-            };
-            tokio::select! {
-                ended = connection => {
-                    // hyper ends a connection whose request body it did
-                    // not read; the client may still be sending it.
-                    // Boxed: its state (a read buffer and the stream) would
-                    // otherwise be part of every connection task, lingering
-                    // or not (+17 KiB per idle connection, measured).
-                    if let Ok(parts) = ended {
-                        Box::pin(linger_close(parts.io.into_inner(), options.linger)).await;
-                    }
-                }
-                // Dropping the connection closes the socket at once.
-                () = closed => {
-                    tracing::info!(service = options.name, %address, fingerprint = %fingerprint, "closing the connection of an unpaired terminal");
-                }
-                _ = conn_shutdown.changed() => {}
+    let (stream, fingerprint) = match options.tls.accept(tcp).await {
+        Ok(accepted) => accepted,
+        Err(e) => {
+            tracing::debug!(service = options.name, %address, error = %e, "handshake refused");
+            return;
+        }
+    };
+    let certificate = stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .map(|c| c.as_ref().to_vec())
+        .unwrap_or_default();
+    // Only the validity is read, and kept for the connection.
+    let Ok(valid) = pairgate_pki::validity::certificate_validity(&certificate) else {
+        tracing::debug!(service = options.name, %address, "unreadable client certificate");
+        return;
+    };
+    let peer = Peer {
+        fingerprint,
+        certificate: Arc::new(certificate),
+        address,
+        server_pin: options.server_pin,
+        valid,
+    };
+    let limit = BodyLimit(options.body_limit, options.body_timeout);
+    let clock = options.clock.clone();
+    let service =
+        hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+            use futures_util::future::{Either, ready};
+            // Either, not an async block: hyper keeps one future of this
+            // type per connection, sized for all its states.
+            if let Some(refused) = outside_validity(&peer, clock.now()) {
+                return Either::Left(ready(Ok(refused)));
             }
+            let mut request = request.map(axum::body::Body::new);
+            request.extensions_mut().insert(peer.clone());
+            request.extensions_mut().insert(limit);
+            Either::Right(router.clone().oneshot(request))
         });
+    let connection = crate::conn::http1(options.header_timeout)
+        .serve_connection(TokioIo::new(stream), service)
+        .without_shutdown();
+    let closed: Pin<Box<dyn Future<Output = ()> + Send>> = match &options.guard {
+        Some(guard) => guard.closed(fingerprint),
+        None => Box::pin(std::future::pending()),
+    };
+    tokio::select! {
+        ended = connection => {
+            // hyper ends a connection whose request body it did not read;
+            // the client may still be sending it. Boxed: its state (a read
+            // buffer and the stream) would otherwise be part of every
+            // connection task, lingering or not (+17 KiB per idle
+            // connection, measured).
+            if let Ok(parts) = ended {
+                Box::pin(linger_close(parts.io.into_inner(), options.linger)).await;
+            }
+        }
+        // Dropping the connection closes the socket at once.
+        () = closed => {
+            tracing::info!(service = options.name, %address, fingerprint = %fingerprint, "closing the connection of an unpaired terminal");
+        }
+        _ = shutdown.changed() => {}
     }
 }
 

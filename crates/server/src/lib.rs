@@ -17,11 +17,11 @@ mod master;
 mod paired;
 mod proxy;
 mod refusals;
+mod running;
 mod services;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 pub use config::{DatabaseLocation, Settings};
 pub use error::{ApiError, ServerError};
@@ -33,7 +33,7 @@ pub use pairgate_clock::Clock;
 use pairgate_pki::SpkiPin;
 use pairgate_store::Store;
 use pairgate_tls::server::TlsServer;
-use tokio::net::TcpListener;
+use running::Bound;
 use tokio::sync::watch;
 
 pub use pairgate_proto::TerminalConfig;
@@ -88,15 +88,6 @@ pub struct Server {
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
-async fn bind(addr: &str) -> Result<TcpListener, ServerError> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|source| ServerError::Bind {
-            addr: addr.to_owned(),
-            source,
-        })
-}
-
 impl Server {
     /// Opens the store, loads (or creates) the identity, binds gate and
     /// master and starts serving, on the system clock.
@@ -114,103 +105,51 @@ impl Server {
             ..settings.tls_policy()?
         };
         let (shutdown, shutdown_rx) = watch::channel(false);
-        let gate_listener = bind(&settings.gate_listen).await?;
-        let master_listener = bind(&settings.master_listen).await?;
-        let cas_listener = bind(&settings.cas_listen).await?;
-        let gate_addr = local(&gate_listener, &settings.gate_listen)?;
-        let master_addr = local(&master_listener, &settings.master_listen)?;
-        let cas_addr = local(&cas_listener, &settings.cas_listen)?;
-
-        let signer = Arc::new(audit_anchor::IdentitySigner::new(&identity.certified_key)?);
-        let audit_checked = audit_anchor::LastFullCheck::default();
-        let first_run_file = settings.data_dir.join(cas::FIRST_RUN_FILE);
-        let first_run_password = cas::first_run(&store, &first_run_file, clock.now())
-            .await?
-            .map(cas::FirstRunPassword);
-        let cas_state = services::cas(
+        let gate_at = Bound::bind(&settings.gate_listen).await?;
+        let master_at = Bound::bind(&settings.master_listen).await?;
+        let cas_at = Bound::bind(&settings.cas_listen).await?;
+        let (gate_addr, master_addr, cas_addr) = (gate_at.addr, master_at.addr, cas_at.addr);
+        let at = running::Shared {
             settings,
-            &store,
-            identity.pin,
-            audit_checked.clone(),
-            &clock,
-        );
-        let cas_tls = services::cas_tls(settings, &identity, &policy)?;
-        let cas_url = format!(
-            "{}://{cas_addr}",
-            if settings.cas_tls { "https" } else { "http" }
-        );
-
-        let paired = PairedSet::load(&store).await?;
-        let master_url = settings.master_url(master_addr.port());
+            store: &store,
+            identity: &identity,
+            policy: &policy,
+            clock: &clock,
+            shutdown: &shutdown_rx,
+        };
         let [gate_limiter, master_limiter, cas_limiter] = settings
             .connection_limits(conn::open_file_limit())
             .map(conn::ConnectionLimiter::new);
+        let connections = [
+            gate_limiter.clone(),
+            master_limiter.clone(),
+            cas_limiter.clone(),
+        ];
+        let signer = Arc::new(audit_anchor::IdentitySigner::new(&identity.certified_key)?);
+        let audit_checked = audit_anchor::LastFullCheck::default();
+        let operators = running::operators(&at, cas_at, cas_limiter, audit_checked.clone()).await?;
+        let paired = PairedSet::load(&store).await?;
         let refusals = Arc::new(refusals::RefusalLog::new(
             usize::try_from(settings.refusal_audit_per_minute).unwrap_or(usize::MAX),
         ));
-        let gate = services::gate(settings, &store, &master_url, &refusals, &clock);
-        let master = services::master(settings, &store, &paired, &clock)?;
-        let gate_serving = services::serving(
-            settings,
-            "gate",
-            &identity,
-            &policy,
-            gate_limiter.clone(),
-            None,
+        let master_url = settings.master_url(master_addr.port());
+        let terminals = running::terminals(
+            &at,
+            [gate_at, master_at],
+            [gate_limiter, master_limiter],
+            &paired,
+            &refusals,
+            &master_url,
         )?;
-        let master_serving = services::serving(
-            settings,
-            "master",
-            &identity,
-            &policy,
-            master_limiter.clone(),
-            Some(Arc::new(paired.clone())),
-        )?;
-        let (gate_tls, master_tls) = (gate_serving.tls.clone(), master_serving.tls.clone());
-        let header_timeout = Duration::from_secs(settings.header_timeout_secs);
-        let tasks = vec![
-            tokio::spawn(http::serve(
-                gate_listener,
-                gate::router(gate),
-                gate_serving,
-                shutdown_rx.clone(),
-            )),
-            tokio::spawn(http::serve(
-                master_listener,
-                master::router(master),
-                master_serving,
-                shutdown_rx.clone(),
-            )),
-            tokio::spawn(paired.clone().follow(
-                store.clone(),
-                Duration::from_millis(settings.paired_poll_ms),
-                Duration::from_secs(settings.reconcile_secs),
-                shutdown_rx.clone(),
-            )),
-            tokio::spawn(cas::serve(
-                cas_listener,
-                cas::router(cas_state),
-                cas_tls,
-                header_timeout,
-                cas_limiter.clone(),
-                shutdown_rx.clone(),
-            )),
-            tokio::spawn(audit_anchor::run(
-                store.clone(),
-                signer,
-                services::anchoring(settings),
-                audit_checked,
-                clock.clone(),
-                shutdown_rx.clone(),
-            )),
-            tokio::spawn(sweep(
-                store.clone(),
-                refusals.clone(),
-                Duration::from_secs(settings.closed_request_retention_secs),
-                clock.clone(),
-                shutdown_rx,
-            )),
-        ];
+        let mut tasks = terminals.tasks;
+        tasks.push(operators.task);
+        tasks.extend(running::background(
+            &at,
+            &paired,
+            &refusals,
+            audit_checked,
+            signer,
+        ));
         Ok(Self {
             clock,
             gate_addr,
@@ -220,11 +159,11 @@ impl Server {
             master_url,
             paired,
             cas_addr,
-            cas_url,
-            first_run_password,
-            connections: [gate_limiter, master_limiter, cas_limiter],
-            gate_tls,
-            master_tls,
+            cas_url: operators.url,
+            first_run_password: operators.first_run_password,
+            connections,
+            gate_tls: terminals.gate_tls,
+            master_tls: terminals.master_tls,
             store,
             refusals,
             shutdown,
@@ -248,51 +187,7 @@ impl Server {
     /// the window; returns how many records were written.
     pub async fn flush_refusals(&self) -> Result<usize, pairgate_store::StoreError> {
         self.refusals
-            .flush(&self.store, REFUSAL_WINDOW, self.clock.now())
+            .flush(&self.store, running::REFUSAL_WINDOW, self.clock.now())
             .await
-    }
-}
-
-fn local(listener: &TcpListener, addr: &str) -> Result<SocketAddr, ServerError> {
-    listener.local_addr().map_err(|source| ServerError::Bind {
-        addr: addr.to_owned(),
-        source,
-    })
-}
-
-/// How often refusals are audited, aggregated.
-const REFUSAL_WINDOW: Duration = Duration::from_secs(60);
-
-/// Once a minute: marks expired pairing requests, deletes closed ones
-/// past their retention, and audits the window's refusals.
-async fn sweep(
-    store: Store,
-    refusals: Arc<refusals::RefusalLog>,
-    retention: Duration,
-    clock: Clock,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    loop {
-        tokio::select! {
-            () = tokio::time::sleep(REFUSAL_WINDOW) => {}
-            _ = shutdown.changed() => return,
-        }
-        let now = clock.now();
-        match store.expire_pairing_requests(now).await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(expired = n, "pairing requests expired"),
-            Err(e) => tracing::warn!(error = %e, "expiring pairing requests failed"),
-        }
-        match store.purge_closed_pairing_requests(now, retention).await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(
-                deleted = n,
-                "closed pairing requests past their retention deleted"
-            ),
-            Err(e) => tracing::warn!(error = %e, "deleting old pairing requests failed"),
-        }
-        if let Err(e) = refusals.flush(&store, REFUSAL_WINDOW, now).await {
-            tracing::warn!(error = %e, "auditing refusals failed");
-        }
     }
 }

@@ -34,10 +34,10 @@ use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use maud::html;
 use pairgate_store::{SessionLimits, Store, StoreError};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tower::ServiceExt;
 use zeroize::Zeroizing;
@@ -357,77 +357,76 @@ pub async fn serve(
     tls: Option<Arc<rustls::ServerConfig>>,
     header_timeout: Duration,
     limiter: Arc<crate::conn::ConnectionLimiter>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
-    loop {
-        let (tcp, address): (_, SocketAddr) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(e) => {
-                    tracing::warn!(service = "cas", error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = shutdown.changed() => return,
-        };
-        let Some(permit) = limiter.admit(address.ip()) else {
-            tracing::debug!(service = "cas", %address, "connection refused: at the connection cap");
-            continue;
-        };
-        let router = router.clone();
-        let acceptor = acceptor.clone();
-        let mut conn_shutdown = shutdown.clone();
-        tokio::spawn(async move {
-            let _permit = permit;
-            let service = hyper::service::service_fn(
-                move |request: hyper::Request<hyper::body::Incoming>| {
-                    let mut request = request.map(axum::body::Body::new);
-                    request.extensions_mut().insert(ClientAddr(address.ip()));
-                    let answer = router.clone().oneshot(request);
-                    // Bounds a slow request body (and anything else slow).
-                    async move {
-                        match tokio::time::timeout(REQUEST_TIMEOUT, answer).await {
-                            Ok(answer) => answer,
-                            Err(_) => Ok(crate::ApiError::new(
-                                StatusCode::REQUEST_TIMEOUT,
-                                "PG-TIMEOUT",
-                                "the request took too long",
-                            )
-                            .closing()
-                            .into_response()),
-                        }
-                    }
-                },
-            );
-            let builder = {
-                let mut b = hyper::server::conn::http1::Builder::new();
-                b.timer(TokioTimer::new())
-                    .header_read_timeout(header_timeout);
-                b
-            };
-            match acceptor {
-                Some(acceptor) => {
-                    let Ok(Ok(stream)) =
-                        tokio::time::timeout(header_timeout, acceptor.accept(tcp)).await
-                    else {
-                        tracing::debug!(service = "cas", %address, "TLS handshake failed");
-                        return;
-                    };
-                    tokio::select! {
-                        _ = builder.serve_connection(TokioIo::new(stream), service) => {}
-                        _ = conn_shutdown.changed() => {}
-                    }
-                }
-                None => {
-                    tokio::select! {
-                        _ = builder.serve_connection(TokioIo::new(tcp), service) => {}
-                        _ = conn_shutdown.changed() => {}
-                    }
+    crate::conn::accept_each(
+        "cas",
+        listener,
+        limiter,
+        shutdown,
+        move |tcp, address, shutdown| {
+            connection(
+                tcp,
+                address,
+                router.clone(),
+                acceptor.clone(),
+                header_timeout,
+                shutdown,
+            )
+        },
+    )
+    .await;
+}
+
+/// One CAS connection: TLS when configured, then HTTP/1.1 with every
+/// request bounded in time.
+async fn connection(
+    tcp: TcpStream,
+    address: SocketAddr,
+    router: Router,
+    acceptor: Option<tokio_rustls::TlsAcceptor>,
+    header_timeout: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let service =
+        hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+            let mut request = request.map(axum::body::Body::new);
+            request.extensions_mut().insert(ClientAddr(address.ip()));
+            let answer = router.clone().oneshot(request);
+            // Bounds a slow request body (and anything else slow).
+            async move {
+                match tokio::time::timeout(REQUEST_TIMEOUT, answer).await {
+                    Ok(answer) => answer,
+                    Err(_) => Ok(crate::ApiError::new(
+                        StatusCode::REQUEST_TIMEOUT,
+                        "PG-TIMEOUT",
+                        "the request took too long",
+                    )
+                    .closing()
+                    .into_response()),
                 }
             }
         });
+    let builder = crate::conn::http1(header_timeout);
+    match acceptor {
+        Some(acceptor) => {
+            let Ok(Ok(stream)) = tokio::time::timeout(header_timeout, acceptor.accept(tcp)).await
+            else {
+                tracing::debug!(service = "cas", %address, "TLS handshake failed");
+                return;
+            };
+            tokio::select! {
+                _ = builder.serve_connection(TokioIo::new(stream), service) => {}
+                _ = shutdown.changed() => {}
+            }
+        }
+        None => {
+            tokio::select! {
+                _ = builder.serve_connection(TokioIo::new(tcp), service) => {}
+                _ = shutdown.changed() => {}
+            }
+        }
     }
 }
 

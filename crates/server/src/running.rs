@@ -1,0 +1,207 @@
+//! Starting a server's tasks from its parts (`services.rs`): the bound
+//! listeners, the gate and master serving terminals, CAS serving
+//! operators, and the background work (following the paired set,
+//! signing the audit log, the minute's sweep). Each returns the tasks it
+//! started; [`crate::Server`] holds them until shutdown.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use pairgate_clock::Clock;
+use pairgate_store::Store;
+use pairgate_tls::TlsPolicy;
+use pairgate_tls::server::TlsServer;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::conn::ConnectionLimiter;
+use crate::identity::ServerIdentity;
+use crate::paired::PairedSet;
+use crate::refusals::RefusalLog;
+use crate::{ServerError, Settings, audit_anchor, cas, gate, http, master, services};
+
+/// How often refusals are audited, aggregated.
+pub(crate) const REFUSAL_WINDOW: Duration = Duration::from_secs(60);
+
+/// A listener bound for one service, and the address it got.
+pub(crate) struct Bound {
+    listener: TcpListener,
+    /// The bound address (the port the system chose for `:0`).
+    pub addr: SocketAddr,
+}
+
+impl Bound {
+    /// Binds `addr`.
+    pub async fn bind(addr: &str) -> Result<Self, ServerError> {
+        let failed = |source| ServerError::Bind {
+            addr: addr.to_owned(),
+            source,
+        };
+        let listener = TcpListener::bind(addr).await.map_err(failed)?;
+        let addr = listener.local_addr().map_err(failed)?;
+        Ok(Self { listener, addr })
+    }
+}
+
+/// What every starter shares.
+pub(crate) struct Shared<'a> {
+    pub settings: &'a Settings,
+    pub store: &'a Store,
+    pub identity: &'a ServerIdentity,
+    pub policy: &'a TlsPolicy,
+    pub clock: &'a Clock,
+    pub shutdown: &'a watch::Receiver<bool>,
+}
+
+/// The gate and the master, serving: their TLS servers (for their
+/// session caches) and tasks.
+pub(crate) struct Terminals {
+    pub gate_tls: TlsServer,
+    pub master_tls: TlsServer,
+    pub tasks: Vec<JoinHandle<()>>,
+}
+
+/// Starts the gate and the master on their listeners.
+pub(crate) fn terminals(
+    at: &Shared<'_>,
+    [gate_at, master_at]: [Bound; 2],
+    [gate_limiter, master_limiter]: [Arc<ConnectionLimiter>; 2],
+    paired: &Arc<PairedSet>,
+    refusals: &Arc<RefusalLog>,
+    master_url: &str,
+) -> Result<Terminals, ServerError> {
+    let (settings, store, clock) = (at.settings, at.store, at.clock);
+    let gate = services::gate(settings, store, master_url, refusals, clock);
+    let master = services::master(settings, store, paired, clock)?;
+    let serving = |name, limiter, guard| {
+        services::serving(settings, name, at.identity, at.policy, limiter, guard)
+    };
+    let gate_serving = serving("gate", gate_limiter, None)?;
+    let master_serving = serving("master", master_limiter, Some(Arc::new(paired.clone())))?;
+    Ok(Terminals {
+        gate_tls: gate_serving.tls.clone(),
+        master_tls: master_serving.tls.clone(),
+        tasks: vec![
+            tokio::spawn(http::serve(
+                gate_at.listener,
+                gate::router(gate),
+                gate_serving,
+                at.shutdown.clone(),
+            )),
+            tokio::spawn(http::serve(
+                master_at.listener,
+                master::router(master),
+                master_serving,
+                at.shutdown.clone(),
+            )),
+        ],
+    })
+}
+
+/// CAS, serving: its URL, the first run's password and its task.
+pub(crate) struct Operators {
+    pub url: String,
+    pub first_run_password: Option<cas::FirstRunPassword>,
+    pub task: JoinHandle<()>,
+}
+
+/// Creates the first admin on a first run, then starts CAS.
+pub(crate) async fn operators(
+    at: &Shared<'_>,
+    cas_at: Bound,
+    limiter: Arc<ConnectionLimiter>,
+    audit_checked: audit_anchor::LastFullCheck,
+) -> Result<Operators, ServerError> {
+    let settings = at.settings;
+    let first_run_file = settings.data_dir.join(cas::FIRST_RUN_FILE);
+    let first_run_password = cas::first_run(at.store, &first_run_file, at.clock.now())
+        .await?
+        .map(cas::FirstRunPassword);
+    let state = services::cas(settings, at.store, at.identity.pin, audit_checked, at.clock);
+    let tls = services::cas_tls(settings, at.identity, at.policy)?;
+    let scheme = if settings.cas_tls { "https" } else { "http" };
+    let task = tokio::spawn(cas::serve(
+        cas_at.listener,
+        cas::router(state),
+        tls,
+        Duration::from_secs(settings.header_timeout_secs),
+        limiter,
+        at.shutdown.clone(),
+    ));
+    Ok(Operators {
+        url: format!("{scheme}://{}", cas_at.addr),
+        first_run_password,
+        task,
+    })
+}
+
+/// Starts the background work: following the paired set, signing and
+/// checking the audit log, and the minute's sweep.
+pub(crate) fn background(
+    at: &Shared<'_>,
+    paired: &Arc<PairedSet>,
+    refusals: &Arc<RefusalLog>,
+    audit_checked: audit_anchor::LastFullCheck,
+    signer: Arc<audit_anchor::IdentitySigner>,
+) -> Vec<JoinHandle<()>> {
+    let (settings, store, clock) = (at.settings, at.store, at.clock);
+    vec![
+        tokio::spawn(paired.clone().follow(
+            store.clone(),
+            Duration::from_millis(settings.paired_poll_ms),
+            Duration::from_secs(settings.reconcile_secs),
+            at.shutdown.clone(),
+        )),
+        tokio::spawn(audit_anchor::run(
+            store.clone(),
+            signer,
+            services::anchoring(settings),
+            audit_checked,
+            clock.clone(),
+            at.shutdown.clone(),
+        )),
+        tokio::spawn(sweep(
+            store.clone(),
+            refusals.clone(),
+            Duration::from_secs(settings.closed_request_retention_secs),
+            clock.clone(),
+            at.shutdown.clone(),
+        )),
+    ]
+}
+
+/// Once a minute: marks expired pairing requests, deletes closed ones
+/// past their retention, and audits the window's refusals.
+async fn sweep(
+    store: Store,
+    refusals: Arc<RefusalLog>,
+    retention: Duration,
+    clock: Clock,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(REFUSAL_WINDOW) => {}
+            _ = shutdown.changed() => return,
+        }
+        let now = clock.now();
+        match store.expire_pairing_requests(now).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(expired = n, "pairing requests expired"),
+            Err(e) => tracing::warn!(error = %e, "expiring pairing requests failed"),
+        }
+        match store.purge_closed_pairing_requests(now, retention).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(
+                deleted = n,
+                "closed pairing requests past their retention deleted"
+            ),
+            Err(e) => tracing::warn!(error = %e, "deleting old pairing requests failed"),
+        }
+        if let Err(e) = refusals.flush(&store, REFUSAL_WINDOW, now).await {
+            tracing::warn!(error = %e, "auditing refusals failed");
+        }
+    }
+}
