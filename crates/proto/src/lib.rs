@@ -25,7 +25,7 @@ pub mod master;
 mod timestamp;
 
 pub use config::TerminalConfig;
-pub use error::{ErrorBody, ErrorDetail};
+pub use error::{ErrorBody, ErrorCode, ErrorDetail};
 pub use gate::{OpenAnswer, PairingHello, PairingStatus, RequestStatus, RevealRequest};
 pub use master::{HeartbeatAnswer, HeartbeatRequest, Me};
 pub use timestamp::Timestamp;

@@ -6,6 +6,7 @@
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use pairgate_proto::ErrorCode;
 use pairgate_store::StoreError;
 
 /// The server could not start.
@@ -42,7 +43,7 @@ pub struct ApiError {
     /// HTTP status.
     pub status: StatusCode,
     /// Stable code, `PG-…`.
-    pub code: &'static str,
+    pub code: ErrorCode,
     /// For people.
     pub message: String,
     /// Ask the client to close the connection (refusals at the master).
@@ -51,7 +52,7 @@ pub struct ApiError {
 
 impl ApiError {
     /// An error with a status, code and message.
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    pub fn new(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Self {
         Self {
             status,
             code,
@@ -61,7 +62,7 @@ impl ApiError {
     }
 
     /// `400` with `code`.
-    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+    pub fn bad_request(code: ErrorCode, message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, code, message)
     }
 
@@ -76,23 +77,23 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         use StatusCode as S;
         let (status, code) = match &e {
-            StoreError::Invalid(_) => (S::BAD_REQUEST, "PG-INVALID"),
-            StoreError::NotFound(_) => (S::NOT_FOUND, "PG-NOT-FOUND"),
-            StoreError::AlreadyExists(_) => (S::CONFLICT, "PG-EXISTS"),
+            StoreError::Invalid(_) => (S::BAD_REQUEST, ErrorCode::Invalid),
+            StoreError::NotFound(_) => (S::NOT_FOUND, ErrorCode::NotFound),
+            StoreError::AlreadyExists(_) => (S::CONFLICT, ErrorCode::Exists),
             StoreError::Unauthorized(_) | StoreError::Replayed(_) => {
-                (S::UNAUTHORIZED, "PG-UNAUTHORIZED")
+                (S::UNAUTHORIZED, ErrorCode::Unauthorized)
             }
-            StoreError::Forbidden(_) => (S::FORBIDDEN, "PG-FORBIDDEN"),
-            StoreError::UnknownSerial(_) => (S::FORBIDDEN, "PG-UNKNOWN-SERIAL"),
-            StoreError::Expired(_) => (S::GONE, "PG-EXPIRED"),
-            StoreError::Closed { .. } => (S::CONFLICT, "PG-CLOSED"),
-            StoreError::NotRevealed(_) => (S::CONFLICT, "PG-NOT-REVEALED"),
-            StoreError::RevealMismatch(_) => (S::FORBIDDEN, "PG-REVEAL-MISMATCH"),
-            StoreError::WrongCode { .. } => (S::FORBIDDEN, "PG-WRONG-CODE"),
-            StoreError::Limit(_) => (S::TOO_MANY_REQUESTS, "PG-LIMIT"),
-            StoreError::RateLimited(_) => (S::TOO_MANY_REQUESTS, "PG-RATE-LIMITED"),
-            StoreError::Blocked(_) => (S::FORBIDDEN, "PG-BLOCKED"),
-            StoreError::Conflict(_) => (S::CONFLICT, "PG-CONFLICT"),
+            StoreError::Forbidden(_) => (S::FORBIDDEN, ErrorCode::Forbidden),
+            StoreError::UnknownSerial(_) => (S::FORBIDDEN, ErrorCode::UnknownSerial),
+            StoreError::Expired(_) => (S::GONE, ErrorCode::Expired),
+            StoreError::Closed { .. } => (S::CONFLICT, ErrorCode::Closed),
+            StoreError::NotRevealed(_) => (S::CONFLICT, ErrorCode::NotRevealed),
+            StoreError::RevealMismatch(_) => (S::FORBIDDEN, ErrorCode::RevealMismatch),
+            StoreError::WrongCode { .. } => (S::FORBIDDEN, ErrorCode::WrongCode),
+            StoreError::Limit(_) => (S::TOO_MANY_REQUESTS, ErrorCode::Limit),
+            StoreError::RateLimited(_) => (S::TOO_MANY_REQUESTS, ErrorCode::RateLimited),
+            StoreError::Blocked(_) => (S::FORBIDDEN, ErrorCode::Blocked),
+            StoreError::Conflict(_) => (S::CONFLICT, ErrorCode::Conflict),
             StoreError::InvalidUrl(_)
             | StoreError::Connect(_)
             | StoreError::Migrate(_)
@@ -102,7 +103,7 @@ impl From<StoreError> for ApiError {
                 tracing::error!(error = %e, "store failure");
                 return Self::new(
                     S::INTERNAL_SERVER_ERROR,
-                    "PG-INTERNAL",
+                    ErrorCode::Internal,
                     "internal error; the server log has details",
                 );
             }
@@ -127,8 +128,11 @@ impl IntoResponse for ApiError {
 
 #[cfg(test)]
 mod protocol_doc {
-    /// Every `PG-…` code the server can answer is listed in
-    /// docs/protocol.md, the contract terminal firmware codes against.
+    use pairgate_proto::ErrorCode;
+
+    /// Every `PG-…` code the server can answer (an [`ErrorCode`]: the
+    /// server answers no other) is listed in docs/protocol.md, the
+    /// contract terminal firmware codes against.
     #[test]
     fn every_error_code_is_documented() {
         let doc = std::fs::read_to_string(concat!(
@@ -137,38 +141,13 @@ mod protocol_doc {
         ))
         .unwrap_or_default();
         assert!(doc.contains("4863-4365"), "docs/protocol.md is missing");
-        let mut sources = Vec::new();
-        let mut dirs = vec![std::path::PathBuf::from(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/src"
-        ))];
-        while let Some(dir) = dirs.pop() {
-            for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
-                let path = entry.path();
-                if path.is_dir() {
-                    dirs.push(path);
-                } else if path.extension().is_some_and(|e| e == "rs") {
-                    sources.push(std::fs::read_to_string(&path).unwrap_or_default());
-                }
-            }
+        for code in ErrorCode::ALL {
+            assert!(
+                doc.contains(&format!("`{code}`")),
+                "{code} is not in docs/protocol.md"
+            );
         }
-        let mut codes = 0;
-        for source in &sources {
-            for piece in source.split("\"PG-").skip(1) {
-                let code: String = piece
-                    .chars()
-                    .take_while(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == '-')
-                    .collect();
-                if code.is_empty() || code.ends_with('-') {
-                    continue;
-                }
-                codes += 1;
-                assert!(
-                    doc.contains(&format!("`PG-{code}`")),
-                    "PG-{code} is not in docs/protocol.md"
-                );
-            }
-        }
+        let codes = ErrorCode::ALL.len();
         assert!(codes > 30, "only {codes} codes found");
     }
 }

@@ -26,6 +26,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use pairgate_pki::{Commitment, Nonce};
+use pairgate_proto::ErrorCode;
 use pairgate_proto::{OpenAnswer, PairingHello, PairingStatus, RequestStatus, RevealRequest};
 use pairgate_store::{
     Opened, PairingAttempt, PairingLimits, PairingRequest, PairingState, Serial, Store, StoreError,
@@ -49,7 +50,7 @@ pub(crate) struct Gate {
 }
 
 fn rate_limited(why: &str) -> ApiError {
-    ApiError::new(StatusCode::TOO_MANY_REQUESTS, "PG-RATE-LIMITED", why)
+    ApiError::new(StatusCode::TOO_MANY_REQUESTS, ErrorCode::RateLimited, why)
 }
 
 /// The status a terminal sees for a stored request state.
@@ -112,10 +113,10 @@ async fn open(
         ));
     }
     let serial = Serial::new(body.serial.trim())
-        .map_err(|e| ApiError::bad_request("PG-BAD-SERIAL", e.to_string()))?;
+        .map_err(|e| ApiError::bad_request(ErrorCode::BadSerial, e.to_string()))?;
     let commitment: Commitment = body.commitment.parse().map_err(|_| {
         ApiError::bad_request(
-            "PG-BAD-COMMITMENT",
+            ErrorCode::BadCommitment,
             "commitment must be 64 lowercase hex digits: hex(SHA-256(terminal_nonce))",
         )
     })?;
@@ -201,7 +202,7 @@ async fn reveal(
 ) -> Result<Response, ApiError> {
     let nonce: Nonce = body.terminal_nonce.parse().map_err(|_| {
         ApiError::bad_request(
-            "PG-BAD-NONCE",
+            ErrorCode::BadNonce,
             "terminal_nonce must be 64 lowercase hex digits",
         )
     })?;

@@ -19,6 +19,7 @@ use axum::http::StatusCode;
 use http_body_util::{BodyExt, Limited};
 use hyper_util::rt::TokioIo;
 use pairgate_pki::{SpkiPin, TerminalFingerprint};
+use pairgate_proto::ErrorCode;
 use pairgate_tls::server::TlsServer;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -77,7 +78,7 @@ fn outside_validity(peer: &Peer, now: SystemTime) -> Option<axum::response::Resp
     (now < peer.valid.0 || now > peer.valid.1).then(|| {
         ApiError::new(
             StatusCode::FORBIDDEN,
-            "PG-CERT-EXPIRED",
+            ErrorCode::CertExpired,
             format!(
                 "certificate {} is not valid now (valid from {} to {})",
                 peer.fingerprint,
@@ -210,14 +211,17 @@ where
             if !kind.starts_with("application/json") {
                 return Err(ApiError::new(
                     StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                    "PG-CONTENT-TYPE",
+                    ErrorCode::ContentType,
                     format!("the body must be application/json, not {kind:?}"),
                 ));
             }
         }
         let bytes = read_body(request.into_body(), limit).await?;
         serde_json::from_slice(&bytes).map(JsonBody).map_err(|e| {
-            ApiError::bad_request("PG-BAD-JSON", format!("the request body is not valid: {e}"))
+            ApiError::bad_request(
+                ErrorCode::BadJson,
+                format!("the request body is not valid: {e}"),
+            )
         })
     }
 }
@@ -234,7 +238,7 @@ pub(crate) async fn read_body(
         .map_err(|_| {
             ApiError::new(
                 StatusCode::REQUEST_TIMEOUT,
-                "PG-BODY-TIMEOUT",
+                ErrorCode::BodyTimeout,
                 format!(
                     "the request body did not arrive within {} s",
                     time.as_secs()
@@ -246,12 +250,12 @@ pub(crate) async fn read_body(
         Ok(collected) => Ok(collected.to_bytes()),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
-            "PG-TOO-LARGE",
+            ErrorCode::TooLarge,
             format!("the request body is over {bytes} bytes"),
         )
         .closing()),
         Err(e) => Err(ApiError::bad_request(
-            "PG-BAD-BODY",
+            ErrorCode::BadBody,
             format!("reading the request body: {e}"),
         )),
     }
@@ -259,14 +263,18 @@ pub(crate) async fn read_body(
 
 /// Answers unknown paths in the JSON error format.
 pub(crate) async fn no_route() -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, "PG-NO-ROUTE", "no such endpoint")
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        ErrorCode::NoRoute,
+        "no such endpoint",
+    )
 }
 
 /// Answers a known path with the wrong method in the JSON error format.
 pub(crate) async fn wrong_method() -> ApiError {
     ApiError::new(
         StatusCode::METHOD_NOT_ALLOWED,
-        "PG-METHOD",
+        ErrorCode::Method,
         "this endpoint does not take that method",
     )
 }
@@ -288,7 +296,7 @@ where
         axum::extract::Query::<T>::from_request_parts(parts, state)
             .await
             .map(|q| JsonQuery(q.0))
-            .map_err(|e| ApiError::bad_request("PG-BAD-QUERY", e.body_text()))
+            .map_err(|e| ApiError::bad_request(ErrorCode::BadQuery, e.body_text()))
     }
 }
 
@@ -310,7 +318,7 @@ where
         axum::extract::Path::<T>::from_request_parts(parts, state)
             .await
             .map(|p| JsonPath(p.0))
-            .map_err(|e| ApiError::bad_request("PG-BAD-PATH", e.body_text()))
+            .map_err(|e| ApiError::bad_request(ErrorCode::BadPath, e.body_text()))
     }
 }
 

@@ -22,6 +22,7 @@ use axum::middleware::{Next, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use axum::{Extension, Json, Router};
+use pairgate_proto::ErrorCode;
 use pairgate_proto::{HeartbeatAnswer, HeartbeatRequest, Me};
 use pairgate_store::{Store, Terminal};
 
@@ -66,7 +67,7 @@ async fn require_paired(
     let Some(peer) = request.extensions().get::<Peer>().cloned() else {
         return ApiError::new(
             StatusCode::FORBIDDEN,
-            "PG-NOT-PAIRED",
+            ErrorCode::NotPaired,
             "no client certificate",
         )
         .closing()
@@ -75,7 +76,7 @@ async fn require_paired(
     let Some(terminal) = master.paired.terminal(&peer.fingerprint) else {
         return ApiError::new(
             StatusCode::FORBIDDEN,
-            "PG-NOT-PAIRED",
+            ErrorCode::NotPaired,
             format!(
                 "certificate {} is not paired with any terminal; pair it at the gate first",
                 peer.fingerprint
@@ -128,7 +129,9 @@ async fn heartbeat(
         )
         .await?;
     if !recorded {
-        return Err(ApiError::new(StatusCode::FORBIDDEN, "PG-NOT-PAIRED", "not paired").closing());
+        return Err(
+            ApiError::new(StatusCode::FORBIDDEN, ErrorCode::NotPaired, "not paired").closing(),
+        );
     }
     let millis = now
         .duration_since(SystemTime::UNIX_EPOCH)

@@ -19,6 +19,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::Response;
 use hyper_util::rt::TokioIo;
+use pairgate_proto::ErrorCode;
 
 use crate::ApiError;
 use crate::http::{BodyLimit, Peer, read_body};
@@ -156,7 +157,7 @@ pub(crate) fn forwardable(headers: &HeaderMap) -> Vec<(HeaderName, HeaderValue)>
 
 fn bad_gateway(message: String) -> ApiError {
     tracing::warn!(%message, "upstream failure");
-    ApiError::new(StatusCode::BAD_GATEWAY, "PG-UPSTREAM", message)
+    ApiError::new(StatusCode::BAD_GATEWAY, ErrorCode::Upstream, message)
 }
 
 /// `/app/…`: forwards the request of a paired terminal.
@@ -170,14 +171,14 @@ pub(crate) async fn proxy(
     let Some(upstream) = master.upstream.clone() else {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
-            "PG-NO-UPSTREAM",
+            ErrorCode::NoUpstream,
             "no upstream application is configured (upstream_url)",
         ));
     };
     let (parts, body) = request.into_parts();
     let rest = parts.uri.path().strip_prefix("/app").unwrap_or_default();
     let path = upstream_path(&upstream.base_path, rest, parts.uri.query())
-        .map_err(|why| ApiError::bad_request("PG-BAD-PATH", why))?;
+        .map_err(|why| ApiError::bad_request(ErrorCode::BadPath, why))?;
     let body = read_body(body, BodyLimit(upstream.max_body, limit.1)).await?;
     let mut builder = hyper::Request::builder()
         .method(parts.method.clone())
@@ -232,7 +233,7 @@ pub(crate) async fn proxy(
         .map_err(|_| {
             ApiError::new(
                 StatusCode::GATEWAY_TIMEOUT,
-                "PG-UPSTREAM-TIMEOUT",
+                ErrorCode::UpstreamTimeout,
                 "the upstream did not answer in time",
             )
         })??;

@@ -115,7 +115,7 @@ pub async fn reveal(
 /// The gate's JSON error as a [`TerminalError::Gate`].
 pub(crate) fn gate_error(r: &HttpsResponse) -> TerminalError {
     let (code, message) = match serde_json::from_slice::<ErrorBody>(&r.body) {
-        Ok(body) => (body.error.code, body.error.message),
+        Ok(body) => (body.error.code.to_string(), body.error.message),
         Err(_) => (
             "?".to_owned(),
             String::from_utf8_lossy(&r.body).into_owned(),

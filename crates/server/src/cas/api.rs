@@ -11,6 +11,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use pairgate_pki::PairingCode;
+use pairgate_proto::ErrorCode;
 use pairgate_proto::cas::{
     ApproveBody, Approved, BlockBody, BlockedKeys, ListQuery, PairingRequestPage, TerminalPage,
     TotpBody, Unblocked,
@@ -48,8 +49,8 @@ pub fn router() -> Router<Cas> {
 /// The token's operator, or 401.
 pub(super) async fn bearer(cas: &Cas, headers: &HeaderMap) -> Result<Operator, Response> {
     let unauthorized = |message: &str| {
-        let mut r =
-            ApiError::new(StatusCode::UNAUTHORIZED, "PG-UNAUTHORIZED", message).into_response();
+        let mut r = ApiError::new(StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized, message)
+            .into_response();
         r.headers_mut().insert(
             header::WWW_AUTHENTICATE,
             HeaderValue::from_static("Bearer realm=\"pairgate\""),
@@ -85,7 +86,7 @@ fn may_change(op: &Operator) -> Result<(), Response> {
     } else {
         Err(ApiError::new(
             StatusCode::FORBIDDEN,
-            "PG-FORBIDDEN",
+            ErrorCode::Forbidden,
             format!("{} has the viewer role: read only", op.username),
         )
         .into_response())
@@ -158,7 +159,7 @@ async fn terminal(
         Some(t) => Json(t.view()).into_response(),
         None => ApiError::new(
             StatusCode::NOT_FOUND,
-            "PG-NOT-FOUND",
+            ErrorCode::NotFound,
             format!("no terminal {}", s.as_str()),
         )
         .into_response(),
@@ -203,7 +204,7 @@ async fn list_requests(
     .contains(&q.state.as_str())
     {
         return ApiError::bad_request(
-            "PG-BAD-QUERY",
+            ErrorCode::BadQuery,
             format!(
                 "unknown state {:?}: use pending, approved, rejected, expired or superseded",
                 q.state
@@ -234,7 +235,7 @@ async fn request(
         Some(r) => Json(r.view()).into_response(),
         None => ApiError::new(
             StatusCode::NOT_FOUND,
-            "PG-NOT-FOUND",
+            ErrorCode::NotFound,
             "no such pairing request",
         )
         .into_response(),
@@ -251,7 +252,7 @@ async fn approve(
     tri!(may_change(&op));
     let JsonBody(body) = tri!(body.map_err(IntoResponse::into_response));
     let Ok(code) = body.code.parse::<PairingCode>() else {
-        return ApiError::bad_request("PG-BAD-CODE", "a pairing code is 8 digits, NNNN-NNNN")
+        return ApiError::bad_request(ErrorCode::BadCode, "a pairing code is 8 digits, NNNN-NNNN")
             .into_response();
     };
     let now = cas.clock.now();
@@ -286,7 +287,7 @@ async fn reject(
 fn fingerprint(text: &str) -> Result<pairgate_pki::TerminalFingerprint, Response> {
     text.parse().map_err(|_| {
         ApiError::bad_request(
-            "PG-BAD-FINGERPRINT",
+            ErrorCode::BadFingerprint,
             "a key fingerprint is 64 lowercase hex digits",
         )
         .into_response()

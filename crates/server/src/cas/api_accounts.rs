@@ -10,6 +10,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use pairgate_proto::ErrorCode;
 use pairgate_proto::Timestamp;
 use pairgate_proto::cas::TotpBody;
 use pairgate_proto::cas_accounts::{OperatorList, RoleBody, TokenBody};
@@ -56,7 +57,7 @@ async fn admin(cas: &Cas, headers: &HeaderMap, totp: &str) -> Result<AdminAction
     if op.role != Role::Admin {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
-            "PG-FORBIDDEN",
+            ErrorCode::Forbidden,
             format!(
                 "{} is not an admin; only admins change operators",
                 op.username
@@ -88,7 +89,7 @@ async fn operators(State(cas): State<Cas>, headers: HeaderMap) -> Response {
     if op.role != Role::Admin {
         return ApiError::new(
             StatusCode::FORBIDDEN,
-            "PG-FORBIDDEN",
+            ErrorCode::Forbidden,
             "only admins list operators",
         )
         .into_response();
@@ -111,9 +112,12 @@ async fn operators(State(cas): State<Cas>, headers: HeaderMap) -> Response {
 async fn changed(cas: &Cas, username: &str) -> Response {
     match tri!(store(cas.store.operator(username).await)) {
         Some(o) => Json(o.view(None)).into_response(),
-        None => {
-            ApiError::new(StatusCode::NOT_FOUND, "PG-NOT-FOUND", "no such operator").into_response()
-        }
+        None => ApiError::new(
+            StatusCode::NOT_FOUND,
+            ErrorCode::NotFound,
+            "no such operator",
+        )
+        .into_response(),
     }
 }
 

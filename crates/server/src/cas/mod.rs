@@ -36,6 +36,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use hyper_util::rt::TokioIo;
 use maud::html;
+use pairgate_proto::ErrorCode;
 use pairgate_store::{SessionLimits, Store, StoreError};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -118,7 +119,7 @@ async fn check_host(
         Some(h) if hosts.contains(&h) => next.run(request).await,
         other => crate::ApiError::new(
             StatusCode::MISDIRECTED_REQUEST,
-            "PG-HOST",
+            ErrorCode::Host,
             format!(
                 "CAS does not answer to host {:?}; add it to cas_hosts if it is yours",
                 other.unwrap_or_default()
@@ -400,7 +401,7 @@ async fn connection(
                     Ok(answer) => answer,
                     Err(_) => Ok(crate::ApiError::new(
                         StatusCode::REQUEST_TIMEOUT,
-                        "PG-TIMEOUT",
+                        ErrorCode::Timeout,
                         "the request took too long",
                     )
                     .closing()
