@@ -202,29 +202,13 @@ fn restore(
     Ok(())
 }
 
+/// Runs one agent command.
 pub fn run(args: &TerminalArgs, command: &AgentCommand, out: &Output) -> Result<()> {
     // Opened per command: a restore must not create an empty key store
     // before it writes one.
     let agent = || agent(args);
     match command {
-        AgentCommand::Init { mode, subject } => {
-            let mode = match (mode, subject) {
-                (Mode::SelfSigned, None) => IdentityMode::SelfSigned,
-                (Mode::SelfSigned, Some(_)) => bail!("--subject is for --mode csr"),
-                (Mode::Csr, Some(s)) => IdentityMode::Csr(s.clone()),
-                (Mode::Csr, None) => bail!("--mode csr needs --subject"),
-            };
-            match agent()?.init(&mode, SystemTime::now())? {
-                Init::Certified(fp) => out.print(
-                    format!(
-                        "terminal identity ready\nfingerprint: {}\n             {fp}",
-                        fp.grouped()
-                    ),
-                    json!({ "fingerprint": fp }),
-                ),
-                Init::Csr(pem) => out.print(pem.clone(), json!({ "csr": pem })),
-            }
-        }
+        AgentCommand::Init { mode, subject } => init(&agent()?, *mode, subject.as_ref(), out),
         AgentCommand::Pair {
             gate,
             serial,
@@ -233,13 +217,8 @@ pub fn run(args: &TerminalArgs, command: &AgentCommand, out: &Output) -> Result<
             forget_pin,
             timeout,
         } => {
-            let gate = if gate.contains(':') {
-                gate.clone()
-            } else {
-                format!("{gate}:7741")
-            };
             let options = PairOptions {
-                gate,
+                gate: with_gate_port(gate),
                 serial: serial.clone(),
                 model: model.clone(),
                 firmware: firmware.clone(),
@@ -247,109 +226,156 @@ pub fn run(args: &TerminalArgs, command: &AgentCommand, out: &Output) -> Result<
                 poll_wait: Duration::from_secs(25),
                 give_up_after: timeout.map(Duration::from_secs),
             };
-            let printer = Printer {
-                json: out.is_json(),
-            };
-            let paired = runtime()?.block_on(agent()?.pair(&options, &printer))?;
-            out.print(
-                format!(
-                    "paired as {}\nmaster: {}\nserver pins: {}",
-                    paired.serial,
-                    paired.master_url,
-                    paired.server_pins.join(", ")
-                ),
-                json!({ "status": "paired", "config": paired }),
-            );
+            pair(&agent()?, &options, out)
         }
-        AgentCommand::Status => {
-            let status = agent()?.status()?;
-            out.print(
-                format!(
-                    "fingerprint: {}\ngate: {} (pin {})\npending request: {}\npaired: {}",
-                    status.fingerprint.as_deref().unwrap_or("none (run init)"),
-                    status.gate.as_deref().unwrap_or("-"),
-                    status.server_pin.as_deref().unwrap_or("-"),
-                    status.pending_request.as_deref().unwrap_or("-"),
-                    status.paired.as_ref().map_or("no".to_owned(), |p| format!(
-                        "{} via {}",
-                        p.serial, p.master_url
-                    )),
-                ),
-                json!(status),
-            );
-        }
+        AgentCommand::Status => status(&agent()?, out),
         AgentCommand::Call { method, path, data } => {
-            let body = match data {
-                Some(text) => {
-                    serde_json::from_str::<serde_json::Value>(text)
-                        .context("--data is not valid JSON")?;
-                    Some(text.clone().into_bytes())
-                }
-                None => None,
-            };
-            let r = runtime()?.block_on(agent()?.call(method, path, body))?;
-            let text = String::from_utf8_lossy(&r.body).into_owned();
-            let value: serde_json::Value =
-                serde_json::from_slice(&r.body).unwrap_or(serde_json::Value::String(text.clone()));
-            if !(200..300).contains(&r.status) {
-                bail!("the master answered {}: {text}", r.status);
-            }
-            out.print(text, json!({ "status": r.status, "body": value }));
+            call(&agent()?, method, path, data.as_deref(), out)
         }
         AgentCommand::Backup {
             out: file,
             backup_passphrase_file,
-        } => {
-            let passphrase = backup_passphrase(backup_passphrase_file.as_deref())?;
-            let (encrypted, point) = agent()?.backup(&passphrase, SystemTime::now())?;
-            pairgate_keystore::write_atomic(file, &encrypted)
-                .with_context(|| format!("writing {}", file.display()))?;
-            let key = match &point.key {
-                KeyCopy::Software { .. } => {
-                    "included, still sealed under the key store passphrase (a restore needs both passphrases)".to_owned()
-                }
-                KeyCopy::Token { store } => format!(
-                    "NOT included: it cannot leave {store}; this restore point holds the certificate and state only and restores onto that token"
-                ),
-            };
-            out.print(
-                format!(
-                    "restore point written to {}\nfingerprint: {}\nkey: {key}",
-                    file.display(),
-                    point.fingerprint
-                ),
-                json!({
-                    "file": file,
-                    "fingerprint": point.fingerprint,
-                    "holds_key": point.holds_key(),
-                    "key_store": match &point.key {
-                        KeyCopy::Software { .. } => "software".to_owned(),
-                        KeyCopy::Token { store } => store.clone(),
-                    },
-                }),
-            );
-        }
+        } => backup(&agent()?, file, backup_passphrase_file.as_deref(), out),
         AgentCommand::Restore {
             from,
             backup_passphrase_file,
-        } => restore(args, from, backup_passphrase_file.as_deref(), out)?,
-        AgentCommand::FactoryReset { yes } => {
-            if !yes {
-                eprint!(
-                    "This wipes the terminal's keys, certificates, trust store, pins and pairing. Type yes to continue: "
-                );
-                let mut answer = String::new();
-                std::io::stdin().read_line(&mut answer)?;
-                if answer.trim() != "yes" {
-                    bail!("factory reset not confirmed; nothing changed");
-                }
-            }
-            agent()?.factory_reset()?;
-            out.print(
-                "factory reset done: no keys, no pins, not paired",
-                json!({ "status": "reset" }),
-            );
+        } => restore(args, from, backup_passphrase_file.as_deref(), out),
+        AgentCommand::FactoryReset { yes } => factory_reset(agent, *yes, out),
+    }
+}
+
+/// `host` alone means the gate's default port, 7741.
+fn with_gate_port(gate: &str) -> String {
+    if gate.contains(':') {
+        gate.to_owned()
+    } else {
+        format!("{gate}:7741")
+    }
+}
+
+fn init(agent: &Agent, mode: Mode, subject: Option<&Subject>, out: &Output) -> Result<()> {
+    let mode = match (mode, subject) {
+        (Mode::SelfSigned, None) => IdentityMode::SelfSigned,
+        (Mode::SelfSigned, Some(_)) => bail!("--subject is for --mode csr"),
+        (Mode::Csr, Some(s)) => IdentityMode::Csr(s.clone()),
+        (Mode::Csr, None) => bail!("--mode csr needs --subject"),
+    };
+    match agent.init(&mode, SystemTime::now())? {
+        Init::Certified(fp) => out.print(
+            format!(
+                "terminal identity ready\nfingerprint: {}\n             {fp}",
+                fp.grouped()
+            ),
+            json!({ "fingerprint": fp }),
+        ),
+        Init::Csr(pem) => out.print(pem.clone(), json!({ "csr": pem })),
+    }
+    Ok(())
+}
+
+fn pair(agent: &Agent, options: &PairOptions, out: &Output) -> Result<()> {
+    let printer = Printer {
+        json: out.is_json(),
+    };
+    let paired = runtime()?.block_on(agent.pair(options, &printer))?;
+    out.print(
+        format!(
+            "paired as {}\nmaster: {}\nserver pins: {}",
+            paired.serial,
+            paired.master_url,
+            paired.server_pins.join(", ")
+        ),
+        json!({ "status": "paired", "config": paired }),
+    );
+    Ok(())
+}
+
+fn status(agent: &Agent, out: &Output) -> Result<()> {
+    let status = agent.status()?;
+    out.print(
+        format!(
+            "fingerprint: {}\ngate: {} (pin {})\npending request: {}\npaired: {}",
+            status.fingerprint.as_deref().unwrap_or("none (run init)"),
+            status.gate.as_deref().unwrap_or("-"),
+            status.server_pin.as_deref().unwrap_or("-"),
+            status.pending_request.as_deref().unwrap_or("-"),
+            status.paired.as_ref().map_or("no".to_owned(), |p| format!(
+                "{} via {}",
+                p.serial, p.master_url
+            )),
+        ),
+        json!(status),
+    );
+    Ok(())
+}
+
+fn call(agent: &Agent, method: &str, path: &str, data: Option<&str>, out: &Output) -> Result<()> {
+    let body = match data {
+        Some(text) => {
+            serde_json::from_str::<serde_json::Value>(text).context("--data is not valid JSON")?;
+            Some(text.as_bytes().to_vec())
+        }
+        None => None,
+    };
+    let r = runtime()?.block_on(agent.call(method, path, body))?;
+    let text = String::from_utf8_lossy(&r.body).into_owned();
+    let value: serde_json::Value =
+        serde_json::from_slice(&r.body).unwrap_or(serde_json::Value::String(text.clone()));
+    if !(200..300).contains(&r.status) {
+        bail!("the master answered {}: {text}", r.status);
+    }
+    out.print(text, json!({ "status": r.status, "body": value }));
+    Ok(())
+}
+
+fn backup(agent: &Agent, file: &Path, passphrase_file: Option<&Path>, out: &Output) -> Result<()> {
+    let passphrase = backup_passphrase(passphrase_file)?;
+    let (encrypted, point) = agent.backup(&passphrase, SystemTime::now())?;
+    pairgate_keystore::write_atomic(file, &encrypted)
+        .with_context(|| format!("writing {}", file.display()))?;
+    let (key, key_store) = match &point.key {
+        KeyCopy::Software { .. } => (
+            "included, still sealed under the key store passphrase (a restore needs both passphrases)".to_owned(),
+            "software".to_owned(),
+        ),
+        KeyCopy::Token { store } => (
+            format!(
+                "NOT included: it cannot leave {store}; this restore point holds the certificate and state only and restores onto that token"
+            ),
+            store.clone(),
+        ),
+    };
+    out.print(
+        format!(
+            "restore point written to {}\nfingerprint: {}\nkey: {key}",
+            file.display(),
+            point.fingerprint
+        ),
+        json!({
+            "file": file,
+            "fingerprint": point.fingerprint,
+            "holds_key": point.holds_key(),
+            "key_store": key_store,
+        }),
+    );
+    Ok(())
+}
+
+fn factory_reset(agent: impl Fn() -> Result<Agent>, yes: bool, out: &Output) -> Result<()> {
+    if !yes {
+        eprint!(
+            "This wipes the terminal's keys, certificates, trust store, pins and pairing. Type yes to continue: "
+        );
+        let mut answer = String::new();
+        std::io::stdin().read_line(&mut answer)?;
+        if answer.trim() != "yes" {
+            bail!("factory reset not confirmed; nothing changed");
         }
     }
+    agent()?.factory_reset()?;
+    out.print(
+        "factory reset done: no keys, no pins, not paired",
+        json!({ "status": "reset" }),
+    );
     Ok(())
 }

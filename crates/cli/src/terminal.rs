@@ -2,7 +2,7 @@
 //! certificates), its fingerprint, and its trust store; the agent's
 //! commands are in `agent.rs`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use anyhow::{Context, Result, bail};
@@ -199,8 +199,7 @@ pub fn run(args: TerminalArgs, out: &Output) -> Result<()> {
     match &args.command {
         TerminalCommand::Keys(cmd) => keys(&args, cmd, out),
         TerminalCommand::Fingerprint { alias } => {
-            let (store, uri) = args.open(false)?;
-            let alias = alias_for(&uri, alias.as_deref())?;
+            let (store, alias) = store_and_alias(&args, alias.as_deref(), false)?;
             let fp = pairgate_keystore::terminal_fingerprint(store.as_ref(), &alias)?;
             out.print(
                 format!("{}\n{}", fp.grouped(), fp),
@@ -213,39 +212,31 @@ pub fn run(args: TerminalArgs, out: &Output) -> Result<()> {
     }
 }
 
+/// Opens the key store and resolves an alias (the URI's `object=`, else
+/// "terminal", when none is given).
+fn store_and_alias(
+    args: &TerminalArgs,
+    alias: Option<&str>,
+    create: bool,
+) -> Result<(Box<dyn KeyStore>, Alias)> {
+    let (store, uri) = args.open(create)?;
+    let alias = alias_for(&uri, alias)?;
+    Ok((store, alias))
+}
+
 fn keys(args: &TerminalArgs, cmd: &KeysCommand, out: &Output) -> Result<()> {
     match cmd {
         KeysCommand::Generate { alias, algorithm } => {
-            let (store, uri) = args.open(true)?;
-            let alias = alias_for(&uri, alias.as_deref())?;
+            let (store, alias) = store_and_alias(args, alias.as_deref(), true)?;
             let public = store.generate_key(&alias, *algorithm)?;
             out.print(
                 format!("generated {algorithm} key {alias} in {}\npublic key pin {}", store.describe(), public.pin()),
                 json!({ "alias": alias, "algorithm": algorithm, "public_key_pin": public.pin(), "keystore": store.describe() }),
             );
         }
-        KeysCommand::List => {
-            let (store, _) = args.open(false)?;
-            let entries = store.aliases()?;
-            let mut text = String::new();
-            for e in &entries {
-                let cert = e
-                    .certificate
-                    .map(|c| c.to_hex())
-                    .unwrap_or_else(|| "no certificate".to_owned());
-                text.push_str(&format!(
-                    "{:<24} {:<8} key {}  cert {}\n",
-                    e.alias, e.algorithm, e.public_key_pin, cert
-                ));
-            }
-            if entries.is_empty() {
-                text.push_str("no keys\n");
-            }
-            out.print(text, json!(entries));
-        }
+        KeysCommand::List => list_keys(args.open(false)?.0.as_ref(), out)?,
         KeysCommand::Csr { alias, subject } => {
-            let (store, uri) = args.open(false)?;
-            let alias = alias_for(&uri, alias.as_deref())?;
+            let (store, alias) = store_and_alias(args, alias.as_deref(), false)?;
             let csr = pairgate_keystore::certificate_request(store.as_ref(), &alias, subject)?;
             let pem = csr_pem(&csr);
             out.print(&pem, json!({ "alias": alias, "csr": pem }));
@@ -255,64 +246,16 @@ fn keys(args: &TerminalArgs, cmd: &KeysCommand, out: &Output) -> Result<()> {
             subject,
             days,
         } => {
-            let (store, uri) = args.open(false)?;
-            let alias = alias_for(&uri, alias.as_deref())?;
-            let subject = match subject {
-                Some(s) => s.clone(),
-                None => Subject::common_name(alias.as_str())?,
-            };
-            let cert = pairgate_keystore::self_signed_certificate(
-                store.as_ref(),
-                &alias,
-                &subject,
-                SystemTime::now(),
-                *days,
-            )?;
-            let info = CertificateInfo::parse(&cert)?;
-            out.print(
-                format!("self-signed certificate set for {alias}\nfingerprint {}", info.fingerprint.grouped()),
-                json!({ "alias": alias, "certificate": certificate_json(&info), "pem": certificate_pem(&cert) }),
-            );
+            let (store, alias) = store_and_alias(args, alias.as_deref(), false)?;
+            self_signed(store.as_ref(), &alias, subject.as_ref(), *days, out)?;
         }
         KeysCommand::ImportCert { alias, file } => {
-            let (store, uri) = args.open(false)?;
-            let alias = alias_for(&uri, alias.as_deref())?;
-            let input =
-                std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
-            let chain = pairgate_keystore::import_certificate_chain(store.as_ref(), &alias, &input)
-                .with_context(|| format!("importing {} for alias {alias}", file.display()))?;
-            let leaf = chain.first().context("empty chain")?;
-            let info = CertificateInfo::parse(leaf)?;
-            out.print(
-                format!(
-                    "certificate chain of {} certificate(s) set for {alias}\nfingerprint {}",
-                    chain.len(),
-                    info.fingerprint.grouped()
-                ),
-                json!({ "alias": alias, "chain_length": chain.len(), "certificate": certificate_json(&info) }),
-            );
+            let (store, alias) = store_and_alias(args, alias.as_deref(), false)?;
+            import_cert(store.as_ref(), &alias, file, out)?;
         }
         KeysCommand::Cert { alias, der } => {
-            let (store, uri) = args.open(false)?;
-            let alias = alias_for(&uri, alias.as_deref())?;
-            let chain = store.certificate_chain(&alias)?;
-            let Some(leaf) = chain.first() else {
-                bail!(
-                    "alias {alias} has no certificate: make one with keys self-signed, or import one with keys import-cert"
-                );
-            };
-            if *der {
-                use std::io::Write;
-                let mut stdout = std::io::stdout().lock();
-                stdout.write_all(leaf).context("writing the certificate")?;
-                stdout.flush().context("writing the certificate")?;
-            } else {
-                let pem: String = chain.iter().map(|c| certificate_pem(c)).collect();
-                out.print(
-                    pem.trim_end(),
-                    json!({ "alias": alias, "chain": chain.iter().map(|c| certificate_pem(c)).collect::<Vec<_>>() }),
-                );
-            }
+            let (store, alias) = store_and_alias(args, alias.as_deref(), false)?;
+            print_cert(store.as_ref(), &alias, *der, out)?;
         }
         KeysCommand::Delete { alias } => {
             let (store, _) = args.open(false)?;
@@ -323,6 +266,91 @@ fn keys(args: &TerminalArgs, cmd: &KeysCommand, out: &Output) -> Result<()> {
                 json!({ "alias": alias, "deleted": true }),
             );
         }
+    }
+    Ok(())
+}
+
+fn list_keys(store: &dyn KeyStore, out: &Output) -> Result<()> {
+    let entries = store.aliases()?;
+    let mut text = String::new();
+    for e in &entries {
+        let cert = e
+            .certificate
+            .map(|c| c.to_hex())
+            .unwrap_or_else(|| "no certificate".to_owned());
+        text.push_str(&format!(
+            "{:<24} {:<8} key {}  cert {}\n",
+            e.alias, e.algorithm, e.public_key_pin, cert
+        ));
+    }
+    if entries.is_empty() {
+        text.push_str("no keys\n");
+    }
+    out.print(text, json!(entries));
+    Ok(())
+}
+
+fn self_signed(
+    store: &dyn KeyStore,
+    alias: &Alias,
+    subject: Option<&Subject>,
+    days: u32,
+    out: &Output,
+) -> Result<()> {
+    let subject = match subject {
+        Some(s) => s.clone(),
+        None => Subject::common_name(alias.as_str())?,
+    };
+    let cert = pairgate_keystore::self_signed_certificate(
+        store,
+        alias,
+        &subject,
+        SystemTime::now(),
+        days,
+    )?;
+    let info = CertificateInfo::parse(&cert)?;
+    out.print(
+        format!("self-signed certificate set for {alias}\nfingerprint {}", info.fingerprint.grouped()),
+        json!({ "alias": alias, "certificate": certificate_json(&info), "pem": certificate_pem(&cert) }),
+    );
+    Ok(())
+}
+
+fn import_cert(store: &dyn KeyStore, alias: &Alias, file: &Path, out: &Output) -> Result<()> {
+    let input = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+    let chain = pairgate_keystore::import_certificate_chain(store, alias, &input)
+        .with_context(|| format!("importing {} for alias {alias}", file.display()))?;
+    let leaf = chain.first().context("empty chain")?;
+    let info = CertificateInfo::parse(leaf)?;
+    out.print(
+        format!(
+            "certificate chain of {} certificate(s) set for {alias}\nfingerprint {}",
+            chain.len(),
+            info.fingerprint.grouped()
+        ),
+        json!({ "alias": alias, "chain_length": chain.len(), "certificate": certificate_json(&info) }),
+    );
+    Ok(())
+}
+
+fn print_cert(store: &dyn KeyStore, alias: &Alias, der: bool, out: &Output) -> Result<()> {
+    let chain = store.certificate_chain(alias)?;
+    let Some(leaf) = chain.first() else {
+        bail!(
+            "alias {alias} has no certificate: make one with keys self-signed, or import one with keys import-cert"
+        );
+    };
+    if der {
+        use std::io::Write;
+        let mut stdout = std::io::stdout().lock();
+        stdout.write_all(leaf).context("writing the certificate")?;
+        stdout.flush().context("writing the certificate")?;
+    } else {
+        let pems: Vec<String> = chain.iter().map(|c| certificate_pem(c)).collect();
+        out.print(
+            pems.concat().trim_end(),
+            json!({ "alias": alias, "chain": pems }),
+        );
     }
     Ok(())
 }

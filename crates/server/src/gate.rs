@@ -97,39 +97,17 @@ async fn open(
     JsonBody(body): JsonBody<PairingHello>,
 ) -> Result<Response, ApiError> {
     let ip = peer.address.ip();
-    let fingerprint = peer.fingerprint;
-    let example = |serial: &str| {
-        let serial = serial.chars().take(64).collect::<String>();
-        move || serde_json::json!({ "serial": serial, "fingerprint": fingerprint.to_hex() })
-    };
     if gate
         .unknown_serials
-        .key_blocked(ip, fingerprint, gate.clock.instant())
+        .key_blocked(ip, peer.fingerprint, gate.clock.instant())
     {
         gate.refusals
-            .record(ip, "pairing.rate_limited", example(&body.serial));
+            .record(ip, "pairing.rate_limited", example(&peer, &body.serial));
         return Err(rate_limited(
             "too many pairing attempts for unknown serials with this certificate; wait a minute",
         ));
     }
-    let serial = Serial::new(body.serial.trim())
-        .map_err(|e| ApiError::bad_request(ErrorCode::BadSerial, e.to_string()))?;
-    let commitment: Commitment = body.commitment.parse().map_err(|_| {
-        ApiError::bad_request(
-            ErrorCode::BadCommitment,
-            "commitment must be 64 lowercase hex digits: hex(SHA-256(terminal_nonce))",
-        )
-    })?;
-    let attempt = PairingAttempt {
-        serial,
-        fingerprint: peer.fingerprint,
-        certificate: peer.certificate.to_vec(),
-        remote_address: peer.address.to_string(),
-        model: body.model,
-        firmware: body.firmware,
-        commitment,
-        server_pin: peer.server_pin,
-    };
+    let attempt = attempt(&peer, &body)?;
     match gate
         .store
         .open_pairing_request(&attempt, &gate.limits, gate.clock.now())
@@ -142,47 +120,75 @@ async fn open(
             }),
         )
             .into_response()),
-        Ok(Opened::Pending(req)) => {
-            let server_nonce = req.server_nonce;
-            Ok((
-                StatusCode::ACCEPTED,
-                Json(OpenAnswer::Pending {
-                    request_id: req.id,
-                    server_nonce,
-                    expires_at: rfc3339(req.expires_at),
-                }),
-            )
-                .into_response())
-        }
-        Err(e @ StoreError::UnknownSerial(_)) => {
+        Ok(Opened::Pending(req)) => Ok((
+            StatusCode::ACCEPTED,
+            Json(OpenAnswer::Pending {
+                request_id: req.id,
+                server_nonce: req.server_nonce,
+                expires_at: rfc3339(req.expires_at),
+            }),
+        )
+            .into_response()),
+        Err(e) => Err(refused(&gate, &peer, &body.serial, e)),
+    }
+}
+
+/// What a refusal's aggregate audit keeps of an attempt: the serial asked
+/// for (at most 64 characters) and the certificate's fingerprint.
+fn example(peer: &Peer, serial: &str) -> impl FnOnce() -> serde_json::Value + use<> {
+    let serial = serial.chars().take(64).collect::<String>();
+    let fingerprint = peer.fingerprint.to_hex();
+    move || serde_json::json!({ "serial": serial, "fingerprint": fingerprint })
+}
+
+/// The store's input for a hello, or `400` naming the bad field.
+fn attempt(peer: &Peer, body: &PairingHello) -> Result<PairingAttempt, ApiError> {
+    let serial = Serial::new(body.serial.trim())
+        .map_err(|e| ApiError::bad_request(ErrorCode::BadSerial, e.to_string()))?;
+    let commitment: Commitment = body.commitment.parse().map_err(|_| {
+        ApiError::bad_request(
+            ErrorCode::BadCommitment,
+            "commitment must be 64 lowercase hex digits: hex(SHA-256(terminal_nonce))",
+        )
+    })?;
+    Ok(PairingAttempt {
+        serial,
+        fingerprint: peer.fingerprint,
+        certificate: peer.certificate.to_vec(),
+        remote_address: peer.address.to_string(),
+        model: body.model.clone(),
+        firmware: body.firmware.clone(),
+        commitment,
+        server_pin: peer.server_pin,
+    })
+}
+
+/// Counts and audits a refused hello; an address past its budget for
+/// unknown serials is answered `429` instead.
+fn refused(gate: &Gate, peer: &Peer, serial: &str, e: StoreError) -> ApiError {
+    let ip = peer.address.ip();
+    let kind = match &e {
+        StoreError::UnknownSerial(_) => {
             if gate
                 .unknown_serials
                 .address_blocked(ip, gate.clock.instant())
             {
                 gate.refusals
-                    .record(ip, "pairing.rate_limited", example(&body.serial));
-                return Err(rate_limited(
+                    .record(ip, "pairing.rate_limited", example(peer, serial));
+                return rate_limited(
                     "too many pairing attempts for unknown serials from this address; wait a minute",
-                ));
+                );
             }
             gate.unknown_serials
-                .count(ip, fingerprint, gate.clock.instant());
-            gate.refusals
-                .record(ip, "pairing.unknown_serial", example(&body.serial));
-            Err(e.into())
+                .count(ip, peer.fingerprint, gate.clock.instant());
+            "pairing.unknown_serial"
         }
-        Err(e @ StoreError::Blocked(_)) => {
-            gate.refusals
-                .record(ip, "pairing.blocked_key", example(&body.serial));
-            Err(e.into())
-        }
-        Err(e @ (StoreError::RateLimited(_) | StoreError::Limit(_))) => {
-            gate.refusals
-                .record(ip, "pairing.rate_limited", example(&body.serial));
-            Err(e.into())
-        }
-        Err(e) => Err(e.into()),
-    }
+        StoreError::Blocked(_) => "pairing.blocked_key",
+        StoreError::RateLimited(_) | StoreError::Limit(_) => "pairing.rate_limited",
+        _ => return e.into(),
+    };
+    gate.refusals.record(ip, kind, example(peer, serial));
+    e.into()
 }
 
 /// A request as the terminal that opened it may see it; anyone else gets

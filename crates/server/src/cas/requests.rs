@@ -209,64 +209,57 @@ pub async fn approve(
     if let Err(r) = may_change(&who) {
         return r;
     }
-    if !who.session.operator.totp_enabled {
-        return detail_view(
-            &cas,
-            &who,
-            &id,
-            Some((
-                Flash::Error,
-                "Approval needs two-factor authentication on your account.".into(),
-            )),
-        )
-        .await;
+    let (shown, status) = match approval(&cas, &who, &id, &form).await {
+        Ok(done) => ((Flash::Done, done), None),
+        Err(NotApproved::Shown(message, status)) => ((Flash::Error, message), status),
+        Err(NotApproved::Internal(response)) => return response,
+    };
+    let view = detail_view(&cas, &who, &id, Some(shown)).await;
+    match status {
+        Some(status) => super::with_status(view, status),
+        None => view,
+    }
+}
+
+/// Why an approval from the page did not happen.
+enum NotApproved {
+    /// Said on the request's page, with a status other than 200 if any.
+    Shown(String, Option<StatusCode>),
+    /// A store failure's page.
+    Internal(Response),
+}
+
+/// Checks the form and approves; `Ok` holds the message for the page.
+async fn approval(
+    cas: &Cas,
+    who: &SignedIn,
+    id: &str,
+    form: &ApproveForm,
+) -> Result<String, NotApproved> {
+    let operator = &who.session.operator;
+    if !operator.totp_enabled {
+        return Err(NotApproved::Shown(
+            "Approval needs two-factor authentication on your account.".into(),
+            None,
+        ));
     }
     let Ok(code) = form.code.parse::<PairingCode>() else {
-        return detail_view(
-            &cas,
-            &who,
-            &id,
-            Some((
-                Flash::Error,
-                "A pairing code is 8 digits, NNNN-NNNN.".into(),
-            )),
-        )
-        .await;
+        return Err(NotApproved::Shown(
+            "A pairing code is 8 digits, NNNN-NNNN.".into(),
+            None,
+        ));
     };
     let now = cas.clock.now();
-    let factor = match cas
+    let factor = cas
         .store
-        .verify_second_factor(&who.session.operator.username, form.totp.trim(), now)
+        .verify_second_factor(&operator.username, form.totp.trim(), now)
         .await
-    {
-        Ok(f) => f,
-        Err(e) => {
-            let Some((status, m)) = super::step_up_refusal(&e) else {
-                return super::internal(&e);
-            };
-            let view = detail_view(
-                &cas,
-                &who,
-                &id,
-                Some((Flash::Error, format!("Not approved: {m}"))),
-            )
-            .await;
-            return super::with_status(view, status);
-        }
-    };
-    match cas.store.approve_pairing(&id, &code, &factor, now).await {
-        Ok(t) => {
-            detail_view(
-                &cas,
-                &who,
-                &id,
-                Some((
-                    Flash::Done,
-                    format!("Approved: {} is paired.", t.serial.as_str()),
-                )),
-            )
-            .await
-        }
+        .map_err(|e| match super::step_up_refusal(&e) {
+            Some((status, m)) => NotApproved::Shown(format!("Not approved: {m}"), Some(status)),
+            None => NotApproved::Internal(super::internal(&e)),
+        })?;
+    match cas.store.approve_pairing(id, &code, &factor, now).await {
+        Ok(t) => Ok(format!("Approved: {} is paired.", t.serial.as_str())),
         Err(
             e @ (StoreError::WrongCode { .. }
             | StoreError::Closed { .. }
@@ -276,16 +269,8 @@ pub async fn approve(
             | StoreError::NotFound(_)
             | StoreError::Invalid(_)
             | StoreError::Conflict(_)),
-        ) => {
-            detail_view(
-                &cas,
-                &who,
-                &id,
-                Some((Flash::Error, format!("Not approved: {e}"))),
-            )
-            .await
-        }
-        Err(e) => super::internal(&e),
+        ) => Err(NotApproved::Shown(format!("Not approved: {e}"), None)),
+        Err(e) => Err(NotApproved::Internal(super::internal(&e))),
     }
 }
 
