@@ -85,57 +85,8 @@ pub async fn run(
         Some(AuditCommand::Verify {
             file: None,
             server_pin,
-        }) => {
-            let pin = match server_pin {
-                Some(pin) => pin,
-                None => match pairgate_server::identity::existing_pin(
-                    &settings.identity_keystore(),
-                    &settings.identity_passphrase_file(),
-                ) {
-                    Ok(pin) => pin,
-                    // No server has run here yet, so nothing was signed:
-                    // the chain is all there is to check.
-                    Err(_) if store.audit_anchor().await?.is_none() => {
-                        let v = store.verify_audit().await?;
-                        return report(
-                            &v,
-                            "database, chain only: no server identity and no signed checkpoints yet",
-                            out,
-                        );
-                    }
-                    Err(e) => {
-                        return Err(anyhow::Error::new(e)
-                            .context("reading the server identity's pin (or pass --server-pin)"));
-                    }
-                },
-            };
-            let v = store.verify_audit_anchored(&pin).await?;
-            report(&v, "database", out)
-        }
-        Some(AuditCommand::Export { out: path }) => {
-            let file = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&path)
-                .with_context(|| format!("creating {}", path.display()))?;
-            let mut writer = BufWriter::new(file);
-            let n = store
-                .export_audit(&mut writer, unix_millis(SystemTime::now()))
-                .await?;
-            writer
-                .into_inner()
-                .map_err(|e| e.into_error())
-                .and_then(|f| f.sync_all())
-                .with_context(|| format!("writing {}", path.display()))?;
-            out.print(
-                format!(
-                    "{n} audit records with their checkpoints written to {}",
-                    path.display()
-                ),
-                json!({ "records": n, "file": path.display().to_string() }),
-            );
-            Ok(())
-        }
+        }) => verify_database(store, settings, server_pin, out).await,
+        Some(AuditCommand::Export { out: path }) => export(store, &path, out).await,
         None => {
             let records = store.audit_records(limit).await?;
             let text: Vec<String> = records
@@ -157,4 +108,65 @@ pub async fn run(
             Ok(())
         }
     }
+}
+
+/// Verifies the database's chain and its checkpoints against the server
+/// identity's pin (given, or read from the identity here).
+async fn verify_database(
+    store: &Store,
+    settings: &Settings,
+    server_pin: Option<SpkiPin>,
+    out: &Output,
+) -> Result<()> {
+    let pin = match server_pin {
+        Some(pin) => pin,
+        None => match pairgate_server::identity::existing_pin(
+            &settings.identity_keystore(),
+            &settings.identity_passphrase_file(),
+        ) {
+            Ok(pin) => pin,
+            // No server has run here yet, so nothing was signed: the chain
+            // is all there is to check.
+            Err(_) if store.audit_anchor().await?.is_none() => {
+                let v = store.verify_audit().await?;
+                return report(
+                    &v,
+                    "database, chain only: no server identity and no signed checkpoints yet",
+                    out,
+                );
+            }
+            Err(e) => {
+                return Err(anyhow::Error::new(e)
+                    .context("reading the server identity's pin (or pass --server-pin)"));
+            }
+        },
+    };
+    let v = store.verify_audit_anchored(&pin).await?;
+    report(&v, "database", out)
+}
+
+/// Writes the records and their checkpoints to a new file.
+async fn export(store: &Store, path: &Path, out: &Output) -> Result<()> {
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    let mut writer = BufWriter::new(file);
+    let n = store
+        .export_audit(&mut writer, unix_millis(SystemTime::now()))
+        .await?;
+    writer
+        .into_inner()
+        .map_err(|e| e.into_error())
+        .and_then(|f| f.sync_all())
+        .with_context(|| format!("writing {}", path.display()))?;
+    out.print(
+        format!(
+            "{n} audit records with their checkpoints written to {}",
+            path.display()
+        ),
+        json!({ "records": n, "file": path.display().to_string() }),
+    );
+    Ok(())
 }

@@ -50,6 +50,34 @@ fn checkpoint(row: &sqlx::any::AnyRow) -> Result<Checkpoint, StoreError> {
 const RECORD_COLUMNS: &str = "seq, at, actor, action, subject, detail, prev_hash, hash";
 const CHECKPOINT_COLUMNS: &str = "first_seq, last_seq, hashes, at, spki, signature";
 
+/// A checkpoint ready to store.
+struct SignedRun<'a> {
+    first: i64,
+    last: i64,
+    at: i64,
+    hashes: String,
+    spki: &'a [u8],
+    signature: Vec<u8>,
+}
+
+/// A verifier for the records after `last` (all records when there is no
+/// checkpoint yet), once `last` itself verifies under `pin`.
+fn continuing(pin: SpkiPin, last: Option<&Checkpoint>) -> Result<ChainVerifier, StoreError> {
+    let Some(c) = last else {
+        return Ok(ChainVerifier::full(Some(pin)));
+    };
+    let mut own = ChainVerifier::new(Some(pin), c.first_seq, "");
+    own.checkpoint(c.clone());
+    if own.is_broken() {
+        let reason = own.finish_file().reason.unwrap_or_default();
+        return Err(StoreError::Corrupt(format!(
+            "the last audit checkpoint does not verify ({reason}); not signing over it"
+        )));
+    }
+    let prev = c.hash_of(c.last_seq).unwrap_or_default();
+    Ok(ChainVerifier::new(Some(pin), c.last_seq + 1, prev))
+}
+
 impl Store {
     async fn records_between(&self, from: i64, to: i64) -> Result<Vec<AuditRecord>, StoreError> {
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
@@ -218,77 +246,90 @@ impl Store {
             if anchored >= head_seq {
                 return Ok(signed);
             }
-            let mut v = match &last {
-                Some(c) => {
-                    let mut own = ChainVerifier::new(Some(pin), c.first_seq, "");
-                    own.checkpoint(c.clone());
-                    if own.is_broken() {
-                        let reason = own.finish_file().reason.unwrap_or_default();
-                        return Err(StoreError::Corrupt(format!(
-                            "the last audit checkpoint does not verify ({reason}); not signing over it"
-                        )));
-                    }
-                    let prev = c.hash_of(c.last_seq).unwrap_or_default();
-                    ChainVerifier::new(Some(pin), anchored + 1, prev)
-                }
-                None => ChainVerifier::full(Some(pin)),
-            };
             let to = head_seq.min(anchored + MAX_RUN);
-            let mut hashes =
-                String::with_capacity(usize::try_from(to - anchored).unwrap_or(0) * 64);
-            self.walk(anchored + 1, to, |item| {
-                if let Item::Record(r) = item {
-                    hashes.push_str(&r.hash);
-                    v.record(r);
-                }
-                Ok(())
-            })
-            .await?;
-            let checked = v.finish_file();
-            if checked.first_broken.is_none() && checked.records != to - anchored {
-                return Err(StoreError::Corrupt(format!(
-                    "audit records {}..{to} are missing; not signing over them",
-                    anchored + 1 + checked.records
-                )));
-            }
-            if let Some(seq) = checked.first_broken {
-                return Err(StoreError::Corrupt(format!(
-                    "audit record {seq}: {}; not signing over it",
-                    checked.reason.unwrap_or_default()
-                )));
-            }
+            let hashes = self
+                .checked_run(continuing(pin, last.as_ref())?, anchored, to)
+                .await?;
             let at = millis(now);
             let message = Checkpoint::message(anchored + 1, to, at, &hashes);
             let signature = signer.sign(&message).map_err(StoreError::Io)?;
-            let mut tx = self.begin_write().await?;
-            // Serialises checkpoint writers with each other (and appends).
-            sqlx::query("UPDATE audit_head SET seq = seq WHERE id = 1")
-                .execute(&mut *tx)
-                .await?;
-            let current: Option<i64> =
-                sqlx::query("SELECT MAX(last_seq) AS m FROM audit_checkpoints")
-                    .fetch_one(&mut *tx)
-                    .await?
-                    .try_get("m")?;
-            if current.unwrap_or(0) != anchored {
-                // Another server signed this run first.
-                continue;
+            let run = SignedRun {
+                first: anchored + 1,
+                last: to,
+                at,
+                hashes,
+                spki: signer.spki(),
+                signature,
+            };
+            if self.write_checkpoint(&run).await? {
+                signed = Some(to);
             }
-            sqlx::query(
-                "INSERT INTO audit_checkpoints (last_seq, first_seq, hashes, at, spki, signature) \
-                 VALUES ($1, $2, $3, $4, $5, $6)",
-            )
-            .bind(to)
-            .bind(anchored + 1)
-            .bind(&hashes)
-            .bind(at)
-            .bind(hex::encode(signer.spki()))
-            .bind(hex::encode(&signature))
+            // Else another server signed this run first: look again.
+        }
+    }
+
+    /// Re-checks records `anchored + 1 ..= to` and returns their hashes,
+    /// concatenated, for the checkpoint's message.
+    async fn checked_run(
+        &self,
+        mut v: ChainVerifier,
+        anchored: i64,
+        to: i64,
+    ) -> Result<String, StoreError> {
+        let mut hashes = String::with_capacity(usize::try_from(to - anchored).unwrap_or(0) * 64);
+        self.walk(anchored + 1, to, |item| {
+            if let Item::Record(r) = item {
+                hashes.push_str(&r.hash);
+                v.record(r);
+            }
+            Ok(())
+        })
+        .await?;
+        let checked = v.finish_file();
+        if let Some(seq) = checked.first_broken {
+            return Err(StoreError::Corrupt(format!(
+                "audit record {seq}: {}; not signing over it",
+                checked.reason.unwrap_or_default()
+            )));
+        }
+        if checked.records != to - anchored {
+            return Err(StoreError::Corrupt(format!(
+                "audit records {}..{to} are missing; not signing over them",
+                anchored + 1 + checked.records
+            )));
+        }
+        Ok(hashes)
+    }
+
+    /// Stores a signed run unless another writer covered it first
+    /// (`false`).
+    async fn write_checkpoint(&self, run: &SignedRun<'_>) -> Result<bool, StoreError> {
+        let mut tx = self.begin_write().await?;
+        // Serialises checkpoint writers with each other (and appends).
+        sqlx::query("UPDATE audit_head SET seq = seq WHERE id = 1")
             .execute(&mut *tx)
             .await?;
-            tx.commit().await?;
-            signed = Some(to);
+        let current: Option<i64> = sqlx::query("SELECT MAX(last_seq) AS m FROM audit_checkpoints")
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get("m")?;
+        if current.unwrap_or(0) != run.first - 1 {
+            return Ok(false);
         }
+        sqlx::query(
+            "INSERT INTO audit_checkpoints (last_seq, first_seq, hashes, at, spki, signature) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(run.last)
+        .bind(run.first)
+        .bind(&run.hashes)
+        .bind(run.at)
+        .bind(hex::encode(run.spki))
+        .bind(hex::encode(&run.signature))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(true)
     }
 
     /// The chain head's sequence number and the last record a checkpoint
