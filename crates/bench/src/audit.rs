@@ -48,17 +48,14 @@ pub fn run(args: AuditArgs, out: &dyn Output) -> Result<()> {
     runtime.block_on(measure(args, out))
 }
 
-async fn measure(args: AuditArgs, out: &dyn Output) -> Result<()> {
-    let dir = tempfile::tempdir().context("making a temporary directory")?;
-    let store = Store::open_data_dir(&dir.path().join("data")).await?;
-    let identity = pairgate_server::identity::load_or_create(
-        &format!("file:{}", dir.path().join("identity").display()),
-        &dir.path().join("identity.passphrase"),
-        &["localhost".to_owned()],
-        SystemTime::now(),
-    )?;
-    let signer = pairgate_server::audit_anchor::IdentitySigner::new(&identity.certified_key)?;
-    let filled = Instant::now();
+/// Appends `args.records` refusal records in batches of `args.every`,
+/// signing a checkpoint after each batch but the last; returns how many
+/// were signed.
+async fn fill(
+    store: &Store,
+    signer: &pairgate_server::audit_anchor::IdentitySigner,
+    args: &AuditArgs,
+) -> Result<u32> {
     let mut written = 0u32;
     let mut checkpoints = 0u32;
     while written < args.records {
@@ -81,14 +78,29 @@ async fn measure(args: AuditArgs, out: &dyn Output) -> Result<()> {
         // checkpoints.
         if written < args.records
             && store
-                .audit_checkpoint(&signer, SystemTime::now())
+                .audit_checkpoint(signer, SystemTime::now())
                 .await?
                 .is_some()
         {
             checkpoints += 1;
         }
     }
-    let fill = filled.elapsed();
+    Ok(checkpoints)
+}
+
+async fn measure(args: AuditArgs, out: &dyn Output) -> Result<()> {
+    let dir = tempfile::tempdir().context("making a temporary directory")?;
+    let store = Store::open_data_dir(&dir.path().join("data")).await?;
+    let identity = pairgate_server::identity::load_or_create(
+        &format!("file:{}", dir.path().join("identity").display()),
+        &dir.path().join("identity.passphrase"),
+        &["localhost".to_owned()],
+        SystemTime::now(),
+    )?;
+    let signer = pairgate_server::audit_anchor::IdentitySigner::new(&identity.certified_key)?;
+    let filled = Instant::now();
+    let checkpoints = fill(&store, &signer, &args).await?;
+    let fill_time = filled.elapsed();
     let mut views: Vec<u32> = Vec::with_capacity(args.views as usize);
     let mut checked = 0;
     for _ in 0..args.views {
@@ -118,7 +130,7 @@ async fn measure(args: AuditArgs, out: &dyn Output) -> Result<()> {
         &format!(
             "audit log of {} records, {checkpoints} signed checkpoints (filled in {:.1} s)\n  view (100 records + check from the newest checkpoint, {checked} records): p50 {p50:.2} ms, p99 {p99:.2} ms over {} views\n  peer, the old view: re-hash the whole chain {:.1} ms ({:.0}x the view's p50)\n  full check against every checkpoint (hourly, in the background): {:.1} ms",
             args.records,
-            fill.as_secs_f64(),
+            fill_time.as_secs_f64(),
             args.views,
             ms(rehash),
             ms(rehash) / p50.max(0.001),
@@ -131,7 +143,7 @@ async fn measure(args: AuditArgs, out: &dyn Output) -> Result<()> {
             "whole_chain_rehash_ms": ms(rehash),
             "rehash_over_view_p50": ms(rehash) / p50.max(0.001),
             "full_anchored_check_ms": ms(anchored),
-            "fill_secs": fill.as_secs_f64(),
+            "fill_secs": fill_time.as_secs_f64(),
         }),
     );
     Ok(())

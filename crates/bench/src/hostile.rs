@@ -18,7 +18,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
 use clap::Args;
-use pairgate_pki::Nonce;
 use pairgate_store::Store;
 use pairgate_tls::TlsPolicy;
 use pairgate_tls::client::TlsClient;
@@ -26,7 +25,7 @@ use serde_json::{Value, json};
 use tokio::io::AsyncReadExt;
 
 use super::fleet::{Approvers, BenchCa, BenchTerminal, enrol, register, wait_paired};
-use super::load::percentile_ms;
+use super::load::{hello, percentile_ms};
 use super::peers::PairgateServer;
 use super::procs;
 use super::wire::{Request, exchange};
@@ -253,6 +252,86 @@ fn padded(ca: &BenchCa, name: &str, pad: usize) -> Result<TlsClient> {
     t.client_any()
 }
 
+/// `n` slow clients, half at the gate and half at the master, spread over
+/// 127.0.1.x source addresses.
+fn slow_clients(
+    server: &PairgateServer,
+    n: usize,
+    stop: &Arc<AtomicBool>,
+    tally: &Arc<Tally>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    (0..n)
+        .map(|i| {
+            let source = IpAddr::from([
+                127,
+                0,
+                1,
+                u8::try_from(i / SLOW_PER_ADDRESS % 250 + 2).unwrap_or(2),
+            ]);
+            let addr = if i % 2 == 0 {
+                &server.gate
+            } else {
+                &server.master
+            };
+            tokio::spawn(slow(addr.clone(), source, stop.clone(), tally.clone()))
+        })
+        .collect()
+}
+
+/// The floods: unknown serials, requests superseding `victim`'s, big
+/// certificates at the gate, and CAS logins.
+fn floods(
+    server: &PairgateServer,
+    ca: &BenchCa,
+    victim: String,
+    stop: &Arc<AtomicBool>,
+    tally: &Arc<Tally>,
+) -> Result<Vec<tokio::task::JoinHandle<()>>> {
+    let fresh = |prefix: &str, n: usize| -> Result<Vec<TlsClient>> {
+        ca.terminals(prefix, n)?
+            .iter()
+            .map(BenchTerminal::client_any)
+            .collect()
+    };
+    let unknown = fresh("flood", 8)?;
+    let superseders = fresh("evil", 32)?;
+    let big = vec![
+        padded(ca, "big", 14_000)?,
+        padded(ca, "huge", 60_000)?,
+        ca.ca_terminal("ca")?.client_any()?,
+    ];
+    let ask =
+        |serial: String| move || Request::post_json("/v1/pairing", &hello(serial.clone(), "", ""));
+    let g = &server.gate;
+    Ok(vec![
+        tokio::spawn(flood(
+            "gate unknown serial",
+            g.clone(),
+            unknown,
+            ask("NOPE-1".into()),
+            stop.clone(),
+            tally.clone(),
+        )),
+        tokio::spawn(flood(
+            "gate supersede",
+            g.clone(),
+            superseders,
+            ask(victim),
+            stop.clone(),
+            tally.clone(),
+        )),
+        tokio::spawn(flood(
+            "gate big certificate",
+            g.clone(),
+            big,
+            || Request::get("/v1/pairing/00"),
+            stop.clone(),
+            tally.clone(),
+        )),
+        tokio::spawn(logins(server.cas.clone(), stop.clone(), tally.clone())),
+    ])
+}
+
 async fn measure(args: &HostileArgs, dir: &std::path::Path, cpu: Option<usize>) -> Result<Figures> {
     let data = dir.join("server");
     // Default settings: the bounds under test are the shipped ones.
@@ -275,80 +354,12 @@ async fn measure(args: &HostileArgs, dir: &std::path::Path, cpu: Option<usize>) 
 
     let stop = Arc::new(AtomicBool::new(false));
     let tally = Arc::new(Tally::default());
-    let mut tasks = Vec::new();
-    for i in 0..args.slow {
-        let source = IpAddr::from([
-            127,
-            0,
-            1,
-            u8::try_from(i / SLOW_PER_ADDRESS % 250 + 2).unwrap_or(2),
-        ]);
-        let addr = if i % 2 == 0 {
-            &server.gate
-        } else {
-            &server.master
-        };
-        tasks.push(tokio::spawn(slow(
-            addr.clone(),
-            source,
-            stop.clone(),
-            tally.clone(),
-        )));
-    }
-    let fresh = |prefix: &str, n: usize| -> Result<Vec<TlsClient>> {
-        ca.terminals(prefix, n)?
-            .iter()
-            .map(BenchTerminal::client_any)
-            .collect()
-    };
-    let unknown = fresh("flood", 8)?;
-    let superseders = fresh("evil", 32)?;
-    let big = vec![
-        padded(&ca, "big", 14_000)?,
-        padded(&ca, "huge", 60_000)?,
-        ca.ca_terminal("ca")?.client_any()?,
-    ];
-    let ask = |serial: String| {
-        move || {
-            let body =
-                json!({ "serial": serial, "commitment": Nonce::random().commitment().to_hex() });
-            Request::post_json("/v1/pairing", &body.to_string())
-        }
-    };
+    let mut tasks = slow_clients(&server, args.slow, &stop, &tally);
     let victim = victims
         .first()
         .map(|v| v.serial.clone())
         .unwrap_or_default();
-    let g = server.gate.clone();
-    tasks.push(tokio::spawn(flood(
-        "gate unknown serial",
-        g.clone(),
-        unknown,
-        ask("NOPE-1".into()),
-        stop.clone(),
-        tally.clone(),
-    )));
-    tasks.push(tokio::spawn(flood(
-        "gate supersede",
-        g.clone(),
-        superseders,
-        ask(victim),
-        stop.clone(),
-        tally.clone(),
-    )));
-    tasks.push(tokio::spawn(flood(
-        "gate big certificate",
-        g,
-        big,
-        || Request::get("/v1/pairing/00"),
-        stop.clone(),
-        tally.clone(),
-    )));
-    tasks.push(tokio::spawn(logins(
-        server.cas.clone(),
-        stop.clone(),
-        tally.clone(),
-    )));
+    tasks.extend(floods(&server, &ca, victim, &stop, &tally)?);
     // Let the slow connections pile up before measuring.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let loud = probe(&server.master, &client, args.duration).await;

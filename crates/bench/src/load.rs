@@ -276,11 +276,7 @@ pub async fn pairing_requests(
                 let Some((client, serial)) = terminals.get(i % terminals.len().max(1)) else {
                     return;
                 };
-                let body = json!({
-                    "serial": serial, "model": "bench", "firmware": "1.0",
-                    "commitment": Nonce::random().commitment().to_hex(),
-                })
-                .to_string();
+                let body = hello(serial.clone(), "bench", "1.0");
                 let request = Request::post_json("/v1/pairing", &body);
                 one_connection(client, &addr, &request, 202, &mut buf, &tally).await;
             }
@@ -450,6 +446,17 @@ pub async fn idle(target: &Target, clients: &[TlsClient], request: &Request, cou
     };
     drop(held);
     idle
+}
+
+/// A pairing hello for `serial` with a fresh commitment, as JSON.
+pub(crate) fn hello(serial: String, model: &str, firmware: &str) -> String {
+    let hello = pairgate_proto::PairingHello {
+        serial,
+        model: model.to_owned(),
+        firmware: firmware.to_owned(),
+        commitment: Nonce::random().commitment().to_hex(),
+    };
+    serde_json::to_string(&hello).unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -96,48 +96,7 @@ pub async fn measure(
     for terminal in terminals {
         let mut loops = tokio::task::JoinSet::new();
         for instance in instances {
-            let resuming = terminal.client(instance.pin, &policy)?;
-            let fresh = resuming.without_resumption();
-            // Warm up: the kept-alive connection, and a session to resume.
-            let mut kept = fresh
-                .connect(&instance.master, Some("localhost"))
-                .await
-                .context("connecting for the kept-alive loop")?;
-            let mut buf = Vec::new();
-            for stream_status in [
-                exchange(&mut kept, &me, &mut buf).await?.status,
-                request_once(&resuming, &instance.master, &me).await?.0,
-            ] {
-                if stream_status != 200 {
-                    bail!(
-                        "{} is not served before its unpair ({stream_status})",
-                        terminal.serial
-                    );
-                }
-            }
-            let me_kept = me.clone();
-            loops.spawn(async move {
-                let mut buf = Vec::new();
-                loop {
-                    match exchange(&mut kept, &me_kept, &mut buf).await {
-                        Ok(r) if r.status == 200 && !r.close => {}
-                        _ => return (0, Instant::now(), 0, 0),
-                    }
-                }
-            });
-            for (kind, client) in [(1usize, fresh), (2, resuming)] {
-                let (addr, me) = (instance.master.clone(), me.clone());
-                loops.spawn(async move {
-                    let (mut resumed, mut attempts) = (0, 0);
-                    loop {
-                        attempts += 1;
-                        match request_once(&client, &addr, &me).await {
-                            Ok((200, was_resumed)) => resumed += u64::from(was_resumed),
-                            _ => return (kind, Instant::now(), resumed, attempts),
-                        }
-                    }
-                });
-            }
+            start_loops(instance, terminal, &policy, &me, &mut loops).await?;
         }
         // Let every loop reach its steady state, then break the trust.
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -149,38 +108,109 @@ pub async fn measure(
                 SystemTime::now(),
             )
             .await?;
-        let deadline = tokio::time::Instant::now() + TIMEOUT;
-        let mut finished = [0u64; 3];
-        while !loops.is_empty() {
-            match tokio::time::timeout_at(deadline, loops.join_next()).await {
-                Ok(Some(Ok((kind, refused, resumed, attempts)))) => {
-                    let us = u32::try_from(refused.saturating_duration_since(start).as_micros())
-                        .unwrap_or(u32::MAX);
-                    if let Some(samples) = result.samples_us.get_mut(kind) {
-                        samples.push(us);
-                    }
-                    if let Some(n) = finished.get_mut(kind) {
-                        *n += 1;
-                    }
-                    if kind == 2 {
-                        result.resumed_handshakes += resumed;
-                        result.resumed_attempts += attempts;
-                    }
+        collect(loops, start, instances.len() as u64, &mut result).await?;
+    }
+    Ok(result)
+}
+
+/// How a loop ended: its kind (0 kept-alive, 1 full handshakes, 2
+/// resumed), when it was refused, resumed handshakes and attempts.
+type Refused = (usize, Instant, u64, u64);
+
+/// Starts `terminal`'s three loops on one instance once each is served:
+/// requests on one kept-alive connection, a full handshake per request,
+/// and a resumed handshake per request.
+async fn start_loops(
+    instance: &Instance,
+    terminal: &BenchTerminal,
+    policy: &TlsPolicy,
+    me: &Request,
+    loops: &mut tokio::task::JoinSet<Refused>,
+) -> Result<()> {
+    let resuming = terminal.client(instance.pin, policy)?;
+    let fresh = resuming.without_resumption();
+    // Warm up: the kept-alive connection, and a session to resume.
+    let mut kept = fresh
+        .connect(&instance.master, Some("localhost"))
+        .await
+        .context("connecting for the kept-alive loop")?;
+    let mut buf = Vec::new();
+    for stream_status in [
+        exchange(&mut kept, me, &mut buf).await?.status,
+        request_once(&resuming, &instance.master, me).await?.0,
+    ] {
+        if stream_status != 200 {
+            bail!(
+                "{} is not served before its unpair ({stream_status})",
+                terminal.serial
+            );
+        }
+    }
+    let me_kept = me.clone();
+    loops.spawn(async move {
+        let mut buf = Vec::new();
+        loop {
+            match exchange(&mut kept, &me_kept, &mut buf).await {
+                Ok(r) if r.status == 200 && !r.close => {}
+                _ => return (0, Instant::now(), 0, 0),
+            }
+        }
+    });
+    for (kind, client) in [(1usize, fresh), (2, resuming)] {
+        let (addr, me) = (instance.master.clone(), me.clone());
+        loops.spawn(async move {
+            let (mut resumed, mut attempts) = (0, 0);
+            loop {
+                attempts += 1;
+                match request_once(&client, &addr, &me).await {
+                    Ok((200, was_resumed)) => resumed += u64::from(was_resumed),
+                    _ => return (kind, Instant::now(), resumed, attempts),
                 }
-                Ok(Some(Err(e))) => bail!("a revocation loop failed: {e}"),
-                Ok(None) => break,
-                Err(_) => {
-                    // Whatever is still running was never refused.
-                    loops.abort_all();
-                    for (t, done) in result.timeouts.iter_mut().zip(finished) {
-                        *t += instances.len() as u64 - done;
-                    }
-                    break;
+            }
+        });
+    }
+    Ok(())
+}
+
+/// Records when each loop was refused, counted from `start`; loops still
+/// served after [`TIMEOUT`] count as never refused.
+async fn collect(
+    mut loops: tokio::task::JoinSet<Refused>,
+    start: Instant,
+    instances: u64,
+    result: &mut Revocation,
+) -> Result<()> {
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    let mut finished = [0u64; 3];
+    while !loops.is_empty() {
+        match tokio::time::timeout_at(deadline, loops.join_next()).await {
+            Ok(Some(Ok((kind, refused, resumed, attempts)))) => {
+                let us = u32::try_from(refused.saturating_duration_since(start).as_micros())
+                    .unwrap_or(u32::MAX);
+                if let Some(samples) = result.samples_us.get_mut(kind) {
+                    samples.push(us);
                 }
+                if let Some(n) = finished.get_mut(kind) {
+                    *n += 1;
+                }
+                if kind == 2 {
+                    result.resumed_handshakes += resumed;
+                    result.resumed_attempts += attempts;
+                }
+            }
+            Ok(Some(Err(e))) => bail!("a revocation loop failed: {e}"),
+            Ok(None) => break,
+            Err(_) => {
+                // Whatever is still running was never refused.
+                loops.abort_all();
+                for (t, done) in result.timeouts.iter_mut().zip(finished) {
+                    *t += instances - done;
+                }
+                break;
             }
         }
     }
-    Ok(result)
+    Ok(())
 }
 
 /// Connects, sends one request, closes: (status, whether it resumed).

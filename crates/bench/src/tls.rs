@@ -292,65 +292,27 @@ fn tls_bench(
         .enable_all()
         .build()?;
     let server_id = software_identity(&dir.path().join("server"), true)?;
-    let software = software_identity(&dir.path().join("client"), false)?;
-    let hsm = if module.exists() {
-        Some(hsm_identity(module, dir.path())?)
-    } else {
-        None
-    };
-    let mut rows = Vec::new();
+    let mut clients = vec![(
+        "software",
+        software_identity(&dir.path().join("client"), false)?,
+    )];
+    if module.exists() {
+        clients.push(("PKCS#11", hsm_identity(module, dir.path())?));
+    }
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
     let mut text = format!(
-        "pairgate bench tls: {} per case, {concurrency} concurrent connections, client and server in one process on {} CPUs\n",
+        "pairgate bench tls: {} per case, {concurrency} concurrent connections, client and server in one process on {cpus} CPUs\n",
         humanize(duration),
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
     );
-    runtime.block_on(async {
-        for (version, policy) in [
-            ("TLS 1.3", TlsPolicy::tls13_only()),
-            ("TLS 1.2", TlsPolicy::tls12_only()),
-        ] {
-            let server = TlsServer::new(
-                alias_certified_key(server_id.store.clone(), &server_id.alias)?,
-                ClientAuth::AnyProvenKey,
-                &policy,
-            )?;
-            let addr = serve(server).await?.to_string();
-            let mut clients = vec![("software", &software)];
-            if let Some(h) = &hsm {
-                clients.push(("PKCS#11", h));
-            }
-            for (key, id) in clients {
-                let client = TlsClient::with_alias(
-                    id.store.clone(),
-                    &id.alias,
-                    ServerTrust::Pins(vec![server_id.pin]),
-                    &policy,
-                )?;
-                let m = measure(
-                    client.without_resumption(),
-                    addr.clone(),
-                    duration,
-                    concurrency,
-                )
-                .await;
-                let (t, v) = row(&format!("full mTLS {version}, {key} key"), &m);
-                text.push_str(&t);
-                text.push('\n');
-                rows.push(v);
-                if key == "software" {
-                    let m = measure(client, addr.clone(), duration, concurrency).await;
-                    let (t, v) = row(&format!("resumed mTLS {version}, {key} key"), &m);
-                    text.push_str(&t);
-                    text.push('\n');
-                    rows.push(v);
-                }
-            }
-        }
-        anyhow::Ok(())
-    })?;
-    if hsm.is_none() {
+    let mut rows = Vec::new();
+    for (line, row) in runtime.block_on(cases(&server_id, &clients, duration, concurrency))? {
+        text.push_str(&line);
+        text.push('\n');
+        rows.push(row);
+    }
+    if clients.len() == 1 {
         text.push_str(&format!(
             "(no PKCS#11 rows: {} not found)\n",
             module.display()
@@ -382,11 +344,54 @@ fn tls_bench(
             "benchmark": "tls",
             "duration_seconds": duration.as_secs_f64(),
             "concurrency": concurrency,
-            "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            "cpus": cpus,
             "cases": rows,
             "openssl_speed": { "ecdsap256_sign_per_s": sign, "ecdsap256_verify_per_s": verify, "ecdhp256_per_s": ecdh },
             "crypto_ceiling_full_handshakes_per_cpu_second": ceiling,
         }),
     );
     Ok(())
+}
+
+/// Every case, TLS 1.3 then 1.2: full handshakes with each client key,
+/// and resumed ones with the software key. Each row as text and JSON.
+async fn cases(
+    server_id: &Identity,
+    clients: &[(&str, Identity)],
+    duration: Duration,
+    concurrency: usize,
+) -> Result<Vec<(String, Value)>> {
+    let mut rows = Vec::new();
+    for (version, policy) in [
+        ("TLS 1.3", TlsPolicy::tls13_only()),
+        ("TLS 1.2", TlsPolicy::tls12_only()),
+    ] {
+        let server = TlsServer::new(
+            alias_certified_key(server_id.store.clone(), &server_id.alias)?,
+            ClientAuth::AnyProvenKey,
+            &policy,
+        )?;
+        let addr = serve(server).await?.to_string();
+        for (key, id) in clients {
+            let client = TlsClient::with_alias(
+                id.store.clone(),
+                &id.alias,
+                ServerTrust::Pins(vec![server_id.pin]),
+                &policy,
+            )?;
+            let m = measure(
+                client.without_resumption(),
+                addr.clone(),
+                duration,
+                concurrency,
+            )
+            .await;
+            rows.push(row(&format!("full mTLS {version}, {key} key"), &m));
+            if *key == "software" {
+                let m = measure(client, addr.clone(), duration, concurrency).await;
+                rows.push(row(&format!("resumed mTLS {version}, {key} key"), &m));
+            }
+        }
+    }
+    Ok(rows)
 }

@@ -31,10 +31,12 @@ use rustls_pki_types::CertificateDer;
 use crate::{Alias, AliasEntry, KeyStore, KeyStoreError, Pkcs11Uri, PublicKeyInfo};
 
 mod objects;
+mod protection;
 mod token;
 mod wire;
 
 use objects::{TRUST_ID, alias_of, chain_index, chain_label, id_and_label, is_ours, key_id};
+pub use protection::KeyProtection;
 pub use token::provision_token;
 use token::{find_slot, module, module_path, read_pin};
 
@@ -49,21 +51,6 @@ const TRUST_LABEL_PREFIX: &str = "trust:";
 
 pub(crate) fn ck(context: &str) -> impl FnOnce(CkError) -> KeyStoreError + '_ {
     move |e| KeyStoreError::Pkcs11(format!("{context}: {e}"))
-}
-
-/// What a token says about how a private key is protected.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
-pub struct KeyProtection {
-    /// `CKA_SENSITIVE`: the value cannot be read in the clear.
-    pub sensitive: bool,
-    /// `CKA_EXTRACTABLE`: the key can be wrapped out of the token.
-    pub extractable: bool,
-    /// `CKA_ALWAYS_SENSITIVE`: it has been sensitive since creation.
-    pub always_sensitive: bool,
-    /// `CKA_NEVER_EXTRACTABLE`: it has never been extractable.
-    pub never_extractable: bool,
-    /// `CKA_TOKEN`: it persists on the token.
-    pub on_token: bool,
 }
 
 /// A key store on a PKCS#11 token.
@@ -117,39 +104,6 @@ impl Pkcs11KeyStore {
             slot,
             sessions: Mutex::new(vec![session]),
             signing_keys: Mutex::new(HashMap::new()),
-        })
-    }
-
-    /// The protection attributes the token reports for the private key of
-    /// `alias`, read fresh from the token.
-    pub fn key_protection(&self, alias: &Alias) -> Result<KeyProtection, KeyStoreError> {
-        self.with_session(|session| {
-            let handle = Self::find_key(session, ObjectClass::PRIVATE_KEY, alias)?
-                .ok_or_else(|| KeyStoreError::NoSuchAlias(alias.to_string()))?;
-            let attrs = session
-                .get_attributes(
-                    handle,
-                    &[
-                        AttributeType::Sensitive,
-                        AttributeType::Extractable,
-                        AttributeType::AlwaysSensitive,
-                        AttributeType::NeverExtractable,
-                        AttributeType::Token,
-                    ],
-                )
-                .map_err(ck("reading key attributes"))?;
-            let mut p = KeyProtection::default();
-            for attr in attrs {
-                match attr {
-                    Attribute::Sensitive(v) => p.sensitive = v,
-                    Attribute::Extractable(v) => p.extractable = v,
-                    Attribute::AlwaysSensitive(v) => p.always_sensitive = v,
-                    Attribute::NeverExtractable(v) => p.never_extractable = v,
-                    Attribute::Token(v) => p.on_token = v,
-                    _ => {}
-                }
-            }
-            Ok(p)
         })
     }
 

@@ -39,9 +39,6 @@ pub fn spec() -> Value {
 }
 
 fn base() -> Value {
-    let list = |name: &str, item: &str| json!({ "type": "object", "properties": { name: { "type": "array", "items": { "$ref": format!("#/components/schemas/{item}") } }, "total": { "type": "integer" } } });
-    let string = json!({ "type": "string" });
-    let opt_string = json!({ "type": ["string", "null"] });
     json!({
         "openapi": "3.1.0",
         "info": {
@@ -51,102 +48,116 @@ fn base() -> Value {
         },
         "servers": [{ "url": "/api/v1" }],
         "security": [{ "bearer": [] }],
-        "paths": {
-            "/terminals": {
-                "get": {
-                    "summary": "Search terminals",
-                    "parameters": [
-                        { "name": "q", "in": "query", "schema": string, "description": "text in serial, name or location" },
-                        { "name": "state", "in": "query", "schema": { "enum": ["registered", "paired", "unpaired"] } },
-                        { "name": "offset", "in": "query", "schema": { "type": "integer" } },
-                        { "name": "limit", "in": "query", "schema": { "type": "integer", "maximum": 1000 } },
-                    ],
-                    "responses": with_errors(json!({ "200": ok("TerminalList") }), error_responses()),
-                },
-                "post": {
-                    "summary": "Register a terminal (operator, admin)",
-                    "requestBody": body("NewTerminal"),
-                    "responses": with_errors(json!({ "201": ok("Terminal"), "409": { "$ref": "#/components/responses/Error" } }), error_responses()),
-                },
-            },
-            "/terminals/{serial}": {
-                "get": { "summary": "One terminal", "parameters": [{ "name": "serial", "in": "path", "required": true, "schema": string }],
-                         "responses": with_errors(json!({ "200": ok("Terminal") }), error_responses()) },
-            },
-            "/terminals/{serial}/unpair": {
-                "post": { "summary": "Unpair (operator, admin; fresh TOTP)", "parameters": [{ "name": "serial", "in": "path", "required": true, "schema": string }],
-                          "requestBody": body("Totp"),
-                          "responses": with_errors(json!({ "200": ok("Terminal") }), error_responses()) },
-            },
-            "/pairing-requests": {
-                "get": { "summary": "Pairing requests, newest first", "parameters": [
-                            { "name": "state", "in": "query", "schema": { "enum": ["pending", "approved", "rejected", "expired", "superseded"] } },
-                            { "name": "offset", "in": "query", "schema": { "type": "integer" } },
-                            { "name": "limit", "in": "query", "schema": { "type": "integer", "maximum": 1000 } } ],
-                         "responses": with_errors(json!({ "200": ok("PairingRequestList") }), error_responses()) },
-            },
-            "/pairing-requests/{id}": {
-                "get": { "summary": "One pairing request", "parameters": [{ "name": "id", "in": "path", "required": true, "schema": string }],
-                         "responses": with_errors(json!({ "200": ok("PairingRequest") }), error_responses()) },
-            },
-            "/pairing-requests/{id}/approve": {
-                "post": { "summary": "Approve by the code on the terminal's screen (operator, admin; fresh TOTP). A wrong code counts; the third ends the request.",
-                          "parameters": [{ "name": "id", "in": "path", "required": true, "schema": string }],
-                          "requestBody": body("Approval"),
-                          "responses": with_errors(json!({ "200": ok("Approved"), "409": { "$ref": "#/components/responses/Error" }, "410": { "$ref": "#/components/responses/Error" } }), error_responses()) },
-            },
-            "/pairing-requests/{id}/reject": {
-                "post": { "summary": "Reject (operator, admin)", "parameters": [{ "name": "id", "in": "path", "required": true, "schema": string }],
-                          "responses": with_errors(json!({ "200": ok("PairingRequest") }), error_responses()) },
-            },
-            "/blocked-keys": {
-                "get": { "summary": "Blocked terminal keys, newest first", "responses": with_errors(json!({ "200": ok("BlockedKeyList") }), error_responses()) },
-                "post": { "summary": "Block a terminal key: it can no longer ask to pair, its open requests end (operator, admin)",
-                          "requestBody": { "required": true, "content": { "application/json": { "schema": { "$ref": "#/components/schemas/NewBlock" } } } },
-                          "responses": with_errors(json!({ "201": ok("BlockedKey"), "409": { "$ref": "#/components/responses/Error" } }), error_responses()) },
-            },
-            "/blocked-keys/{fingerprint}": {
-                "delete": { "summary": "Unblock a terminal key (operator, admin)", "parameters": [{ "name": "fingerprint", "in": "path", "required": true, "schema": string }],
-                            "responses": with_errors(json!({ "200": ok("Unblocked") }), error_responses()) },
-            },
-            "/audit": {
-                "get": { "summary": "The audit log, newest first, with the hash chain's state", "parameters": [
-                            { "name": "q", "in": "query", "schema": string, "description": "text in actor, action or subject" },
-                            { "name": "offset", "in": "query", "schema": { "type": "integer" } },
-                            { "name": "limit", "in": "query", "schema": { "type": "integer", "maximum": 1000 } } ],
-                         "responses": with_errors(json!({ "200": ok("Audit") }), error_responses()) },
-            },
-        },
+        "paths": paths(),
         "components": {
             "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer" } },
             "responses": { "Error": { "description": "Refused", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } } },
-            "schemas": {
-                "Error": { "type": "object", "properties": { "error": { "type": "object", "properties": { "code": { "type": "string", "description": "stable, PG-…" }, "message": string } } } },
-                "NewTerminal": { "type": "object", "required": ["serial"], "properties": { "serial": string, "name": string, "location": string, "contact_name": string, "contact_phone": string } },
-                "Terminal": { "type": "object", "properties": {
-                    "serial": string, "name": string, "location": string, "contact_name": string, "contact_phone": string,
-                    "state": { "enum": ["registered", "paired", "unpaired"] }, "paired_fingerprint": opt_string, "paired_at": opt_string,
-                    "paired_by": opt_string, "last_seen_at": opt_string, "last_seen_address": opt_string, "firmware": opt_string,
-                    "vpn_profile": string, "created_at": string } },
-                "TerminalList": list("terminals", "Terminal"),
-                "NewBlock": { "type": "object", "required": ["fingerprint", "reason"], "properties": { "fingerprint": string, "reason": string } },
-                "BlockedKey": { "type": "object", "properties": { "fingerprint": string, "reason": string, "blocked_by": string, "blocked_at": string } },
-                "BlockedKeyList": list("blocked_keys", "BlockedKey"),
-                "Unblocked": { "type": "object", "properties": { "fingerprint": string, "blocked": { "type": "boolean" } } },
-                "PairingRequest": { "type": "object", "properties": {
-                    "id": string, "serial": string, "fingerprint": string, "state": { "enum": ["pending", "approved", "rejected", "expired", "superseded"] },
-                    "remote_address": string, "model": string, "firmware": string, "flagged": { "type": "boolean" }, "supersedes": opt_string,
-                    "failed_attempts": { "type": "integer" }, "code_shown": { "type": "boolean" }, "created_at": string, "expires_at": string,
-                    "decided_at": opt_string, "decided_by": opt_string } },
-                "PairingRequestList": { "type": "object", "properties": { "pairing_requests": { "type": "array", "items": { "$ref": "#/components/schemas/PairingRequest" } }, "total": { "type": "integer" } } },
-                "Totp": { "type": "object", "required": ["totp"], "properties": { "totp": { "type": "string", "pattern": "^[0-9]{6}$" } } },
-                "Approval": { "type": "object", "required": ["code", "totp"], "properties": { "code": { "type": "string", "pattern": "^[0-9]{4}-?[0-9]{4}$" }, "totp": { "type": "string", "pattern": "^[0-9]{6}$" } } },
-                "Approved": { "type": "object", "properties": { "status": { "const": "approved" }, "terminal": { "$ref": "#/components/schemas/Terminal" } } },
-                "Audit": { "type": "object", "properties": {
-                    "records": { "type": "array", "items": { "type": "object" } }, "total": { "type": "integer" },
-                    "chain": { "type": "object", "properties": { "intact": { "type": "boolean" }, "records": { "type": "integer" }, "first_broken": { "type": ["integer", "null"] } } } } },
+            "schemas": schemas(),
+        },
+    })
+}
+
+/// Terminals, pairing requests, blocked keys and the audit log.
+fn paths() -> Value {
+    let string = json!({ "type": "string" });
+    json!({
+        "/terminals": {
+            "get": {
+                "summary": "Search terminals",
+                "parameters": [
+                    { "name": "q", "in": "query", "schema": string, "description": "text in serial, name or location" },
+                    { "name": "state", "in": "query", "schema": { "enum": ["registered", "paired", "unpaired"] } },
+                    { "name": "offset", "in": "query", "schema": { "type": "integer" } },
+                    { "name": "limit", "in": "query", "schema": { "type": "integer", "maximum": 1000 } },
+                ],
+                "responses": with_errors(json!({ "200": ok("TerminalList") }), error_responses()),
+            },
+            "post": {
+                "summary": "Register a terminal (operator, admin)",
+                "requestBody": body("NewTerminal"),
+                "responses": with_errors(json!({ "201": ok("Terminal"), "409": { "$ref": "#/components/responses/Error" } }), error_responses()),
             },
         },
+        "/terminals/{serial}": {
+            "get": { "summary": "One terminal", "parameters": [{ "name": "serial", "in": "path", "required": true, "schema": string }],
+                     "responses": with_errors(json!({ "200": ok("Terminal") }), error_responses()) },
+        },
+        "/terminals/{serial}/unpair": {
+            "post": { "summary": "Unpair (operator, admin; fresh TOTP)", "parameters": [{ "name": "serial", "in": "path", "required": true, "schema": string }],
+                      "requestBody": body("Totp"),
+                      "responses": with_errors(json!({ "200": ok("Terminal") }), error_responses()) },
+        },
+        "/pairing-requests": {
+            "get": { "summary": "Pairing requests, newest first", "parameters": [
+                        { "name": "state", "in": "query", "schema": { "enum": ["pending", "approved", "rejected", "expired", "superseded"] } },
+                        { "name": "offset", "in": "query", "schema": { "type": "integer" } },
+                        { "name": "limit", "in": "query", "schema": { "type": "integer", "maximum": 1000 } } ],
+                     "responses": with_errors(json!({ "200": ok("PairingRequestList") }), error_responses()) },
+        },
+        "/pairing-requests/{id}": {
+            "get": { "summary": "One pairing request", "parameters": [{ "name": "id", "in": "path", "required": true, "schema": string }],
+                     "responses": with_errors(json!({ "200": ok("PairingRequest") }), error_responses()) },
+        },
+        "/pairing-requests/{id}/approve": {
+            "post": { "summary": "Approve by the code on the terminal's screen (operator, admin; fresh TOTP). A wrong code counts; the third ends the request.",
+                      "parameters": [{ "name": "id", "in": "path", "required": true, "schema": string }],
+                      "requestBody": body("Approval"),
+                      "responses": with_errors(json!({ "200": ok("Approved"), "409": { "$ref": "#/components/responses/Error" }, "410": { "$ref": "#/components/responses/Error" } }), error_responses()) },
+        },
+        "/pairing-requests/{id}/reject": {
+            "post": { "summary": "Reject (operator, admin)", "parameters": [{ "name": "id", "in": "path", "required": true, "schema": string }],
+                      "responses": with_errors(json!({ "200": ok("PairingRequest") }), error_responses()) },
+        },
+        "/blocked-keys": {
+            "get": { "summary": "Blocked terminal keys, newest first", "responses": with_errors(json!({ "200": ok("BlockedKeyList") }), error_responses()) },
+            "post": { "summary": "Block a terminal key: it can no longer ask to pair, its open requests end (operator, admin)",
+                      "requestBody": { "required": true, "content": { "application/json": { "schema": { "$ref": "#/components/schemas/NewBlock" } } } },
+                      "responses": with_errors(json!({ "201": ok("BlockedKey"), "409": { "$ref": "#/components/responses/Error" } }), error_responses()) },
+        },
+        "/blocked-keys/{fingerprint}": {
+            "delete": { "summary": "Unblock a terminal key (operator, admin)", "parameters": [{ "name": "fingerprint", "in": "path", "required": true, "schema": string }],
+                        "responses": with_errors(json!({ "200": ok("Unblocked") }), error_responses()) },
+        },
+        "/audit": {
+            "get": { "summary": "The audit log, newest first, with the hash chain's state", "parameters": [
+                        { "name": "q", "in": "query", "schema": string, "description": "text in actor, action or subject" },
+                        { "name": "offset", "in": "query", "schema": { "type": "integer" } },
+                        { "name": "limit", "in": "query", "schema": { "type": "integer", "maximum": 1000 } } ],
+                     "responses": with_errors(json!({ "200": ok("Audit") }), error_responses()) },
+        },
+    })
+}
+
+/// The bodies of [`paths`].
+fn schemas() -> Value {
+    let list = |name: &str, item: &str| json!({ "type": "object", "properties": { name: { "type": "array", "items": { "$ref": format!("#/components/schemas/{item}") } }, "total": { "type": "integer" } } });
+    let string = json!({ "type": "string" });
+    let opt_string = json!({ "type": ["string", "null"] });
+    json!({
+            "Error": { "type": "object", "properties": { "error": { "type": "object", "properties": { "code": { "type": "string", "description": "stable, PG-…" }, "message": string } } } },
+            "NewTerminal": { "type": "object", "required": ["serial"], "properties": { "serial": string, "name": string, "location": string, "contact_name": string, "contact_phone": string } },
+            "Terminal": { "type": "object", "properties": {
+                "serial": string, "name": string, "location": string, "contact_name": string, "contact_phone": string,
+                "state": { "enum": ["registered", "paired", "unpaired"] }, "paired_fingerprint": opt_string, "paired_at": opt_string,
+                "paired_by": opt_string, "last_seen_at": opt_string, "last_seen_address": opt_string, "firmware": opt_string,
+                "vpn_profile": string, "created_at": string } },
+            "TerminalList": list("terminals", "Terminal"),
+            "NewBlock": { "type": "object", "required": ["fingerprint", "reason"], "properties": { "fingerprint": string, "reason": string } },
+            "BlockedKey": { "type": "object", "properties": { "fingerprint": string, "reason": string, "blocked_by": string, "blocked_at": string } },
+            "BlockedKeyList": list("blocked_keys", "BlockedKey"),
+            "Unblocked": { "type": "object", "properties": { "fingerprint": string, "blocked": { "type": "boolean" } } },
+            "PairingRequest": { "type": "object", "properties": {
+                "id": string, "serial": string, "fingerprint": string, "state": { "enum": ["pending", "approved", "rejected", "expired", "superseded"] },
+                "remote_address": string, "model": string, "firmware": string, "flagged": { "type": "boolean" }, "supersedes": opt_string,
+                "failed_attempts": { "type": "integer" }, "code_shown": { "type": "boolean" }, "created_at": string, "expires_at": string,
+                "decided_at": opt_string, "decided_by": opt_string } },
+            "PairingRequestList": { "type": "object", "properties": { "pairing_requests": { "type": "array", "items": { "$ref": "#/components/schemas/PairingRequest" } }, "total": { "type": "integer" } } },
+            "Totp": { "type": "object", "required": ["totp"], "properties": { "totp": { "type": "string", "pattern": "^[0-9]{6}$" } } },
+            "Approval": { "type": "object", "required": ["code", "totp"], "properties": { "code": { "type": "string", "pattern": "^[0-9]{4}-?[0-9]{4}$" }, "totp": { "type": "string", "pattern": "^[0-9]{6}$" } } },
+            "Approved": { "type": "object", "properties": { "status": { "const": "approved" }, "terminal": { "$ref": "#/components/schemas/Terminal" } } },
+            "Audit": { "type": "object", "properties": {
+                "records": { "type": "array", "items": { "type": "object" } }, "total": { "type": "integer" },
+                "chain": { "type": "object", "properties": { "intact": { "type": "boolean" }, "records": { "type": "integer" }, "first_broken": { "type": ["integer", "null"] } } } } },
     })
 }
 
