@@ -578,6 +578,8 @@ async fn a_forged_audit_record_is_named_online_and_offline() {
             std::time::Instant::now() < deadline,
             "no checkpoint: {head} {anchored}"
         );
+        // The checkpoint is signed by the `pairgate server` process on its
+        // own real clock: poll it, with the deadline above.
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let intact = json(&place.ok(&["--json", "audit", "verify"]));

@@ -268,6 +268,8 @@ pub async fn eventually(within: Duration, mut check: impl AsyncFnMut() -> bool) 
         if tokio::time::Instant::now() >= deadline {
             return false;
         }
+        // What is awaited happens on the server's own tasks (a listener, a
+        // background job) or in an outside process: poll until `within`.
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
