@@ -27,6 +27,7 @@ use tower::ServiceExt;
 
 use crate::ApiError;
 use crate::conn::{ConnectionLimiter, linger_close};
+use crate::proxy::{UpgradeSlot, splice};
 
 /// What the TLS session says about the client of a request.
 #[derive(Clone, Debug)]
@@ -65,6 +66,9 @@ pub(crate) struct ServeOptions {
     pub linger: Duration,
     pub limiter: Arc<ConnectionLimiter>,
     pub guard: Option<Arc<dyn ConnectionGuard>>,
+    /// Whether upgrades through `/app` are spliced (the master, whose
+    /// guard closes them on unpair like any connection).
+    pub upgrades: bool,
     pub name: &'static str,
     /// What time it is (certificate validity per request).
     pub clock: pairgate_clock::Clock,
@@ -149,6 +153,8 @@ async fn connection(
     };
     let limit = BodyLimit(options.body_limit, options.body_timeout);
     let clock = options.clock.clone();
+    let upgrades = options.upgrades.then(UpgradeSlot::default);
+    let slot = upgrades.clone();
     let service =
         hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
             use futures_util::future::{Either, ready};
@@ -160,28 +166,45 @@ async fn connection(
             let mut request = request.map(axum::body::Body::new);
             request.extensions_mut().insert(peer.clone());
             request.extensions_mut().insert(limit);
+            if let Some(slot) = &slot
+                && request.headers().contains_key(hyper::header::UPGRADE)
+            {
+                request.extensions_mut().insert(slot.clone());
+            }
             Either::Right(router.clone().oneshot(request))
         });
     let connection = crate::conn::http1(options.header_timeout)
         .serve_connection(TokioIo::new(stream), service)
         .without_shutdown();
-    let closed: Pin<Box<dyn Future<Output = ()> + Send>> = match &options.guard {
+    let mut closed: Pin<Box<dyn Future<Output = ()> + Send>> = match &options.guard {
         Some(guard) => guard.closed(fingerprint),
         None => Box::pin(std::future::pending()),
     };
     tokio::select! {
         ended = connection => {
+            let Ok(parts) = ended else { return };
+            // hyper hands the connection back after a `101` it wrote: the
+            // handler left the upstream side to splice it with.
+            if let Some(pending) = upgrades.as_ref().and_then(UpgradeSlot::take) {
+                let spliced = Box::pin(splice(parts.io.into_inner(), parts.read_buf, pending));
+                tokio::select! {
+                    () = spliced => {}
+                    () = &mut closed => {
+                        tracing::info!(service = options.name, %address, fingerprint = %fingerprint, "closing the upgraded connection of an unpaired terminal");
+                    }
+                    _ = shutdown.changed() => {}
+                }
+                return;
+            }
             // hyper ends a connection whose request body it did not read;
             // the client may still be sending it. Boxed: its state (a read
             // buffer and the stream) would otherwise be part of every
             // connection task, lingering or not (+17 KiB per idle
             // connection, measured).
-            if let Ok(parts) = ended {
-                Box::pin(linger_close(parts.io.into_inner(), options.linger)).await;
-            }
+            Box::pin(linger_close(parts.io.into_inner(), options.linger)).await;
         }
         // Dropping the connection closes the socket at once.
-        () = closed => {
+        () = &mut closed => {
             tracing::info!(service = options.name, %address, fingerprint = %fingerprint, "closing the connection of an unpaired terminal");
         }
         _ = shutdown.changed() => {}

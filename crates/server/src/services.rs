@@ -96,22 +96,9 @@ pub(crate) fn master(
     paired: &Arc<PairedSet>,
     clock: &Clock,
 ) -> Result<master::Master, ServerError> {
-    let upstream = if settings.upstream_url.is_empty() {
-        None
-    } else {
-        let upstream = proxy::Upstream::parse(
-            &settings.upstream_url,
-            Duration::from_secs(settings.proxy_timeout_secs),
-            count(settings.max_proxy_body_bytes),
-        )
-        .ok_or_else(|| {
-            ServerError::Config(config::ConfigError::Invalid(format!(
-                "upstream_url = {:?} is not http://host:port[/path]",
-                settings.upstream_url
-            )))
-        })?;
-        Some(Arc::new(upstream))
-    };
+    let upstream = proxy::Upstream::from_settings(settings)
+        .map_err(|why| ServerError::Config(config::ConfigError::Invalid(why)))?
+        .map(Arc::new);
     Ok(master::Master {
         store: store.clone(),
         paired: paired.clone(),
@@ -145,6 +132,7 @@ pub(crate) fn serving(
         header_timeout: Duration::from_secs(settings.header_timeout_secs),
         linger: Duration::from_secs(settings.linger_secs),
         limiter,
+        upgrades: guard.is_some(),
         guard,
         name,
         clock: policy.clock.clone(),

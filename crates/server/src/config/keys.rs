@@ -64,7 +64,7 @@ pub const SETTINGS: &[(&str, &str)] = &[
     ),
     (
         "upstream_url",
-        "http://host:port of the operator's application behind the master's /app/ (empty: none)",
+        "http://host:port[/path] or https://… of the operator's application behind the master's /app/ (empty: none)",
     ),
     ("tls_versions", "\"1.2+1.3\" (default), \"1.2\" or \"1.3\""),
     (
@@ -113,7 +113,35 @@ pub const SETTINGS: &[(&str, &str)] = &[
     ),
     (
         "proxy_timeout_secs",
-        "upstream request timeout (default 30)",
+        "longest wait for the upstream's response headers, and between two parts of its body (default 30)",
+    ),
+    (
+        "upstream_connect_timeout_secs",
+        "longest wait for a new connection to the upstream, TLS included (default 5)",
+    ),
+    (
+        "upstream_idle_secs",
+        "how long an idle kept-alive connection to the upstream stays open (default 60)",
+    ),
+    (
+        "upstream_max_idle",
+        "idle kept-alive connections kept to the upstream (default 64; 0: one connection per request)",
+    ),
+    (
+        "upstream_max_connections",
+        "requests the master has at the upstream at once; more get 503 (default 1024)",
+    ),
+    (
+        "upstream_ca_file",
+        "PEM CA certificates an https:// upstream must chain to (and name the upstream host)",
+    ),
+    (
+        "upstream_pin",
+        "SPKI pin (64 hex digits) an https:// upstream's key must have",
+    ),
+    (
+        "proxy_forwarded",
+        "how the master tells the upstream the terminal's address: \"x-forwarded-for\" (default), \"forwarded\" (RFC 7239) or \"none\"",
     ),
     (
         "tls_session_cache_bytes",

@@ -25,6 +25,7 @@ pub enum ConfigError {
     Invalid(String),
 }
 
+mod check;
 mod keys;
 
 pub use keys::SETTINGS;
@@ -91,6 +92,20 @@ pub struct Settings {
     pub reconcile_secs: u64,
     /// See [`SETTINGS`].
     pub proxy_timeout_secs: u64,
+    /// See [`SETTINGS`].
+    pub upstream_connect_timeout_secs: u64,
+    /// See [`SETTINGS`].
+    pub upstream_idle_secs: u64,
+    /// See [`SETTINGS`].
+    pub upstream_max_idle: u64,
+    /// See [`SETTINGS`].
+    pub upstream_max_connections: u64,
+    /// See [`SETTINGS`].
+    pub upstream_ca_file: String,
+    /// See [`SETTINGS`].
+    pub upstream_pin: String,
+    /// See [`SETTINGS`].
+    pub proxy_forwarded: String,
     /// See [`SETTINGS`].
     pub tls_session_cache_bytes: u64,
     /// See [`SETTINGS`].
@@ -177,6 +192,13 @@ impl Default for Settings {
             paired_poll_ms: 200,
             reconcile_secs: 5,
             proxy_timeout_secs: 30,
+            upstream_connect_timeout_secs: 5,
+            upstream_idle_secs: 60,
+            upstream_max_idle: 64,
+            upstream_max_connections: 1024,
+            upstream_ca_file: String::new(),
+            upstream_pin: String::new(),
+            proxy_forwarded: "x-forwarded-for".into(),
             tls_session_cache_bytes: 64 * 1024 * 1024,
             max_client_cert_bytes: 16 * 1024,
             body_timeout_secs: 10,
@@ -260,80 +282,6 @@ impl Settings {
         let settings: Self = table.try_into().map_err(invalid)?;
         settings.check()?;
         Ok(settings)
-    }
-
-    /// Rejects values that parse but make no sense.
-    fn check(&self) -> Result<(), ConfigError> {
-        for (name, addr) in [
-            ("gate_listen", &self.gate_listen),
-            ("master_listen", &self.master_listen),
-            ("cas_listen", &self.cas_listen),
-        ] {
-            addr.parse::<SocketAddr>().map_err(|_| {
-                ConfigError::Invalid(format!(
-                    "{name} = {addr:?} is not an address like 0.0.0.0:7741"
-                ))
-            })?;
-        }
-        self.tls_policy()?;
-        if !self.master_url.is_empty() && !self.master_url.starts_with("https://") {
-            return Err(ConfigError::Invalid(format!(
-                "master_url = {:?} must start with https://",
-                self.master_url
-            )));
-        }
-        if !self.upstream_url.is_empty() && !self.upstream_url.starts_with("http://") {
-            return Err(ConfigError::Invalid(format!(
-                "upstream_url = {:?} must start with http:// (the upstream sits next to the master)",
-                self.upstream_url
-            )));
-        }
-        for (name, value) in [
-            ("max_body_bytes", self.max_body_bytes),
-            ("max_open_requests", self.max_open_requests),
-            ("pairing_ttl_secs", self.pairing_ttl_secs),
-            ("handshake_timeout_secs", self.handshake_timeout_secs),
-            ("header_timeout_secs", self.header_timeout_secs),
-            ("paired_poll_ms", self.paired_poll_ms),
-            ("reconcile_secs", self.reconcile_secs),
-            ("cas_session_idle_secs", self.cas_session_idle_secs),
-            ("cas_session_max_secs", self.cas_session_max_secs),
-            (
-                "login_failures_per_account",
-                self.login_failures_per_account,
-            ),
-            (
-                "login_failures_per_address",
-                self.login_failures_per_address,
-            ),
-            ("login_window_secs", self.login_window_secs),
-            ("tls_session_cache_bytes", self.tls_session_cache_bytes),
-            ("max_client_cert_bytes", self.max_client_cert_bytes),
-            ("body_timeout_secs", self.body_timeout_secs),
-            (
-                "max_connections_per_address",
-                self.max_connections_per_address,
-            ),
-            ("reveal_ttl_secs", self.reveal_ttl_secs),
-            ("max_open_per_key", self.max_open_per_key),
-            ("max_open_per_address", self.max_open_per_address),
-            ("supersede_window_secs", self.supersede_window_secs),
-            (
-                "closed_request_retention_secs",
-                self.closed_request_retention_secs,
-            ),
-            ("password_hash_concurrency", self.password_hash_concurrency),
-            ("step_up_failures", self.step_up_failures),
-            ("step_up_window_secs", self.step_up_window_secs),
-            ("api_token_days", self.api_token_days),
-            ("audit_checkpoint_records", self.audit_checkpoint_records),
-            ("audit_checkpoint_secs", self.audit_checkpoint_secs),
-        ] {
-            if value == 0 {
-                return Err(ConfigError::Invalid(format!("{name} must be above 0")));
-            }
-        }
-        Ok(())
     }
 
     /// The database URL: `database_url`, or SQLite in the data directory.
