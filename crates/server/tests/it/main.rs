@@ -18,5 +18,6 @@ mod fuzz;
 mod hostile;
 mod master;
 mod pairing;
+mod proxy;
 mod support;
 mod web;
