@@ -18,9 +18,11 @@ use pairgate_tls::{KeyExchange, TlsPolicy};
 
 use super::fleet::{Approvers, BenchCa, BenchTerminal, enrol, register, wait_paired};
 use super::load::{self, Idle, Run, Target};
+use super::nginx::{Nginx, Tls, find_nginx};
 use super::parse_duration;
-use super::peers::{Nginx, PairgateServer, Postgres, find_nginx};
+use super::peers::{PairgateServer, Postgres};
 use super::procs;
+use super::proxy::{self, ProxyFigures, Upstreams};
 use super::revocation::{self, Instance, Revocation};
 use super::wire::Request;
 use crate::output::Output;
@@ -41,6 +43,10 @@ pub struct AllArgs {
     /// Kept-alive connections, and paired terminals in the fleet.
     #[arg(long, default_value_t = 64)]
     connections: usize,
+    /// How long the sustained proxy run lasts (its errors and the
+    /// TIME_WAIT sockets towards the upstream are reported).
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    sustained: Duration,
     /// Idle connections held for the memory figure.
     #[arg(long, default_value_t = 10_000)]
     idle: usize,
@@ -90,7 +96,8 @@ pub fn run(args: AllArgs, out: &dyn Output) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let figures = runtime.block_on(measure(&args, &nginx, dir.path(), server_cpu))?;
+    let client_cpu = server_cpu.map(|_| args.client_cpu);
+    let figures = runtime.block_on(measure(&args, &nginx, dir.path(), (server_cpu, client_cpu)))?;
     let seconds = u32::try_from(args.duration.as_secs().clamp(1, 3)).unwrap_or(1);
     let speed = super::tls::openssl_speed(seconds, "ecdhx25519")?;
     let report = Report {
@@ -139,6 +146,7 @@ struct Figures {
     resumed_nginx: Run,
     kept_alive: Run,
     kept_alive_nginx: Run,
+    proxy: ProxyFigures,
     idle: Idle,
     idle_nginx: Idle,
     gate: Run,
@@ -163,10 +171,17 @@ async fn measure(
     args: &AllArgs,
     nginx_bin: &std::path::Path,
     dir: &std::path::Path,
-    server_cpu: Option<usize>,
+    (server_cpu, client_cpu): (Option<usize>, Option<usize>),
 ) -> Result<Figures> {
     let ca = BenchCa::new()?;
-    let server = PairgateServer::start(&dir.join("server"), None, server_cpu, CAPACITY)?;
+    let upstreams = Upstreams::start(nginx_bin, dir, client_cpu)?;
+    let upstream_url = format!("upstream_url=http://{}", upstreams.pairgate.addr);
+    let settings: Vec<&str> = CAPACITY
+        .iter()
+        .copied()
+        .chain([upstream_url.as_str()])
+        .collect();
+    let server = PairgateServer::start(&dir.join("server"), None, server_cpu, &settings)?;
     let store = Store::open_data_dir(&dir.join("server")).await?;
     let fleet = ca.terminals("bench-t", args.connections)?;
     let mut approvers = Approvers::new("bench-op");
@@ -176,71 +191,90 @@ async fn measure(
     }
     let gate_fleet = ca.terminals("bench-g", args.gate_terminals)?;
     register(&store, &gate_fleet).await?;
-
     let identity = ca.server_identity()?;
-    let nginx = Nginx::start(
+    let ca_pem = ca.certificate_pem();
+    let tls = Tls {
+        identity: &identity,
+        client_ca_pem: &ca_pem,
+    };
+    let nginx = Nginx::start(nginx_bin, &dir.join("nginx"), &tls, server_cpu)?;
+    let front = proxy::start_front(
         nginx_bin,
-        &dir.join("nginx"),
-        &identity,
-        &ca.certificate_pem(),
+        &dir.join("nginx-front"),
+        &tls,
         server_cpu,
+        &fleet,
+        &upstreams.nginx,
     )?;
+    let peers = Peers {
+        server: &server,
+        nginx: &nginx,
+        front: &front,
+        upstreams: &upstreams,
+        identity_pin: identity.pin,
+    };
+    let mut figures = compare(args, &peers, &fleet, &gate_fleet).await?;
+    drop((nginx, front, server, store, upstreams));
+    (figures.revocation, figures.database) = two_instances(args, &ca, dir, server_cpu).await?;
+    Ok(figures)
+}
 
-    let master = Target {
-        addr: server.master.clone(),
-        pids: vec![server.process.pid()],
+/// The servers of the comparison.
+struct Peers<'a> {
+    server: &'a PairgateServer,
+    nginx: &'a Nginx,
+    front: &'a Nginx,
+    upstreams: &'a Upstreams,
+    identity_pin: pairgate_pki::SpkiPin,
+}
+
+/// Every case against pairgate and nginx, and the gate's; the
+/// two-instance case is left to the caller.
+async fn compare(
+    args: &AllArgs,
+    peers: &Peers<'_>,
+    fleet: &[BenchTerminal],
+    gate_fleet: &[BenchTerminal],
+) -> Result<Figures> {
+    let target = |addr: &str, pids: Vec<u32>| Target {
+        addr: addr.to_owned(),
+        pids,
     };
-    let peer = Target {
-        addr: nginx.addr.clone(),
-        pids: nginx.pids(),
-    };
+    let master = target(&peers.server.master, vec![peers.server.process.pid()]);
+    let peer = target(&peers.nginx.addr, peers.nginx.pids());
+    let front = target(&peers.front.addr, peers.front.pids());
     let me = Request::get("/v1/me");
     let hybrid = TlsPolicy::default();
     let classical = TlsPolicy {
         key_exchange: KeyExchange::Classical,
         ..TlsPolicy::default()
     };
-    let (d, conc) = (args.duration, args.concurrency);
-    let ours = clients(&fleet, server.pin, &hybrid)?;
-    let theirs = clients(&fleet, identity.pin, &hybrid)?;
-
-    let full_run = load::connections(&master, &full(&ours), &me, 200, d, conc).await;
-    let full_classical = load::connections(
-        &master,
-        &full(&clients(&fleet, server.pin, &classical)?),
-        &me,
-        200,
-        d,
-        conc,
-    )
-    .await;
-    let full_nginx = load::connections(&peer, &full(&theirs), &me, 200, d, conc).await;
-    let resumed = load::connections(&master, &ours, &me, 200, d, conc).await;
-    let resumed_nginx = load::connections(&peer, &theirs, &me, 200, d, conc).await;
-    let kept_alive = load::kept_alive(&master, &full(&ours), &me, d, args.connections).await;
-    let kept_alive_nginx = load::kept_alive(&peer, &full(&theirs), &me, d, args.connections).await;
-    let idle = load::idle(&master, &full(&ours), &me, args.idle).await;
-    let idle_nginx = load::idle(&peer, &full(&theirs), &me, args.idle).await;
-    drop(nginx);
-
-    let gate_run = gate_pairing(&server, &gate_fleet, &hybrid, d, conc).await?;
-    drop(server);
-    drop(store);
-
-    let (revocation, database) = two_instances(args, &ca, dir, server_cpu).await?;
+    let (d, conc, n) = (args.duration, args.concurrency, args.connections);
+    let ours = clients(fleet, peers.server.pin, &hybrid)?;
+    let theirs = clients(fleet, peers.identity_pin, &hybrid)?;
+    let ours_classical = full(&clients(fleet, peers.server.pin, &classical)?);
     Ok(Figures {
-        full: full_run,
-        full_classical,
-        full_nginx,
-        resumed,
-        resumed_nginx,
-        kept_alive,
-        kept_alive_nginx,
-        idle,
-        idle_nginx,
-        gate: gate_run,
-        revocation,
-        database,
+        full: load::connections(&master, &full(&ours), &me, 200, d, conc).await,
+        full_classical: load::connections(&master, &ours_classical, &me, 200, d, conc).await,
+        full_nginx: load::connections(&peer, &full(&theirs), &me, 200, d, conc).await,
+        resumed: load::connections(&master, &ours, &me, 200, d, conc).await,
+        resumed_nginx: load::connections(&peer, &theirs, &me, 200, d, conc).await,
+        kept_alive: load::kept_alive(&master, &full(&ours), &me, d, n).await,
+        kept_alive_nginx: load::kept_alive(&peer, &full(&theirs), &me, d, n).await,
+        proxy: proxy::measure(
+            &master,
+            &full(&ours),
+            &front,
+            &full(&theirs),
+            peers.upstreams,
+            (d, args.sustained, n),
+        )
+        .await,
+        idle: load::idle(&master, &full(&ours), &me, args.idle).await,
+        idle_nginx: load::idle(&peer, &full(&theirs), &me, args.idle).await,
+        gate: gate_pairing(peers.server, gate_fleet, &hybrid, d, conc).await?,
+        revocation: Revocation::default(),
+        database: "",
     })
 }
 

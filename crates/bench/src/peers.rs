@@ -1,6 +1,6 @@
 //! The processes a benchmark run starts and stops itself: `pairgate
-//! server` (this same binary), Debian's nginx as the peer, and a throwaway
-//! PostgreSQL cluster for the two-instance case. Each is pinned to the
+//! server` (this same binary) and a throwaway PostgreSQL cluster for the
+//! two-instance case (nginx, the peer, is in `nginx.rs`). Each is pinned to the
 //! server core when asked, listens on 127.0.0.1 only, and is stopped by
 //! PID when dropped.
 
@@ -13,8 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use pairgate_pki::SpkiPin;
 
-use super::fleet::PemIdentity;
-use super::procs::{self, Process, pinned};
+use super::procs::{Process, pinned};
 
 /// A running `pairgate server`.
 pub struct PairgateServer {
@@ -99,148 +98,6 @@ impl PairgateServer {
             process,
         })
     }
-}
-
-/// A running nginx.
-pub struct Nginx {
-    /// The master process.
-    pub process: Process,
-    /// `host:port`.
-    pub addr: String,
-}
-
-impl Nginx {
-    /// Writes a configuration in `dir` and starts `nginx` (one worker,
-    /// TLS 1.3 only, `ssl_verify_client on` against `client_ca_pem`,
-    /// sessions cached server-side like pairgate's, tickets off, a small
-    /// static JSON body on every path).
-    pub fn start(
-        nginx: &Path,
-        dir: &Path,
-        identity: &PemIdentity,
-        client_ca_pem: &str,
-        cpu: Option<usize>,
-    ) -> Result<Self> {
-        // The free port may be taken between our probe and nginx's bind
-        // (tests run in parallel): try another one.
-        let mut last = None;
-        for _ in 0..3 {
-            match Self::start_on(free_port()?, nginx, dir, identity, client_ca_pem, cpu) {
-                Ok(started) => return Ok(started),
-                Err(e) => last = Some(e),
-            }
-        }
-        Err(last.unwrap_or_else(|| anyhow::anyhow!("nginx did not start")))
-    }
-
-    fn start_on(
-        port: u16,
-        nginx: &Path,
-        dir: &Path,
-        identity: &PemIdentity,
-        client_ca_pem: &str,
-        cpu: Option<usize>,
-    ) -> Result<Self> {
-        std::fs::create_dir_all(dir)?;
-        let file = |name: &str, content: &str| -> Result<PathBuf> {
-            let path = dir.join(name);
-            std::fs::write(&path, content)?;
-            Ok(path)
-        };
-        let cert = file("server.pem", &identity.certificate)?;
-        let key = file("server.key", &identity.key)?;
-        let ca = file("clients-ca.pem", client_ca_pem)?;
-        let d = dir.display();
-        let conf = file(
-            "nginx.conf",
-            &format!(
-                r#"# Written by pairgate bench all.
-worker_processes 1;
-worker_rlimit_nofile 20000;
-pid {d}/nginx.pid;
-error_log {d}/error.log warn;
-events {{ worker_connections 16384; }}
-http {{
-    access_log off;
-    client_body_temp_path {d}/body;
-    proxy_temp_path {d}/proxy;
-    fastcgi_temp_path {d}/fastcgi;
-    uwsgi_temp_path {d}/uwsgi;
-    scgi_temp_path {d}/scgi;
-    keepalive_requests 10000000;
-    keepalive_timeout 600s;
-    server {{
-        listen 127.0.0.1:{port} ssl;
-        ssl_certificate {cert};
-        ssl_certificate_key {key};
-        ssl_protocols TLSv1.3;
-        ssl_client_certificate {ca};
-        ssl_verify_client on;
-        ssl_session_cache shared:bench:20m;
-        ssl_session_timeout 10m;
-        ssl_session_tickets off;
-        location / {{
-            default_type application/json;
-            return 200 '{{"ok":true}}';
-        }}
-    }}
-}}
-"#,
-                cert = cert.display(),
-                key = key.display(),
-                ca = ca.display(),
-            ),
-        )?;
-        let mut command = pinned(nginx, cpu);
-        command
-            .arg("-p")
-            .arg(dir)
-            .arg("-c")
-            .arg(&conf)
-            .arg("-e")
-            .arg(dir.join("error.log"))
-            .args(["-g", "daemon off;"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.join("stderr.log"))?);
-        let process = Process::new(
-            command
-                .spawn()
-                .with_context(|| format!("starting {}", nginx.display()))?,
-            "nginx",
-        );
-        let addr = format!("127.0.0.1:{port}");
-        let mut nginx = Self { process, addr };
-        wait_listening(&nginx.addr, &mut nginx.process, &dir.join("error.log"))?;
-        Ok(nginx)
-    }
-
-    /// Master and workers.
-    pub fn pids(&self) -> Vec<u32> {
-        let mut pids = vec![self.process.pid()];
-        pids.extend(procs::children(self.process.pid()));
-        pids
-    }
-}
-
-/// Finds nginx: `--nginx`, else on PATH, else Debian's /usr/sbin/nginx.
-pub fn find_nginx(given: Option<&Path>) -> Result<PathBuf> {
-    if let Some(path) = given {
-        return Ok(path.to_owned());
-    }
-    for dir in std::env::var("PATH")
-        .unwrap_or_default()
-        .split(':')
-        .chain(["/usr/sbin"])
-    {
-        let candidate = Path::new(dir).join("nginx");
-        if candidate.is_file() {
-            return Ok(candidate);
-        }
-    }
-    bail!(
-        "nginx is not installed: apt-get install nginx (the peer of every comparison), or give --nginx PATH"
-    )
 }
 
 /// A throwaway PostgreSQL cluster.
@@ -379,7 +236,7 @@ fn run_as_postgres(root: bool, cpu: Option<usize>, program: &Path, args: &[&str]
 }
 
 /// A loopback port free at this moment.
-fn free_port() -> Result<u16> {
+pub(crate) fn free_port() -> Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port())
@@ -387,7 +244,7 @@ fn free_port() -> Result<u16> {
 
 /// Waits until `addr` accepts TCP connections, failing if the process
 /// exits first.
-fn wait_listening(addr: &str, process: &mut Process, log: &Path) -> Result<()> {
+pub(crate) fn wait_listening(addr: &str, process: &mut Process, log: &Path) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         if TcpStream::connect(addr).is_ok() {

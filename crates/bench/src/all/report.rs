@@ -45,6 +45,7 @@ impl Report<'_> {
         let mut t = self.header();
         self.comparison(&mut t);
         self.wall_clock(&mut t);
+        self.sustained(&mut t);
         self.revocation(&mut t);
         self.crypto(&mut t);
         t
@@ -78,6 +79,10 @@ impl Report<'_> {
             "per server CPU-second", "pairgate", "nginx", "ratio"
         ));
         let kept_alive = format!("kept-alive requests, {} connections", self.args.connections);
+        let proxied = format!(
+            "  same, proxied /app/… to an nginx upstream ({} conns)",
+            self.args.connections
+        );
         for (label, ours, theirs) in [
             (
                 "full mTLS handshake + 1 request + close",
@@ -95,6 +100,7 @@ impl Report<'_> {
                 &f.resumed_nginx,
             ),
             (kept_alive.as_str(), &f.kept_alive, &f.kept_alive_nginx),
+            (proxied.as_str(), &f.proxy.pairgate, &f.proxy.nginx),
         ] {
             let (o, n) = (ours.per_server_cpu_second(), theirs.per_server_cpu_second());
             t.push_str(&format!(
@@ -142,6 +148,9 @@ impl Report<'_> {
             ("resumed, nginx", &f.resumed_nginx),
             ("kept-alive, pairgate", &f.kept_alive),
             ("kept-alive, nginx", &f.kept_alive_nginx),
+            ("proxied, pairgate", &f.proxy.pairgate),
+            ("proxied, nginx", &f.proxy.nginx),
+            ("proxied, pairgate, sustained", &f.proxy.sustained),
             ("gate pairing requests", &f.gate),
         ] {
             t.push_str(&format!(
@@ -156,6 +165,20 @@ impl Report<'_> {
                 t.push_str(&format!("    first error: {e}\n"));
             }
         }
+    }
+
+    /// The sustained proxy run's errors and the sockets it left.
+    fn sustained(&self, t: &mut String) {
+        let p = &self.figures.proxy;
+        t.push_str(&format!(
+            "\nsustained proxy run, {}: {} requests, {} errors; TIME_WAIT sockets towards the upstream: {} after it ({} after pairgate's run, {} after nginx's)\n",
+            humanize(p.sustained_for),
+            p.sustained.ok,
+            p.sustained.errors,
+            p.time_wait[2],
+            p.time_wait[0],
+            p.time_wait[1],
+        ));
     }
 
     fn revocation(&self, t: &mut String) {
@@ -223,6 +246,8 @@ impl Report<'_> {
             "full_handshake": full,
             "resumed_handshake": pair(&f.resumed, &f.resumed_nginx),
             "kept_alive": pair(&f.kept_alive, &f.kept_alive_nginx),
+            "proxy": pair(&f.proxy.pairgate, &f.proxy.nginx),
+            "proxy_sustained": f.proxy.sustained_json(),
             "idle": {
                 "pairgate": f.idle.to_json(),
                 "nginx": f.idle_nginx.to_json(),

@@ -92,10 +92,14 @@ fn bench_all_runs_every_case_against_pairgate_and_nginx() {
             "16",
             "--rounds",
             "3",
+            "--sustained",
+            "500ms",
             "--json",
         ],
     ));
     let runs = [
+        ("proxy", "pairgate"),
+        ("proxy", "nginx"),
         ("full_handshake", "pairgate"),
         ("full_handshake", "pairgate_x25519"),
         ("full_handshake", "nginx"),
@@ -110,6 +114,16 @@ fn bench_all_runs_every_case_against_pairgate_and_nginx() {
         assert_eq!(run["errors"], 0, "{case} {server}: {run}");
         assert!(run["per_second"].as_f64().unwrap() > 0.0, "{case} {server}");
     }
+    // The sustained proxy run served without an error, and its pooled
+    // upstream connections left (next to) nothing in TIME_WAIT.
+    let sustained = &report["proxy_sustained"];
+    assert!(sustained["run"]["ok"].as_u64().unwrap() > 0, "{sustained}");
+    assert_eq!(sustained["run"]["errors"], 0, "{sustained}");
+    let time_wait = &sustained["time_wait_towards_upstream"];
+    assert!(
+        time_wait["pairgate_after_sustained"].as_u64().unwrap() < 64,
+        "{sustained}"
+    );
     let negotiated = |case: &str, server: &str| {
         report[case][server]["negotiated"]
             .as_str()
