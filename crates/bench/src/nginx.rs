@@ -19,7 +19,7 @@ use super::peers::{free_port, wait_listening};
 use super::procs::{self, Process, pinned};
 
 /// The application's answer: 60 bytes of JSON.
-pub const UPSTREAM_BODY: &str = r#"{"ok":true,"from":"upstream","pad":"0123456789abcdef0123"}"#;
+pub const UPSTREAM_BODY: &str = r#"{"ok":true,"from":"upstream","pad":"0123456789abcdef012345"}"#;
 
 /// A running nginx.
 pub struct Nginx {
