@@ -261,6 +261,8 @@ async fn compare(
         resumed_nginx: load::connections(&peer, &theirs, &me, 200, d, conc).await,
         kept_alive: load::kept_alive(&master, &full(&ours), &me, d, n).await,
         kept_alive_nginx: load::kept_alive(&peer, &full(&theirs), &me, d, n).await,
+        idle: load::idle(&master, &full(&ours), &me, args.idle).await,
+        idle_nginx: load::idle(&peer, &full(&theirs), &me, args.idle).await,
         proxy: proxy::measure(
             &master,
             &full(&ours),
@@ -270,8 +272,6 @@ async fn compare(
             (d, args.sustained, n),
         )
         .await,
-        idle: load::idle(&master, &full(&ours), &me, args.idle).await,
-        idle_nginx: load::idle(&peer, &full(&theirs), &me, args.idle).await,
         gate: gate_pairing(peers.server, gate_fleet, &hybrid, d, conc).await?,
         revocation: Revocation::default(),
         database: "",

@@ -41,7 +41,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use self::body::{RequestBody, Stalled, Timed, caused_by};
 use self::pool::{Pool, PoolOptions, closed_under, retriable};
 use self::request::{Forwarded, forwardable, hop_by_hop, upgrade_protocol, upstream_path};
-pub(crate) use self::upgrade::{UpgradeSlot, splice};
+pub(crate) use self::upgrade::{Pending, UpgradeSlot, splice};
 use crate::ApiError;
 use crate::Settings;
 use crate::http::{BodyLimit, Peer};

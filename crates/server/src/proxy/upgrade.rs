@@ -18,7 +18,7 @@ use tokio::sync::OwnedSemaphorePermit;
 
 /// An upstream side waiting for its connection, with the upstream slot it
 /// holds while spliced.
-type Pending = (OnUpgrade, OwnedSemaphorePermit);
+pub(crate) type Pending = (OnUpgrade, OwnedSemaphorePermit);
 
 /// Where a master connection's handler leaves an accepted upgrade.
 #[derive(Clone, Default)]
