@@ -26,12 +26,17 @@ pub(crate) struct Stalled;
 
 /// A body with a timer: either a deadline for all of it (a request body,
 /// against a slow sender) or a longest gap between two frames (a response,
-/// which may stream for long). It may hold the upstream slot its request
-/// took, freed when the body ends or is dropped.
+/// which may stream for long). The timer is made the first time the body
+/// has to wait, so a body that never waits costs no timer. It may hold the
+/// upstream slot its request took, freed when the body ends or is dropped.
 pub(crate) struct Timed<B> {
     inner: B,
-    timer: Pin<Box<Sleep>>,
+    /// `within`: the deadline; `gaps`: unused.
+    deadline: Instant,
     gap: Option<Duration>,
+    timer: Option<Pin<Box<Sleep>>>,
+    /// Whether the timer runs for the current wait.
+    armed: bool,
     slot: Option<OwnedSemaphorePermit>,
 }
 
@@ -40,8 +45,10 @@ impl<B> Timed<B> {
     pub(crate) fn within(inner: B, deadline: Duration) -> Self {
         Self {
             inner,
-            timer: Box::pin(tokio::time::sleep(deadline)),
+            deadline: Instant::now() + deadline,
             gap: None,
+            timer: None,
+            armed: false,
             slot: None,
         }
     }
@@ -50,8 +57,10 @@ impl<B> Timed<B> {
     pub(crate) fn gaps(inner: B, gap: Duration, slot: Option<OwnedSemaphorePermit>) -> Self {
         Self {
             inner,
-            timer: Box::pin(tokio::time::sleep(gap)),
+            deadline: Instant::now(),
             gap: Some(gap),
+            timer: None,
+            armed: false,
             slot,
         }
     }
@@ -72,9 +81,8 @@ where
         let this = self.get_mut();
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
-                if let Some(gap) = this.gap {
-                    this.timer.as_mut().reset(Instant::now() + gap);
-                }
+                // A gap starts again at the next wait after each frame.
+                this.armed = false;
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(e))) => {
@@ -85,13 +93,28 @@ where
                 this.slot = None;
                 Poll::Ready(None)
             }
-            Poll::Pending => match this.timer.as_mut().poll(cx) {
-                Poll::Ready(()) => {
-                    this.slot = None;
-                    Poll::Ready(Some(Err(Box::new(Stalled))))
+            Poll::Pending => {
+                let until = match this.gap {
+                    Some(gap) => Instant::now() + gap,
+                    None => this.deadline,
+                };
+                let timer = this
+                    .timer
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(until)));
+                if !this.armed {
+                    if this.gap.is_some() {
+                        timer.as_mut().reset(until);
+                    }
+                    this.armed = true;
                 }
-                Poll::Pending => Poll::Pending,
-            },
+                match timer.as_mut().poll(cx) {
+                    Poll::Ready(()) => {
+                        this.slot = None;
+                        Poll::Ready(Some(Err(Box::new(Stalled))))
+                    }
+                    Poll::Pending => Poll::Pending,
+                }
+            }
         }
     }
 
@@ -104,7 +127,7 @@ where
     }
 }
 
-/// The first error of kind `E` in `e`'s chain, if any.
+/// Whether an error of kind `E` is in `e`'s chain.
 pub(crate) fn caused_by<E: std::error::Error + 'static>(
     e: &(dyn std::error::Error + 'static),
 ) -> bool {

@@ -40,7 +40,7 @@ use tokio::sync::OwnedSemaphorePermit;
 
 use self::body::{RequestBody, Stalled, Timed, caused_by};
 use self::pool::{Pool, PoolOptions, closed_under, retriable};
-use self::request::{Forwarded, forwardable, hop_by_hop, upgrade_protocol, upstream_path};
+use self::request::{Forwarded, forwardable, strip_hop_by_hop, upgrade_protocol, upstream_path};
 pub(crate) use self::upgrade::{Pending, UpgradeSlot, splice};
 use crate::ApiError;
 use crate::Settings;
@@ -87,7 +87,7 @@ impl Upstream {
             .transpose()?;
         let count = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
         let pool = Pool::new(&PoolOptions {
-            authority: authority.to_owned(),
+            authority: with_port(authority, if tls.is_some() { 443 } else { 80 }),
             tls,
             connect_timeout: Duration::from_secs(settings.upstream_connect_timeout_secs),
             idle_timeout: Duration::from_secs(settings.upstream_idle_secs),
@@ -105,6 +105,24 @@ impl Upstream {
             pool,
             ids: Arc::new(RequestIds::new()),
         }))
+    }
+}
+
+/// `host:port` to connect to: `authority`, with the scheme's port when it
+/// names none (`host`, `[v6]`).
+fn with_port(authority: &str, port: u16) -> String {
+    let has_port = match authority.rsplit_once(':') {
+        Some((host, p)) => {
+            !p.is_empty()
+                && !host.ends_with(':')
+                && (!authority.starts_with('[') || host.ends_with(']'))
+        }
+        None => false,
+    };
+    if has_port {
+        authority.to_owned()
+    } else {
+        format!("{authority}:{port}")
     }
 }
 
@@ -217,17 +235,17 @@ pub(crate) async fn proxy(
     };
     let id = upstream.ids.next();
     let upgrade = upgrade_protocol(&parts.headers);
-    let headers = upstream_headers(upstream, &parts.headers, &peer, &paired, &id, &upgrade)?;
-    let has_body = !body.is_end_stream();
-    let again = retriable(&parts.method, has_body).then(|| headers.clone());
+    let headers = || upstream_headers(upstream, &parts.headers, &peer, &paired, &id, &upgrade);
+    let again = retriable(&parts.method, !body.is_end_stream());
     let body = Timed::within(Limited::new(body, upstream.max_body), limit.1);
-    let first = exchange(upstream, &parts.method, &uri, headers, body).await?;
-    let response = match (first, again) {
-        (Err(e), Some(headers)) if closed_under(&e) => {
+    let first = exchange(upstream, &parts.method, &uri, headers()?, body).await?;
+    let response = match first {
+        // Rare: the headers are made again rather than kept for it.
+        Err(e) if again && closed_under(&e) => {
             let empty = Timed::within(Limited::new(Body::empty(), 0), limit.1);
-            exchange(upstream, &parts.method, &uri, headers, empty).await?
+            exchange(upstream, &parts.method, &uri, headers()?, empty).await?
         }
-        (first, _) => first,
+        first => first,
     }
     .map_err(|e| upstream_failure(&e, upstream.max_body))?;
     if response.status() == StatusCode::SWITCHING_PROTOCOLS {
@@ -255,7 +273,7 @@ fn upstream_headers(
 ) -> Result<HeaderMap, ApiError> {
     let mut headers = HeaderMap::with_capacity(incoming.len() + 6);
     for (name, value) in forwardable(incoming) {
-        headers.append(name, value);
+        headers.append(name.clone(), value.clone());
     }
     let value = |text: &str| {
         HeaderValue::from_str(text).map_err(|e| bad_gateway(format!("an identity header: {e}")))
@@ -350,17 +368,6 @@ fn answer(
     out
 }
 
-fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let hop: Vec<HeaderName> = headers
-        .keys()
-        .filter(|name| hop_by_hop(name))
-        .cloned()
-        .collect();
-    for name in hop {
-        headers.remove(name);
-    }
-}
-
 /// The upstream switched protocols: the terminal gets the `101`, and the
 /// connection task splices the two sides once it is written.
 fn switched(
@@ -390,4 +397,18 @@ fn switched(
     headers.insert(header::UPGRADE, protocol);
     headers.insert(REQUEST_ID, id);
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_port;
+
+    #[test]
+    fn an_upstream_without_a_port_gets_its_scheme_s() {
+        assert_eq!(with_port("app:8080", 80), "app:8080");
+        assert_eq!(with_port("app", 80), "app:80");
+        assert_eq!(with_port("app", 443), "app:443");
+        assert_eq!(with_port("[::1]:9000", 80), "[::1]:9000");
+        assert_eq!(with_port("[::1]", 80), "[::1]:80");
+    }
 }

@@ -3,6 +3,7 @@
 //! or hop-by-hop name dropped under any spelling before the master adds
 //! its own.
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 
 use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
@@ -26,9 +27,14 @@ const HOP_BY_HOP: &[&str] = &[
 const RESERVED: &[&str] = &["forwarded", "x-real-ip", "content-length"];
 
 /// A header name as an application server may see it: lower case, `_`
-/// read as `-` (CGI and WSGI map both to `HTTP_X_…`).
-fn normalised(name: &str) -> String {
-    name.to_ascii_lowercase().replace('_', "-")
+/// read as `-` (CGI and WSGI map both to `HTTP_X_…`). Borrowed when it is
+/// already so, as a `HeaderName` without `_` is: no allocation per header.
+fn normalised(name: &str) -> Cow<'_, str> {
+    if name.bytes().any(|b| b == b'_' || b.is_ascii_uppercase()) {
+        Cow::Owned(name.to_ascii_lowercase().replace('_', "-"))
+    } else {
+        Cow::Borrowed(name)
+    }
 }
 
 /// Decodes `%XX` escapes once, for checking only (not for forwarding).
@@ -84,32 +90,44 @@ pub(crate) fn upstream_path(base: &str, rest: &str, query: Option<&str>) -> Resu
 }
 
 /// The incoming headers that may go to the upstream.
-pub(crate) fn forwardable(headers: &HeaderMap) -> Vec<(HeaderName, HeaderValue)> {
+pub(crate) fn forwardable(
+    headers: &HeaderMap,
+) -> impl Iterator<Item = (&HeaderName, &HeaderValue)> {
     let named_by_connection: HashSet<String> = headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .map(|n| normalised(n.trim()))
+        .map(|n| normalised(n.trim()).into_owned())
         .collect();
-    headers
-        .iter()
-        .filter(|(name, _)| {
-            let n = normalised(name.as_str());
-            !(HOP_BY_HOP.contains(&n.as_str())
-                || RESERVED.contains(&n.as_str())
-                || n.starts_with("x-pairgate-")
-                || n.starts_with("x-forwarded-")
-                || named_by_connection.contains(&n))
-        })
-        .map(|(n, v)| (n.clone(), v.clone()))
-        .collect()
+    headers.iter().filter(move |(name, _)| {
+        let n = normalised(name.as_str());
+        !(HOP_BY_HOP.contains(&n.as_ref())
+            || RESERVED.contains(&n.as_ref())
+            || n.starts_with("x-pairgate-")
+            || n.starts_with("x-forwarded-")
+            || named_by_connection.contains(n.as_ref()))
+    })
 }
 
-/// Whether a response header stays with the hop (the master frames the
-/// response itself).
-pub(crate) fn hop_by_hop(name: &HeaderName) -> bool {
-    HOP_BY_HOP.contains(&name.as_str()) || name == header::CONTENT_LENGTH
+/// Removes what of an upstream's answer stays with its hop: the
+/// hop-by-hop headers, those its `Connection` names, and `Content-Length`
+/// (the master frames the answer itself).
+pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(*name);
+    }
+    headers.remove(header::CONTENT_LENGTH);
 }
 
 /// The protocol a request asks to switch to (`Upgrade`, named in
@@ -223,7 +241,7 @@ mod tests {
                 HeaderValue::from_static(v),
             );
         }
-        let kept: Vec<String> = forwardable(&h).iter().map(|(n, _)| n.to_string()).collect();
+        let kept: Vec<String> = forwardable(&h).map(|(n, _)| n.to_string()).collect();
         assert_eq!(kept, ["x-custom", "accept"]);
     }
 
@@ -252,5 +270,26 @@ mod tests {
         assert!(Forwarded::None.header(v4).is_none());
         assert_eq!(Forwarded::parse("forwarded"), Some(Forwarded::Rfc7239));
         assert_eq!(Forwarded::parse("X-Real-IP"), None);
+    }
+
+    #[test]
+    fn an_answer_loses_its_hop_by_hop_headers() {
+        let mut h = HeaderMap::new();
+        for (n, v) in [
+            ("connection", "x-upstream-hop"),
+            ("x-upstream-hop", "1"),
+            ("keep-alive", "timeout=5"),
+            ("transfer-encoding", "chunked"),
+            ("content-length", "5"),
+            ("content-type", "application/json"),
+        ] {
+            h.append(
+                HeaderName::from_bytes(n.as_bytes()).unwrap(),
+                HeaderValue::from_static(v),
+            );
+        }
+        strip_hop_by_hop(&mut h);
+        let kept: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
+        assert_eq!(kept, ["content-type"]);
     }
 }

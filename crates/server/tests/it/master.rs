@@ -74,14 +74,7 @@ async fn unknown_unpaired_and_superseded_get_403(db: Db) {
     let t = paired(&f, "ATM-3").await;
     let client = t.https(ServerTrust::Pins(vec![pin]));
     assert_eq!(get(&client, &f.master("/v1/me")).await.status, 200);
-    f.store
-        .unpair(
-            &Serial::new("ATM-3").unwrap(),
-            &pairgate_store::TrustChange::local("olga"),
-            SystemTime::now(),
-        )
-        .await
-        .unwrap();
+    f.unpair("ATM-3").await;
     // The server may close the kept-alive connection under the request
     // (a connection error); the next request connects anew and gets 403.
     assert!(
@@ -142,14 +135,7 @@ async fn unpair_closes_kept_alive_and_refuses_resumed(db: Db) {
     drop(resumed_sender);
 
     let unpaired_at = Instant::now();
-    f.store
-        .unpair(
-            &Serial::new("ATM-1").unwrap(),
-            &pairgate_store::TrustChange::local("olga"),
-            SystemTime::now(),
-        )
-        .await
-        .unwrap();
+    f.unpair("ATM-1").await;
     // The kept-alive connection is closed by the server.
     tokio::time::timeout(Duration::from_secs(1), driver)
         .await

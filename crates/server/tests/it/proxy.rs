@@ -8,14 +8,13 @@
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Empty, Full, StreamBody};
 use hyper::body::{Bytes, Frame, Incoming};
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
-use pairgate_store::Serial;
 use pairgate_tls::client::ServerTrust;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{Notify, mpsc};
@@ -393,14 +392,7 @@ async fn an_upgrade_round_trips_and_closes_on_unpair() {
         io.read_exact(&mut buf).await.unwrap();
         assert_eq!(buf, word.as_bytes());
     }
-    f.store
-        .unpair(
-            &Serial::new("ATM-1").unwrap(),
-            &pairgate_store::TrustChange::local("olga"),
-            SystemTime::now(),
-        )
-        .await
-        .unwrap();
+    f.unpair("ATM-1").await;
     let mut buf = [0u8; 8];
     let closed = tokio::time::timeout(Duration::from_secs(3), async {
         loop {

@@ -67,6 +67,18 @@ impl Fixture {
         format!("https://{}{path}", self.server.master_addr)
     }
 
+    /// Unpairs `serial` in the store, as an operator would.
+    pub async fn unpair(&self, serial: &str) {
+        self.store
+            .unpair(
+                &pairgate_store::Serial::new(serial).unwrap(),
+                &pairgate_store::TrustChange::local("olga"),
+                SystemTime::now(),
+            )
+            .await
+            .unwrap();
+    }
+
     pub async fn register(&self, serial: &str) -> Terminal {
         let new = NewTerminal {
             serial: serial.into(),
