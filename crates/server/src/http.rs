@@ -14,19 +14,23 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use axum::Router;
+use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
 use axum::http::StatusCode;
 use http_body_util::{BodyExt, Limited};
+use hyper::body::{Body as _, Incoming};
 use hyper_util::rt::TokioIo;
 use pairgate_pki::{SpkiPin, TerminalFingerprint};
 use pairgate_proto::ErrorCode;
 use pairgate_tls::server::TlsServer;
+use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tower::ServiceExt;
 
 use crate::ApiError;
 use crate::conn::{ConnectionLimiter, linger_close};
+use crate::keepalive::{Activity, Counted, Prefixed, Watched};
 use crate::proxy::{UpgradeSlot, splice};
 
 /// What the TLS session says about the client of a request.
@@ -153,7 +157,25 @@ async fn handshake(
     Some((stream, peer))
 }
 
-/// One gate or master connection, from the handshake to its close.
+/// A gate or master connection's TLS stream, with bytes read ahead.
+type Stream = Prefixed<tokio_rustls::server::TlsStream<TcpStream>>;
+
+/// How a served round ended.
+enum Round {
+    /// Idle again: parked until the next request.
+    Idle(Stream),
+    /// hyper wrote the `101` of an upgrade the handler accepted.
+    Upgraded(Stream, crate::proxy::Pending),
+    /// hyper ended the connection (the client asked, or a request body
+    /// was left unread).
+    Ended(Stream),
+    /// A protocol error or a timeout: the connection is dropped.
+    Failed,
+}
+
+/// One gate or master connection, from the handshake to its close:
+/// parked between requests (see [`crate::keepalive`]), served by hyper
+/// while they come.
 async fn connection(
     tcp: TcpStream,
     address: SocketAddr,
@@ -164,60 +186,124 @@ async fn connection(
     let Some((stream, peer)) = handshake(tcp, address, &options).await else {
         return;
     };
-    let fingerprint = peer.fingerprint;
-    let limit = BodyLimit(options.body_limit, options.body_timeout);
-    let clock = options.clock.clone();
     let upgrades = options.upgrades.then(UpgradeSlot::default);
-    let slot = upgrades.clone();
-    let service =
-        hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
-            use futures_util::future::{Either, ready};
-            // Either, not an async block: hyper keeps one future of this
-            // type per connection, sized for all its states.
-            if let Some(refused) = outside_validity(&peer, clock.now()) {
-                return Either::Left(ready(Ok(refused)));
-            }
-            let mut request = request.map(axum::body::Body::new);
-            request.extensions_mut().insert(peer.clone());
-            request.extensions_mut().insert(limit);
-            if let Some(slot) = &slot
-                && request.headers().contains_key(hyper::header::UPGRADE)
-            {
-                request.extensions_mut().insert(slot.clone());
-            }
-            Either::Right(router.clone().oneshot(request))
-        });
-    let connection = crate::conn::http1(options.header_timeout)
-        .serve_connection(TokioIo::new(stream), service)
-        .without_shutdown();
     let mut closed: Pin<Box<dyn Future<Output = ()> + Send>> = match &options.guard {
-        Some(guard) => guard.closed(fingerprint),
+        Some(guard) => guard.closed(peer.fingerprint),
         None => Box::pin(std::future::pending()),
     };
-    tokio::select! {
-        ended = connection => {
-            let Ok(parts) = ended else { return };
-            let io = parts.io.into_inner();
-            // Boxed, both: their state (the stream, a read buffer) would
-            // otherwise be part of every connection task, lingering or not
-            // (+13 to +17 KiB per idle connection, measured).
-            match upgrades.as_ref().and_then(UpgradeSlot::take) {
-                // hyper hands the connection back after a `101` it wrote:
-                // the handler left the upstream side to splice it with.
-                Some(pending) => {
-                    let ends = (closed, shutdown);
-                    Box::pin(upgraded(io, parts.read_buf, pending, ends, &options, address)).await;
-                }
-                // hyper ends a connection whose request body it did not
-                // read; the client may still be sending it.
-                None => Box::pin(linger_close(io, options.linger)).await,
+    let unpaired = || {
+        tracing::info!(service = options.name, %address, fingerprint = %peer.fingerprint, "closing the connection of an unpaired terminal");
+    };
+    let mut stream = Prefixed::new(stream, Bytes::new());
+    loop {
+        if !stream.has_read_ahead() {
+            let mut first = [0u8; 1];
+            let read = tokio::select! {
+                read = tokio::time::timeout(options.header_timeout, stream.read(&mut first)) => read,
+                () = &mut closed => return unpaired(),
+                _ = shutdown.changed() => return,
+            };
+            // Idle past the header timeout, closed by the client, or broken.
+            let Ok(Ok(1)) = read else { return };
+            stream.unread(&first);
+        }
+        // Boxed: hyper's state exists only while a round is served.
+        let round = Box::pin(serve_round(
+            stream,
+            &peer,
+            &router,
+            &options,
+            upgrades.as_ref(),
+        ));
+        let ended = tokio::select! {
+            ended = round => ended,
+            // Dropping the round closes the socket at once.
+            () = &mut closed => return unpaired(),
+            _ = shutdown.changed() => return,
+        };
+        stream = match ended {
+            Round::Idle(stream) => stream,
+            Round::Upgraded(stream, pending) => {
+                let (io, read) = stream.into_parts();
+                let ends = (closed, shutdown);
+                return Box::pin(upgraded(io, read, pending, ends, &options, address)).await;
             }
+            // hyper ends a connection whose request body it did not read;
+            // the client may still be sending it.
+            Round::Ended(stream) => return Box::pin(linger_close(stream, options.linger)).await,
+            Round::Failed => return,
+        };
+    }
+}
+
+/// hyper serves `stream` until the connection is idle (every request read
+/// and answered, the answers flushed), ends, or fails.
+async fn serve_round(
+    stream: Stream,
+    peer: &Peer,
+    router: &Router,
+    options: &ServeOptions,
+    upgrades: Option<&UpgradeSlot>,
+) -> Round {
+    use futures_util::future::{Either, FutureExt, ready};
+    let activity = Arc::new(Activity::default());
+    let (peer, router, limit) = (
+        peer.clone(),
+        router.clone(),
+        BodyLimit(options.body_limit, options.body_timeout),
+    );
+    let (clock, slot, counted) = (options.clock.clone(), upgrades.cloned(), activity.clone());
+    let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
+        let has_body = !request.body().is_end_stream();
+        counted.request(has_body);
+        let written = counted.clone();
+        let answer = move |response: axum::response::Response| {
+            Ok::<_, std::convert::Infallible>(response.map(|b| Counted::answer(b, written)))
+        };
+        if let Some(refused) = outside_validity(&peer, clock.now()) {
+            return Either::Left(ready(answer(refused)));
         }
-        // Dropping the connection closes the socket at once.
-        () = &mut closed => {
-            tracing::info!(service = options.name, %address, fingerprint = %fingerprint, "closing the connection of an unpaired terminal");
+        let body =
+            |b| axum::body::Body::new(Counted::request(b, has_body.then(|| counted.clone())));
+        let mut request = request.map(body);
+        request.extensions_mut().insert(peer.clone());
+        request.extensions_mut().insert(limit);
+        if let Some(slot) = &slot
+            && request.headers().contains_key(hyper::header::UPGRADE)
+        {
+            request.extensions_mut().insert(slot.clone());
         }
-        _ = shutdown.changed() => {}
+        Either::Right(router.clone().oneshot(request).map(move |r| match r {
+            Ok(response) => answer(response),
+            Err(never) => match never {},
+        }))
+    });
+    let io = TokioIo::new(Watched::new(stream, activity.clone()));
+    let mut connection = crate::conn::http1(options.header_timeout).serve_connection(io, service);
+    let mut parking = false;
+    let ended = std::future::poll_fn(|cx| {
+        loop {
+            let polled = connection.poll_without_shutdown(cx);
+            if polled.is_pending() && !parking && activity.idle() {
+                // hyper closes an idle connection without writing a byte.
+                parking = true;
+                Pin::new(&mut connection).graceful_shutdown();
+                continue;
+            }
+            return polled;
+        }
+    })
+    .await;
+    if ended.is_err() {
+        return Round::Failed;
+    }
+    let parts = connection.into_parts();
+    let mut stream = parts.io.into_inner().into_inner();
+    stream.unread(&parts.read_buf);
+    match upgrades.and_then(UpgradeSlot::take) {
+        Some(pending) => Round::Upgraded(stream, pending),
+        None if parking => Round::Idle(stream),
+        None => Round::Ended(stream),
     }
 }
 

@@ -13,6 +13,7 @@ mod error;
 mod gate;
 mod http;
 pub mod identity;
+mod keepalive;
 mod master;
 mod paired;
 mod proxy;

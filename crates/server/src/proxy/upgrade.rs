@@ -5,16 +5,16 @@
 //! written the `101`, and splices the two until either side closes, the
 //! terminal is unpaired, or the server stops.
 
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::Bytes;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::OwnedSemaphorePermit;
+
+use crate::keepalive::Prefixed;
 
 /// An upstream side waiting for its connection, with the upstream slot it
 /// holds while spliced.
@@ -54,73 +54,9 @@ where
         }
         Err(_) => return,
     };
-    let mut terminal = Prefixed { read, io };
+    let mut terminal = Prefixed::new(io, read);
     let mut upstream = TokioIo::new(upstream);
     if let Err(e) = tokio::io::copy_bidirectional(&mut terminal, &mut upstream).await {
         tracing::debug!(error = %e, "upgraded connection ended");
-    }
-}
-
-/// A stream whose first reads return bytes already read from it.
-struct Prefixed<S> {
-    read: Bytes,
-    io: S,
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let this = self.get_mut();
-        if this.read.is_empty() {
-            return Pin::new(&mut this.io).poll_read(cx, buf);
-        }
-        let n = this.read.len().min(buf.remaining());
-        buf.put_slice(&this.read.split_to(n));
-        Poll::Ready(Ok(()))
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
-    }
-}
-
-#[cfg(test)]
-#[allow(clippy::unwrap_used)]
-mod tests {
-    use tokio::io::AsyncReadExt;
-
-    use super::*;
-
-    #[tokio::test]
-    async fn bytes_read_ahead_come_first() {
-        let (a, mut b) = tokio::io::duplex(64);
-        let mut p = Prefixed {
-            read: Bytes::from_static(b"early "),
-            io: a,
-        };
-        tokio::io::AsyncWriteExt::write_all(&mut b, b"late")
-            .await
-            .unwrap();
-        drop(b);
-        let mut all = String::new();
-        p.read_to_string(&mut all).await.unwrap();
-        assert_eq!(all, "early late");
     }
 }

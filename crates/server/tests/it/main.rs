@@ -16,6 +16,7 @@ mod browser;
 mod cas;
 mod fuzz;
 mod hostile;
+mod keepalive;
 mod master;
 mod pairing;
 mod proxy;
