@@ -157,8 +157,10 @@ async fn handshake(
     Some((stream, peer))
 }
 
-/// A gate or master connection's TLS stream, with bytes read ahead.
-type Stream = Prefixed<tokio_rustls::server::TlsStream<TcpStream>>;
+/// A gate or master connection's TLS stream, with bytes read ahead;
+/// boxed, so that moving it between the states of a connection copies a
+/// pointer and the connection's task is not sized for several of them.
+type Stream = Box<Prefixed<tokio_rustls::server::TlsStream<TcpStream>>>;
 
 /// How a served round ended.
 enum Round {
@@ -183,7 +185,8 @@ async fn connection(
     options: ServeOptions,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let Some((stream, peer)) = handshake(tcp, address, &options).await else {
+    // Boxed: the handshake's state is not kept for the connection's life.
+    let Some((stream, peer)) = Box::pin(handshake(tcp, address, &options)).await else {
         return;
     };
     let upgrades = options.upgrades.then(UpgradeSlot::default);
@@ -194,7 +197,7 @@ async fn connection(
     let unpaired = || {
         tracing::info!(service = options.name, %address, fingerprint = %peer.fingerprint, "closing the connection of an unpaired terminal");
     };
-    let mut stream = Prefixed::new(stream, Bytes::new());
+    let mut stream = Box::new(Prefixed::new(stream, Bytes::new()));
     loop {
         if !stream.has_read_ahead() {
             let mut first = [0u8; 1];
@@ -224,9 +227,8 @@ async fn connection(
         stream = match ended {
             Round::Idle(stream) => stream,
             Round::Upgraded(stream, pending) => {
-                let (io, read) = stream.into_parts();
                 let ends = (closed, shutdown);
-                return Box::pin(upgraded(io, read, pending, ends, &options, address)).await;
+                return Box::pin(upgraded(stream, pending, ends, &options, address)).await;
             }
             // hyper ends a connection whose request body it did not read;
             // the client may still be sending it.
@@ -310,8 +312,7 @@ async fn serve_round(
 /// An upgraded connection, spliced to the upstream until either side
 /// closes, the terminal is unpaired or the server stops.
 async fn upgraded(
-    io: tokio_rustls::server::TlsStream<TcpStream>,
-    read: axum::body::Bytes,
+    stream: Stream,
     pending: crate::proxy::Pending,
     (mut closed, mut shutdown): (
         Pin<Box<dyn Future<Output = ()> + Send>>,
@@ -321,7 +322,7 @@ async fn upgraded(
     address: SocketAddr,
 ) {
     tokio::select! {
-        () = splice(io, read, pending) => {}
+        () = splice(stream, pending) => {}
         () = &mut closed => {
             tracing::info!(service = options.name, %address, "closing the upgraded connection of an unpaired terminal");
         }

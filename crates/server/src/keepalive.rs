@@ -248,11 +248,6 @@ impl<S> Prefixed<S> {
         both.extend_from_slice(&self.read);
         self.read = Bytes::from(both);
     }
-
-    /// The stream, and the bytes still to be read first.
-    pub(crate) fn into_parts(self) -> (S, Bytes) {
-        (self.io, self.read)
-    }
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {

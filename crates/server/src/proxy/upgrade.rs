@@ -8,13 +8,10 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::body::Bytes;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::OwnedSemaphorePermit;
-
-use crate::keepalive::Prefixed;
 
 /// An upstream side waiting for its connection, with the upstream slot it
 /// holds while spliced.
@@ -38,10 +35,10 @@ impl UpgradeSlot {
     }
 }
 
-/// Copies both ways between the terminal (`io`, after the `read` bytes
-/// hyper had already read from it) and the upstream, until either side
+/// Copies both ways between the terminal (`terminal`, whose first reads
+/// are what hyper had already read) and the upstream, until either side
 /// closes. The caller stops it on unpair or shutdown by dropping it.
-pub(crate) async fn splice<S>(io: S, read: Bytes, (upstream, _slot): Pending)
+pub(crate) async fn splice<S>(mut terminal: S, (upstream, _slot): Pending)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -54,7 +51,6 @@ where
         }
         Err(_) => return,
     };
-    let mut terminal = Prefixed::new(io, read);
     let mut upstream = TokioIo::new(upstream);
     if let Err(e) = tokio::io::copy_bidirectional(&mut terminal, &mut upstream).await {
         tracing::debug!(error = %e, "upgraded connection ended");
