@@ -219,16 +219,26 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
     }
 }
 
+/// How much a read that returns bytes read ahead also reads on from the
+/// stream.
+const READ_THROUGH: usize = 2048;
+
 /// A stream whose first reads return bytes already read from it.
 pub(crate) struct Prefixed<S> {
     read: Bytes,
     io: S,
+    /// An error met while reading past `read`, for the next read.
+    failed: Option<std::io::Error>,
 }
 
 impl<S> Prefixed<S> {
     /// `io`, with `read` read first.
     pub(crate) fn new(io: S, read: Bytes) -> Self {
-        Self { read, io }
+        Self {
+            read,
+            io,
+            failed: None,
+        }
     }
 
     /// Whether bytes read earlier are waiting.
@@ -257,11 +267,32 @@ impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
         let this = self.get_mut();
+        if let Some(e) = this.failed.take() {
+            return Poll::Ready(Err(e));
+        }
         if this.read.is_empty() {
             return Pin::new(&mut this.io).poll_read(cx, buf);
         }
         let n = this.read.len().min(buf.remaining());
         buf.put_slice(&this.read.split_to(n));
+        // The rest of a request usually waits in rustls already: the same
+        // read takes it, so hyper parses the request once, in a buffer of
+        // its first size.
+        // (Up to a typical request head: the part read into is zeroed
+        // first, as safe code must.)
+        if this.read.is_empty() && buf.remaining() > 0 {
+            let room = buf.initialize_unfilled_to(buf.remaining().min(READ_THROUGH));
+            let mut rest = ReadBuf::new(room);
+            match Pin::new(&mut this.io).poll_read(cx, &mut rest) {
+                Poll::Ready(Ok(())) => {
+                    let more = rest.filled().len();
+                    buf.advance(more);
+                }
+                // Reported on the next read; these bytes come first.
+                Poll::Ready(Err(e)) => this.failed = Some(e),
+                Poll::Pending => {}
+            }
+        }
         Poll::Ready(Ok(()))
     }
 }
@@ -314,6 +345,28 @@ mod tests {
         let mut all = String::new();
         p.read_to_string(&mut all).await.unwrap();
         assert_eq!(all, "early late last");
+    }
+
+    /// A stream that fails every read.
+    struct Broken;
+
+    impl AsyncRead for Broken {
+        fn poll_read(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            _: &mut ReadBuf<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            Poll::Ready(Err(std::io::Error::other("broken")))
+        }
+    }
+
+    #[tokio::test]
+    async fn an_error_past_the_read_ahead_comes_after_it() {
+        let mut p = Prefixed::new(Broken, Bytes::from_static(b"GET"));
+        let mut buf = [0u8; 16];
+        assert_eq!(p.read(&mut buf).await.unwrap(), 3);
+        assert_eq!(&buf[..3], b"GET");
+        assert_eq!(p.read(&mut buf).await.unwrap_err().to_string(), "broken");
     }
 
     #[tokio::test]
