@@ -1,6 +1,7 @@
 //! HTTPS plumbing shared by gate and master: the accept loop (connection
 //! caps, TLS handshake, then HTTP/1.1 with a header timeout that also
-//! bounds the idle time between requests), the [`Peer`] every request
+//! bounds the idle time between requests, a connection parked without
+//! hyper's buffers while it is idle: [`crate::keepalive`]), the [`Peer`] every request
 //! carries (the fingerprint from its own TLS session), the certificate
 //! validity check every request passes (a resumed session skips the
 //! handshake's), a per-connection guard that can close a connection at
