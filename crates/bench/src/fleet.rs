@@ -195,8 +195,10 @@ pub async fn register(store: &Store, terminals: &[BenchTerminal]) -> Result<()> 
 
 /// Operators who approve pairings, each with the authenticator an
 /// operator would hold. A TOTP code is accepted once, within one step of
-/// now: each operator approves at most three terminals per 30 s, so more
-/// operators are created as needed.
+/// the server's now. Codes are drawn for the current step and the next
+/// only (a code of the previous step would be refused if a step boundary
+/// passed before the server checks it), so each operator approves at most
+/// two terminals per 30 s and more operators are created as needed.
 pub struct Approvers {
     prefix: String,
     operators: Vec<Authenticator>,
@@ -206,6 +208,14 @@ struct Authenticator {
     name: String,
     totp: totp_rs::TOTP,
     last_step: Option<u64>,
+}
+
+/// The TOTP step of now.
+fn current_step() -> Result<u64> {
+    Ok(SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)?
+        .as_secs()
+        / 30)
 }
 
 impl Approvers {
@@ -219,12 +229,9 @@ impl Approvers {
 
     /// A fresh TOTP code and the operator it belongs to.
     async fn fresh_code(&mut self, store: &Store) -> Result<(String, String)> {
-        let now = SystemTime::now();
-        let current = now.duration_since(SystemTime::UNIX_EPOCH)?.as_secs() / 30;
+        let current = current_step()?;
         for op in &mut self.operators {
-            let step = op
-                .last_step
-                .map_or(current - 1, |s| (s + 1).max(current - 1));
+            let step = op.last_step.map_or(current, |s| (s + 1).max(current));
             if step <= current + 1 {
                 op.last_step = Some(step);
                 return Ok((op.name.clone(), op.totp.generate(step * 30)));
@@ -232,7 +239,12 @@ impl Approvers {
         }
         let name = format!("{}-{}", self.prefix, self.operators.len());
         let created = store
-            .create_operator(&name, Role::Operator, &Actor::new("bench"), now)
+            .create_operator(
+                &name,
+                Role::Operator,
+                &Actor::new("bench"),
+                SystemTime::now(),
+            )
             .await
             .with_context(|| format!("creating operator {name}"))?;
         let secret = created
@@ -245,7 +257,8 @@ impl Approvers {
             .to_bytes()
             .map_err(|e| anyhow::anyhow!("TOTP secret: {e:?}"))?;
         let totp = totp_rs::TOTP::new(totp_rs::Algorithm::SHA1, 6, 1, 30, bytes)?;
-        let step = current - 1;
+        // Creating the operator took time: the step is read again.
+        let step = current_step()?;
         let code = totp.generate(step * 30);
         self.operators.push(Authenticator {
             name: name.clone(),
