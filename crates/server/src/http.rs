@@ -207,9 +207,13 @@ async fn connection(
                 () = &mut closed => return unpaired(),
                 _ = shutdown.changed() => return,
             };
-            // Idle past the header timeout, closed by the client, or broken.
-            let Ok(Ok(1)) = read else { return };
-            stream.unread(&first);
+            match read {
+                Ok(Ok(1)) => stream.unread(&first),
+                // The client closed its side: close ours (close_notify).
+                Ok(Ok(_)) => return Box::pin(linger_close(stream, Duration::ZERO)).await,
+                // Idle past the header timeout, or broken.
+                _ => return,
+            }
         }
         // Boxed: hyper's state exists only while a round is served.
         let round = Box::pin(serve_round(
