@@ -39,7 +39,9 @@ use crate::proxy::{UpgradeSlot, splice};
 pub struct Peer {
     /// Fingerprint of the client certificate of this connection's session.
     pub fingerprint: TerminalFingerprint,
-    /// That certificate (DER).
+    /// That certificate (DER) where the listener keeps it (the gate);
+    /// empty at the master, whose connections need only the fingerprint
+    /// and do not hold a copy each.
     pub certificate: Arc<Vec<u8>>,
     /// The client's address.
     pub address: SocketAddr,
@@ -48,6 +50,10 @@ pub struct Peer {
     /// The certificate's validity (`notBefore`, `notAfter`).
     pub valid: (SystemTime, SystemTime),
 }
+
+/// The [`Peer::certificate`] of a listener that keeps none.
+static NO_CERTIFICATE: std::sync::LazyLock<Arc<Vec<u8>>> =
+    std::sync::LazyLock::new(|| Arc::new(Vec::new()));
 
 /// The largest request body a service reads, and how long it may take to
 /// arrive.
@@ -74,6 +80,8 @@ pub(crate) struct ServeOptions {
     /// Whether upgrades through `/app` are spliced (the master, whose
     /// guard closes them on unpair like any connection).
     pub upgrades: bool,
+    /// Whether requests see the client's certificate ([`Peer::certificate`]).
+    pub keep_certificate: bool,
     pub name: &'static str,
     /// What time it is (certificate validity per request).
     pub clock: pairgate_clock::Clock,
@@ -150,7 +158,11 @@ async fn handshake(
     };
     let peer = Peer {
         fingerprint,
-        certificate: Arc::new(certificate),
+        certificate: if options.keep_certificate {
+            Arc::new(certificate)
+        } else {
+            NO_CERTIFICATE.clone()
+        },
         address,
         server_pin: options.server_pin,
         valid,

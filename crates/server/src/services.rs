@@ -133,6 +133,9 @@ pub(crate) fn serving(
         linger: Duration::from_secs(settings.linger_secs),
         limiter,
         upgrades: guard.is_some(),
+        // The gate stores a pairing request's certificate; the master (the
+        // listener with a guard) needs only its fingerprint.
+        keep_certificate: guard.is_none(),
         guard,
         name,
         clock: policy.clock.clone(),
