@@ -14,14 +14,15 @@
 
 use std::borrow::Cow;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::SystemTime;
 
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
-use axum::middleware::{Next, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use axum::{Extension, Json, Router};
+use futures_util::future::{Either, Ready, ready};
 use pairgate_proto::ErrorCode;
 use pairgate_proto::{HeartbeatAnswer, HeartbeatRequest, Me};
 use pairgate_store::{Store, Terminal};
@@ -54,27 +55,70 @@ pub(crate) fn router(master: Master) -> Router {
         .route("/app/{*rest}", any(crate::proxy::proxy))
         .fallback(no_route)
         .method_not_allowed_fallback(wrong_method)
-        .layer(from_fn_with_state(master.clone(), require_paired))
+        .layer(RequirePairedLayer(master.paired.clone()))
         .with_state(master)
 }
 
-/// The per-request check.
-async fn require_paired(
-    State(master): State<Master>,
-    mut request: Request,
-    next: Next,
-) -> Response {
-    let Some(peer) = request.extensions().get::<Peer>().cloned() else {
-        return ApiError::new(
+/// The per-request check, as a layer over every route: a plain service
+/// rather than `from_fn`, which boxes a clone of the route and a future on
+/// every request.
+#[derive(Clone)]
+struct RequirePaired<S> {
+    inner: S,
+    paired: Arc<PairedSet>,
+}
+
+impl<S> tower::Layer<S> for RequirePairedLayer {
+    type Service = RequirePaired<S>;
+
+    fn layer(&self, inner: S) -> RequirePaired<S> {
+        RequirePaired {
+            inner,
+            paired: self.0.clone(),
+        }
+    }
+}
+
+/// Makes [`RequirePaired`] services.
+#[derive(Clone)]
+struct RequirePairedLayer(Arc<PairedSet>);
+
+impl<S> tower::Service<Request> for RequirePaired<S>
+where
+    S: tower::Service<Request, Response = Response>,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = Either<Ready<Result<Response, S::Error>>, S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request) -> Self::Future {
+        match paired_terminal(&self.paired, &request) {
+            Ok(terminal) => {
+                request.extensions_mut().insert(PairedPeer { terminal });
+                Either::Right(self.inner.call(request))
+            }
+            Err(refused) => Either::Left(ready(Ok(refused.into_response()))),
+        }
+    }
+}
+
+/// The paired terminal a request comes from, or why it is refused (the
+/// connection is closed after the answer).
+fn paired_terminal(paired: &PairedSet, request: &Request) -> Result<Arc<Terminal>, ApiError> {
+    let Some(peer) = request.extensions().get::<Peer>() else {
+        return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             ErrorCode::NotPaired,
             "no client certificate",
         )
-        .closing()
-        .into_response();
+        .closing());
     };
-    let Some(terminal) = master.paired.terminal(&peer.fingerprint) else {
-        return ApiError::new(
+    paired.terminal(&peer.fingerprint).ok_or_else(|| {
+        ApiError::new(
             StatusCode::FORBIDDEN,
             ErrorCode::NotPaired,
             format!(
@@ -83,10 +127,7 @@ async fn require_paired(
             ),
         )
         .closing()
-        .into_response();
-    };
-    request.extensions_mut().insert(PairedPeer { terminal });
-    next.run(request).await
+    })
 }
 
 /// No database round trip: the paired check already found the record.
