@@ -31,6 +31,12 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// What a served round has read, answered and written; shared by its
 /// stream, its bodies and the task that decides when it is idle.
+///
+/// Relaxed atomics are enough: everything but the end of a request body
+/// happens on the connection's own task, and a request body read to its
+/// end elsewhere (by the proxy's upstream connection) can only be seen
+/// late, as still open, which keeps the round with hyper a little longer;
+/// an exchange is never seen finished before it is.
 #[derive(Debug, Default)]
 pub(crate) struct Activity {
     /// Requests read in this round.
