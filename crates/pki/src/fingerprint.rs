@@ -82,7 +82,7 @@ macro_rules! sha256_identity {
             /// 64 lowercase hex digits: the wire form.
             pub fn to_hex(&self) -> String {
                 // Two digits per byte by arithmetic: the master writes one
-                // per request (hex's iterator took ~1% of its CPU).
+                // per request (hex's iterator took 2.5% of its CPU on /v1/me).
                 let mut out = String::with_capacity(64);
                 for byte in self.0 {
                     for nibble in [byte >> 4, byte & 0x0f] {
