@@ -85,6 +85,7 @@ async fn one_connection_serves_pipelined_split_and_unread_requests() {
     let split = status_of("b1");
     s.write_all(&split.as_bytes()[..10]).await.unwrap();
     s.flush().await.unwrap();
+    // A real pause on the wire: the server reads the first part alone.
     tokio::time::sleep(Duration::from_millis(200)).await;
     s.write_all(&split.as_bytes()[10..]).await.unwrap();
     let (status, body) = answers.next(&mut s).await.unwrap();
@@ -94,7 +95,7 @@ async fn one_connection_serves_pipelined_split_and_unread_requests() {
         "{body}"
     );
 
-    // Parked for a while, then served again.
+    // Parked for a while (a real pause on the wire), then served again.
     tokio::time::sleep(Duration::from_millis(300)).await;
     s.write_all(status_of("c1").as_bytes()).await.unwrap();
     let (_, body) = answers.next(&mut s).await.unwrap();
@@ -133,6 +134,7 @@ async fn one_connection_serves_pipelined_split_and_unread_requests() {
     s.write_all(head.as_bytes()).await.unwrap();
     let (status, body) = answers.next(&mut s).await.unwrap();
     assert_eq!(status, 404, "{body}");
+    // A real pause on the wire: the body comes after the answer.
     tokio::time::sleep(Duration::from_millis(200)).await;
     let _ = s.write_all(rest.as_bytes()).await;
     while let Some((_, body)) = answers.next(&mut s).await {
