@@ -151,10 +151,20 @@ fn attempt(peer: &Peer, body: &PairingHello) -> Result<PairingAttempt, ApiError>
             "commitment must be 64 lowercase hex digits: hex(SHA-256(terminal_nonce))",
         )
     })?;
+    // The gate's listener keeps every connection's certificate; without
+    // one, nothing is stored (an empty certificate would be).
+    let Some(certificate) = peer.certificate.as_deref() else {
+        tracing::error!("the gate's connection kept no client certificate");
+        return Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorCode::Internal,
+            "internal error; the server log has details",
+        ));
+    };
     Ok(PairingAttempt {
         serial,
         fingerprint: peer.fingerprint,
-        certificate: peer.certificate.to_vec(),
+        certificate: certificate.clone(),
         remote_address: peer.address.to_string(),
         model: body.model.clone(),
         firmware: body.firmware.clone(),

@@ -40,9 +40,9 @@ pub struct Peer {
     /// Fingerprint of the client certificate of this connection's session.
     pub fingerprint: TerminalFingerprint,
     /// That certificate (DER) where the listener keeps it (the gate);
-    /// empty at the master, whose connections need only the fingerprint
+    /// `None` at the master, whose connections need only the fingerprint
     /// and do not hold a copy each.
-    pub certificate: Arc<Vec<u8>>,
+    pub certificate: Option<Arc<Vec<u8>>>,
     /// The client's address.
     pub address: SocketAddr,
     /// The pin of the server key presented in the session.
@@ -50,10 +50,6 @@ pub struct Peer {
     /// The certificate's validity (`notBefore`, `notAfter`).
     pub valid: (SystemTime, SystemTime),
 }
-
-/// The [`Peer::certificate`] of a listener that keeps none.
-static NO_CERTIFICATE: std::sync::LazyLock<Arc<Vec<u8>>> =
-    std::sync::LazyLock::new(|| Arc::new(Vec::new()));
 
 /// The largest request body a service reads, and how long it may take to
 /// arrive.
@@ -158,11 +154,7 @@ async fn handshake(
     };
     let peer = Peer {
         fingerprint,
-        certificate: if options.keep_certificate {
-            Arc::new(certificate)
-        } else {
-            NO_CERTIFICATE.clone()
-        },
+        certificate: options.keep_certificate.then(|| Arc::new(certificate)),
         address,
         server_pin: options.server_pin,
         valid,

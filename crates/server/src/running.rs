@@ -20,6 +20,7 @@ use crate::conn::ConnectionLimiter;
 use crate::identity::ServerIdentity;
 use crate::paired::PairedSet;
 use crate::refusals::RefusalLog;
+use crate::services::Listener;
 use crate::{ServerError, Settings, audit_anchor, cas, gate, http, master, services};
 
 /// How often refusals are audited, aggregated.
@@ -75,11 +76,10 @@ pub(crate) fn terminals(
     let (settings, store, clock) = (at.settings, at.store, at.clock);
     let gate = services::gate(settings, store, master_url, refusals, clock);
     let master = services::master(settings, store, paired, clock)?;
-    let serving = |name, limiter, guard| {
-        services::serving(settings, name, at.identity, at.policy, limiter, guard)
-    };
-    let gate_serving = serving("gate", gate_limiter, None)?;
-    let master_serving = serving("master", master_limiter, Some(Arc::new(paired.clone())))?;
+    let serving =
+        |listener, limiter| services::serving(settings, listener, at.identity, at.policy, limiter);
+    let gate_serving = serving(Listener::Gate, gate_limiter)?;
+    let master_serving = serving(Listener::Master(Arc::new(paired.clone())), master_limiter)?;
     Ok(Terminals {
         gate_tls: gate_serving.tls.clone(),
         master_tls: master_serving.tls.clone(),

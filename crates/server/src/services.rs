@@ -107,23 +107,38 @@ pub(crate) fn master(
     })
 }
 
+/// Which terminal-facing listener [`serving`] is for: what differs
+/// between the gate and the master is decided here, once.
+pub(crate) enum Listener {
+    /// The gate: a pairing request stores the client's certificate.
+    Gate,
+    /// The master: its guard (the paired set) closes a connection on
+    /// unpair, `/app` upgrades are spliced, and a connection needs only
+    /// its certificate's fingerprint.
+    Master(Arc<dyn ConnectionGuard>),
+}
+
 /// How a TLS listener (gate or master) serves its connections. Both
 /// accept any proven key in the handshake and decide per request, so an
 /// unpaired terminal gets a clear 403 at the master rather than a TLS
 /// alert (and a resumed session cannot skip the check).
 pub(crate) fn serving(
     settings: &Settings,
-    name: &'static str,
+    listener: Listener,
     identity: &ServerIdentity,
     policy: &TlsPolicy,
     limiter: Arc<ConnectionLimiter>,
-    guard: Option<Arc<dyn ConnectionGuard>>,
 ) -> Result<http::ServeOptions, ServerError> {
     let tls = TlsServer::new(
         identity.certified_key.clone(),
         ClientAuth::AnyProvenKey,
         policy,
     )?;
+    let (name, guard) = match listener {
+        Listener::Gate => ("gate", None),
+        Listener::Master(guard) => ("master", Some(guard)),
+    };
+    let master = guard.is_some();
     Ok(http::ServeOptions {
         tls,
         server_pin: identity.pin,
@@ -132,10 +147,8 @@ pub(crate) fn serving(
         header_timeout: Duration::from_secs(settings.header_timeout_secs),
         linger: Duration::from_secs(settings.linger_secs),
         limiter,
-        upgrades: guard.is_some(),
-        // The gate stores a pairing request's certificate; the master (the
-        // listener with a guard) needs only its fingerprint.
-        keep_certificate: guard.is_none(),
+        upgrades: master,
+        keep_certificate: !master,
         guard,
         name,
         clock: policy.clock.clone(),
