@@ -31,7 +31,7 @@ use tower::ServiceExt;
 
 use crate::ApiError;
 use crate::conn::{ConnectionLimiter, linger_close};
-use crate::keepalive::{Activity, Counted, Prefixed, Watched};
+use crate::keepalive::{Activity, Counted, Prefixed};
 use crate::proxy::{UpgradeSlot, splice};
 
 /// What the TLS session says about the client of a request.
@@ -250,7 +250,7 @@ async fn connection(
 /// hyper serves `stream` until the connection is idle (every request read
 /// and answered, the answers flushed), ends, or fails.
 async fn serve_round(
-    stream: Stream,
+    mut stream: Stream,
     peer: &Peer,
     router: &Router,
     options: &ServeOptions,
@@ -289,7 +289,8 @@ async fn serve_round(
             Err(never) => match never {},
         }))
     });
-    let io = TokioIo::new(Watched::new(stream, activity.clone()));
+    stream.watch(Some(activity.clone()));
+    let io = TokioIo::new(stream);
     let mut connection = crate::conn::http1(options.header_timeout).serve_connection(io, service);
     let mut parking = false;
     let ended = std::future::poll_fn(|cx| {
@@ -309,7 +310,8 @@ async fn serve_round(
         return Round::Failed;
     }
     let parts = connection.into_parts();
-    let mut stream = parts.io.into_inner().into_inner();
+    let mut stream = parts.io.into_inner();
+    stream.watch(None);
     stream.unread(&parts.read_buf);
     match upgrades.and_then(UpgradeSlot::take) {
         Some(pending) => Round::Upgraded(stream, pending),

@@ -142,99 +142,20 @@ impl<B: Body + Unpin> Body for Counted<B> {
     }
 }
 
-/// A stream that records in [`Activity`] whether its last read waited
-/// and whether it has unflushed writes.
-pub(crate) struct Watched<S> {
-    io: S,
-    activity: Arc<Activity>,
-}
-
-impl<S> Watched<S> {
-    /// Watches `io` for `activity`.
-    pub(crate) fn new(io: S, activity: Arc<Activity>) -> Self {
-        Self { io, activity }
-    }
-
-    /// The stream.
-    pub(crate) fn into_inner(self) -> S {
-        self.io
-    }
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let this = self.get_mut();
-        let polled = Pin::new(&mut this.io).poll_read(cx, buf);
-        this.activity
-            .read_waiting
-            .store(polled.is_pending(), Ordering::Relaxed);
-        polled
-    }
-}
-
-impl<S: AsyncWrite + Unpin> Watched<S> {
-    fn wrote(&self, polled: &Poll<std::io::Result<usize>>) {
-        if matches!(polled, Poll::Ready(Ok(n)) if *n > 0) {
-            self.activity.unflushed.store(true, Ordering::Relaxed);
-        }
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        let this = self.get_mut();
-        let polled = Pin::new(&mut this.io).poll_write(cx, buf);
-        this.wrote(&polled);
-        polled
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        let this = self.get_mut();
-        let polled = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
-        this.wrote(&polled);
-        polled
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        let this = self.get_mut();
-        let polled = Pin::new(&mut this.io).poll_flush(cx);
-        if matches!(polled, Poll::Ready(Ok(()))) {
-            this.activity.unflushed.store(false, Ordering::Relaxed);
-        }
-        polled
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
-    }
-}
-
 /// How much a read that returns bytes read ahead also reads on from the
 /// stream.
 const READ_THROUGH: usize = 2048;
 
-/// A stream whose first reads return bytes already read from it.
+/// A stream whose first reads return bytes already read from it, and
+/// which, while a round is served, records in that round's [`Activity`]
+/// whether its last read waited and whether it has unflushed writes.
 pub(crate) struct Prefixed<S> {
     read: Bytes,
     io: S,
     /// An error met while reading past `read`, for the next read.
     failed: Option<std::io::Error>,
+    /// The round being served, if any.
+    activity: Option<Arc<Activity>>,
 }
 
 impl<S> Prefixed<S> {
@@ -244,6 +165,21 @@ impl<S> Prefixed<S> {
             read,
             io,
             failed: None,
+            activity: None,
+        }
+    }
+
+    /// Records reads and writes in `activity` from now on (`None`: no
+    /// longer).
+    pub(crate) fn watch(&mut self, activity: Option<Arc<Activity>>) {
+        self.activity = activity;
+    }
+
+    fn wrote(&self, polled: &Poll<std::io::Result<usize>>) {
+        if let Some(activity) = &self.activity
+            && matches!(polled, Poll::Ready(Ok(n)) if *n > 0)
+        {
+            activity.unflushed.store(true, Ordering::Relaxed);
         }
     }
 
@@ -273,29 +209,46 @@ impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
         let this = self.get_mut();
-        if let Some(e) = this.failed.take() {
+        let polled = this.read_into(cx, buf);
+        if let Some(activity) = &this.activity {
+            activity
+                .read_waiting
+                .store(polled.is_pending(), Ordering::Relaxed);
+        }
+        polled
+    }
+}
+
+impl<S: AsyncRead + Unpin> Prefixed<S> {
+    /// A read: bytes read ahead first, then the stream.
+    fn read_into(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        if let Some(e) = self.failed.take() {
             return Poll::Ready(Err(e));
         }
-        if this.read.is_empty() {
-            return Pin::new(&mut this.io).poll_read(cx, buf);
+        if self.read.is_empty() {
+            return Pin::new(&mut self.io).poll_read(cx, buf);
         }
-        let n = this.read.len().min(buf.remaining());
-        buf.put_slice(&this.read.split_to(n));
+        let n = self.read.len().min(buf.remaining());
+        buf.put_slice(&self.read.split_to(n));
         // The rest of a request usually waits in rustls already: the same
         // read takes it, so hyper parses the request once, in a buffer of
         // its first size.
         // (Up to a typical request head: the part read into is zeroed
         // first, as safe code must.)
-        if this.read.is_empty() && buf.remaining() > 0 {
+        if self.read.is_empty() && buf.remaining() > 0 {
             let room = buf.initialize_unfilled_to(buf.remaining().min(READ_THROUGH));
             let mut rest = ReadBuf::new(room);
-            match Pin::new(&mut this.io).poll_read(cx, &mut rest) {
+            match Pin::new(&mut self.io).poll_read(cx, &mut rest) {
                 Poll::Ready(Ok(())) => {
                     let more = rest.filled().len();
                     buf.advance(more);
                 }
                 // Reported on the next read; these bytes come first.
-                Poll::Ready(Err(e)) => this.failed = Some(e),
+                Poll::Ready(Err(e)) => self.failed = Some(e),
                 Poll::Pending => {}
             }
         }
@@ -309,7 +262,10 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.io).poll_write(cx, buf);
+        this.wrote(&polled);
+        polled
     }
 
     fn poll_write_vectored(
@@ -317,7 +273,10 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
+        this.wrote(&polled);
+        polled
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -325,7 +284,14 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.io).poll_flush(cx);
+        if let Some(activity) = &this.activity
+            && matches!(polled, Poll::Ready(Ok(())))
+        {
+            activity.unflushed.store(false, Ordering::Relaxed);
+        }
+        polled
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
@@ -379,7 +345,8 @@ mod tests {
     async fn a_round_is_idle_only_when_every_exchange_is_done() {
         let activity = Arc::new(Activity::default());
         let (a, mut b) = tokio::io::duplex(64);
-        let mut io = Watched::new(a, activity.clone());
+        let mut io = Prefixed::new(a, Bytes::new());
+        io.watch(Some(activity.clone()));
         assert!(!activity.idle(), "nothing answered yet");
         activity.request(true);
         let mut body =
