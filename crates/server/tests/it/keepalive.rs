@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use pairgate_tls::client::ServerTrust;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::support::{Db, Fixture, TestTerminal};
 
@@ -55,6 +55,15 @@ impl Answers {
     }
 }
 
+/// A mutual-TLS connection of `t` to the gate.
+async fn connect(f: &Fixture, t: &TestTerminal) -> impl AsyncRead + AsyncWrite + Unpin + use<> {
+    let addr = f.server.gate_addr.to_string();
+    t.tls(ServerTrust::Pins(vec![f.server.pin]))
+        .connect(&addr, None)
+        .await
+        .unwrap()
+}
+
 fn status_of(id: &str) -> String {
     format!("GET /v1/pairing/{id} HTTP/1.1\r\nhost: x\r\n\r\n")
 }
@@ -63,12 +72,7 @@ fn status_of(id: &str) -> String {
 async fn one_connection_serves_pipelined_split_and_unread_requests() {
     let f = Fixture::start(Db::Sqlite, |_| {}).await;
     let t = TestTerminal::new("kept");
-    let addr = f.server.gate_addr.to_string();
-    let mut s = t
-        .tls(ServerTrust::Pins(vec![f.server.pin]))
-        .connect(&addr, None)
-        .await
-        .unwrap();
+    let mut s = connect(&f, &t).await;
     let mut answers = Answers::default();
 
     // Two requests in one write: two answers, in order.
@@ -124,12 +128,9 @@ async fn one_connection_serves_pipelined_split_and_unread_requests() {
     }
 
     // The same with the body arriving after a pause, on a new connection.
-    let mut s = t
-        .tls(ServerTrust::Pins(vec![f.server.pin]))
-        .connect(&addr, None)
-        .await
-        .unwrap();
+    let mut s = connect(&f, &t).await;
     let mut answers = Answers::default();
+    // The head and the body's first four bytes, then the rest.
     let (head, rest) = unread.split_at(unread.find("\r\n\r\n").unwrap() + 8);
     s.write_all(head.as_bytes()).await.unwrap();
     let (status, body) = answers.next(&mut s).await.unwrap();
