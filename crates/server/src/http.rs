@@ -12,6 +12,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, SystemTime};
 
 use axum::Router;
@@ -204,6 +205,9 @@ async fn connection(
     };
     let mut stream = Box::new(Prefixed::new(stream, Bytes::new()));
     loop {
+        // The header timeout runs from here: parked, then in hyper for
+        // the rest of the first head, as it ran in hyper alone.
+        let parked = tokio::time::Instant::now();
         if !stream.has_read_ahead() {
             let mut first = [0u8; 1];
             let read = tokio::select! {
@@ -220,11 +224,12 @@ async fn connection(
             }
         }
         // Boxed: hyper's state exists only while a round is served.
+        let left = options.header_timeout.saturating_sub(parked.elapsed());
         let round = Box::pin(serve_round(
             stream,
-            &peer,
-            &router,
+            (&peer, &router),
             &options,
+            left,
             upgrades.as_ref(),
         ));
         let ended = tokio::select! {
@@ -248,12 +253,15 @@ async fn connection(
 }
 
 /// hyper serves `stream` until the connection is idle (every request read
-/// and answered, the answers flushed), ends, or fails.
+/// and answered, the answers flushed), ends, or fails. The first request
+/// head must be whole within `first_head` (what is left of the header
+/// timeout after the wait for its first byte); hyper's own header timer
+/// bounds each head too.
 async fn serve_round(
     mut stream: Stream,
-    peer: &Peer,
-    router: &Router,
+    (peer, router): (&Peer, &Router),
     options: &ServeOptions,
+    first_head: Duration,
     upgrades: Option<&UpgradeSlot>,
 ) -> Round {
     use futures_util::future::{Either, FutureExt, ready};
@@ -293,22 +301,31 @@ async fn serve_round(
     let io = TokioIo::new(stream);
     let mut connection = crate::conn::http1(options.header_timeout).serve_connection(io, service);
     let mut parking = false;
+    // Polled only until the first request is read: usually never, as it
+    // comes whole with the byte that started the round.
+    let mut first_deadline = std::pin::pin!(tokio::time::sleep(first_head));
     let ended = std::future::poll_fn(|cx| {
         loop {
             let polled = connection.poll_without_shutdown(cx);
-            if polled.is_pending() && !parking && activity.idle() {
-                // hyper closes an idle connection without writing a byte.
-                parking = true;
-                Pin::new(&mut connection).graceful_shutdown();
-                continue;
+            if polled.is_pending() {
+                if !activity.any_request() && first_deadline.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(None);
+                }
+                if !parking && activity.idle() {
+                    // hyper closes an idle connection without writing a byte.
+                    parking = true;
+                    Pin::new(&mut connection).graceful_shutdown();
+                    continue;
+                }
             }
-            return polled;
+            return polled.map(Some);
         }
     })
     .await;
-    if ended.is_err() {
+    // A protocol error, a timeout, or no whole first head in time.
+    let Some(Ok(())) = ended else {
         return Round::Failed;
-    }
+    };
     let parts = connection.into_parts();
     let mut stream = parts.io.into_inner();
     stream.watch(None);

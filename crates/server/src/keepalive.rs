@@ -59,6 +59,11 @@ impl Activity {
             .fetch_add(1 + usize::from(has_body), Ordering::Relaxed);
     }
 
+    /// Whether a request has been read in this round.
+    pub(crate) fn any_request(&self) -> bool {
+        self.requests.load(Ordering::Relaxed) > 0
+    }
+
     fn close_one(&self) {
         self.open.fetch_sub(1, Ordering::Relaxed);
     }
@@ -66,7 +71,7 @@ impl Activity {
     /// Whether the round is done: it answered at least one request,
     /// nothing is open or unflushed, and it waits for the client.
     pub(crate) fn idle(&self) -> bool {
-        self.requests.load(Ordering::Relaxed) > 0
+        self.any_request()
             && self.open.load(Ordering::Relaxed) == 0
             && self.read_waiting.load(Ordering::Relaxed)
             && !self.unflushed.load(Ordering::Relaxed)

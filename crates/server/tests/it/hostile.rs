@@ -365,11 +365,29 @@ async fn connection_floods_and_slow_bodies_are_bounded(db: Db) {
     );
     assert!(started.elapsed() < Duration::from_secs(4));
     // An idle kept-alive connection goes after the header timeout.
-    let mut idle = t.tls(pins).connect(&addr.to_string(), None).await.unwrap();
+    let mut idle = t
+        .tls(pins.clone())
+        .connect(&addr.to_string(), None)
+        .await
+        .unwrap();
     let started = Instant::now();
     let n = tokio::time::timeout(Duration::from_secs(5), idle.read(&mut [0u8; 16])).await;
     assert!(matches!(n, Ok(Ok(0)) | Ok(Err(_))), "{n:?}");
     assert!(started.elapsed() < Duration::from_secs(4));
+    // So does one whose first header byte comes late: the header timeout
+    // counts from the start of the wait, not from that byte.
+    let mut late = t.tls(pins).connect(&addr.to_string(), None).await.unwrap();
+    let started = Instant::now();
+    // A real pause on the wire, most of the 2 s header timeout.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    late.write_all(b"G").await.unwrap();
+    let mut rest = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), late.read_to_end(&mut rest)).await;
+    assert!(
+        started.elapsed() < Duration::from_millis(3000),
+        "closed after {:?}",
+        started.elapsed()
+    );
     f.server.shutdown().await;
 }
 
