@@ -8,8 +8,8 @@ use clap::{Args, Subcommand};
 use pairgate_pki::PairingCode;
 use pairgate_store::{Actor, Store};
 
-use crate::output::Output;
 use crate::server::SettingsArgs;
+use pairgate_agent::Output;
 
 #[derive(Args, Debug)]
 #[command(after_long_help = pairgate_server::Settings::help())]

@@ -14,7 +14,7 @@ use pairgate_server::{Settings, rfc3339, unix_millis};
 use pairgate_store::{AuditRecord, AuditVerification, Store};
 use serde_json::json;
 
-use crate::output::Output;
+use pairgate_agent::Output;
 
 #[derive(Subcommand, Debug)]
 pub enum AuditCommand {

@@ -12,7 +12,7 @@ use pairgate_proto::cas::Unblocked;
 use pairgate_server::rfc3339;
 use pairgate_store::{Actor, BlockedKey, Store};
 
-use crate::output::Output;
+use pairgate_agent::Output;
 
 #[derive(Subcommand, Debug)]
 pub enum KeyCommand {

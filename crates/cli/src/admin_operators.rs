@@ -11,7 +11,7 @@ use clap::Subcommand;
 use pairgate_proto::cas_accounts::NewOperator;
 use pairgate_store::{Actor, AdminAction, Role, Store};
 
-use crate::output::Output;
+use pairgate_agent::Output;
 
 #[derive(Subcommand, Debug)]
 pub enum OperatorCommand {

@@ -13,7 +13,7 @@ use pairgate_store::{
     Actor, Changer, NewTerminal, PairingRequest, Serial, Store, Terminal, TrustChange,
 };
 
-use crate::output::Output;
+use pairgate_agent::Output;
 
 #[derive(Subcommand, Debug)]
 pub enum TerminalCommand {

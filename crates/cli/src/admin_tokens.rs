@@ -9,7 +9,7 @@ use pairgate_server::rfc3339;
 use pairgate_store::{Actor, AdminAction, ApiToken, Store};
 use serde_json::json;
 
-use crate::output::Output;
+use pairgate_agent::Output;
 
 #[derive(Subcommand, Debug)]
 pub enum TokenCommand {

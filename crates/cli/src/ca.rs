@@ -17,7 +17,7 @@ use pairgate_pki::{CertificateInfo, Subject};
 use rcgen::KeyPair;
 use serde_json::json;
 
-use crate::output::Output;
+use pairgate_agent::Output;
 
 const CA_CERT: &str = "ca.pem";
 const CA_KEY: &str = "ca-key.pem";

@@ -10,15 +10,11 @@ mod admin_keys;
 mod admin_operators;
 mod admin_pairing;
 mod admin_tokens;
-mod agent;
 mod ca;
-mod output;
 mod server;
-mod terminal;
 
 use clap::{Parser, Subcommand};
-
-use crate::output::Output;
+use pairgate_agent::Output;
 
 /// mimalloc instead of glibc's malloc: under kept-alive load, perf showed
 /// a quarter of the server's CPU in glibc's `_int_malloc`, `_int_free`
@@ -46,7 +42,7 @@ enum Command {
     /// Operators, terminals, pairing approvals, unpair, audit log.
     Admin(admin::AdminArgs),
     /// Terminal side: key store, certificates, trust store.
-    Terminal(terminal::TerminalArgs),
+    Terminal(pairgate_agent::TerminalArgs),
     /// A development certificate authority in the acquirer's role.
     Ca(ca::CaArgs),
     /// Benchmarks, each beside a peer or ceiling measured in the same run.
@@ -59,9 +55,9 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Server(args) => server::run(args, &out),
         Command::Admin(args) => admin::run(args, &out),
-        Command::Terminal(args) => terminal::run(args, &out),
+        Command::Terminal(args) => pairgate_agent::run(args, &out),
         Command::Ca(args) => ca::run(args, &out),
-        Command::Bench(args) => pairgate_bench::run(args, &out),
+        Command::Bench(args) => pairgate_bench::run(args, &BenchOutput(&out)),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -69,5 +65,14 @@ fn main() -> std::process::ExitCode {
             out.error(&e);
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+/// The bench's output trait over the command's [`Output`].
+struct BenchOutput<'a>(&'a Output);
+
+impl pairgate_bench::Output for BenchOutput<'_> {
+    fn print(&self, text: &str, value: serde_json::Value) {
+        self.0.print(text, value);
     }
 }

@@ -10,7 +10,7 @@ use clap::Args;
 use pairgate_server::{Server, Settings};
 use serde_json::json;
 
-use crate::output::Output;
+use pairgate_agent::Output;
 
 /// Where the settings come from; the same for `server` and `admin`.
 #[derive(Args, Debug, Clone)]

@@ -24,9 +24,16 @@ fn terminal_args<'a>(state: &'a str, keystore: Option<&'a str>, args: &[&'a str]
     all
 }
 
-/// Starts `pair` in the background and reads the code line it prints.
+/// Starts `pairgate ARGS` (a `pair`) in the background and reads the code
+/// line it prints.
 fn start_pair(cwd: &Path, args: &[&str]) -> (Child, String, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_pairgate"))
+    start_pair_with(Path::new(env!("CARGO_BIN_EXE_pairgate")), cwd, args)
+}
+
+/// Starts `PROGRAM ARGS` (a `pair`) in the background and reads the code
+/// line it prints.
+pub fn start_pair_with(program: &Path, cwd: &Path, args: &[&str]) -> (Child, String, String) {
+    let mut child = Command::new(program)
         .args(args)
         .current_dir(cwd)
         .env("PAIRGATE_KEYSTORE_PASSPHRASE", PASSPHRASE)
@@ -45,7 +52,7 @@ fn start_pair(cwd: &Path, args: &[&str]) -> (Child, String, String) {
     (child, code, id)
 }
 
-fn approve(
+pub fn approve(
     cwd: &Path,
     server: &ServerProcess,
     operator: &str,

@@ -14,5 +14,6 @@ mod admin;
 mod agent;
 mod bench;
 mod ca;
+mod firmware;
 mod keys;
 mod support;

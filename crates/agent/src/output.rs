@@ -1,8 +1,6 @@
 //! Text for people, JSON for scripts: each command hands both forms to
 //! [`Output`], which prints the one asked for.
 
-use serde_json::Value;
-
 /// Where command results go.
 pub struct Output {
     json: bool,
@@ -63,12 +61,6 @@ fn message(error: &anyhow::Error) -> String {
         out.push_str(&text);
     }
     out
-}
-
-impl pairgate_bench::Output for Output {
-    fn print(&self, text: &str, value: Value) {
-        Output::print(self, text, value);
-    }
 }
 
 #[cfg(test)]

@@ -17,6 +17,8 @@ use crate::output::Output;
 /// Environment variable holding the software key store's passphrase.
 const PASSPHRASE_ENV: &str = "PAIRGATE_KEYSTORE_PASSPHRASE";
 
+/// The terminal's global options (state directory, key store, firmware
+/// roots) and one command.
 #[derive(Args, Debug)]
 pub struct TerminalArgs {
     /// Terminal state directory; the software key store defaults to
@@ -195,6 +197,7 @@ fn certificate_json(info: &CertificateInfo) -> serde_json::Value {
     })
 }
 
+/// Runs one terminal command.
 pub fn run(args: TerminalArgs, out: &Output) -> Result<()> {
     match &args.command {
         TerminalCommand::Keys(cmd) => keys(&args, cmd, out),

@@ -1,0 +1,163 @@
+//! The terminal side as firmware uses it, against a real `pairgate server`
+//! process with approvals through `pairgate admin approve`: the lean
+//! `pairgate-agent` binary (same commands and JSON as `pairgate terminal`,
+//! no server, database or web crate in its dependency tree).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use pairgate_testkit::temp_dir;
+
+use crate::agent::{approve, start_pair_with};
+use crate::support::{PASSPHRASE, ServerProcess, json, ok};
+
+/// An artifact built beside the `pairgate` binary: `cargo test
+/// --workspace --all-targets` builds `pairgate-agent`, and scripts/test
+/// builds `pairgate-ffi` (the C library) before the tests.
+pub fn built(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_BIN_EXE_pairgate")).parent().unwrap();
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build -p pairgate-agent -p pairgate-ffi` (scripts/test does)",
+        path.display()
+    );
+    path
+}
+
+/// `PROGRAM ARGS` with the software store passphrase; required to succeed.
+fn run_ok(program: &Path, cwd: &Path, args: &[&str]) -> String {
+    let out = Command::new(program)
+        .args(args)
+        .current_dir(cwd)
+        .env("PAIRGATE_KEYSTORE_PASSPHRASE", PASSPHRASE)
+        .env_remove("PAIRGATE_KEYSTORE")
+        .env_remove("PAIRGATE_STATE")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{} {} failed:\n{}",
+        program.display(),
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// A server with terminal `serial` registered and operator `olga`; returns
+/// the server and olga's TOTP URI.
+pub fn server_with_terminal(cwd: &Path, serial: &str) -> (ServerProcess, String) {
+    let server = ServerProcess::start(cwd, &cwd.join("server"), &["--gate-listen", "127.0.0.1:0"]);
+    server.admin(cwd, &["terminal", "add", serial, "--name", "Lobby"]);
+    let created = json(&server.admin(
+        cwd,
+        &["--json", "operator", "create", "olga", "--role", "operator"],
+    ));
+    let uri = created["totp_uri"].as_str().unwrap().to_owned();
+    (server, uri)
+}
+
+#[test]
+fn the_lean_agent_pairs_and_calls_like_pairgate_terminal() {
+    let dir = temp_dir();
+    let cwd = dir.path();
+    let agent = built("pairgate-agent");
+    let (server, uri) = server_with_terminal(cwd, "ATM-7");
+    let state = cwd.join("terminal").display().to_string();
+    let lean = |args: &[&str]| {
+        let mut all = vec!["--json", "--state", state.as_str()];
+        all.extend_from_slice(args);
+        json(&run_ok(&agent, cwd, &all))
+    };
+
+    let init = lean(&["init"]);
+    let fingerprint = init["fingerprint"].as_str().unwrap().to_owned();
+    let (mut child, code, id) = start_pair_with(
+        &agent,
+        cwd,
+        &[
+            "--json",
+            "--state",
+            &state,
+            "pair",
+            "--gate",
+            &server.gate,
+            "--serial",
+            "ATM-7",
+        ],
+    );
+    approve(cwd, &server, "olga", &uri, &id, &code, 0);
+    assert!(
+        child.wait().unwrap().success(),
+        "pairgate-agent pair failed"
+    );
+
+    let me = lean(&["call", "GET", "/v1/me"]);
+    assert_eq!(me["status"], 200);
+    assert_eq!(me["body"]["serial"], "ATM-7");
+    assert_eq!(me["body"]["fingerprint"], fingerprint);
+    // The same state read by both binaries gives the same JSON.
+    let full = json(&ok(
+        cwd,
+        &["--json", "terminal", "--state", &state, "status"],
+    ));
+    assert_eq!(lean(&["status"]), full);
+    assert_eq!(full["paired"]["serial"], "ATM-7");
+    assert_eq!(
+        lean(&["fingerprint"]),
+        json(&ok(
+            cwd,
+            &["--json", "terminal", "--state", &state, "fingerprint"]
+        ))
+    );
+}
+
+#[test]
+fn the_lean_agent_depends_on_no_server_database_or_web_crate() {
+    let out = Command::new(env!("CARGO"))
+        .args([
+            "tree",
+            "-p",
+            "pairgate-agent",
+            "--locked",
+            "--offline",
+            "-e",
+            "normal,build",
+            "--prefix",
+            "none",
+            "--format",
+            "{p}",
+        ])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "cargo tree: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let tree = String::from_utf8(out.stdout).unwrap();
+    let names: Vec<&str> = tree
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert!(names.contains(&"pairgate-terminal"), "{tree}");
+    for forbidden in [
+        "pairgate-server",
+        "pairgate-store",
+        "pairgate-bench",
+        "sqlx",
+        "sqlx-core",
+        "libsqlite3-sys",
+        "axum",
+        "maud",
+        "tower-http",
+        "totp-rs",
+    ] {
+        assert!(
+            !names.contains(&forbidden),
+            "pairgate-agent pulls in {forbidden}:\n{tree}"
+        );
+    }
+}
