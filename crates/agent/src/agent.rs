@@ -136,7 +136,7 @@ fn agent(args: &TerminalArgs) -> Result<Agent> {
         .as_ref()
         .context("the agent needs a state directory: give --state DIR")?;
     let (store, uri) = args.open(true)?;
-    let alias = crate::terminal::alias_for(&uri, None)?;
+    let alias = uri.alias(None)?;
     Ok(Agent::new(
         state,
         Arc::from(store),

@@ -177,14 +177,6 @@ impl TerminalArgs {
     }
 }
 
-pub(crate) fn alias_for(uri: &KeyStoreUri, given: Option<&str>) -> Result<Alias> {
-    let default = match uri {
-        KeyStoreUri::Pkcs11(p) => p.object.as_deref(),
-        KeyStoreUri::File(_) => None,
-    };
-    Ok(Alias::new(given.or(default).unwrap_or("terminal"))?)
-}
-
 fn certificate_json(info: &CertificateInfo) -> serde_json::Value {
     json!({
         "fingerprint": info.fingerprint,
@@ -223,7 +215,7 @@ fn store_and_alias(
     create: bool,
 ) -> Result<(Box<dyn KeyStore>, Alias)> {
     let (store, uri) = args.open(create)?;
-    let alias = alias_for(&uri, alias)?;
+    let alias = uri.alias(alias)?;
     Ok((store, alias))
 }
 

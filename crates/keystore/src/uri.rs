@@ -19,6 +19,18 @@ pub enum KeyStoreUri {
     Pkcs11(Pkcs11Uri),
 }
 
+impl KeyStoreUri {
+    /// The alias an operation uses: `given`, else the URI's `object=`,
+    /// else `terminal`.
+    pub fn alias(&self, given: Option<&str>) -> Result<crate::Alias, KeyStoreError> {
+        let default = match self {
+            Self::Pkcs11(p) => p.object.as_deref(),
+            Self::File(_) => None,
+        };
+        crate::Alias::new(given.or(default).unwrap_or("terminal"))
+    }
+}
+
 /// The parts of an RFC 7512 URI that pairgate uses.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Pkcs11Uri {
@@ -217,6 +229,16 @@ mod tests {
             uri.pin_source.as_deref(),
             Some(std::path::Path::new("/run/pin"))
         );
+    }
+
+    #[test]
+    fn the_alias_is_the_given_one_then_the_object_then_terminal() {
+        let token: KeyStoreUri = "pkcs11:token=t;object=id".parse().unwrap();
+        let file: KeyStoreUri = "file:/k".parse().unwrap();
+        assert_eq!(token.alias(Some("vpn")).unwrap().as_str(), "vpn");
+        assert_eq!(token.alias(None).unwrap().as_str(), "id");
+        assert_eq!(file.alias(None).unwrap().as_str(), "terminal");
+        assert!(file.alias(Some("no spaces allowed?")).is_err());
     }
 
     #[test]

@@ -296,9 +296,7 @@ impl Agent {
                 .give_up_after
                 .is_some_and(|limit| started.elapsed() >= limit)
             {
-                return Err(TerminalError::Gate(format!(
-                    "pairing request {id} is still waiting for approval; run pair again to resume it"
-                )));
+                return Err(TerminalError::StillWaiting(id.to_string()));
             }
         }
     }
@@ -322,13 +320,7 @@ impl Agent {
         path: &str,
         body: Option<Vec<u8>>,
     ) -> Result<HttpsResponse, TerminalError> {
-        let state = self.state.load()?;
-        let paired = state.paired.ok_or(TerminalError::NotPaired)?;
-        let pins = paired
-            .server_pins
-            .iter()
-            .filter_map(|p| p.parse().ok())
-            .collect();
+        let (paired, trust) = self.paired()?;
         let url = format!("{}{path}", paired.master_url.trim_end_matches('/'));
         let headers: &[(&str, &str)] = if body.is_some() {
             &[("content-type", "application/json")]
@@ -336,9 +328,44 @@ impl Agent {
             &[]
         };
         Ok(self
-            .https(ServerTrust::Pins(pins))?
+            .https(trust)?
             .request(method, &url, headers, body)
             .await?)
+    }
+
+    /// A mutual-TLS connection to the master, checked against the paired
+    /// server pins, for firmware that speaks its own protocol over it.
+    pub async fn master_stream(
+        &self,
+    ) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>, TerminalError> {
+        let (paired, trust) = self.paired()?;
+        let url = &paired.master_url;
+        let authority = url
+            .strip_prefix("https://")
+            .map(|rest| rest.split('/').next().unwrap_or(rest))
+            .ok_or_else(|| TerminalError::Gate(format!("master URL {url} is not https://")))?;
+        let addr = if authority
+            .rsplit_once(':')
+            .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+        {
+            authority.to_owned()
+        } else {
+            format!("{authority}:443")
+        };
+        let tls = TlsClient::new(Some(self.identity()?), trust, &self.policy)?;
+        Ok(tls.connect(&addr, None).await?)
+    }
+
+    /// The paired configuration and the trust in its server pins.
+    fn paired(&self) -> Result<(PairedConfig, ServerTrust), TerminalError> {
+        let state = self.state.load()?;
+        let paired = state.paired.ok_or(TerminalError::NotPaired)?;
+        let pins = paired
+            .server_pins
+            .iter()
+            .filter_map(|p| p.parse().ok())
+            .collect();
+        Ok((paired, ServerTrust::Pins(pins)))
     }
 
     /// Wipes every key, certificate and trust entry in the key store and

@@ -63,6 +63,9 @@ pub enum TerminalError {
     /// The gate refused or answered something unexpected.
     #[error("{0}")]
     Gate(String),
+    /// The wait for approval ran out; the request is still open.
+    #[error("pairing request {0} is still waiting for approval; run pair again to resume it")]
+    StillWaiting(String),
     /// The pairing ended without approval.
     #[error("pairing request {id} was {status}{hint}")]
     PairingEnded {
