@@ -1,7 +1,8 @@
 //! The terminal side as firmware uses it, against a real `pairgate server`
 //! process with approvals through `pairgate admin approve`: the lean
 //! `pairgate-agent` binary (same commands and JSON as `pairgate terminal`,
-//! no server, database or web crate in its dependency tree).
+//! no server, database or web crate in its dependency tree), and C
+//! programs built with gcc against libpairgate, their key in SoftHSM2.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -9,7 +10,7 @@ use std::process::Command;
 use pairgate_testkit::temp_dir;
 
 use crate::agent::{approve, start_pair_with};
-use crate::support::{PASSPHRASE, ServerProcess, json, ok};
+use crate::support::{PASSPHRASE, ServerProcess, json, ok, softhsm_token_uri};
 
 /// An artifact built beside the `pairgate` binary: `cargo test
 /// --workspace --all-targets` builds `pairgate-agent`, and scripts/test
@@ -160,4 +161,122 @@ fn the_lean_agent_depends_on_no_server_database_or_web_crate() {
             "pairgate-agent pulls in {forbidden}:\n{tree}"
         );
     }
+}
+
+/// Compiles C `sources` into `out` with gcc against the built libpairgate
+/// (its directory as the run path).
+fn gcc(sources: &[&Path], out: &Path) {
+    let lib = built("libpairgate.so");
+    let lib_dir = lib.parent().unwrap();
+    let include = Path::new(env!("CARGO_MANIFEST_DIR")).join("../ffi/include");
+    let status = Command::new("gcc")
+        .args(["-Wall", "-Wextra", "-Werror", "-I"])
+        .arg(&include)
+        .args(sources)
+        .arg("-L")
+        .arg(lib_dir)
+        .arg(format!("-Wl,-rpath,{}", lib_dir.display()))
+        .args(["-lpairgate", "-o"])
+        .arg(out)
+        .status()
+        .unwrap();
+    assert!(status.success(), "gcc failed on {sources:?}");
+}
+
+/// The id of the open pairing request for `serial`.
+pub fn pending_request(server: &ServerProcess, cwd: &Path, serial: &str) -> String {
+    let listed = json(&server.admin(cwd, &["--json", "requests", "--pending"]));
+    listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["serial"] == serial)
+        .unwrap_or_else(|| panic!("no open request for {serial}: {listed}"))["id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// Reads `program`'s output up to its `code NNNN-NNNN` line; returns the
+/// code and the rest of its standard output.
+pub fn code_line(
+    child: &mut std::process::Child,
+) -> (String, std::io::BufReader<std::process::ChildStdout>) {
+    use std::io::BufRead;
+    let mut reader = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    reader.read_line(&mut line).unwrap();
+    let code = line
+        .strip_prefix("code ")
+        .unwrap_or_else(|| panic!("the first line is not the code: {line:?}"))
+        .trim()
+        .to_owned();
+    assert!(
+        code.len() == 9 && code.as_bytes().get(4) == Some(&b'-'),
+        "{code:?}"
+    );
+    (code, reader)
+}
+
+#[test]
+fn a_c_program_pairs_and_calls_with_its_key_in_softhsm() {
+    use std::io::Read;
+    let dir = temp_dir();
+    let cwd = dir.path();
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let example = cwd.join("pair_and_call");
+    gcc(&[&repo.join("examples/c/pair_and_call.c")], &example);
+    let checks = cwd.join("paired_terminal");
+    gcc(
+        &[&repo.join("crates/ffi/tests/c/paired_terminal.c")],
+        &checks,
+    );
+
+    let (server, uri) = server_with_terminal(cwd, "ATM-C");
+    let keystore = softhsm_token_uri(&cwd.join("token"));
+    let state = cwd.join("terminal");
+    let mut child = Command::new(&example)
+        .arg(&state)
+        .args([keystore.as_str(), server.gate.as_str(), "ATM-C"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (code, mut rest) = code_line(&mut child);
+    let id = pending_request(&server, cwd, "ATM-C");
+    approve(cwd, &server, "olga", &uri, &id, &code, 0);
+    assert!(child.wait().unwrap().success(), "pair_and_call failed");
+    let mut me = String::new();
+    rest.read_to_string(&mut me).unwrap();
+    let me = json(&me);
+    assert_eq!(me["serial"], "ATM-C");
+    // The key never left the token: the agent's state and the server's
+    // record name the same fingerprint, and the state holds no key.
+    let status = json(&run_ok(
+        &built("pairgate-agent"),
+        cwd,
+        &[
+            "--json",
+            "--state",
+            &state.display().to_string(),
+            "--keystore",
+            &keystore,
+            "status",
+        ],
+    ));
+    assert_eq!(status["fingerprint"], me["fingerprint"]);
+    assert!(!state.join("keys").exists());
+
+    let out = Command::new(&checks)
+        .arg(&state)
+        .arg(&keystore)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("\ndone\n"),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("ok the stream carried GET /v1/me"), "{text}");
+    assert!(text.contains("\"serial\":\"ATM-C\""), "{text}");
 }
