@@ -1,8 +1,9 @@
 //! The terminal side as firmware uses it, against a real `pairgate server`
 //! process with approvals through `pairgate admin approve`: the lean
 //! `pairgate-agent` binary (same commands and JSON as `pairgate terminal`,
-//! no server, database or web crate in its dependency tree), and C
-//! programs built with gcc against libpairgate, their key in SoftHSM2.
+//! no server, database or web crate in its dependency tree), C programs
+//! built with gcc against libpairgate, and Java programs built with the
+//! JDK's javac against the Java SDK (`sdk/java`), their keys in SoftHSM2.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -10,7 +11,7 @@ use std::process::Command;
 use pairgate_testkit::temp_dir;
 
 use crate::agent::{approve, start_pair_with};
-use crate::support::{PASSPHRASE, ServerProcess, json, ok, softhsm_token_uri};
+use crate::support::{PASSPHRASE, ServerProcess, json, ok, softhsm_token, softhsm_token_uri};
 
 /// An artifact built beside the `pairgate` binary: `cargo test
 /// --workspace --all-targets` builds `pairgate-agent`, and scripts/test
@@ -279,4 +280,167 @@ fn a_c_program_pairs_and_calls_with_its_key_in_softhsm() {
     );
     assert!(text.contains("ok the stream carried GET /v1/me"), "{text}");
     assert!(text.contains("\"serial\":\"ATM-C\""), "{text}");
+}
+
+/// The repository's root.
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// Compiles the Java SDK (as Java 8, the level Android apps can use) and
+/// `extra` sources against it into `cwd/classes`; returns that directory.
+fn javac(cwd: &Path, extra: &[PathBuf]) -> PathBuf {
+    let classes = cwd.join("classes");
+    let mut sdk = Vec::new();
+    for dir in ["sdk/java/src/io/pairgate", "sdk/java/test/io/pairgate"] {
+        for entry in std::fs::read_dir(repo().join(dir)).unwrap() {
+            sdk.push(entry.unwrap().path());
+        }
+    }
+    let status = Command::new("javac")
+        .args(["--release", "8", "-Xlint:all", "-Werror", "-d"])
+        .arg(&classes)
+        .args(&sdk)
+        .status()
+        .unwrap();
+    assert!(status.success(), "javac --release 8 failed on the SDK");
+    if !extra.is_empty() {
+        let status = Command::new("javac")
+            .args(["-Xlint:all", "-Werror", "-cp"])
+            .arg(&classes)
+            .arg("-d")
+            .arg(&classes)
+            .args(extra)
+            .status()
+            .unwrap();
+        assert!(status.success(), "javac failed on {extra:?}");
+    }
+    classes
+}
+
+#[test]
+fn the_java_sdk_passes_its_unit_tests_and_the_repository_vectors() {
+    let dir = temp_dir();
+    let classes = javac(dir.path(), &[]);
+    let out = Command::new("java")
+        .arg("-cp")
+        .arg(&classes)
+        .arg("io.pairgate.SdkTest")
+        .arg(repo().join("crates/pki/tests/vectors/pairing-code-v1.json"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("ok testPairingCodeVectorsFromTheRepository"),
+        "{text}"
+    );
+    assert!(text.contains(" 0 failed"), "{text}");
+}
+
+#[test]
+fn a_java_program_pairs_with_a_non_extractable_softhsm_key_and_calls_over_tls12_and_tls13() {
+    use std::io::Read;
+    let dir = temp_dir();
+    let cwd = dir.path();
+    let classes = javac(
+        cwd,
+        &[
+            repo().join("examples/java/PairAndCall.java"),
+            repo().join("sdk/java/test/MasterChecks.java"),
+        ],
+    );
+    let (server, uri) = server_with_terminal(cwd, "ATM-J");
+    let (_, slot) = softhsm_token(&cwd.join("token"));
+    let module = std::env::var("PAIRGATE_TEST_PKCS11_MODULE")
+        .unwrap_or_else(|_| "/usr/lib/softhsm/libsofthsm2.so".into());
+    let config = cwd.join("pkcs11.cfg");
+    std::fs::write(
+        &config,
+        format!(
+            "name = pairgate\nlibrary = {module}\nslot = {slot}\n\
+             attributes(generate, CKO_PRIVATE_KEY, *) = {{\n  CKA_SENSITIVE = true\n  CKA_EXTRACTABLE = false\n}}\n"
+        ),
+    )
+    .unwrap();
+    let state = cwd.join("terminal");
+    let java = |class: &str, args: &[&std::ffi::OsStr]| {
+        let mut command = Command::new("java");
+        command
+            .arg("-cp")
+            .arg(&classes)
+            .arg(class)
+            .args(args)
+            .env("PAIRGATE_PKCS11_PIN", "123456");
+        command
+    };
+    let pair = || {
+        java(
+            "PairAndCall",
+            &[
+                state.as_os_str(),
+                config.as_os_str(),
+                server.gate.as_ref(),
+                "ATM-J".as_ref(),
+            ],
+        )
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+    };
+    // Killed while it waits, it resumes the same request: the same code.
+    let mut first = pair();
+    let (first_code, _) = code_line(&mut first);
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let mut child = pair();
+    let (code, mut rest) = code_line(&mut child);
+    assert_eq!(code, first_code);
+    let id = pending_request(&server, cwd, "ATM-J");
+    approve(cwd, &server, "olga", &uri, &id, &code, 0);
+    assert!(child.wait().unwrap().success(), "PairAndCall failed");
+    let mut me = String::new();
+    rest.read_to_string(&mut me).unwrap();
+    let me = json(&me);
+    assert_eq!(me["serial"], "ATM-J");
+    // The server recorded the key the token holds: its fingerprint is the
+    // one the gate saw, and the pairing names it.
+    let terminals = json(&server.admin(cwd, &["--json", "terminal", "list"]));
+    let row = terminals
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["serial"] == "ATM-J")
+        .unwrap();
+    assert_eq!(row["paired_fingerprint"], me["fingerprint"], "{row}");
+
+    let other = ServerProcess::start(
+        cwd,
+        &cwd.join("other-server"),
+        &["--gate-listen", "127.0.0.1:0"],
+    );
+    assert_ne!(other.pin, server.pin);
+    let out = java(
+        "MasterChecks",
+        &[state.as_os_str(), config.as_os_str(), other.gate.as_ref()],
+    )
+    .output()
+    .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.ends_with("done\n"),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("ok TLSv1.2 negotiated TLSv1.2"), "{text}");
+    assert!(text.contains("ok TLSv1.3 negotiated TLSv1.3"), "{text}");
+    // The refusal names both keys: the one seen and the one pinned.
+    assert!(
+        text.contains(&other.pin) && text.contains(&server.pin),
+        "{text}"
+    );
 }

@@ -120,6 +120,13 @@ pub fn totp_now(uri: &str, offset: i64) -> String {
 /// A fresh SoftHSM2 token, provisioned the way an operator would with
 /// softhsm2-util; returns its key-store URI (PIN in a file in `dir`).
 pub fn softhsm_token_uri(dir: &Path) -> String {
+    softhsm_token(dir).0
+}
+
+/// A fresh SoftHSM2 token: its key-store URI (PIN in a file in `dir`) and
+/// its slot number (for configurations that name the slot, as
+/// SunPKCS11's does). The user PIN is 123456.
+pub fn softhsm_token(dir: &Path) -> (String, u64) {
     let module = std::env::var("PAIRGATE_TEST_PKCS11_MODULE")
         .unwrap_or_else(|_| "/usr/lib/softhsm/libsofthsm2.so".into());
     let mut random = [0u8; 6];
@@ -143,13 +150,21 @@ pub fn softhsm_token_uri(dir: &Path) -> String {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // "The token has been initialized and is reassigned to slot N"
+    let said = String::from_utf8_lossy(&out.stdout);
+    let slot = said
+        .split_whitespace()
+        .last()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no slot in softhsm2-util's answer: {said}"));
     std::fs::create_dir_all(dir).unwrap();
     let pin = dir.join("pin");
     std::fs::write(&pin, "123456").unwrap();
-    format!(
+    let uri = format!(
         "pkcs11:token={label}?module-path={module}&pin-source=file:{}",
         pin.display()
-    )
+    );
+    (uri, slot)
 }
 
 /// A plain-HTTP GET to `url` (`http://host:port/path`) with extra headers;
