@@ -83,7 +83,9 @@ typedef struct pairgate_stream pairgate_stream;
 // (`NNNN-NNNN`) on the screen for the location contact to read out.
 // Both strings are valid during the call only. `user_data` is the
 // pointer given to `pairgate_agent_pair`. Called on the thread that
-// called `pairgate_agent_pair`, before that returns.
+// called `pairgate_agent_pair`, before that returns; it must not call
+// libpairgate with the same agent (that call would wait for the pairing,
+// which waits for the callback).
 typedef void (*pairgate_code_callback)(void *user_data, const char *request_id, const char *code);
 
 // Bytes that libpairgate allocated and the caller owns: free them with

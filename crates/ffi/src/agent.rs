@@ -42,7 +42,9 @@ impl PairgateAgent {
 /// (`NNNN-NNNN`) on the screen for the location contact to read out.
 /// Both strings are valid during the call only. `user_data` is the
 /// pointer given to `pairgate_agent_pair`. Called on the thread that
-/// called `pairgate_agent_pair`, before that returns.
+/// called `pairgate_agent_pair`, before that returns; it must not call
+/// libpairgate with the same agent (that call would wait for the pairing,
+/// which waits for the callback).
 pub type PairgateCodeCallback = Option<
     unsafe extern "C" fn(user_data: *mut c_void, request_id: *const c_char, code: *const c_char),
 >;

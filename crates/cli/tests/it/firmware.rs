@@ -2,7 +2,7 @@
 //! process with approvals through `pairgate admin approve`: the lean
 //! `pairgate-agent` binary (same commands and JSON as `pairgate terminal`,
 //! no server, database or web crate in its dependency tree), C programs
-//! built with gcc against libpairgate, and Java programs built with the
+//! built with gcc against libpairgate (shared and static), and Java programs built with the
 //! JDK's javac against the Java SDK (`sdk/java`), their keys in SoftHSM2.
 
 use std::path::{Path, PathBuf};
@@ -164,24 +164,41 @@ fn the_lean_agent_depends_on_no_server_database_or_web_crate() {
     }
 }
 
-/// Compiles C `sources` into `out` with gcc against the built libpairgate
-/// (its directory as the run path).
-fn gcc(sources: &[&Path], out: &Path) {
-    let lib = built("libpairgate.so");
-    let lib_dir = lib.parent().unwrap();
+/// How a C program links libpairgate.
+#[derive(Clone, Copy, Debug)]
+enum Link {
+    /// `-lpairgate` (libpairgate.so), its directory as the run path.
+    Shared,
+    /// `libpairgate.a` with the system libraries the header names.
+    Static,
+}
+
+/// Compiles C `source` into `out` with gcc against the built libpairgate.
+fn gcc(source: &Path, out: &Path, link: Link) {
     let include = Path::new(env!("CARGO_MANIFEST_DIR")).join("../ffi/include");
-    let status = Command::new("gcc")
+    let mut command = Command::new("gcc");
+    command
         .args(["-Wall", "-Wextra", "-Werror", "-I"])
         .arg(&include)
-        .args(sources)
-        .arg("-L")
-        .arg(lib_dir)
-        .arg(format!("-Wl,-rpath,{}", lib_dir.display()))
-        .args(["-lpairgate", "-o"])
-        .arg(out)
-        .status()
-        .unwrap();
-    assert!(status.success(), "gcc failed on {sources:?}");
+        .arg(source);
+    match link {
+        Link::Shared => {
+            let lib = built("libpairgate.so");
+            let lib_dir = lib.parent().unwrap();
+            command
+                .arg("-L")
+                .arg(lib_dir)
+                .arg(format!("-Wl,-rpath,{}", lib_dir.display()))
+                .arg("-lpairgate");
+        }
+        Link::Static => {
+            command
+                .arg(built("libpairgate.a"))
+                .args(["-lpthread", "-ldl", "-lm"]);
+        }
+    }
+    let status = command.arg("-o").arg(out).status().unwrap();
+    assert!(status.success(), "gcc failed on {source:?} ({link:?})");
 }
 
 /// The id of the open pairing request for `serial`.
@@ -224,13 +241,17 @@ fn a_c_program_pairs_and_calls_with_its_key_in_softhsm() {
     use std::io::Read;
     let dir = temp_dir();
     let cwd = dir.path();
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let example = cwd.join("pair_and_call");
-    gcc(&[&repo.join("examples/c/pair_and_call.c")], &example);
+    gcc(
+        &repo().join("examples/c/pair_and_call.c"),
+        &example,
+        Link::Shared,
+    );
     let checks = cwd.join("paired_terminal");
     gcc(
-        &[&repo.join("crates/ffi/tests/c/paired_terminal.c")],
+        &repo().join("crates/ffi/tests/c/paired_terminal.c"),
         &checks,
+        Link::Static,
     );
 
     let (server, uri) = server_with_terminal(cwd, "ATM-C");

@@ -27,8 +27,15 @@ import javax.net.ssl.SSLContext;
 import javax.net.ssl.SSLSocketFactory;
 import javax.net.ssl.TrustManager;
 
-/** Pairs a terminal through the gate and opens its connections to the master. */
+/**
+ * Pairs a terminal through the gate and opens its connections to the
+ * master. One client per state directory; its methods may be called from
+ * any thread, and pairings on one client run one at a time.
+ */
 public final class PairgateClient {
+    /** The largest answer read from the gate or the master. */
+    private static final int MAX_BODY_BYTES = 1 << 20;
+
     /** Seconds the gate may hold one long poll. */
     private static final int POLL_WAIT_SECS = 25;
 
@@ -87,7 +94,7 @@ public final class PairgateClient {
      *
      * @throws PairgateException when the gate refuses or the request ends unapproved
      */
-    public void pair(String gate, String serial, String model, String firmware, CodeDisplay display)
+    public synchronized void pair(String gate, String serial, String model, String firmware, CodeDisplay display)
             throws IOException, GeneralSecurityException {
         if (isPaired()) {
             return;
@@ -325,6 +332,10 @@ public final class PairgateClient {
                 byte[] buf = new byte[8192];
                 int n;
                 while ((n = s.read(buf)) > 0) {
+                    if (body.size() + n > MAX_BODY_BYTES) {
+                        throw new PairgateException("too-large", status,
+                                "the answer from " + url + " is over " + MAX_BODY_BYTES + " bytes");
+                    }
                     body.write(buf, 0, n);
                 }
             }

@@ -18,7 +18,8 @@ public final class PairgateException extends IOException {
     /**
      * @param code a protocol error code ({@code PG-…}), or one of this
      *     library's: {@code rejected}, {@code expired}, {@code superseded},
-     *     {@code still-waiting}, {@code bad-answer}, {@code other-gate}
+     *     {@code bad-answer}, {@code other-gate}, {@code not-paired},
+     *     {@code too-large}
      * @param httpStatus the HTTP status, or 0 when none
      */
     public PairgateException(String code, int httpStatus, String message) {
