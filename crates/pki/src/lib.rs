@@ -1,7 +1,8 @@
 //! Pure PKI logic shared by every pairgate part: fingerprints and pins, key
 //! and signature algorithms, DER helpers for keys held in hardware,
 //! certificate and CSR building, the development CA's issuing rules, the
-//! terminal trust-store rule and the pairing-code derivation.
+//! terminal trust-store rule, the pairing-code derivation and vendor
+//! manifests.
 //!
 //! Nothing in this crate performs I/O: callers hand in bytes and a `now`, and
 //! get values or errors back. That keeps every rule testable without a
@@ -14,6 +15,7 @@ pub mod ca;
 pub mod certificate;
 pub mod der;
 pub mod fingerprint;
+pub mod manifest;
 pub mod pairing;
 pub mod subject;
 pub mod trust;
@@ -23,6 +25,9 @@ pub use algorithm::{KeyAlgorithm, SignatureScheme};
 pub use ca::{CaError, CertificateAuthority};
 pub use certificate::{CertificateError, CertificateInfo};
 pub use fingerprint::{CertificateFingerprint, FingerprintError, SpkiPin, TerminalFingerprint};
+pub use manifest::{
+    ManifestError, UnverifiedManifest, VendorAlgorithm, VendorKey, VerifiedManifest,
+};
 pub use pairing::{Commitment, Nonce, PairingCode, PairingError};
 pub use rustls_pki_types::{CertificateDer, CertificateSigningRequestDer};
 pub use subject::{Subject, SubjectError};

@@ -10,5 +10,6 @@
 
 mod ca;
 mod fuzz;
+mod manifest;
 mod trust;
 mod vectors;
