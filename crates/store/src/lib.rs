@@ -15,6 +15,7 @@ mod accounts;
 mod audit;
 mod blocked;
 mod error;
+mod manifests;
 mod operator_admin;
 mod operators;
 mod paired;
@@ -40,6 +41,7 @@ pub use audit::{
 };
 pub use blocked::BlockedKey;
 pub use error::StoreError;
+pub use manifests::{ApprovalRules, Imported, ManifestRecord, Vendor};
 pub use operator_admin::AdminAction;
 pub use operators::{NewOperatorCredentials, Operator, Role, SecondFactor};
 pub use paired::{PairedWatch, Wake};
@@ -108,6 +110,8 @@ pub struct Store {
     step_up: StepUpLimits,
     /// How long new API tokens work.
     token_lifetime: Duration,
+    /// Which requests are approved without a person.
+    rules: ApprovalRules,
 }
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
@@ -203,6 +207,7 @@ impl Store {
             hashing: std::sync::Arc::new(tokio::sync::Semaphore::new(DEFAULT_HASHING)),
             step_up: StepUpLimits::default(),
             token_lifetime: DEFAULT_TOKEN_LIFETIME,
+            rules: ApprovalRules::default(),
         })
     }
 

@@ -16,6 +16,7 @@ use pairgate_pki::{Commitment, Nonce, PairingCode, SpkiPin, TerminalFingerprint}
 use sqlx::{Any, Row, Transaction};
 
 use crate::audit::append;
+use crate::manifests::Vouch;
 use crate::operators::SecondFactor;
 use crate::paired::bump_generation;
 use crate::{Actor, Changer, Serial, Store, StoreError, Terminal, millis};
@@ -175,6 +176,7 @@ pub(crate) const COLUMNS: &str = request_columns!();
 // After the macro, which they use.
 mod open;
 mod reading;
+mod rules;
 
 /// The open requests a certificate holds, inside `tx`.
 pub(crate) async fn open_requests_of(
@@ -423,6 +425,7 @@ impl Store {
                 let serial = req.serial.as_str();
                 append(&mut tx, at, &gate, "pairing.reveal", serial, &detail).await?;
                 let req = reread(&mut tx, id).await?;
+                let req = self.apply_rules(&mut tx, req, at).await?;
                 tx.commit().await?;
                 Ok(req)
             }
@@ -475,7 +478,7 @@ impl Store {
                 })
             }
             OnApprove::Pair => {
-                self.pair(&mut tx, &req, &actor, at).await?;
+                self.pair(&mut tx, &req, &actor, at, None).await?;
                 tx.commit().await?;
                 self.terminal(&req.serial)
                     .await?
@@ -485,13 +488,15 @@ impl Store {
     }
 
     /// Pairs the request's terminal with its key inside `tx`: refused when
-    /// another terminal holds that key; audited with the key it had.
+    /// another terminal holds that key; audited with the key it had, and
+    /// with the manifest when a rule approved it.
     async fn pair(
         &self,
         tx: &mut Transaction<'static, Any>,
         req: &PairingRequest,
         actor: &Actor,
         at: i64,
+        rule: Option<&Vouch>,
     ) -> Result<(), StoreError> {
         let other = sqlx::query(
             "SELECT serial FROM terminals WHERE paired_fingerprint = $1 AND serial <> $2",
@@ -521,10 +526,16 @@ impl Store {
         .bind(req.serial.as_str())
         .execute(&mut **tx)
         .await?;
-        let detail = serde_json::json!({
+        let mut detail = serde_json::json!({
             "request": req.id, "fingerprint": req.fingerprint,
             "previous_fingerprint": previous, "flagged": req.flagged,
         });
+        if let (Some(v), Some(map)) = (rule, detail.as_object_mut()) {
+            map.insert("rule".into(), "manifest".into());
+            map.insert("manifest".into(), v.manifest_id.clone().into());
+            map.insert("vendor".into(), v.vendor.clone().into());
+            map.insert("spki_pin".into(), v.spki_pin.clone().into());
+        }
         let approved = PairingState::Approved;
         close(tx, req, approved, actor, "pairing.approve", at, detail).await?;
         bump_generation(tx, self.backend).await

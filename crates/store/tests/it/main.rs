@@ -12,6 +12,7 @@ mod accounts;
 mod audit;
 mod bounds;
 mod disk_full;
+mod manifests;
 mod pairing;
 mod request_pages;
 mod step_up;
