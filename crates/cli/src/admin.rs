@@ -34,6 +34,12 @@ enum AdminCommand {
     /// The block list of terminal keys.
     #[command(subcommand)]
     Key(crate::admin_keys::KeyCommand),
+    /// Vendor keys that sign manifests.
+    #[command(subcommand)]
+    Vendor(crate::admin_vendors::VendorCommand),
+    /// Signed vendor manifests: terminals and their keys by the thousand.
+    #[command(subcommand)]
+    Manifest(crate::admin_vendors::ManifestCommand),
     /// Pairing requests, newest first.
     Requests {
         /// Only open requests (awaiting the reveal or a decision).
@@ -145,6 +151,10 @@ async fn command(
             totp,
         } => crate::admin_pairing::approve(store, &request, &code, (&operator, &totp), out).await,
         AdminCommand::Key(command) => crate::admin_keys::run(store, command, &actor, out).await,
+        AdminCommand::Vendor(command) => crate::admin_vendors::vendor(store, command, out).await,
+        AdminCommand::Manifest(command) => {
+            crate::admin_vendors::manifest(store, command, &actor, out).await
+        }
         AdminCommand::Reject { request } => {
             crate::admin_pairing::reject(store, &request, &actor, out).await
         }

@@ -47,6 +47,9 @@ pub(crate) struct Gate {
     pub unknown_serials: Arc<UnknownSerialLimiter>,
     pub refusals: Arc<RefusalLog>,
     pub clock: pairgate_clock::Clock,
+    /// This instance's master paired set, caught up before an approval
+    /// is answered.
+    pub paired: Option<Arc<crate::paired::PairedSet>>,
 }
 
 fn rate_limited(why: &str) -> ApiError {
@@ -256,7 +259,12 @@ async fn status(
         // Only while this fingerprint is still the paired one: an approval
         // later undone by unpair hands out nothing.
         match gate.store.paired_terminal(&peer.fingerprint).await? {
-            Some(terminal) => config_now = Some(config(&gate, &peer, &terminal)),
+            Some(terminal) => {
+                if let Some(paired) = &gate.paired {
+                    paired.catch_up(&gate.store).await?;
+                }
+                config_now = Some(config(&gate, &peer, &terminal));
+            }
             // Unpaired since: the protocol's closest status.
             None => status = PairingStatus::Rejected,
         }

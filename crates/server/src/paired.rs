@@ -25,6 +25,9 @@ pub struct PairedSet {
     map: RwLock<HashMap<TerminalFingerprint, Arc<Terminal>>>,
     version: watch::Sender<u64>,
     unreadable: AtomicUsize,
+    /// The store generation the map was last loaded at; held while a
+    /// reload runs, so callers arriving together share one.
+    loaded: tokio::sync::Mutex<Option<i64>>,
 }
 
 impl PairedSet {
@@ -36,6 +39,7 @@ impl PairedSet {
             map: RwLock::new(map),
             version: watch::Sender::new(0),
             unreadable,
+            loaded: tokio::sync::Mutex::new(None),
         }))
     }
 
@@ -113,7 +117,6 @@ impl PairedSet {
         reconcile: Duration,
         mut shutdown: watch::Receiver<bool>,
     ) {
-        let mut last = None;
         let mut watch = None;
         let mut force = true;
         loop {
@@ -127,7 +130,7 @@ impl PairedSet {
                     Err(e) => tracing::warn!(error = %e, "cannot watch the paired set; retrying"),
                 }
             }
-            match self.refresh(&store, &mut last, force).await {
+            match self.refresh(&store, force).await {
                 Ok(()) => force = false,
                 Err(e) => tracing::warn!(error = %e, "reloading the paired set failed; retrying"),
             }
@@ -147,16 +150,23 @@ impl PairedSet {
         }
     }
 
-    async fn refresh(
-        &self,
-        store: &Store,
-        last: &mut Option<i64>,
-        force: bool,
-    ) -> Result<(), StoreError> {
+    /// Brings the set up to the store's current generation before it
+    /// returns. The gate calls it before telling a terminal it is
+    /// approved, so that this instance's master serves the terminal's
+    /// first call rather than refusing it until the next poll.
+    pub(crate) async fn catch_up(&self, store: &Store) -> Result<(), StoreError> {
+        self.refresh(store, false).await
+    }
+
+    /// Reloads when the store's generation moved since the last load, or
+    /// when `force`. A reload reads the whole set, so it can only drop a
+    /// terminal the store no longer pairs, never keep one.
+    async fn refresh(&self, store: &Store, force: bool) -> Result<(), StoreError> {
+        let mut loaded = self.loaded.lock().await;
         let generation = store.paired_generation().await?;
-        if force || *last != Some(generation) {
+        if force || *loaded != Some(generation) {
             self.replace(load_map(store, &self.unreadable).await?);
-            *last = Some(generation);
+            *loaded = Some(generation);
         }
         Ok(())
     }

@@ -74,7 +74,7 @@ pub(crate) fn terminals(
     master_url: &str,
 ) -> Result<Terminals, ServerError> {
     let (settings, store, clock) = (at.settings, at.store, at.clock);
-    let gate = services::gate(settings, store, master_url, refusals, clock);
+    let gate = services::gate(settings, store, master_url, refusals, Some(paired), clock);
     let master = services::master(settings, store, paired, clock)?;
     let serving =
         |listener, limiter| services::serving(settings, listener, at.identity, at.policy, limiter);

@@ -73,6 +73,7 @@ pub(crate) fn gate(
     store: &Store,
     master_url: &str,
     refusals: &Arc<RefusalLog>,
+    paired: Option<&Arc<PairedSet>>,
     clock: &Clock,
 ) -> gate::Gate {
     gate::Gate {
@@ -86,6 +87,7 @@ pub(crate) fn gate(
         )),
         refusals: refusals.clone(),
         clock: clock.clone(),
+        paired: paired.cloned(),
     }
 }
 

@@ -46,7 +46,7 @@ impl SecondFactor {
             })
         } else {
             Err(StoreError::Forbidden(format!(
-                "{} is not an admin; only admins change operators",
+                "{} is not an admin; only admins change operators, tokens and vendor keys",
                 self.username
             )))
         }

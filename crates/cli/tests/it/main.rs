@@ -16,4 +16,5 @@ mod bench;
 mod ca;
 mod firmware;
 mod keys;
+mod manifests;
 mod support;

@@ -224,6 +224,10 @@ pub const SETTINGS: &[(&str, &str)] = &[
         "password hashes (Argon2) computed at once, off the async workers (default 2)",
     ),
     (
+        "auto_approve_manifest",
+        "approve a revealed pairing request without a person when its serial and key match an imported vendor manifest (rule manifest); false leaves every request to operators (default true)",
+    ),
+    (
         "step_up_failures",
         "wrong second-factor codes of one operator within step_up_window_secs before their step-ups (approve, unpair, tokens, operator changes, the login code) are refused; all instances share the count (default 5)",
     ),

@@ -158,6 +158,8 @@ pub struct Settings {
     pub audit_checkpoint_records: u64,
     /// See [`SETTINGS`].
     pub audit_checkpoint_secs: u64,
+    /// See [`SETTINGS`].
+    pub auto_approve_manifest: bool,
 }
 
 impl Default for Settings {
@@ -225,6 +227,7 @@ impl Default for Settings {
             api_token_days: 90,
             audit_checkpoint_records: 1000,
             audit_checkpoint_secs: 60,
+            auto_approve_manifest: true,
         }
     }
 }
@@ -393,7 +396,14 @@ impl Settings {
         }
     }
 
-    /// The step-up lock.
+    /// The approval rules these settings switch on.
+    pub fn approval_rules(&self) -> pairgate_store::ApprovalRules {
+        pairgate_store::ApprovalRules {
+            manifest: self.auto_approve_manifest,
+        }
+    }
+
+    /// The step-up limits of these settings.
     pub fn step_up_limits(&self) -> pairgate_store::StepUpLimits {
         pairgate_store::StepUpLimits {
             failures: u32::try_from(self.step_up_failures).unwrap_or(u32::MAX),
