@@ -8,7 +8,7 @@ use std::time::SystemTime;
 use anyhow::{Context, Result};
 use clap::Subcommand;
 use pairgate_agent::Output;
-use pairgate_pki::{UnverifiedManifest, VendorKey};
+use pairgate_pki::VendorKey;
 use pairgate_store::{Actor, Changer, Store};
 
 #[derive(Subcommand, Debug)]
@@ -86,7 +86,7 @@ pub async fn vendor(store: &Store, command: VendorCommand, out: &Output) -> Resu
                     "vendor {name} added ({}, key pin {})",
                     vendor.algorithm, vendor.key_pin
                 ),
-                &vendor,
+                vendor.view(),
             );
         }
         VendorCommand::List => {
@@ -103,7 +103,8 @@ pub async fn vendor(store: &Store, command: VendorCommand, out: &Output) -> Resu
             if text.is_empty() {
                 text.push("no vendor keys".into());
             }
-            out.print(text.join("\n"), &vendors);
+            let views: Vec<_> = vendors.iter().map(pairgate_store::Vendor::view).collect();
+            out.print(text.join("\n"), views);
         }
         VendorCommand::Remove {
             name,
@@ -135,7 +136,10 @@ pub async fn manifest(
         ManifestCommand::Import { file, signature } => {
             let bytes = read(&file)?;
             let signature = read(&signature)?;
-            let imported = import(store, &bytes, &signature, &Changer::local(actor.name())).await?;
+            let by = Changer::local(actor.name());
+            let imported = store
+                .import_signed_manifest(&bytes, &signature, &by, SystemTime::now())
+                .await?;
             let text = if imported.unchanged {
                 format!(
                     "manifest {} was imported before; nothing changed",
@@ -147,7 +151,7 @@ pub async fn manifest(
                     imported.manifest_id, imported.terminals, imported.registered
                 )
             };
-            out.print(text, &imported);
+            out.print(text, imported.view());
         }
         ManifestCommand::List => {
             let manifests = store.manifests().await?;
@@ -163,24 +167,12 @@ pub async fn manifest(
             if text.is_empty() {
                 text.push("no manifests".into());
             }
-            out.print(text.join("\n"), &manifests);
+            let views: Vec<_> = manifests
+                .iter()
+                .map(pairgate_store::ManifestRecord::view)
+                .collect();
+            out.print(text.join("\n"), views);
         }
     }
     Ok(())
-}
-
-/// Checks a manifest's format, then its signature with its vendor's
-/// registered key, then imports it.
-async fn import(
-    store: &Store,
-    bytes: &[u8],
-    signature: &[u8],
-    by: &Changer,
-) -> Result<pairgate_store::Imported> {
-    let unverified = UnverifiedManifest::parse(bytes)?;
-    let key = store.vendor_key(unverified.vendor()).await?;
-    let verified = unverified.verify(&key, signature)?;
-    Ok(store
-        .import_manifest(&verified, by, SystemTime::now())
-        .await?)
 }

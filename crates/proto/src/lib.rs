@@ -21,6 +21,7 @@ pub mod cas_accounts;
 pub mod config;
 pub mod error;
 pub mod gate;
+pub mod manifests;
 pub mod master;
 mod timestamp;
 

@@ -8,7 +8,7 @@
 use std::collections::HashSet;
 use std::time::SystemTime;
 
-use pairgate_pki::{SpkiPin, VendorKey, VerifiedManifest};
+use pairgate_pki::{SpkiPin, UnverifiedManifest, VendorKey, VerifiedManifest};
 use sqlx::{Any, Row, Transaction};
 
 use crate::audit::append;
@@ -30,7 +30,7 @@ impl Default for ApprovalRules {
 }
 
 /// A registered vendor key.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Vendor {
     /// Its name, as manifests give it.
     pub name: String,
@@ -45,7 +45,7 @@ pub struct Vendor {
 }
 
 /// An imported manifest.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ManifestRecord {
     /// The vendor's manifest id.
     pub id: String,
@@ -62,7 +62,7 @@ pub struct ManifestRecord {
 }
 
 /// What an import did.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Imported {
     /// The manifest id.
     pub manifest_id: String,
@@ -212,6 +212,24 @@ impl Store {
         let pem: String = row.try_get("public_key")?;
         VendorKey::from_pem(pem.as_bytes())
             .map_err(|e| StoreError::Corrupt(format!("vendor {name}'s stored key: {e}")))
+    }
+
+    /// Checks a manifest file's format, then its detached `signature`
+    /// with the named vendor's registered key, then imports it. A file
+    /// that fails a check is `Invalid` (unknown vendor: `NotFound`) and
+    /// imports nothing.
+    pub async fn import_signed_manifest(
+        &self,
+        file: &[u8],
+        signature: &[u8],
+        by: &Changer,
+        now: SystemTime,
+    ) -> Result<Imported, StoreError> {
+        let invalid = |e: pairgate_pki::ManifestError| StoreError::Invalid(e.to_string());
+        let unverified = UnverifiedManifest::parse(file).map_err(invalid)?;
+        let key = self.vendor_key(unverified.vendor()).await?;
+        let verified = unverified.verify(&key, signature).map_err(invalid)?;
+        self.import_manifest(&verified, by, now).await
     }
 
     /// Imports a verified manifest in one transaction: registers the

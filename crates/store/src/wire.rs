@@ -174,3 +174,42 @@ impl AuditVerification {
         }
     }
 }
+
+impl crate::Vendor {
+    /// The vendor key as the API shows it.
+    pub fn view(&self) -> pairgate_proto::manifests::VendorView {
+        pairgate_proto::manifests::VendorView {
+            name: self.name.clone(),
+            algorithm: self.algorithm.clone(),
+            key_pin: self.key_pin.clone(),
+            added_at: Timestamp(self.added_at),
+            added_by: self.added_by.clone(),
+        }
+    }
+}
+
+impl crate::ManifestRecord {
+    /// The manifest as the API shows it.
+    pub fn view(&self) -> pairgate_proto::manifests::ManifestView {
+        pairgate_proto::manifests::ManifestView {
+            id: self.id.clone(),
+            vendor: self.vendor.clone(),
+            issued_at: self.issued_at.clone(),
+            terminals: self.terminals,
+            imported_at: Timestamp(self.imported_at),
+            imported_by: self.imported_by.clone(),
+        }
+    }
+}
+
+impl crate::Imported {
+    /// The import's outcome as the API shows it.
+    pub fn view(&self) -> pairgate_proto::manifests::ManifestImport {
+        pairgate_proto::manifests::ManifestImport {
+            manifest_id: self.manifest_id.clone(),
+            terminals: self.terminals,
+            registered: self.registered,
+            unchanged: self.unchanged,
+        }
+    }
+}

@@ -42,6 +42,7 @@ pub fn router() -> Router<Cas> {
         .route("/blocked-keys/{fingerprint}", delete(unblock_key))
         .route("/audit", get(audit))
         .merge(super::api_accounts::router())
+        .merge(super::api_vendors::router())
         .fallback(crate::http::no_route)
         .method_not_allowed_fallback(crate::http::wrong_method)
 }

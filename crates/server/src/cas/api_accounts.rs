@@ -52,14 +52,18 @@ async fn step_up(cas: &Cas, op: &Operator, totp: &str) -> Result<SecondFactor, R
 }
 
 /// The token's operator as an admin who just passed a fresh TOTP.
-async fn admin(cas: &Cas, headers: &HeaderMap, totp: &str) -> Result<AdminAction, Response> {
+pub(super) async fn admin(
+    cas: &Cas,
+    headers: &HeaderMap,
+    totp: &str,
+) -> Result<AdminAction, Response> {
     let op = bearer(cas, headers).await?;
     if op.role != Role::Admin {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             ErrorCode::Forbidden,
             format!(
-                "{} is not an admin; only admins change operators",
+                "{} is not an admin; only admins change operators and vendor keys",
                 op.username
             ),
         )

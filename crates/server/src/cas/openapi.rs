@@ -35,6 +35,7 @@ fn body(schema: &str) -> Value {
 pub fn spec() -> Value {
     let mut doc = base();
     accounts(&mut doc);
+    vendors(&mut doc);
     doc
 }
 
@@ -213,11 +214,7 @@ fn accounts(doc: &mut Value) {
             ),
         ),
     ];
-    if let Some(p) = doc.get_mut("paths").and_then(Value::as_object_mut) {
-        for (path, item) in paths {
-            p.insert(path.to_owned(), item);
-        }
-    }
+    insert(doc, "/paths", paths);
     let schemas = [
         (
             "NewToken",
@@ -236,14 +233,72 @@ fn accounts(doc: &mut Value) {
             json!({ "type": "object", "properties": { "username": { "type": "string" }, "role": { "type": "string" }, "totp_enabled": { "type": "boolean" }, "disabled": { "type": "boolean" } } }),
         ),
     ];
-    if let Some(s) = doc
-        .pointer_mut("/components/schemas")
-        .and_then(Value::as_object_mut)
-    {
-        for (name, schema) in schemas {
-            s.insert(name.to_owned(), schema);
+    insert(doc, "/components/schemas", schemas);
+}
+
+/// Adds `entries` to the object at `pointer` in `doc`.
+fn insert<const N: usize>(doc: &mut Value, pointer: &str, entries: [(&str, Value); N]) {
+    if let Some(object) = doc.pointer_mut(pointer).and_then(Value::as_object_mut) {
+        for (key, value) in entries {
+            object.insert(key.to_owned(), value);
         }
     }
+}
+
+/// Vendor keys and manifests.
+fn vendors(doc: &mut Value) {
+    let errors = |extra: Value| with_errors(extra, error_responses());
+    let paths = [
+        (
+            "/vendors",
+            json!({
+                "get": { "summary": "The registered vendor keys", "responses": errors(json!({ "200": ok("VendorList") })) },
+                "post": { "summary": "Register a vendor's public key, Ed25519 or P-256 PEM (admin; fresh TOTP)", "requestBody": body("NewVendor"),
+                          "responses": errors(json!({ "201": ok("Vendor"), "409": { "$ref": "#/components/responses/Error" } })) },
+            }),
+        ),
+        (
+            "/vendors/{name}/remove",
+            json!({ "post": { "summary": "Remove a vendor key: its manifests stop vouching (admin; fresh TOTP)",
+                              "parameters": [{ "name": "name", "in": "path", "required": true, "schema": { "type": "string" } }],
+                              "requestBody": body("Totp"), "responses": errors(json!({ "204": { "description": "Removed" } })) } }),
+        ),
+        (
+            "/manifests",
+            json!({
+                "get": { "summary": "The imported manifests, newest first", "responses": errors(json!({ "200": ok("ManifestList") })) },
+                "post": { "summary": "Import a signed manifest (docs/protocol.md): the file's exact bytes as the body, the detached signature base64 in the Pairgate-Manifest-Signature header; 201 imported, 200 imported before (nothing changed); a bad signature or a conflicting key imports nothing",
+                          "parameters": [{ "name": "Pairgate-Manifest-Signature", "in": "header", "required": true, "schema": { "type": "string", "contentEncoding": "base64" } }],
+                          "requestBody": { "required": true, "content": { "application/json": { "schema": { "type": "object" } } } },
+                          "responses": errors(json!({ "200": ok("ManifestImport"), "201": ok("ManifestImport"), "409": { "$ref": "#/components/responses/Error" } })) },
+            }),
+        ),
+    ];
+    insert(doc, "/paths", paths);
+    let text = json!({ "type": "string" });
+    let schemas = [
+        (
+            "NewVendor",
+            json!({ "type": "object", "required": ["name", "public_key", "totp"], "properties": { "name": text, "public_key": text, "totp": { "type": "string", "pattern": "^[0-9]{6}$" } } }),
+        ),
+        (
+            "Vendor",
+            json!({ "type": "object", "properties": { "name": text, "algorithm": { "enum": ["ed25519", "p256"] }, "key_pin": text, "added_at": text, "added_by": text } }),
+        ),
+        (
+            "VendorList",
+            json!({ "type": "object", "properties": { "vendors": { "type": "array", "items": { "$ref": "#/components/schemas/Vendor" } } } }),
+        ),
+        (
+            "ManifestList",
+            json!({ "type": "object", "properties": { "manifests": { "type": "array", "items": { "type": "object", "properties": { "id": text, "vendor": text, "issued_at": text, "terminals": { "type": "integer" }, "imported_at": text, "imported_by": text } } } } }),
+        ),
+        (
+            "ManifestImport",
+            json!({ "type": "object", "properties": { "manifest_id": text, "terminals": { "type": "integer" }, "registered": { "type": "integer" }, "unchanged": { "type": "boolean" } } }),
+        ),
+    ];
+    insert(doc, "/components/schemas", schemas);
 }
 
 /// `GET /api/v1/openapi.json`.
@@ -256,7 +311,12 @@ mod tests {
     #[test]
     fn every_api_route_is_documented() {
         let spec = super::spec();
-        let source = [include_str!("api.rs"), include_str!("api_accounts.rs")].concat();
+        let source = [
+            include_str!("api.rs"),
+            include_str!("api_accounts.rs"),
+            include_str!("api_vendors.rs"),
+        ]
+        .concat();
         let mut routes = 0;
         for line in source.lines() {
             let line = line.trim();
@@ -272,6 +332,6 @@ mod tests {
                 );
             }
         }
-        assert_eq!(routes, 17);
+        assert_eq!(routes, 20);
     }
 }

@@ -37,7 +37,7 @@ async fn count(f: &Fixture, action: &str, subject: &str) -> usize {
 
 /// An operator with the TOTP seed at once and an API token, on the
 /// server's clock.
-async fn with_token(f: &Fixture, name: &str, role: Role) -> (Authenticator, String) {
+pub(crate) async fn with_token(f: &Fixture, name: &str, role: Role) -> (Authenticator, String) {
     let now = f.server.clock.now();
     let creds = f
         .store
@@ -57,7 +57,10 @@ async fn with_token(f: &Fixture, name: &str, role: Role) -> (Authenticator, Stri
 
 /// A server on a manual clock standing at the real time: TOTP steps are
 /// taken by moving it, not by waiting.
-async fn on_manual_clock(db: Db, tweak: impl FnOnce(&mut pairgate_server::Settings)) -> Fixture {
+pub(crate) async fn on_manual_clock(
+    db: Db,
+    tweak: impl FnOnce(&mut pairgate_server::Settings),
+) -> Fixture {
     Fixture::start_with_clock(db, Clock::manual(SystemTime::now()), tweak).await
 }
 

@@ -17,6 +17,7 @@ mod cas;
 mod fuzz;
 mod hostile;
 mod keepalive;
+mod manifests;
 mod master;
 mod pairing;
 mod proxy;
