@@ -11,6 +11,8 @@
 //!   issue 12's hostile-client mix at full scale.
 //! - `bench audit`: an audit view on a long, signed log beside the
 //!   whole-chain re-hash views used to do.
+//! - `bench onboard`: terminals from a signed vendor manifest pairing with
+//!   no operator, beside the gate's rate of new connections.
 
 mod all;
 mod audit;
@@ -18,6 +20,7 @@ mod fleet;
 mod hostile;
 mod load;
 mod nginx;
+mod onboard;
 mod output;
 mod peers;
 mod procs;
@@ -68,6 +71,9 @@ enum BenchCommand {
     /// The time per audit view at 100,000 records with signed checkpoints,
     /// beside re-hashing the whole chain.
     Audit(audit::AuditArgs),
+    /// Pairings per second of terminals a signed vendor manifest vouches
+    /// for (no operator), beside new connections per second to the gate.
+    Onboard(onboard::OnboardArgs),
 }
 
 /// Parses `10s`, `500ms`, `2m`.
@@ -112,6 +118,7 @@ pub fn run(args: BenchArgs, out: &dyn Output) -> Result<()> {
         BenchCommand::All(args) => all::run(args, out),
         BenchCommand::Hostile(args) => hostile::run(args, out),
         BenchCommand::Audit(args) => audit::run(args, out),
+        BenchCommand::Onboard(args) => onboard::run(args, out),
     }
 }
 

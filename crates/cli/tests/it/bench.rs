@@ -271,3 +271,31 @@ fn bench_audit_reports_the_view_beside_the_whole_chain() {
     let err = crate::support::fails(dir.path(), &["bench", "audit", "--views", "0"]);
     assert!(err.contains("at least 1"), "{err}");
 }
+
+#[test]
+fn bench_onboard_pairs_every_manifest_terminal_and_reports_the_peer() {
+    let dir = temp_dir();
+    let report = json(&ok(
+        dir.path(),
+        &[
+            "bench",
+            "onboard",
+            "--terminals",
+            "20",
+            "--concurrency",
+            "4",
+            "--json",
+        ],
+    ));
+    assert_eq!(report["pairing"]["done"], 20, "{report}");
+    assert!(report["pairing"]["first_error"].is_null(), "{report}");
+    assert_eq!(report["peer_new_connections"]["done"], 20, "{report}");
+    assert!(
+        report["pairing"]["per_second"].as_f64().unwrap() > 0.0,
+        "{report}"
+    );
+    assert!(
+        report["connections_per_pairing"].as_f64().unwrap() > 0.0,
+        "{report}"
+    );
+}
