@@ -92,9 +92,24 @@ async fn vouch(store: &Store, terminals: &[BenchTerminal]) -> Result<Duration> {
     Ok(started.elapsed())
 }
 
+/// The loopback address terminal `i` connects from: a fleet comes from
+/// many addresses, and the gate limits open requests per address.
+fn source(i: usize) -> std::net::IpAddr {
+    let host = u8::try_from(2 + i % 250).unwrap_or(2);
+    std::net::IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, host))
+}
+
+/// A new-connection HTTPS client of terminal `i`.
+fn client(i: usize, t: &BenchTerminal, pin: SpkiPin) -> Result<HttpsClient> {
+    let tls = t.client(pin, &TlsPolicy::default())?;
+    Ok(HttpsClient::new(
+        tls.without_resumption().from_source(source(i)),
+    ))
+}
+
 /// One terminal's pairing: ask, reveal, then status until approved.
-async fn pair(gate_url: &str, pin: SpkiPin, t: &BenchTerminal) -> Result<()> {
-    let https = HttpsClient::new(t.client(pin, &TlsPolicy::default())?.without_resumption());
+async fn pair(gate_url: &str, pin: SpkiPin, i: usize, t: &BenchTerminal) -> Result<()> {
+    let https = client(i, t, pin)?;
     let nonce = Nonce::random();
     let hello = gate::Hello {
         serial: &t.serial,
@@ -130,7 +145,7 @@ async fn each<F, Fut>(
     job: F,
 ) -> (Vec<u32>, Option<String>)
 where
-    F: Fn(BenchTerminal) -> Fut + Send + Sync + 'static,
+    F: Fn(usize, BenchTerminal) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = Result<()>> + Send,
 {
     let next = Arc::new(AtomicUsize::new(0));
@@ -141,9 +156,11 @@ where
         tasks.push(tokio::spawn(async move {
             let mut times = Vec::new();
             let mut error = None;
-            while let Some(t) = terminals.get(next.fetch_add(1, Ordering::Relaxed)) {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(t) = terminals.get(i) else { break };
                 let started = Instant::now();
-                match job(t.clone()).await {
+                match job(i, t.clone()).await {
                     Ok(()) => {
                         times.push(u32::try_from(started.elapsed().as_micros()).unwrap_or(u32::MAX))
                     }
@@ -196,7 +213,7 @@ async fn timed<F, Fut>(
     job: F,
 ) -> Phase
 where
-    F: Fn(BenchTerminal) -> Fut + Send + Sync + 'static,
+    F: Fn(usize, BenchTerminal) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = Result<()>> + Send,
 {
     let cpu = procs::cpu_time(Some(server.process.pid()));
@@ -224,11 +241,10 @@ async fn measure(args: &OnboardArgs, dir: &std::path::Path, cpu: Option<usize>) 
     // The peer first, on terminals that then pair: one new connection and
     // one small request each (a status query for an unknown request).
     let peer_url = format!("{gate_url}/v1/pairing/{}", "0".repeat(32));
-    let peer = timed(&server, &terminals, args.concurrency, move |t| {
+    let peer = timed(&server, &terminals, args.concurrency, move |i, t| {
         let url = peer_url.clone();
         async move {
-            let https =
-                HttpsClient::new(t.client(pin, &TlsPolicy::default())?.without_resumption());
+            let https = client(i, &t, pin)?;
             let r = https.request("GET", &url, &[], None).await?;
             if r.status != 404 {
                 bail!("the gate answered {} to an unknown request", r.status);
@@ -237,9 +253,9 @@ async fn measure(args: &OnboardArgs, dir: &std::path::Path, cpu: Option<usize>) 
         }
     })
     .await;
-    let pairing = timed(&server, &terminals, args.concurrency, move |t| {
+    let pairing = timed(&server, &terminals, args.concurrency, move |i, t| {
         let url = gate_url.clone();
-        async move { pair(&url, pin, &t).await }
+        async move { pair(&url, pin, i, &t).await }
     })
     .await;
     let paired = store.paired_terminals().await?.terminals.len();

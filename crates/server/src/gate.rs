@@ -258,13 +258,16 @@ async fn status(
     if req.state == PairingState::Approved {
         // Only while this fingerprint is still the paired one: an approval
         // later undone by unpair hands out nothing.
-        match gate.store.paired_terminal(&peer.fingerprint).await? {
-            Some(terminal) => {
-                if let Some(paired) = &gate.paired {
-                    paired.catch_up(&gate.store).await?;
-                }
-                config_now = Some(config(&gate, &peer, &terminal));
-            }
+        let terminal = match &gate.paired {
+            Some(paired) => paired.admit(&gate.store, &peer.fingerprint).await?,
+            None => gate
+                .store
+                .paired_terminal(&peer.fingerprint)
+                .await?
+                .map(Arc::new),
+        };
+        match terminal {
+            Some(terminal) => config_now = Some(config(&gate, &peer, &terminal)),
             // Unpaired since: the protocol's closest status.
             None => status = PairingStatus::Rejected,
         }

@@ -150,12 +150,31 @@ impl PairedSet {
         }
     }
 
-    /// Brings the set up to the store's current generation before it
-    /// returns. The gate calls it before telling a terminal it is
-    /// approved, so that this instance's master serves the terminal's
-    /// first call rather than refusing it until the next poll.
-    pub(crate) async fn catch_up(&self, store: &Store) -> Result<(), StoreError> {
-        self.refresh(store, false).await
+    /// The terminal paired with `fingerprint` in the store now, added to
+    /// the set if it is missing. The gate calls it before telling a
+    /// terminal it is approved, so that this instance's master serves the
+    /// terminal's first call rather than refusing it until the next
+    /// reload, and without reloading the whole set per approval.
+    ///
+    /// Safe against a concurrent unpair: the row is read under the same
+    /// lock that reloads take, and an entry added here leaves the loaded
+    /// generation alone, so an unpair committed after the read (which
+    /// moves the generation) still makes the next reload drop it.
+    pub(crate) async fn admit(
+        &self,
+        store: &Store,
+        fingerprint: &TerminalFingerprint,
+    ) -> Result<Option<Arc<Terminal>>, StoreError> {
+        let _loaded = self.loaded.lock().await;
+        let Some(terminal) = store.paired_terminal(fingerprint).await? else {
+            return Ok(None);
+        };
+        let terminal = Arc::new(terminal);
+        self.map
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(*fingerprint, terminal.clone());
+        Ok(Some(terminal))
     }
 
     /// Reloads when the store's generation moved since the last load, or
