@@ -73,6 +73,24 @@ enum AdminCommand {
         /// Terminal serial.
         serial: String,
     },
+    /// Suspends a paired terminal: the master refuses it and closes its
+    /// connections, the pairing is kept.
+    Suspend {
+        /// Terminal serial.
+        serial: String,
+    },
+    /// Resumes a suspended terminal (or clears a clone suspicion), with an
+    /// operator's fresh TOTP.
+    Resume {
+        /// Terminal serial.
+        serial: String,
+        /// The operator doing it.
+        #[arg(long)]
+        operator: String,
+        /// The operator's current TOTP code.
+        #[arg(long)]
+        totp: String,
+    },
     /// The audit log, newest first; `verify` checks it against the
     /// server's signed checkpoints; `export` writes it as JSON lines.
     Audit {
@@ -161,6 +179,14 @@ async fn command(
         AdminCommand::Unpair { serial } => {
             crate::admin_pairing::unpair(store, &serial, &actor, out).await
         }
+        AdminCommand::Suspend { serial } => {
+            crate::admin_pairing::suspend(store, &serial, &actor, out).await
+        }
+        AdminCommand::Resume {
+            serial,
+            operator,
+            totp,
+        } => crate::admin_pairing::resume(store, &serial, (&operator, &totp), out).await,
         AdminCommand::Audit { command, limit } => {
             crate::admin_audit::run(store, settings, command, limit, out).await
         }

@@ -159,3 +159,44 @@ pub async fn unpair(store: &Store, serial: &str, actor: &Actor, out: &Output) ->
     );
     Ok(())
 }
+
+/// `pairgate admin suspend`.
+pub async fn suspend(store: &Store, serial: &str, actor: &Actor, out: &Output) -> Result<()> {
+    let serial = Serial::new(serial)?;
+    let by = Changer::local(actor.name());
+    let t = store
+        .suspend_terminal(&serial, &by, SystemTime::now())
+        .await?;
+    out.print(
+        format!(
+            "terminal {} suspended; the master refuses it until it is resumed",
+            t.serial
+        ),
+        t.view(),
+    );
+    Ok(())
+}
+
+/// `pairgate admin resume`: with the operator's fresh TOTP.
+pub async fn resume(
+    store: &Store,
+    serial: &str,
+    (operator, totp): (&str, &str),
+    out: &Output,
+) -> Result<()> {
+    let serial = Serial::new(serial)?;
+    let now = SystemTime::now();
+    let by = store
+        .verify_second_factor(operator, totp, now)
+        .await?
+        .trust_change()?;
+    let t = store.resume_terminal(&serial, &by, now).await?;
+    out.print(
+        format!(
+            "terminal {} resumed by {operator}; the master serves it again",
+            t.serial
+        ),
+        t.view(),
+    );
+    Ok(())
+}

@@ -21,6 +21,9 @@ pub enum TerminalState {
     Paired,
     /// Unpaired by an operator; it may ask to pair again.
     Unpaired,
+    /// Paired, but the master refuses it until an operator resumes it
+    /// (the pairing is kept).
+    Suspended,
 }
 
 /// A terminal.
@@ -54,6 +57,18 @@ pub struct TerminalView {
     pub vpn_profile: String,
     /// When it was registered.
     pub created_at: Timestamp,
+    /// When it was suspended.
+    #[serde(default)]
+    pub suspended_at: Option<Timestamp>,
+    /// Who suspended it (an operator, or `rule:clone`).
+    #[serde(default)]
+    pub suspended_by: Option<String>,
+    /// Its identity was seen in two places at once.
+    #[serde(default)]
+    pub suspected_clone: bool,
+    /// What raised the suspicion (addresses, times, counters).
+    #[serde(default)]
+    pub clone_evidence: Option<serde_json::Value>,
 }
 
 /// `GET /terminals`: one page.

@@ -42,6 +42,12 @@ pub struct HeartbeatRequest {
     /// Firmware now running, if it changed or to report it.
     #[serde(default)]
     pub firmware: Option<String>,
+    /// The terminal's heartbeat counter, one higher each time (kept in its
+    /// state, so a copy restored beside the original repeats or goes
+    /// back). Sent only to a server whose configuration says
+    /// `heartbeat_counter`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub counter: Option<u64>,
 }
 
 /// The answer to a heartbeat.

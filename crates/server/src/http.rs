@@ -59,8 +59,13 @@ pub(crate) struct BodyLimit(pub usize, pub Duration);
 
 /// Resolves when a connection of `fingerprint` must be closed.
 pub(crate) trait ConnectionGuard: Send + Sync {
-    /// A future that completes when the connection has to go.
-    fn closed(&self, fingerprint: TerminalFingerprint) -> Pin<Box<dyn Future<Output = ()> + Send>>;
+    /// A future that completes when the connection of `fingerprint` from
+    /// `address` has to go; dropped when the connection ends.
+    fn closed(
+        &self,
+        fingerprint: TerminalFingerprint,
+        address: std::net::IpAddr,
+    ) -> Pin<Box<dyn Future<Output = ()> + Send>>;
 }
 
 /// How connections are served.
@@ -197,7 +202,7 @@ async fn connection(
     };
     let upgrades = options.upgrades.then(UpgradeSlot::default);
     let mut closed: Pin<Box<dyn Future<Output = ()> + Send>> = match &options.guard {
-        Some(guard) => guard.closed(peer.fingerprint),
+        Some(guard) => guard.closed(peer.fingerprint, peer.address.ip()),
         None => Box::pin(std::future::pending()),
     };
     let unpaired = || {

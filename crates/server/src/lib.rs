@@ -7,8 +7,9 @@
 
 pub mod audit_anchor;
 pub mod cas;
+mod clones;
 pub mod config;
-pub mod conn;
+mod conn;
 mod error;
 mod gate;
 mod http;

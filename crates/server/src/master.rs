@@ -30,6 +30,7 @@ use pairgate_store::{Store, Terminal};
 use crate::ApiError;
 use crate::http::{JsonBody, Peer, no_route, rfc3339, unix_millis, wrong_method};
 use crate::paired::PairedSet;
+use pairgate_store::Heartbeat;
 
 /// Master state, cloned for every request (so nothing in it is copied).
 #[derive(Clone)]
@@ -38,6 +39,8 @@ pub(crate) struct Master {
     pub paired: Arc<PairedSet>,
     pub upstream: Option<Arc<crate::proxy::Upstream>>,
     pub clock: pairgate_clock::Clock,
+    /// Where suspected clones are reported.
+    pub presence: Arc<crate::clones::Presence>,
 }
 
 /// The paired terminal a request comes from.
@@ -164,15 +167,25 @@ async fn heartbeat(
         .record_heartbeat(
             &paired.terminal.serial,
             &peer.fingerprint,
-            &address,
-            body.firmware.as_deref(),
+            (&address, body.firmware.as_deref(), body.counter),
             now,
         )
         .await?;
-    if !recorded {
-        return Err(
-            ApiError::new(StatusCode::FORBIDDEN, ErrorCode::NotPaired, "not paired").closing(),
-        );
+    match recorded {
+        Heartbeat::Recorded => {}
+        Heartbeat::CounterBack { highest, got } => master.presence.report(
+            peer.fingerprint,
+            serde_json::json!({
+                "reason": "heartbeat counter did not rise",
+                "highest_counter": highest, "counter": got,
+                "address": peer.address.ip().to_string(), "at": rfc3339(unix_millis(now)),
+            }),
+        ),
+        Heartbeat::NotPaired => {
+            return Err(
+                ApiError::new(StatusCode::FORBIDDEN, ErrorCode::NotPaired, "not paired").closing(),
+            );
+        }
     }
     let millis = now
         .duration_since(SystemTime::UNIX_EPOCH)

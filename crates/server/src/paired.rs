@@ -17,8 +17,6 @@ use pairgate_pki::TerminalFingerprint;
 use pairgate_store::{Serial, Store, StoreError, Terminal, Wake};
 use tokio::sync::watch;
 
-use crate::http::ConnectionGuard;
-
 /// The paired set.
 #[derive(Debug)]
 pub struct PairedSet {
@@ -208,11 +206,14 @@ async fn load_map(
         .collect())
 }
 
-impl ConnectionGuard for Arc<PairedSet> {
-    /// Completes when `fingerprint`, paired when the connection was
-    /// served, is no longer paired. A connection that was never paired is
-    /// not closed here: each of its requests gets `403`.
-    fn closed(&self, fingerprint: TerminalFingerprint) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+impl PairedSet {
+    /// Completes when `fingerprint`, served when the connection was
+    /// served, is no longer (unpaired or suspended). A connection that was
+    /// never served is not closed here: each of its requests gets `403`.
+    pub(crate) fn closed(
+        self: &Arc<Self>,
+        fingerprint: TerminalFingerprint,
+    ) -> Pin<Box<dyn Future<Output = ()> + Send>> {
         let set = self.clone();
         let mut versions = self.version.subscribe();
         Box::pin(async move {

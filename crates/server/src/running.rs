@@ -75,11 +75,17 @@ pub(crate) fn terminals(
 ) -> Result<Terminals, ServerError> {
     let (settings, store, clock) = (at.settings, at.store, at.clock);
     let gate = services::gate(settings, store, master_url, refusals, Some(paired), clock);
-    let master = services::master(settings, store, paired, clock)?;
+    let presence =
+        crate::clones::Presence::start(store.clone(), settings.clone_action(), clock.clone());
+    let master = services::master(settings, store, paired, &presence, clock)?;
     let serving =
         |listener, limiter| services::serving(settings, listener, at.identity, at.policy, limiter);
     let gate_serving = serving(Listener::Gate, gate_limiter)?;
-    let master_serving = serving(Listener::Master(Arc::new(paired.clone())), master_limiter)?;
+    let guard = crate::clones::MasterGuard {
+        paired: paired.clone(),
+        presence,
+    };
+    let master_serving = serving(Listener::Master(Arc::new(guard)), master_limiter)?;
     Ok(Terminals {
         gate_tls: gate_serving.tls.clone(),
         master_tls: master_serving.tls.clone(),

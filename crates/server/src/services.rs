@@ -96,6 +96,7 @@ pub(crate) fn master(
     settings: &Settings,
     store: &Store,
     paired: &Arc<PairedSet>,
+    presence: &Arc<crate::clones::Presence>,
     clock: &Clock,
 ) -> Result<master::Master, ServerError> {
     let upstream = proxy::Upstream::from_settings(settings)
@@ -106,6 +107,7 @@ pub(crate) fn master(
         paired: paired.clone(),
         clock: clock.clone(),
         upstream,
+        presence: presence.clone(),
     })
 }
 

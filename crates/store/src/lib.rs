@@ -14,6 +14,7 @@
 mod accounts;
 mod audit;
 mod blocked;
+mod clones;
 mod error;
 mod manifests;
 mod operator_admin;
@@ -40,6 +41,7 @@ pub use audit::{
     ExportLine, Refusal, record_hash, verify_export,
 };
 pub use blocked::BlockedKey;
+pub use clones::{CloneAction, Heartbeat};
 pub use error::StoreError;
 pub use manifests::{ApprovalRules, Imported, ManifestRecord, Vendor};
 pub use operator_admin::AdminAction;

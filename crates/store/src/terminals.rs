@@ -130,13 +130,23 @@ pub struct Terminal {
     pub vpn_profile: String,
     /// When registered (Unix ms).
     pub created_at: i64,
+    /// When it was suspended (Unix milliseconds): the pairing is kept
+    /// and the master refuses it until it is resumed.
+    pub suspended_at: Option<i64>,
+    /// Who suspended it (an operator, or `rule:clone`).
+    pub suspended_by: Option<String>,
+    /// Its identity was seen used from two places at once.
+    pub suspected_clone: bool,
+    /// What raised the suspicion (JSON: addresses, times, counters).
+    pub clone_evidence: Option<String>,
 }
 
 /// The columns `terminal()` reads, as a literal so queries stay static.
 macro_rules! terminal_columns {
     () => {
         "serial, name, location, contact_name, contact_phone, state, paired_fingerprint, \
-         paired_at, paired_by, last_seen_at, last_seen_address, firmware, vpn_profile, created_at"
+         paired_at, paired_by, last_seen_at, last_seen_address, firmware, vpn_profile, created_at, \
+         suspended_at, suspended_by, suspected_clone, clone_evidence"
     };
 }
 
@@ -165,6 +175,10 @@ pub(crate) fn terminal(row: &sqlx::any::AnyRow) -> Result<Terminal, StoreError> 
         firmware: row.try_get("firmware")?,
         vpn_profile: row.try_get("vpn_profile")?,
         created_at: row.try_get("created_at")?,
+        suspended_at: row.try_get("suspended_at")?,
+        suspended_by: row.try_get("suspended_by")?,
+        suspected_clone: row.try_get::<i64, _>("suspected_clone")? != 0,
+        clone_evidence: row.try_get("clone_evidence")?,
     })
 }
 
@@ -301,7 +315,7 @@ impl Store {
         let row = sqlx::query(concat!(
             "SELECT ",
             terminal_columns!(),
-            " FROM terminals WHERE paired_fingerprint = $1 AND state = 'paired'"
+            " FROM terminals WHERE paired_fingerprint = $1 AND state = 'paired' AND suspended_at IS NULL"
         ))
         .bind(fingerprint.to_hex())
         .fetch_optional(&self.pool)
@@ -317,7 +331,8 @@ impl Store {
         let rows = sqlx::query(concat!(
             "SELECT ",
             terminal_columns!(),
-            " FROM terminals WHERE state = 'paired' AND paired_fingerprint IS NOT NULL"
+            " FROM terminals WHERE state = 'paired' AND paired_fingerprint IS NOT NULL \
+             AND suspended_at IS NULL"
         ))
         .fetch_all(&self.pool)
         .await?;
@@ -375,7 +390,9 @@ impl Store {
             )));
         }
         sqlx::query(
-            "UPDATE terminals SET state = 'unpaired', paired_fingerprint = NULL WHERE serial = $1",
+            "UPDATE terminals SET state = 'unpaired', paired_fingerprint = NULL, suspended_at = NULL, \
+             suspended_by = NULL, suspected_clone = 0, clone_evidence = NULL, heartbeat_counter = NULL \
+             WHERE serial = $1",
         )
         .bind(serial.as_str())
         .execute(&mut *tx)
@@ -394,33 +411,5 @@ impl Store {
         self.terminal(serial)
             .await?
             .ok_or_else(|| StoreError::NotFound(format!("terminal {serial}")))
-    }
-
-    /// Records a paired terminal's heartbeat: when, from where, which
-    /// firmware. Not a trust change, so not audited. Returns whether the
-    /// fingerprint is (still) paired to the serial.
-    pub async fn record_heartbeat(
-        &self,
-        serial: &Serial,
-        fingerprint: &TerminalFingerprint,
-        address: &str,
-        firmware: Option<&str>,
-        now: SystemTime,
-    ) -> Result<bool, StoreError> {
-        if let Some(firmware) = firmware {
-            bounded("firmware", firmware, 100)?;
-        }
-        let done = sqlx::query(
-            "UPDATE terminals SET last_seen_at = $1, last_seen_address = $2, firmware = COALESCE($3, firmware) \
-             WHERE serial = $4 AND paired_fingerprint = $5 AND state = 'paired'",
-        )
-        .bind(millis(now))
-        .bind(address)
-        .bind(firmware)
-        .bind(serial.as_str())
-        .bind(fingerprint.to_hex())
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() == 1)
     }
 }

@@ -33,7 +33,10 @@ impl Terminal {
             location: self.location.clone(),
             contact_name: self.contact_name.clone(),
             contact_phone: self.contact_phone.clone(),
-            state: self.state.view(),
+            state: match (self.state, self.suspended_at) {
+                (TerminalState::Paired, Some(_)) => cas::TerminalState::Suspended,
+                (state, _) => state.view(),
+            },
             paired_fingerprint: self.paired_fingerprint,
             paired_at: self.paired_at.map(Timestamp),
             paired_by: self.paired_by.clone(),
@@ -42,6 +45,13 @@ impl Terminal {
             firmware: self.firmware.clone(),
             vpn_profile: self.vpn_profile.clone(),
             created_at: Timestamp(self.created_at),
+            suspended_at: self.suspended_at.map(Timestamp),
+            suspended_by: self.suspended_by.clone(),
+            suspected_clone: self.suspected_clone,
+            clone_evidence: self
+                .clone_evidence
+                .as_deref()
+                .and_then(|e| serde_json::from_str(e).ok()),
         }
     }
 }

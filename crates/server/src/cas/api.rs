@@ -34,6 +34,8 @@ pub fn router() -> Router<Cas> {
         .route("/terminals", get(list_terminals).post(create_terminal))
         .route("/terminals/{serial}", get(terminal))
         .route("/terminals/{serial}/unpair", post(unpair))
+        .route("/terminals/{serial}/suspend", post(suspend))
+        .route("/terminals/{serial}/resume", post(resume))
         .route("/pairing-requests", get(list_requests))
         .route("/pairing-requests/{id}", get(request))
         .route("/pairing-requests/{id}/approve", post(approve))
@@ -185,6 +187,40 @@ async fn unpair(
     ));
     let by = tri!(store(factor.trust_change()));
     let t = tri!(store(cas.store.unpair(&s, &by, now).await));
+    Json(t.view()).into_response()
+}
+
+async fn suspend(
+    State(cas): State<Cas>,
+    headers: HeaderMap,
+    JsonPath(s): JsonPath<String>,
+) -> Response {
+    let op = tri!(bearer(&cas, &headers).await);
+    let by = tri!(store(op.changer()));
+    let s = tri!(serial(&s));
+    let t = tri!(store(
+        cas.store.suspend_terminal(&s, &by, cas.clock.now()).await
+    ));
+    Json(t.view()).into_response()
+}
+
+async fn resume(
+    State(cas): State<Cas>,
+    headers: HeaderMap,
+    JsonPath(s): JsonPath<String>,
+    JsonBody(body): JsonBody<TotpBody>,
+) -> Response {
+    let op = tri!(bearer(&cas, &headers).await);
+    tri!(may_change(&op));
+    let s = tri!(serial(&s));
+    let now = cas.clock.now();
+    let factor = tri!(store(
+        cas.store
+            .verify_second_factor(&op.username, body.totp.trim(), now)
+            .await
+    ));
+    let by = tri!(store(factor.trust_change()));
+    let t = tri!(store(cas.store.resume_terminal(&s, &by, now).await));
     Json(t.view()).into_response()
 }
 

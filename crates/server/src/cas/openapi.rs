@@ -61,6 +61,7 @@ fn base() -> Value {
 /// Terminals, pairing requests, blocked keys and the audit log.
 fn paths() -> Value {
     let string = json!({ "type": "string" });
+    let serial = json!([{ "name": "serial", "in": "path", "required": true, "schema": string }]);
     json!({
         "/terminals": {
             "get": {
@@ -87,6 +88,12 @@ fn paths() -> Value {
             "post": { "summary": "Unpair (operator, admin; fresh TOTP)", "parameters": [{ "name": "serial", "in": "path", "required": true, "schema": string }],
                       "requestBody": body("Totp"),
                       "responses": with_errors(json!({ "200": ok("Terminal") }), error_responses()) },
+        },
+        "/terminals/{serial}/suspend": {
+            "post": { "summary": "Suspend a paired terminal: the master refuses it and closes its connections; the pairing is kept (operator or admin)", "parameters": serial, "responses": with_errors(json!({ "200": ok("Terminal"), "409": { "$ref": "#/components/responses/Error" } }), error_responses()) }
+        },
+        "/terminals/{serial}/resume": {
+            "post": { "summary": "Resume a suspended terminal or clear a clone suspicion (fresh TOTP)", "parameters": serial, "requestBody": body("Totp"), "responses": with_errors(json!({ "200": ok("Terminal"), "409": { "$ref": "#/components/responses/Error" } }), error_responses()) }
         },
         "/pairing-requests": {
             "get": { "summary": "Pairing requests, newest first", "parameters": [
@@ -139,9 +146,10 @@ fn schemas() -> Value {
             "NewTerminal": { "type": "object", "required": ["serial"], "properties": { "serial": string, "name": string, "location": string, "contact_name": string, "contact_phone": string } },
             "Terminal": { "type": "object", "properties": {
                 "serial": string, "name": string, "location": string, "contact_name": string, "contact_phone": string,
-                "state": { "enum": ["registered", "paired", "unpaired"] }, "paired_fingerprint": opt_string, "paired_at": opt_string,
+                "state": { "enum": ["registered", "paired", "unpaired", "suspended"] }, "paired_fingerprint": opt_string, "paired_at": opt_string,
                 "paired_by": opt_string, "last_seen_at": opt_string, "last_seen_address": opt_string, "firmware": opt_string,
-                "vpn_profile": string, "created_at": string } },
+                "vpn_profile": string, "created_at": string, "suspended_at": opt_string, "suspended_by": opt_string,
+                "suspected_clone": { "type": "boolean" }, "clone_evidence": { "type": ["object", "null"] } } },
             "TerminalList": list("terminals", "Terminal"),
             "NewBlock": { "type": "object", "required": ["fingerprint", "reason"], "properties": { "fingerprint": string, "reason": string } },
             "BlockedKey": { "type": "object", "properties": { "fingerprint": string, "reason": string, "blocked_by": string, "blocked_at": string } },
@@ -332,6 +340,6 @@ mod tests {
                 );
             }
         }
-        assert_eq!(routes, 20);
+        assert_eq!(routes, 22);
     }
 }

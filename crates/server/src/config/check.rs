@@ -26,6 +26,12 @@ impl Settings {
                 self.master_url
             )));
         }
+        if !matches!(self.clone_action.as_str(), "alert" | "suspend") {
+            return Err(ConfigError::Invalid(format!(
+                "clone_action = {:?}: use \"alert\" or \"suspend\"",
+                self.clone_action
+            )));
+        }
         self.check_proxy()?;
         self.check_positive()
     }

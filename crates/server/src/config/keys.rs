@@ -228,6 +228,10 @@ pub const SETTINGS: &[(&str, &str)] = &[
         "approve a revealed pairing request without a person when its serial and key match an imported vendor manifest (rule manifest); false leaves every request to operators (default true)",
     ),
     (
+        "clone_action",
+        "what the master does when one terminal identity is used from two places at once (live connections from two addresses, a heartbeat counter that does not rise): \"alert\" marks it suspected_clone for operators (default); \"suspend\" also suspends it until an operator resumes it",
+    ),
+    (
         "step_up_failures",
         "wrong second-factor codes of one operator within step_up_window_secs before their step-ups (approve, unpair, tokens, operator changes, the login code) are refused; all instances share the count (default 5)",
     ),

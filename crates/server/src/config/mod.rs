@@ -160,6 +160,8 @@ pub struct Settings {
     pub audit_checkpoint_secs: u64,
     /// See [`SETTINGS`].
     pub auto_approve_manifest: bool,
+    /// See [`SETTINGS`].
+    pub clone_action: String,
 }
 
 impl Default for Settings {
@@ -228,6 +230,7 @@ impl Default for Settings {
             audit_checkpoint_records: 1000,
             audit_checkpoint_secs: 60,
             auto_approve_manifest: true,
+            clone_action: "alert".into(),
         }
     }
 }
@@ -400,6 +403,15 @@ impl Settings {
     pub fn approval_rules(&self) -> pairgate_store::ApprovalRules {
         pairgate_store::ApprovalRules {
             manifest: self.auto_approve_manifest,
+        }
+    }
+
+    /// What the master does with a suspected clone (checked at load).
+    pub fn clone_action(&self) -> pairgate_store::CloneAction {
+        if self.clone_action == "suspend" {
+            pairgate_store::CloneAction::Suspend
+        } else {
+            pairgate_store::CloneAction::Alert
         }
     }
 

@@ -14,6 +14,7 @@ mod bad_input;
 mod blocked;
 mod browser;
 mod cas;
+mod clones;
 mod fuzz;
 mod hostile;
 mod keepalive;

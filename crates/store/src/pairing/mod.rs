@@ -517,8 +517,9 @@ impl Store {
             .await?
             .and_then(|t| t.paired_fingerprint);
         sqlx::query(
-            "UPDATE terminals SET state = 'paired', paired_fingerprint = $1, paired_at = $2, paired_by = $3 \
-             WHERE serial = $4",
+            "UPDATE terminals SET state = 'paired', paired_fingerprint = $1, paired_at = $2, paired_by = $3, \
+             suspended_at = NULL, suspended_by = NULL, suspected_clone = 0, clone_evidence = NULL, \
+             heartbeat_counter = NULL WHERE serial = $4",
         )
         .bind(req.fingerprint.to_hex())
         .bind(at)

@@ -11,6 +11,7 @@
 mod accounts;
 mod audit;
 mod bounds;
+mod clones;
 mod disk_full;
 mod manifests;
 mod pairing;

@@ -475,7 +475,9 @@ async fn expiry_and_limits(store: &Store) {
         .unwrap();
 }
 
-async fn unpair_breaks_trust(store: &Store) {
+/// Registers [`SERIAL`] and pairs it with `fp(1)` through the protocol
+/// and an operator's approval.
+pub(crate) async fn attempt_and_pair(store: &Store) {
     let mut olga = setup(store).await;
     let nonce = Nonce::random();
     let req = open(store, fp(1), &nonce).await;
@@ -486,19 +488,21 @@ async fn unpair_breaks_trust(store: &Store) {
     olga.approve(store, &req.id, terminal_code(&req, fp(1), &nonce))
         .await
         .unwrap();
+}
+
+async fn unpair_breaks_trust(store: &Store) {
+    attempt_and_pair(store).await;
     let serial = Serial::new(SERIAL).unwrap();
-    assert!(
-        store
-            .record_heartbeat(
-                &serial,
-                &fp(1),
-                "10.0.0.1:1",
-                Some("2.0"),
-                SystemTime::now()
-            )
-            .await
-            .unwrap()
-    );
+    let beat = store
+        .record_heartbeat(
+            &serial,
+            &fp(1),
+            ("10.0.0.1:1", Some("2.0"), None),
+            SystemTime::now(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(beat, pairgate_store::Heartbeat::Recorded);
     let t = store.terminal(&serial).await.unwrap().unwrap();
     assert_eq!(t.firmware.as_deref(), Some("2.0"));
     assert_eq!(t.last_seen_address.as_deref(), Some("10.0.0.1:1"));
@@ -516,12 +520,16 @@ async fn unpair_breaks_trust(store: &Store) {
     assert_eq!(store.paired_generation().await.unwrap(), generation + 1);
     assert!(store.paired_fingerprints().await.unwrap().is_empty());
     assert!(store.paired_terminal(&fp(1)).await.unwrap().is_none());
-    assert!(
-        !store
-            .record_heartbeat(&serial, &fp(1), "10.0.0.1:1", None, SystemTime::now())
-            .await
-            .unwrap()
-    );
+    let beat = store
+        .record_heartbeat(
+            &serial,
+            &fp(1),
+            ("10.0.0.1:1", None, None),
+            SystemTime::now(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(beat, pairgate_store::Heartbeat::NotPaired);
     let again = store
         .unpair(
             &serial,

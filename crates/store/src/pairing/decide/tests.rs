@@ -64,6 +64,10 @@ fn terminal(state: TerminalState, paired: Option<TerminalFingerprint>) -> Termin
         firmware: None,
         vpn_profile: String::new(),
         created_at: 0,
+        suspended_at: None,
+        suspended_by: None,
+        suspected_clone: false,
+        clone_evidence: None,
     }
 }
 
