@@ -1,4 +1,4 @@
-//! `pairgate terminal init | pair | status | call | backup | restore |
+//! `pairgate terminal init | pair | status | call | heartbeat | backup | restore |
 //! factory-reset`: the
 //! terminal agent (`crates/terminal`) on a state directory, for firmware
 //! engineers trying it and operators simulating a terminal.
@@ -76,6 +76,13 @@ pub enum AgentCommand {
         /// JSON body.
         #[arg(long)]
         data: Option<String>,
+    },
+    /// Sends a heartbeat to the master (firmware, and the terminal's
+    /// heartbeat counter when the server takes one).
+    Heartbeat {
+        /// Firmware now running.
+        #[arg(long)]
+        firmware: Option<String>,
     },
     /// Writes a restore point (identity and state, age-encrypted with
     /// PAIRGATE_BACKUP_PASSPHRASE or --backup-passphrase-file). With a
@@ -229,6 +236,7 @@ pub fn run(args: &TerminalArgs, command: &AgentCommand, out: &Output) -> Result<
             pair(&agent()?, &options, out)
         }
         AgentCommand::Status => status(&agent()?, out),
+        AgentCommand::Heartbeat { firmware } => heartbeat(&agent()?, firmware.as_deref(), out),
         AgentCommand::Call { method, path, data } => {
             call(&agent()?, method, path, data.as_deref(), out)
         }
@@ -325,6 +333,20 @@ fn call(agent: &Agent, method: &str, path: &str, data: Option<&str>, out: &Outpu
         bail!("the master answered {}: {text}", r.status);
     }
     out.print(text, json!({ "status": r.status, "body": value }));
+    Ok(())
+}
+
+fn heartbeat(agent: &Agent, firmware: Option<&str>, out: &Output) -> Result<()> {
+    let r = runtime()?.block_on(agent.heartbeat(firmware))?;
+    let text = String::from_utf8_lossy(&r.body).into_owned();
+    if !(200..300).contains(&r.status) {
+        bail!("the master answered {}: {text}", r.status);
+    }
+    let counter = agent.status()?.heartbeat_counter;
+    out.print(
+        format!("heartbeat sent (counter {counter})"),
+        json!({ "status": r.status, "counter": counter }),
+    );
     Ok(())
 }
 

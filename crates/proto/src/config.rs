@@ -13,6 +13,10 @@ pub struct TerminalConfig {
     /// VPN profile text (may be empty).
     #[serde(default)]
     pub vpn_profile: String,
+    /// The server takes a `counter` in heartbeats (see docs/protocol.md):
+    /// the terminal keeps one and sends it one higher each time.
+    #[serde(default)]
+    pub heartbeat_counter: bool,
 }
 
 impl TerminalConfig {

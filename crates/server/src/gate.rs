@@ -91,6 +91,7 @@ fn config(gate: &Gate, peer: &Peer, terminal: &Terminal) -> TerminalConfig {
         master_url: gate.master_url.clone(),
         server_pins: vec![peer.server_pin],
         vpn_profile: terminal.vpn_profile.clone(),
+        heartbeat_counter: true,
     }
 }
 

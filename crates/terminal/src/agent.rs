@@ -79,6 +79,8 @@ pub struct Status {
     pub pending_request: Option<String>,
     /// The paired configuration.
     pub paired: Option<PairedConfig>,
+    /// The last heartbeat counter sent.
+    pub heartbeat_counter: u64,
 }
 
 /// The terminal agent.
@@ -184,6 +186,7 @@ impl Agent {
             server_pin: state.gate_pin.map(|g| g.pin),
             pending_request: state.pending.and_then(|p| p.request_id),
             paired: state.paired,
+            heartbeat_counter: state.heartbeat_counter,
         })
     }
 
@@ -331,6 +334,27 @@ impl Agent {
             .https(trust)?
             .request(method, &url, headers, body)
             .await?)
+    }
+
+    /// Sends a heartbeat to the master: the firmware, if given, and the
+    /// next heartbeat counter when the server takes one (saved before it
+    /// is sent, so a counter is never sent twice).
+    pub async fn heartbeat(&self, firmware: Option<&str>) -> Result<HttpsResponse, TerminalError> {
+        let mut state = self.state.load()?;
+        let paired = state.paired.clone().ok_or(TerminalError::NotPaired)?;
+        let counter = if paired.heartbeat_counter {
+            state.heartbeat_counter = state.heartbeat_counter.saturating_add(1);
+            self.state.save(&state)?;
+            Some(state.heartbeat_counter)
+        } else {
+            None
+        };
+        let body = pairgate_proto::HeartbeatRequest {
+            firmware: firmware.map(str::to_owned),
+            counter,
+        };
+        let json = serde_json::to_vec(&body).map_err(|e| TerminalError::Io(e.to_string()))?;
+        self.call("POST", "/v1/heartbeat", Some(json)).await
     }
 
     /// A mutual-TLS connection to the master, checked against the paired

@@ -187,6 +187,7 @@ pub(crate) fn finish(
         master_url: config.master_url.clone(),
         server_pins: config.server_pins.iter().map(SpkiPin::to_hex).collect(),
         vpn_profile: config.vpn_profile.clone(),
+        heartbeat_counter: config.heartbeat_counter,
     };
     state.pending = None;
     state.paired = Some(paired.clone());
@@ -212,6 +213,7 @@ mod tests {
             master_url: "https://master:7743".into(),
             server_pins: vec![pin(9)],
             vpn_profile: String::new(),
+            heartbeat_counter: true,
         }
     }
 

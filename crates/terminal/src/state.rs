@@ -38,6 +38,9 @@ pub struct PairedConfig {
     pub server_pins: Vec<String>,
     /// VPN profile text.
     pub vpn_profile: String,
+    /// The server takes a heartbeat counter.
+    #[serde(default)]
+    pub heartbeat_counter: bool,
 }
 
 /// The whole state.
@@ -52,6 +55,11 @@ pub struct State {
     pub pending: Option<PendingPairing>,
     /// The paired configuration.
     pub paired: Option<PairedConfig>,
+    /// The last heartbeat counter sent: one higher each heartbeat, kept
+    /// here (and so in a restore point), so that a copy restored beside
+    /// the original shows itself by repeating or going back.
+    #[serde(default)]
+    pub heartbeat_counter: u64,
 }
 
 /// A server pin learned at a gate address.

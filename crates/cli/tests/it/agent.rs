@@ -26,7 +26,7 @@ fn terminal_args<'a>(state: &'a str, keystore: Option<&'a str>, args: &[&'a str]
 
 /// Starts `pairgate ARGS` (a `pair`) in the background and reads the code
 /// line it prints.
-fn start_pair(cwd: &Path, args: &[&str]) -> (Child, String, String) {
+pub fn start_pair(cwd: &Path, args: &[&str]) -> (Child, String, String) {
     start_pair_with(Path::new(env!("CARGO_BIN_EXE_pairgate")), cwd, args)
 }
 

@@ -14,6 +14,7 @@ mod admin;
 mod agent;
 mod bench;
 mod ca;
+mod clones;
 mod firmware;
 mod keys;
 mod manifests;

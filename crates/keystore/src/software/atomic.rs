@@ -12,7 +12,7 @@ use crate::KeyStoreError;
 
 /// Atomically replaces `path` with `contents`, created with mode 0600.
 pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<(), KeyStoreError> {
-    let dir = path.parent().unwrap_or(Path::new("."));
+    let dir = directory_of(path);
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
     let mut suffix = [0u8; 8];
     let _ = aws_lc_rs::rand::fill(&mut suffix);
@@ -39,6 +39,15 @@ pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<(), KeyStoreError> {
     result
 }
 
+/// The directory a file is in: `.` for a bare name such as `t.restore`
+/// (whose parent is the empty path, which cannot be opened to sync).
+fn directory_of(path: &Path) -> &Path {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    }
+}
+
 /// Removes temporary files a crash left behind. They never hold the only
 /// copy of anything: the rename had not happened.
 pub(crate) fn remove_stale_temporaries(dir: &Path, name: &str) {
@@ -51,5 +60,18 @@ pub(crate) fn remove_stale_temporaries(dir: &Path, name: &str) {
                 let _ = std::fs::remove_file(entry.path());
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bare_file_name_is_in_the_current_directory() {
+        assert_eq!(directory_of(Path::new("t.restore")), Path::new("."));
+        assert_eq!(directory_of(Path::new("./t.restore")), Path::new("."));
+        assert_eq!(directory_of(Path::new("/var/t.restore")), Path::new("/var"));
+        assert_eq!(directory_of(Path::new("a/b")), Path::new("a"));
     }
 }
