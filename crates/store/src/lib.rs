@@ -16,6 +16,7 @@ mod audit;
 mod blocked;
 mod clones;
 mod error;
+mod fleet;
 mod manifests;
 mod operator_admin;
 mod operators;
@@ -43,6 +44,7 @@ pub use audit::{
 pub use blocked::BlockedKey;
 pub use clones::{CloneAction, Heartbeat};
 pub use error::StoreError;
+pub use fleet::{Alert, AlertKind, DayActivity, FLEET_DAYS, FleetView};
 pub use manifests::{ApprovalRules, Imported, ManifestRecord, Vendor};
 pub use operator_admin::AdminAction;
 pub use operators::{NewOperatorCredentials, Operator, Role, SecondFactor};

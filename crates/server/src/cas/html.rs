@@ -37,6 +37,7 @@ pub fn page(title: &str, viewer: Option<&Viewer<'_>>, body: Markup) -> Markup {
                             a href="/terminals" { "Terminals" }
                             a href="/requests" { "Pairing requests" }
                             a href="/blocked-keys" { "Blocked keys" }
+                            a href="/vendors" { "Vendors" }
                             a href="/audit" { "Audit log" }
                             @if v.operator.role == Role::Admin {
                                 a href="/operators" { "Operators" }
@@ -151,5 +152,16 @@ dl.facts dt { font-weight: 600; }
 dl.facts dd { margin: 0; overflow-wrap: anywhere; }
 .qr svg { width: 14rem; height: 14rem; background: #fff; }
 .pager { display: flex; gap: 1rem; margin: .75rem 0; }
+.tag.state-suspended { background: #fde8e7; color: var(--bad); }
+.charts { display: grid; grid-template-columns: repeat(auto-fit, minmax(22rem, 1fr)); gap: .75rem; }
+figure.chart { margin: 0; background: #fff; border: 1px solid var(--line); padding: .6rem .8rem; }
+figure.chart figcaption { font-weight: 600; margin-bottom: .4rem; }
+figure.chart svg { width: 100%; height: auto; }
+.chart-bar { fill: #9cc2ea; }
+.chart-bar-auto { fill: var(--accent); }
+.chart-axis { stroke: var(--line); }
+.chart-label, .chart-value { font-size: 13px; fill: var(--muted); }
+.legend-req { color: #9cc2ea; font-weight: 400; }
+.legend-auto { color: var(--accent); font-weight: 400; }
 @media (max-width: 40rem) { th, td { padding: .35rem; } dl.facts { grid-template-columns: 1fr; } }
 "#;

@@ -15,12 +15,16 @@ mod api_accounts;
 mod api_vendors;
 mod auth;
 mod blocked;
+mod charts;
+mod dashboard;
 mod html;
 mod limiter;
 mod openapi;
 mod operators;
 mod pages;
 mod requests;
+mod suspend;
+mod vendors;
 
 pub use pages::parse_import;
 
@@ -304,7 +308,7 @@ pub fn router(cas: Cas) -> Router {
             get(account::enrol_form).post(account::enrol),
         )
         .route("/logout", post(auth::logout))
-        .route("/", get(pages::dashboard))
+        .route("/", get(dashboard::dashboard))
         .route(
             "/terminals",
             get(pages::terminals).post(pages::create_terminal),
@@ -316,6 +320,8 @@ pub fn router(cas: Cas) -> Router {
         )
         .route("/terminals/{serial}", get(pages::terminal))
         .route("/terminals/{serial}/unpair", post(pages::unpair))
+        .route("/terminals/{serial}/suspend", post(suspend::suspend))
+        .route("/terminals/{serial}/resume", post(suspend::resume))
         .route("/requests", get(requests::list))
         .route("/requests/{id}", get(requests::detail))
         .route("/requests/{id}/approve", post(requests::approve))
@@ -327,6 +333,9 @@ pub fn router(cas: Cas) -> Router {
             post(blocked::unblock),
         )
         .route("/audit", get(admin::audit))
+        .route("/vendors", get(vendors::list).post(vendors::add))
+        .route("/vendors/{name}/remove", post(vendors::remove))
+        .route("/manifests", post(vendors::import))
         .route(
             "/operators",
             get(operators::operators).post(operators::create_operator),

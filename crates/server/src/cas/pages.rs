@@ -1,9 +1,7 @@
-//! CAS pages about terminals: the dashboard, the searchable and paged
+//! CAS pages about terminals: the searchable and paged
 //! terminal list, registering one or many (CSV import with a result per
 //! row), a terminal's detail with its pairing history, and unpair (a
 //! fresh TOTP required).
-
-use std::time::Duration;
 
 use axum::Form;
 use axum::extract::{Multipart, Path, Query, State};
@@ -19,8 +17,6 @@ use super::html::{Flash, age, csrf_field, flash, grouped, page, when};
 
 /// Terminals per page.
 const PAGE_SIZE: i64 = 50;
-/// A paired terminal not seen for this long is listed on the dashboard.
-const QUIET_AFTER: Duration = Duration::from_secs(24 * 3600);
 /// Largest CSV import.
 const MAX_IMPORT_BYTES: usize = 1 << 20;
 
@@ -36,58 +32,8 @@ pub(crate) fn may_change(who: &SignedIn) -> Result<Changer, Response> {
     })
 }
 
-fn state_tag(state: &str) -> Markup {
+pub(super) fn state_tag(state: &str) -> Markup {
     html! { span class={ "tag state-" (state) } { (state) } }
-}
-
-/// `GET /`: terminals by state, pending requests, terminals gone quiet.
-pub async fn dashboard(State(cas): State<Cas>, who: SignedIn) -> Response {
-    let now = crate::http::unix_millis(cas.clock.now());
-    let cutoff = now - i64::try_from(QUIET_AFTER.as_millis()).unwrap_or(0);
-    let (counts, pending, quiet) = match tokio::try_join!(
-        cas.store.terminal_counts(),
-        cas.store.pairing_requests(true, 20),
-        cas.store.paired_terminals_not_seen_since(cutoff, 20),
-    ) {
-        Ok(all) => all,
-        Err(e) => return super::internal(&e),
-    };
-    page(
-        "Dashboard",
-        Some(&who.viewer()),
-        html! {
-            div.cards {
-                @for (state, n) in &counts {
-                    a.card href={ "/terminals?state=" (state.as_str()) } {
-                        div.n { (n) } div.muted { "terminals " (state.as_str()) }
-                    }
-                }
-                a.card href="/requests" { div.n id="pending-count" { (pending.len()) } div.muted { "pending pairing requests" } }
-            }
-            h2 { "Pending pairing requests" }
-            @if pending.is_empty() { p.muted { "None." } } @else {
-                div.table-wrap { table {
-                    tr { th { "Serial" } th { "Fingerprint" } th { "From" } th { "Age" } th {} }
-                    @for r in &pending {
-                        tr {
-                            td { a href={ "/requests/" (r.id) } { (r.serial) } }
-                            td.fp { (grouped(r.fingerprint.to_hex().get(..16).unwrap_or_default())) "…" }
-                            td { (r.remote_address) }
-                            td { (age(r.created_at, now)) }
-                            td { @if r.flagged { span.tag.flag { "flagged" } } }
-                        }
-                    }
-                } }
-            }
-            h2 { "Paired terminals not seen in 24 h" }
-            @if quiet.is_empty() { p.muted { "None." } } @else {
-                ul { @for t in &quiet {
-                    li { a href={ "/terminals/" (t.serial.as_str()) } { (t.serial.as_str()) } " — last seen " (when(t.last_seen_at)) }
-                } }
-            }
-        },
-    )
-    .into_response()
 }
 
 /// The terminal list's query.
@@ -419,7 +365,7 @@ pub async fn terminal(
     terminal_view(&cas, &who, &serial, None).await
 }
 
-async fn terminal_view(
+pub(super) async fn terminal_view(
     cas: &Cas,
     who: &SignedIn,
     serial: &str,
@@ -446,7 +392,10 @@ async fn terminal_view(
     let body = html! {
         @if let Some((kind, text)) = &message { (flash(*kind, text)) }
         dl.facts {
-            dt { "State" } dd id="terminal-state" { (state_tag(t.state.as_str())) }
+            dt { "State" } dd id="terminal-state" {
+                @if t.suspended_at.is_some() { (state_tag("suspended")) } @else { (state_tag(t.state.as_str())) }
+                @if t.suspected_clone { " " span.tag.flag { "suspected clone" } }
+            }
             dt { "Name" } dd { (t.name) }
             dt { "Location" } dd { (t.location) }
             dt { "Contact" } dd { (t.contact_name) " " (t.contact_phone) }
@@ -456,6 +405,7 @@ async fn terminal_view(
             dt { "Firmware" } dd { (t.firmware.as_deref().unwrap_or("—")) }
             dt { "VPN profile" } dd { pre { (t.vpn_profile) } }
         }
+        (super::suspend::section(who, &t))
         @if t.state == TerminalState::Paired && who.session.operator.role.may_change_trust() {
             h2 { "Unpair" }
             p { "The terminal loses access to the master at once and must pair again." }

@@ -15,7 +15,7 @@ use crate::support::{Db, Fixture, TestTerminal};
 use crate::web::Authenticator;
 
 /// chromedriver on a port of its own, killed when dropped.
-struct Driver {
+pub(crate) struct Driver {
     child: Child,
     url: String,
 }
@@ -35,7 +35,7 @@ fn free_port() -> u16 {
         .port()
 }
 
-async fn driver() -> Driver {
+pub(crate) async fn driver() -> Driver {
     let port = free_port();
     let driver = Driver {
         child: Command::new("chromedriver")
@@ -59,7 +59,7 @@ async fn driver() -> Driver {
     panic!("chromedriver did not listen on {port}");
 }
 
-async fn browser(driver: &Driver) -> Client {
+pub(crate) async fn browser(driver: &Driver) -> Client {
     let mut caps = serde_json::Map::new();
     caps.insert(
         "goog:chromeOptions".into(),
@@ -74,7 +74,7 @@ async fn browser(driver: &Driver) -> Client {
         .expect("a Chromium session")
 }
 
-fn artifacts() -> PathBuf {
+pub(crate) fn artifacts() -> PathBuf {
     let base = std::env::var_os("PAIRGATE_TEST_ARTIFACTS")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
@@ -85,13 +85,19 @@ fn artifacts() -> PathBuf {
     dir
 }
 
-struct Shots {
+pub(crate) struct Shots {
     dir: PathBuf,
     n: usize,
 }
 
 impl Shots {
-    async fn take(&mut self, c: &Client, name: &str) {
+    /// Screenshots into `dir` (created).
+    pub(crate) fn new(dir: PathBuf) -> Self {
+        std::fs::create_dir_all(&dir).unwrap();
+        Self { dir, n: 0 }
+    }
+
+    pub(crate) async fn take(&mut self, c: &Client, name: &str) {
         self.n += 1;
         let png = c.screenshot().await.unwrap();
         assert!(png.starts_with(b"\x89PNG"), "not a PNG");
@@ -99,7 +105,7 @@ impl Shots {
     }
 }
 
-async fn fill(c: &Client, name: &str, value: &str) {
+pub(crate) async fn fill(c: &Client, name: &str, value: &str) {
     let field = c
         .find(Locator::Css(&format!("[name='{name}']")))
         .await
@@ -130,11 +136,11 @@ async fn click_through(c: &Client, css: &str) {
     panic!("no new page after clicking {css}");
 }
 
-async fn submit(c: &Client, form: &str) {
+pub(crate) async fn submit(c: &Client, form: &str) {
     click_through(c, &format!("{form} button[type='submit']")).await;
 }
 
-async fn text(c: &Client, css: &str) -> String {
+pub(crate) async fn text(c: &Client, css: &str) -> String {
     // A page still settling can replace the element between find and read.
     for _ in 0..50 {
         if let Ok(e) = c.find(Locator::Css(css)).await
@@ -160,8 +166,59 @@ async fn loaded(c: &Client) {
     panic!("the page did not finish loading");
 }
 
-async fn body(c: &Client) -> String {
+pub(crate) async fn body(c: &Client) -> String {
     text(c, "body").await
+}
+
+/// The first-run admin signs in with the one-time password, sets a new
+/// one and enrols TOTP from the page; returns their authenticator, on
+/// the dashboard.
+pub(crate) async fn first_admin(
+    c: &Client,
+    base: &str,
+    password: &str,
+    shots: &mut Shots,
+) -> Authenticator {
+    // Sign in with the one-time password.
+    c.goto(&format!("{base}/terminals")).await.unwrap();
+    assert!(c.current_url().await.unwrap().path().ends_with("/login"));
+    shots.take(c, "login").await;
+    fill(c, "username", "admin").await;
+    fill(c, "password", password).await;
+    submit(c, "form.stack").await;
+    assert_eq!(c.current_url().await.unwrap().path(), "/account/password");
+    shots.take(c, "forced-password-change").await;
+    fill(c, "current", password).await;
+    fill(c, "new", "admin passphrase for the browser test").await;
+    fill(c, "confirm", "admin passphrase for the browser test").await;
+    submit(c, "form.stack").await;
+
+    // Enrol TOTP from the key on the page.
+    assert_eq!(c.current_url().await.unwrap().path(), "/account/two-factor");
+    c.find(Locator::Css(".qr svg")).await.expect("a QR code");
+    shots.take(c, "enrol-2fa").await;
+    let secret = text(c, "span.code").await;
+    let mut app = Authenticator::new(&format!("otpauth://totp/pairgate:admin?secret={secret}"));
+    fill(c, "code", "123456").await;
+    submit(c, "form.stack").await;
+    assert!(
+        body(c).await.contains("wrong code"),
+        "a wrong enrolment code was accepted"
+    );
+    fill(c, "code", &app.fresh().await).await;
+    submit(c, "form.stack").await;
+    let codes = text(c, "#recovery-codes").await;
+    assert_eq!(codes.lines().count(), pairgate_store::RECOVERY_CODES);
+    shots.take(c, "recovery-codes").await;
+    c.find(Locator::LinkText("Continue to the dashboard"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    assert!(body(c).await.contains("Dashboard"));
+    shots.take(c, "dashboard").await;
+    app
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -177,50 +234,9 @@ async fn an_operator_pairs_and_unpairs_a_terminal_in_chromium() {
         .to_owned();
     let driver = driver().await;
     let c = browser(&driver).await;
-    let mut shots = Shots {
-        dir: artifacts(),
-        n: 0,
-    };
+    let mut shots = Shots::new(artifacts());
 
-    // Sign in with the one-time password.
-    c.goto(&format!("{base}/terminals")).await.unwrap();
-    assert!(c.current_url().await.unwrap().path().ends_with("/login"));
-    shots.take(&c, "login").await;
-    fill(&c, "username", "admin").await;
-    fill(&c, "password", &password).await;
-    submit(&c, "form.stack").await;
-    assert_eq!(c.current_url().await.unwrap().path(), "/account/password");
-    shots.take(&c, "forced-password-change").await;
-    fill(&c, "current", &password).await;
-    fill(&c, "new", "admin passphrase for the browser test").await;
-    fill(&c, "confirm", "admin passphrase for the browser test").await;
-    submit(&c, "form.stack").await;
-
-    // Enrol TOTP from the key on the page.
-    assert_eq!(c.current_url().await.unwrap().path(), "/account/two-factor");
-    c.find(Locator::Css(".qr svg")).await.expect("a QR code");
-    shots.take(&c, "enrol-2fa").await;
-    let secret = text(&c, "span.code").await;
-    let mut app = Authenticator::new(&format!("otpauth://totp/pairgate:admin?secret={secret}"));
-    fill(&c, "code", "123456").await;
-    submit(&c, "form.stack").await;
-    assert!(
-        body(&c).await.contains("wrong code"),
-        "a wrong enrolment code was accepted"
-    );
-    fill(&c, "code", &app.fresh().await).await;
-    submit(&c, "form.stack").await;
-    let codes = text(&c, "#recovery-codes").await;
-    assert_eq!(codes.lines().count(), pairgate_store::RECOVERY_CODES);
-    shots.take(&c, "recovery-codes").await;
-    c.find(Locator::LinkText("Continue to the dashboard"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    assert!(body(&c).await.contains("Dashboard"));
-    shots.take(&c, "dashboard").await;
+    let mut app = first_admin(&c, &base, &password, &mut shots).await;
 
     // Register a terminal through the form.
     c.goto(&format!("{base}/terminals/new")).await.unwrap();

@@ -15,6 +15,7 @@ mod blocked;
 mod browser;
 mod cas;
 mod clones;
+mod fleet;
 mod fuzz;
 mod hostile;
 mod keepalive;
