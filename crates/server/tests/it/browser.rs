@@ -297,12 +297,14 @@ async fn an_operator_pairs_and_unpairs_a_terminal_in_chromium() {
     c.goto(&format!("{base}/terminals/ATM-0042")).await.unwrap();
     assert_eq!(text(&c, "#terminal-state").await, "paired");
     fill(&c, "totp", &app.fresh().await).await;
-    c.find(Locator::Css("button.danger"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    c.find(Locator::Css(
+        "form[action='/terminals/ATM-0042/unpair'] button.danger",
+    ))
+    .await
+    .unwrap()
+    .click()
+    .await
+    .unwrap();
     assert!(body(&c).await.contains("Unpaired."));
     assert_eq!(text(&c, "#terminal-state").await, "unpaired");
     shots.take(&c, "unpaired").await;
