@@ -51,7 +51,7 @@ pub async fn open_store(settings: &Settings) -> Result<Store, ServerError> {
             usize::try_from(settings.password_hash_concurrency).unwrap_or(usize::MAX),
         )
         .with_step_up_limits(settings.step_up_limits())
-        .with_approval_rules(settings.approval_rules())
+        .with_approval_rules(settings.approval_rules()?)
         .with_token_lifetime(settings.api_token_lifetime()))
 }
 

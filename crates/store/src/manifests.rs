@@ -12,20 +12,68 @@ use pairgate_pki::{SpkiPin, UnverifiedManifest, VendorKey, VerifiedManifest};
 use sqlx::{Any, Row, Transaction};
 
 use crate::audit::append;
+use crate::network::Network;
 use crate::terminals::bounded;
 use crate::{AdminAction, Changer, Serial, Store, StoreError, millis};
 
-/// Which requests are approved without a person.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Which requests are approved without a person, and within which
+/// bounds.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ApprovalRules {
     /// Rule `manifest`: a revealed request whose serial and key match a
     /// manifest entry (`auto_approve_manifest`, on by default).
     pub manifest: bool,
+    /// Source networks a rule approves requests from; empty: any.
+    pub networks: Vec<Network>,
+    /// UTC hours `[from, to)` in which a rule approves (`from > to` runs
+    /// past midnight); `None`: at any hour.
+    pub hours: Option<(u8, u8)>,
+    /// Models (as the manifest lists them) a rule approves; empty: any.
+    pub models: Vec<String>,
 }
 
 impl Default for ApprovalRules {
     fn default() -> Self {
-        Self { manifest: true }
+        Self {
+            manifest: true,
+            networks: Vec::new(),
+            hours: None,
+            models: Vec::new(),
+        }
+    }
+}
+
+impl ApprovalRules {
+    /// Why a request from `address` at `at` (Unix milliseconds) for a
+    /// terminal of `model` is outside these bounds; `None` when inside.
+    pub fn outside(&self, address: &str, at: i64, model: &str) -> Option<String> {
+        if !self.networks.is_empty() {
+            let ip = address
+                .parse::<std::net::SocketAddr>()
+                .map(|a| a.ip())
+                .or_else(|_| address.parse::<std::net::IpAddr>());
+            let inside = ip.is_ok_and(|ip| self.networks.iter().any(|n| n.contains(ip)));
+            if !inside {
+                return Some(format!("{address} is outside the rule's networks"));
+            }
+        }
+        if let Some((from, to)) = self.hours {
+            let hour = u8::try_from(at.div_euclid(3_600_000).rem_euclid(24)).unwrap_or(0);
+            let inside = if from <= to {
+                (from..to).contains(&hour)
+            } else {
+                hour >= from || hour < to
+            };
+            if !inside {
+                return Some(format!(
+                    "{hour:02}:00 UTC is outside the rule's hours {from:02}-{to:02}"
+                ));
+            }
+        }
+        if !self.models.is_empty() && !self.models.iter().any(|m| m == model) {
+            return Some(format!("model {model:?} is not among the rule's models"));
+        }
+        None
     }
 }
 
@@ -80,6 +128,7 @@ pub(crate) struct Vouch {
     pub(crate) spki_pin: String,
     pub(crate) manifest_id: String,
     pub(crate) vendor: String,
+    pub(crate) model: String,
 }
 
 fn check_vendor_name(name: &str) -> Result<(), StoreError> {
@@ -445,7 +494,7 @@ pub(crate) async fn vouch(
     serial: &Serial,
 ) -> Result<Option<Vouch>, StoreError> {
     let row = sqlx::query(
-        "SELECT e.spki_pin, e.manifest_id, m.vendor FROM manifest_entries e \
+        "SELECT e.spki_pin, e.manifest_id, e.model, m.vendor FROM manifest_entries e \
          JOIN manifests m ON m.id = e.manifest_id \
          JOIN vendors v ON v.name = m.vendor AND v.key_pin = m.vendor_key_pin \
          WHERE e.serial = $1",
@@ -458,6 +507,7 @@ pub(crate) async fn vouch(
             spki_pin: r.try_get("spki_pin")?,
             manifest_id: r.try_get("manifest_id")?,
             vendor: r.try_get("vendor")?,
+            model: r.try_get("model")?,
         })
     })
     .transpose()

@@ -32,6 +32,7 @@ impl Settings {
                 self.clone_action
             )));
         }
+        self.approval_rules()?;
         self.check_proxy()?;
         self.check_positive()
     }

@@ -228,6 +228,18 @@ pub const SETTINGS: &[(&str, &str)] = &[
         "approve a revealed pairing request without a person when its serial and key match an imported vendor manifest (rule manifest); false leaves every request to operators (default true)",
     ),
     (
+        "auto_approve_networks",
+        "source networks (CIDR, e.g. 10.0.0.0/8) from which a rule may approve a request; empty: any (default empty)",
+    ),
+    (
+        "auto_approve_hours",
+        "UTC hours FROM-TO (e.g. \"06-22\", or \"22-06\" across midnight) in which a rule may approve; empty: at any hour (default empty)",
+    ),
+    (
+        "auto_approve_models",
+        "terminal models (as the manifest lists them) a rule may approve; empty: any (default empty)",
+    ),
+    (
         "clone_action",
         "what the master does when one terminal identity is used from two places at once (live connections from two addresses, a heartbeat counter that does not rise): \"alert\" marks it suspected_clone for operators (default); \"suspend\" also suspends it until an operator resumes it",
     ),

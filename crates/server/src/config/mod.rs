@@ -27,6 +27,7 @@ pub enum ConfigError {
 
 mod check;
 mod keys;
+mod rules;
 
 pub use keys::SETTINGS;
 
@@ -161,6 +162,12 @@ pub struct Settings {
     /// See [`SETTINGS`].
     pub auto_approve_manifest: bool,
     /// See [`SETTINGS`].
+    pub auto_approve_networks: Vec<String>,
+    /// See [`SETTINGS`].
+    pub auto_approve_hours: String,
+    /// See [`SETTINGS`].
+    pub auto_approve_models: Vec<String>,
+    /// See [`SETTINGS`].
     pub clone_action: String,
 }
 
@@ -230,6 +237,9 @@ impl Default for Settings {
             audit_checkpoint_records: 1000,
             audit_checkpoint_secs: 60,
             auto_approve_manifest: true,
+            auto_approve_networks: Vec::new(),
+            auto_approve_hours: String::new(),
+            auto_approve_models: Vec::new(),
             clone_action: "alert".into(),
         }
     }
@@ -396,22 +406,6 @@ impl Settings {
             supersedes_per_address: count(self.supersedes_per_address),
             supersedes_per_serial: count(self.supersedes_per_serial),
             max_renewals: count(self.max_renewals),
-        }
-    }
-
-    /// The approval rules these settings switch on.
-    pub fn approval_rules(&self) -> pairgate_store::ApprovalRules {
-        pairgate_store::ApprovalRules {
-            manifest: self.auto_approve_manifest,
-        }
-    }
-
-    /// What the master does with a suspected clone (checked at load).
-    pub fn clone_action(&self) -> pairgate_store::CloneAction {
-        if self.clone_action == "suspend" {
-            pairgate_store::CloneAction::Suspend
-        } else {
-            pairgate_store::CloneAction::Alert
         }
     }
 

@@ -30,6 +30,22 @@ impl Store {
             if !self.rules.manifest {
                 return Ok(req);
             }
+            if let Some(reason) = self.rules.outside(&req.remote_address, at, &vouch.model) {
+                let detail = serde_json::json!({
+                    "request": req.id, "rule": "manifest", "manifest": vouch.manifest_id, "reason": reason,
+                });
+                let gate = Actor::new("gate");
+                append(
+                    tx,
+                    at,
+                    &gate,
+                    "pairing.rule_not_applied",
+                    req.serial.as_str(),
+                    &detail,
+                )
+                .await?;
+                return Ok(req);
+            }
             let rule = Actor::new("rule:manifest");
             self.pair(tx, &req, &rule, at, Some(&vouch)).await?;
             return reread(tx, &req.id).await;

@@ -242,9 +242,10 @@ async fn the_rule_off_or_the_vendor_gone_leaves_requests_to_operators(store: &St
         .await
         .unwrap();
 
-    let off = store
-        .clone()
-        .with_approval_rules(ApprovalRules { manifest: false });
+    let off = store.clone().with_approval_rules(ApprovalRules {
+        manifest: false,
+        ..ApprovalRules::default()
+    });
     let req = ask(&off, "ATM-1", &cert_a).await;
     assert_eq!(req.state, PairingState::Pending);
     assert!(!req.flagged);
@@ -263,7 +264,93 @@ async fn the_rule_off_or_the_vendor_gone_leaves_requests_to_operators(store: &St
     assert!(actions(store, "pairing.approve").await.is_empty());
 }
 
+async fn rules_approve_only_within_their_bounds(store: &Store) {
+    let vendor = Vendor::new();
+    store
+        .add_vendor("acme", &vendor.public(), &admin(), SystemTime::now())
+        .await
+        .unwrap();
+    let certs: Vec<_> = (0..4).map(|_| terminal_cert()).collect();
+    let serials = ["ATM-1", "ATM-2", "ATM-3", "ATM-4"];
+    let list: Vec<_> = serials
+        .iter()
+        .zip(&certs)
+        .map(|(s, (_, p))| (*s, p))
+        .collect();
+    store
+        .import_manifest(
+            &vendor.verified("m-1", &list),
+            &importer(),
+            SystemTime::now(),
+        )
+        .await
+        .unwrap();
+    let hour = |h: u8| {
+        let now = u8::try_from(
+            (SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap()
+                .as_secs()
+                / 3600)
+                % 24,
+        )
+        .unwrap();
+        (now + h) % 24
+    };
+    // The requests come from 127.0.0.1, at this hour, for model X9.
+    let cases = [
+        (
+            ApprovalRules {
+                networks: vec!["10.0.0.0/8".parse().unwrap()],
+                ..ApprovalRules::default()
+            },
+            "networks",
+        ),
+        (
+            ApprovalRules {
+                hours: Some((hour(1), hour(2))),
+                ..ApprovalRules::default()
+            },
+            "hours",
+        ),
+        (
+            ApprovalRules {
+                models: vec!["Y1".into()],
+                ..ApprovalRules::default()
+            },
+            "models",
+        ),
+    ];
+    for ((rules, why), ((cert, _), serial)) in cases.into_iter().zip(certs.iter().zip(serials)) {
+        let bounded = store.clone().with_approval_rules(rules);
+        let req = ask(&bounded, serial, cert).await;
+        assert_eq!(req.state, PairingState::Pending, "{why}");
+    }
+    let skipped = actions(store, "pairing.rule_not_applied").await;
+    assert_eq!(skipped.len(), 3);
+    assert!(
+        skipped
+            .iter()
+            .any(|r| r.detail.contains("outside the rule's networks"))
+    );
+    // Inside every bound: approved.
+    let inside = ApprovalRules {
+        networks: vec!["127.0.0.0/8".parse().unwrap()],
+        hours: Some((hour(0), hour(1))),
+        models: vec!["X9".into()],
+        ..ApprovalRules::default()
+    };
+    let req = ask(
+        &store.clone().with_approval_rules(inside),
+        serials[3],
+        &certs[3].0,
+    )
+    .await;
+    assert_eq!(req.state, PairingState::Approved);
+}
+
 crate::on_both_backends!(
+    rules_approve_only_within_their_bounds,
     an_import_registers_its_terminals_once,
     a_matching_key_is_approved_by_rule_and_another_is_flagged,
     the_rule_off_or_the_vendor_gone_leaves_requests_to_operators,
