@@ -16,6 +16,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod bulk;
 pub mod cas;
 pub mod cas_accounts;
 pub mod config;

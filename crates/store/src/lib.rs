@@ -53,6 +53,7 @@ pub use operators::{NewOperatorCredentials, Operator, Role, SecondFactor};
 pub use paired::{PairedWatch, Wake};
 pub use pairing::{
     MAX_CODE_ATTEMPTS, Opened, PairingAttempt, PairingLimits, PairingRequest, PairingState,
+    RequestFilter,
 };
 pub use proofs::{Changer, TrustChange};
 pub use sessions::{

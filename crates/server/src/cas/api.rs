@@ -13,13 +13,12 @@ use axum::routing::{delete, get, post};
 use pairgate_pki::PairingCode;
 use pairgate_proto::ErrorCode;
 use pairgate_proto::cas::{
-    ApproveBody, Approved, BlockBody, BlockedKeys, ListQuery, PairingRequestPage, TerminalPage,
-    TotpBody, Unblocked,
+    ApproveBody, Approved, BlockBody, BlockedKeys, ListQuery, TerminalPage, TotpBody, Unblocked,
 };
 use pairgate_proto::cas_accounts::{AuditPage, FullCheck};
 use pairgate_proto::{PairingStatus, Timestamp};
 use pairgate_store::{
-    AuditRecord, BlockedKey, NewTerminal, Operator, PairingRequest, Serial, Terminal, TerminalState,
+    AuditRecord, BlockedKey, NewTerminal, Operator, Serial, Terminal, TerminalState,
 };
 use zeroize::Zeroizing;
 
@@ -36,7 +35,6 @@ pub fn router() -> Router<Cas> {
         .route("/terminals/{serial}/unpair", post(unpair))
         .route("/terminals/{serial}/suspend", post(suspend))
         .route("/terminals/{serial}/resume", post(resume))
-        .route("/pairing-requests", get(list_requests))
         .route("/pairing-requests/{id}", get(request))
         .route("/pairing-requests/{id}/approve", post(approve))
         .route("/pairing-requests/{id}/reject", post(reject))
@@ -45,6 +43,7 @@ pub fn router() -> Router<Cas> {
         .route("/audit", get(audit))
         .merge(super::api_accounts::router())
         .merge(super::api_vendors::router())
+        .merge(super::api_bulk::router())
         .fallback(crate::http::no_route)
         .method_not_allowed_fallback(crate::http::wrong_method)
 }
@@ -222,44 +221,6 @@ async fn resume(
     let by = tri!(store(factor.trust_change()));
     let t = tri!(store(cas.store.resume_terminal(&s, &by, now).await));
     Json(t.view()).into_response()
-}
-
-async fn list_requests(
-    State(cas): State<Cas>,
-    headers: HeaderMap,
-    JsonQuery(q): JsonQuery<ListQuery>,
-) -> Response {
-    tri!(bearer(&cas, &headers).await);
-    if ![
-        "",
-        "pending",
-        "approved",
-        "rejected",
-        "expired",
-        "superseded",
-    ]
-    .contains(&q.state.as_str())
-    {
-        return ApiError::bad_request(
-            ErrorCode::BadQuery,
-            format!(
-                "unknown state {:?}: use pending, approved, rejected, expired or superseded",
-                q.state
-            ),
-        )
-        .into_response();
-    }
-    // Filtered in the query, so a page holds `limit` matching requests.
-    let page = tri!(store(
-        cas.store
-            .search_pairing_requests(&q.state, q.offset.max(0), q.limit())
-            .await
-    ));
-    Json(PairingRequestPage {
-        pairing_requests: page.rows.iter().map(PairingRequest::view).collect(),
-        total: page.total,
-    })
-    .into_response()
 }
 
 async fn request(

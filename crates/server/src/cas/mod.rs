@@ -12,6 +12,7 @@ mod account;
 mod admin;
 mod api;
 mod api_accounts;
+mod api_bulk;
 mod api_vendors;
 mod auth;
 mod blocked;

@@ -96,11 +96,33 @@ fn paths() -> Value {
             "post": { "summary": "Resume a suspended terminal or clear a clone suspicion (fresh TOTP)", "parameters": serial, "requestBody": body("Totp"), "responses": with_errors(json!({ "200": ok("Terminal"), "409": { "$ref": "#/components/responses/Error" } }), error_responses()) }
         },
         "/pairing-requests": {
-            "get": { "summary": "Pairing requests, newest first", "parameters": [
+            "get": { "summary": "Pairing requests, newest first, filtered", "parameters": [
                         { "name": "state", "in": "query", "schema": { "enum": ["pending", "approved", "rejected", "expired", "superseded"] } },
+                        { "name": "serial_prefix", "in": "query", "schema": string },
+                        { "name": "model", "in": "query", "schema": string },
+                        { "name": "older_than_secs", "in": "query", "schema": { "type": "integer" } },
+                        { "name": "flagged", "in": "query", "schema": { "type": "boolean" } },
                         { "name": "offset", "in": "query", "schema": { "type": "integer" } },
                         { "name": "limit", "in": "query", "schema": { "type": "integer", "maximum": 1000 } } ],
                      "responses": with_errors(json!({ "200": ok("PairingRequestList") }), error_responses()) },
+        },
+        "/pairing-requests/bulk-approve": {
+            "post": { "summary": "Approve up to 500 requests, each by the code its terminal shows, under one fresh TOTP (operator, admin); one outcome per request",
+                      "requestBody": { "required": true, "content": { "application/json": { "schema": { "type": "object", "required": ["approvals", "totp"],
+                          "properties": { "approvals": { "type": "array", "items": { "type": "object", "required": ["id", "code"], "properties": { "id": string, "code": string } } }, "totp": string } } } } },
+                      "responses": with_errors(json!({ "200": ok("BulkResults") }), error_responses()) },
+        },
+        "/pairing-requests/bulk-reject": {
+            "post": { "summary": "Reject up to 500 requests (operator, admin); one outcome per request",
+                      "requestBody": { "required": true, "content": { "application/json": { "schema": { "type": "object", "required": ["ids"], "properties": { "ids": { "type": "array", "items": string } } } } } },
+                      "responses": with_errors(json!({ "200": ok("BulkResults") }), error_responses()) },
+        },
+        "/terminals/export": {
+            "get": { "summary": "Every terminal matching q and state, as CSV (default) or JSON", "parameters": [
+                        { "name": "format", "in": "query", "schema": { "enum": ["csv", "json"] } },
+                        { "name": "state", "in": "query", "schema": { "enum": ["registered", "paired", "unpaired"] } },
+                        { "name": "q", "in": "query", "schema": string } ],
+                     "responses": with_errors(json!({ "200": { "description": "text/csv, or a JSON array of terminals" } }), error_responses()) },
         },
         "/pairing-requests/{id}": {
             "get": { "summary": "One pairing request", "parameters": [{ "name": "id", "in": "path", "required": true, "schema": string }],
@@ -151,6 +173,9 @@ fn schemas() -> Value {
                 "vpn_profile": string, "created_at": string, "suspended_at": opt_string, "suspended_by": opt_string,
                 "suspected_clone": { "type": "boolean" }, "clone_evidence": { "type": ["object", "null"] } } },
             "TerminalList": list("terminals", "Terminal"),
+            "BulkResults": { "type": "object", "properties": { "results": { "type": "array", "items": { "type": "object", "properties": {
+                "id": string, "status": { "enum": ["approved", "rejected", "refused"] },
+                "error": { "type": "object", "properties": { "code": string, "message": string } } } } } } },
             "NewBlock": { "type": "object", "required": ["fingerprint", "reason"], "properties": { "fingerprint": string, "reason": string } },
             "BlockedKey": { "type": "object", "properties": { "fingerprint": string, "reason": string, "blocked_by": string, "blocked_at": string } },
             "BlockedKeyList": list("blocked_keys", "BlockedKey"),
@@ -323,6 +348,7 @@ mod tests {
             include_str!("api.rs"),
             include_str!("api_accounts.rs"),
             include_str!("api_vendors.rs"),
+            include_str!("api_bulk.rs"),
         ]
         .concat();
         let mut routes = 0;
@@ -340,6 +366,6 @@ mod tests {
                 );
             }
         }
-        assert_eq!(routes, 22);
+        assert_eq!(routes, 25);
     }
 }

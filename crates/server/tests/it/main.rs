@@ -13,6 +13,7 @@ mod accounts;
 mod bad_input;
 mod blocked;
 mod browser;
+mod bulk;
 mod cas;
 mod clones;
 mod fleet;

@@ -176,6 +176,7 @@ pub(crate) const COLUMNS: &str = request_columns!();
 // After the macro, which they use.
 mod open;
 mod reading;
+pub use reading::RequestFilter;
 mod rules;
 
 /// The open requests a certificate holds, inside `tx`.

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use sqlx::Row;
+use sqlx::{AssertSqlSafe, Row};
 
 use super::{PairingRequest, check_request_id, expire_if_due, request};
 use crate::views::Page;
@@ -112,16 +112,31 @@ impl Store {
         rows.iter().map(request).collect()
     }
 
-    /// Requests whose wire status is `status` (`pending`, `approved`,
-    /// `rejected`, `expired`, `superseded`; all when empty), newest first,
-    /// one page of them, filtered in the query so that pages are full.
+    /// A page of requests in one protocol status (empty: all), newest
+    /// first, with the total matching.
     pub async fn search_pairing_requests(
         &self,
         status: &str,
         offset: i64,
         limit: i64,
     ) -> Result<Page<PairingRequest>, StoreError> {
-        let states = match status {
+        let filter = RequestFilter {
+            status: status.to_owned(),
+            ..RequestFilter::default()
+        };
+        self.filter_pairing_requests(&filter, offset, limit).await
+    }
+
+    /// A page of requests matching `filter`, newest first, with the total
+    /// matching. The filters are in the query, so a page holds `limit`
+    /// matching requests.
+    pub async fn filter_pairing_requests(
+        &self,
+        filter: &RequestFilter,
+        offset: i64,
+        limit: i64,
+    ) -> Result<Page<PairingRequest>, StoreError> {
+        let states = match filter.status.as_str() {
             "" => ["", ""],
             other => stored_states(other).ok_or_else(|| {
                 StoreError::Invalid(format!(
@@ -129,22 +144,31 @@ impl Store {
                 ))
             })?,
         };
-        let total: i64 = sqlx::query(
-            "SELECT COUNT(*) AS n FROM pairing_requests WHERE $1 = '' OR state IN ($1, $2)",
-        )
+        const WHERE: &str = " FROM pairing_requests WHERE ($1 = '' OR state IN ($1, $2)) \
+             AND ($3 = '' OR substr(serial, 1, length($3)) = $3) AND ($4 = '' OR model = $4) \
+             AND created_at <= $5 AND ($6 < 0 OR flagged = $6)";
+        let flagged = filter.flagged.map_or(-1, i64::from);
+        let created_before = filter.created_before.unwrap_or(i64::MAX);
+        let total: i64 = sqlx::query(AssertSqlSafe(format!("SELECT COUNT(*) AS n{WHERE}")))
+            .bind(states[0])
+            .bind(states[1])
+            .bind(&filter.serial_prefix)
+            .bind(&filter.model)
+            .bind(created_before)
+            .bind(flagged)
+            .fetch_one(&self.pool)
+            .await?
+            .try_get("n")?;
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {}{WHERE} ORDER BY created_at DESC, id LIMIT $7 OFFSET $8",
+            super::COLUMNS
+        )))
         .bind(states[0])
         .bind(states[1])
-        .fetch_one(&self.pool)
-        .await?
-        .try_get("n")?;
-        let rows = sqlx::query(concat!(
-            "SELECT ",
-            request_columns!(),
-            " FROM pairing_requests WHERE $1 = '' OR state IN ($1, $2) \
-             ORDER BY created_at DESC, id LIMIT $3 OFFSET $4"
-        ))
-        .bind(states[0])
-        .bind(states[1])
+        .bind(&filter.serial_prefix)
+        .bind(&filter.model)
+        .bind(created_before)
+        .bind(flagged)
         .bind(limit)
         .bind(offset)
         .fetch_all(&self.pool)
@@ -154,4 +178,19 @@ impl Store {
             total,
         })
     }
+}
+
+/// Which pairing requests a search returns; empty fields match all.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RequestFilter {
+    /// Protocol status: pending, approved, rejected, expired, superseded.
+    pub status: String,
+    /// Serials starting with this.
+    pub serial_prefix: String,
+    /// The model the terminal reported.
+    pub model: String,
+    /// Opened at or before this time (Unix milliseconds): older requests.
+    pub created_before: Option<i64>,
+    /// Flagged (or not) for an operator's attention.
+    pub flagged: Option<bool>,
 }
