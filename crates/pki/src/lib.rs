@@ -15,6 +15,7 @@ pub mod ca;
 pub mod certificate;
 pub mod der;
 pub mod fingerprint;
+pub mod issued;
 pub mod manifest;
 pub mod pairing;
 pub mod subject;

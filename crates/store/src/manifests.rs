@@ -18,7 +18,7 @@ use crate::{AdminAction, Changer, Serial, Store, StoreError, millis};
 
 /// Which requests are approved without a person, and within which
 /// bounds.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct ApprovalRules {
     /// Rule `manifest`: a revealed request whose serial and key match a
     /// manifest entry (`auto_approve_manifest`, on by default).
@@ -30,6 +30,9 @@ pub struct ApprovalRules {
     pub hours: Option<(u8, u8)>,
     /// Models (as the manifest lists them) a rule approves; empty: any.
     pub models: Vec<String>,
+    /// Rule `ca`: the acquirer and vendor CAs whose certificates, issued
+    /// to a request's serial, approve it; `None`: the rule is off.
+    pub ca: Option<pairgate_pki::FirmwareRoots>,
 }
 
 impl Default for ApprovalRules {
@@ -39,6 +42,7 @@ impl Default for ApprovalRules {
             networks: Vec::new(),
             hours: None,
             models: Vec::new(),
+            ca: None,
         }
     }
 }

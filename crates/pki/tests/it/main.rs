@@ -10,6 +10,7 @@
 
 mod ca;
 mod fuzz;
+mod issued;
 mod manifest;
 mod trust;
 mod vectors;

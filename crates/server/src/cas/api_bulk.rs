@@ -51,6 +51,17 @@ async fn list_requests(
     JsonQuery(q): JsonQuery<RequestQuery>,
 ) -> Response {
     tri!(bearer(&cas, &headers).await);
+    let states = ["", "pending", "approved", "rejected", "expired", "superseded"];
+    if !states.contains(&q.state.as_str()) {
+        return ApiError::bad_request(
+            ErrorCode::BadQuery,
+            format!(
+                "unknown state {:?}: use pending, approved, rejected, expired or superseded",
+                q.state
+            ),
+        )
+        .into_response();
+    }
     let now = crate::http::unix_millis(cas.clock.now());
     let age = q.older_than_secs.map(|s| {
         let ms = i64::try_from(Duration::from_secs(s).as_millis()).unwrap_or(i64::MAX);

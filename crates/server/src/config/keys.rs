@@ -240,6 +240,10 @@ pub const SETTINGS: &[(&str, &str)] = &[
         "terminal models (as the manifest lists them) a rule may approve; empty: any (default empty)",
     ),
     (
+        "auto_approve_ca_file",
+        "PEM bundle of acquirer or vendor CAs for rule ca: a request whose client certificate one of them issued to its serial (subject CN or a DNS SAN) is approved without a person; empty: the rule is off (default empty)",
+    ),
+    (
         "clone_action",
         "what the master does when one terminal identity is used from two places at once (live connections from two addresses, a heartbeat counter that does not rise): \"alert\" marks it suspected_clone for operators (default); \"suspend\" also suspends it until an operator resumes it",
     ),

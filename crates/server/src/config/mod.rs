@@ -168,6 +168,8 @@ pub struct Settings {
     /// See [`SETTINGS`].
     pub auto_approve_models: Vec<String>,
     /// See [`SETTINGS`].
+    pub auto_approve_ca_file: String,
+    /// See [`SETTINGS`].
     pub clone_action: String,
 }
 
@@ -240,6 +242,7 @@ impl Default for Settings {
             auto_approve_networks: Vec::new(),
             auto_approve_hours: String::new(),
             auto_approve_models: Vec::new(),
+            auto_approve_ca_file: String::new(),
             clone_action: "alert".into(),
         }
     }

@@ -37,11 +37,23 @@ impl Settings {
                 Some((from, to))
             }
         };
+        let ca = match self.auto_approve_ca_file.trim() {
+            "" => None,
+            path => {
+                let pem = std::fs::read(path).map_err(|e| {
+                    ConfigError::Invalid(format!("auto_approve_ca_file = {path:?}: {e}"))
+                })?;
+                Some(pairgate_pki::FirmwareRoots::from_pem(&pem).map_err(|e| {
+                    ConfigError::Invalid(format!("auto_approve_ca_file = {path:?}: {e}"))
+                })?)
+            }
+        };
         Ok(pairgate_store::ApprovalRules {
             manifest: self.auto_approve_manifest,
             networks,
             hours,
             models: self.auto_approve_models.clone(),
+            ca,
         })
     }
 

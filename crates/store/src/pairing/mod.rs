@@ -16,7 +16,6 @@ use pairgate_pki::{Commitment, Nonce, PairingCode, SpkiPin, TerminalFingerprint}
 use sqlx::{Any, Row, Transaction};
 
 use crate::audit::append;
-use crate::manifests::Vouch;
 use crate::operators::SecondFactor;
 use crate::paired::bump_generation;
 use crate::{Actor, Changer, Serial, Store, StoreError, Terminal, millis};
@@ -490,14 +489,14 @@ impl Store {
 
     /// Pairs the request's terminal with its key inside `tx`: refused when
     /// another terminal holds that key; audited with the key it had, and
-    /// with the manifest when a rule approved it.
+    /// with `rule`'s fields when a rule approved it.
     async fn pair(
         &self,
         tx: &mut Transaction<'static, Any>,
         req: &PairingRequest,
         actor: &Actor,
         at: i64,
-        rule: Option<&Vouch>,
+        rule: Option<serde_json::Value>,
     ) -> Result<(), StoreError> {
         let other = sqlx::query(
             "SELECT serial FROM terminals WHERE paired_fingerprint = $1 AND serial <> $2",
@@ -532,11 +531,8 @@ impl Store {
             "request": req.id, "fingerprint": req.fingerprint,
             "previous_fingerprint": previous, "flagged": req.flagged,
         });
-        if let (Some(v), Some(map)) = (rule, detail.as_object_mut()) {
-            map.insert("rule".into(), "manifest".into());
-            map.insert("manifest".into(), v.manifest_id.clone().into());
-            map.insert("vendor".into(), v.vendor.clone().into());
-            map.insert("spki_pin".into(), v.spki_pin.clone().into());
+        if let (Some(serde_json::Value::Object(why)), Some(map)) = (rule, detail.as_object_mut()) {
+            map.extend(why);
         }
         let approved = PairingState::Approved;
         close(tx, req, approved, actor, "pairing.approve", at, detail).await?;

@@ -349,7 +349,64 @@ async fn rules_approve_only_within_their_bounds(store: &Store) {
     assert_eq!(req.state, PairingState::Approved);
 }
 
+async fn rule_ca_approves_a_certificate_issued_to_the_serial(store: &Store) {
+    use pairgate_testkit::{OpensslCa, P256, temp_dir};
+    let dir = temp_dir();
+    let acquirer = OpensslCa::new(dir.path(), "acquirer");
+    let der = |path: std::path::PathBuf| {
+        let certs =
+            pairgate_pki::certificate::parse_certificates(&std::fs::read(path).unwrap()).unwrap();
+        certs[0].to_vec()
+    };
+    let cas = pairgate_pki::FirmwareRoots::from_pem(&std::fs::read(acquirer.cert_path()).unwrap())
+        .unwrap();
+    let rules = ApprovalRules {
+        ca: Some(cas),
+        ..ApprovalRules::default()
+    };
+    let with_ca = store.clone().with_approval_rules(rules);
+    for serial in ["ATM-9", "ATM-8", "ATM-7"] {
+        with_ca
+            .register_terminal(
+                &pairgate_store::NewTerminal {
+                    serial: serial.into(),
+                    ..Default::default()
+                },
+                &importer(),
+                SystemTime::now(),
+            )
+            .await
+            .unwrap();
+    }
+    // Issued to ATM-9: approved by rule ca, the CA named in the audit.
+    let issued = der(acquirer.issue("ATM-9", P256, "sha256"));
+    let req = ask(&with_ca, "ATM-9", &issued).await;
+    assert_eq!(req.state, PairingState::Approved);
+    let approval = &actions(store, "pairing.approve").await[0];
+    assert_eq!(approval.actor, "rule:ca");
+    assert!(
+        approval.detail.contains("\"rule\":\"ca\""),
+        "{}",
+        approval.detail
+    );
+    // Issued to ATM-8, asking as ATM-7: waits, and the audit says why.
+    let other = der(acquirer.issue("ATM-8", P256, "sha256"));
+    let req = ask(&with_ca, "ATM-7", &other).await;
+    assert_eq!(req.state, PairingState::Pending);
+    let skipped = actions(store, "pairing.rule_not_applied").await;
+    assert!(
+        skipped[0].detail.contains("not serial ATM-7"),
+        "{}",
+        skipped[0].detail
+    );
+    // A self-signed certificate is an ordinary request.
+    let (own, _) = terminal_cert();
+    let req = ask(&with_ca, "ATM-8", &own).await;
+    assert_eq!(req.state, PairingState::Pending);
+}
+
 crate::on_both_backends!(
+    rule_ca_approves_a_certificate_issued_to_the_serial,
     rules_approve_only_within_their_bounds,
     an_import_registers_its_terminals_once,
     a_matching_key_is_approved_by_rule_and_another_is_flagged,
