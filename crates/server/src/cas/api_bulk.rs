@@ -51,7 +51,14 @@ async fn list_requests(
     JsonQuery(q): JsonQuery<RequestQuery>,
 ) -> Response {
     tri!(bearer(&cas, &headers).await);
-    let states = ["", "pending", "approved", "rejected", "expired", "superseded"];
+    let states = [
+        "",
+        "pending",
+        "approved",
+        "rejected",
+        "expired",
+        "superseded",
+    ];
     if !states.contains(&q.state.as_str()) {
         return ApiError::bad_request(
             ErrorCode::BadQuery,
