@@ -61,7 +61,7 @@ pub use sessions::{
 };
 pub use step_up::{StepUpLimits, StepUpLock};
 pub use terminals::{NewTerminal, PairedRows, Serial, Terminal, TerminalState};
-pub use views::Page;
+pub use views::{Page, TerminalFilter};
 
 /// Which database a store runs on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -42,24 +42,50 @@ impl Store {
         offset: i64,
         limit: i64,
     ) -> Result<Page<Terminal>, StoreError> {
+        let filter = TerminalFilter {
+            state,
+            ..TerminalFilter::default()
+        };
+        self.filter_terminals(text, &filter, offset, limit).await
+    }
+
+    /// A page of terminals whose serial, name or location contains
+    /// `text` and that `filter` admits, by serial, with the total
+    /// matching.
+    pub async fn filter_terminals(
+        &self,
+        text: &str,
+        filter: &TerminalFilter,
+        offset: i64,
+        limit: i64,
+    ) -> Result<Page<Terminal>, StoreError> {
         let pattern = contains_pattern(text);
-        let state = state.map_or("", TerminalState::as_str);
-        let filter = "WHERE (LOWER(serial) LIKE $1 ESCAPE '\\' OR LOWER(name) LIKE $1 ESCAPE '\\' \
-                      OR LOWER(location) LIKE $1 ESCAPE '\\') AND ($2 = '' OR state = $2)";
+        let state = filter.state.map_or("", TerminalState::as_str);
+        let (suspended, clone) = (
+            i64::from(filter.suspended),
+            i64::from(filter.suspected_clone),
+        );
+        let clause = "WHERE (LOWER(serial) LIKE $1 ESCAPE '\\' OR LOWER(name) LIKE $1 ESCAPE '\\' \
+                      OR LOWER(location) LIKE $1 ESCAPE '\\') AND ($2 = '' OR state = $2) \
+                      AND ($3 = 0 OR suspended_at IS NOT NULL) AND ($4 = 0 OR suspected_clone = 1)";
         let total: i64 = sqlx::query(AssertSqlSafe(format!(
-            "SELECT COUNT(*) AS n FROM terminals {filter}"
+            "SELECT COUNT(*) AS n FROM terminals {clause}"
         )))
         .bind(&pattern)
         .bind(state)
+        .bind(suspended)
+        .bind(clone)
         .fetch_one(&self.pool)
         .await?
         .try_get("n")?;
         let rows = sqlx::query(AssertSqlSafe(format!(
-            "SELECT {} FROM terminals {filter} ORDER BY serial LIMIT $3 OFFSET $4",
+            "SELECT {} FROM terminals {clause} ORDER BY serial LIMIT $5 OFFSET $6",
             crate::terminals::COLUMNS
         )))
         .bind(&pattern)
         .bind(state)
+        .bind(suspended)
+        .bind(clone)
         .bind(limit)
         .bind(offset)
         .fetch_all(&self.pool)
@@ -189,4 +215,15 @@ mod tests {
         assert_eq!(contains_pattern(" AtM "), "%atm%");
         assert_eq!(contains_pattern("50%_\\"), "%50\\%\\_\\\\%");
     }
+}
+
+/// Which terminals a search returns beyond its text.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TerminalFilter {
+    /// Only this state.
+    pub state: Option<TerminalState>,
+    /// Only suspended terminals.
+    pub suspended: bool,
+    /// Only suspected clones.
+    pub suspected_clone: bool,
 }

@@ -32,6 +32,11 @@ fn alert_link(kind: AlertKind, subject: &str) -> Markup {
 fn alerts(fleet: &FleetView, now: i64) -> Markup {
     html! {
         h2 { "Alerts" }
+        p.muted {
+            "Terminals: " a href="/terminals?state=suspected_clone" { "suspected clones" }
+            " · " a href="/terminals?state=suspended" { "suspended" }
+            " · " a href="/requests" { "pairing requests" }
+        }
         @if fleet.alerts.is_empty() { p.muted id="alerts" { "None." } } @else {
             div.table-wrap { table id="alerts" {
                 tr { th { "Alert" } th { "Terminal or address" } th { "Records" } th { "Newest" } }

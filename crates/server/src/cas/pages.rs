@@ -8,7 +8,7 @@ use axum::extract::{Multipart, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use maud::{Markup, html};
-use pairgate_store::{Changer, NewTerminal, Serial, StoreError, TerminalState};
+use pairgate_store::{Changer, NewTerminal, Serial, StoreError, TerminalFilter, TerminalState};
 use zeroize::Zeroizing;
 
 use super::Cas;
@@ -51,10 +51,21 @@ pub async fn terminals(
     who: SignedIn,
     Query(query): Query<ListQuery>,
 ) -> Response {
-    let state = match query.state.as_str() {
-        "" => None,
+    let filter = match query.state.as_str() {
+        "" => TerminalFilter::default(),
+        "suspended" => TerminalFilter {
+            suspended: true,
+            ..TerminalFilter::default()
+        },
+        "suspected_clone" => TerminalFilter {
+            suspected_clone: true,
+            ..TerminalFilter::default()
+        },
         s => match TerminalState::parse(s) {
-            Ok(state) => Some(state),
+            Ok(state) => TerminalFilter {
+                state: Some(state),
+                ..TerminalFilter::default()
+            },
             Err(_) => {
                 return super::refused(
                     &who,
@@ -68,9 +79,9 @@ pub async fn terminals(
     let page_no = query.page.max(0);
     let found = match cas
         .store
-        .search_terminals(
+        .filter_terminals(
             &query.q,
-            state,
+            &filter,
             page_no.saturating_mul(PAGE_SIZE),
             PAGE_SIZE,
         )
@@ -94,8 +105,8 @@ pub async fn terminals(
                 label { "Search" input name="q" value=(query.q) placeholder="serial, name or location"; }
                 label { "State" select name="state" {
                     option value="" selected[query.state.is_empty()] { "any" }
-                    @for s in ["registered", "paired", "unpaired"] {
-                        option value=(s) selected[query.state == s] { (s) }
+                    @for s in ["registered", "paired", "unpaired", "suspended", "suspected_clone"] {
+                        option value=(s) selected[query.state == s] { (s.replace('_', " ")) }
                     }
                 } }
                 button type="submit" { "Filter" }

@@ -166,6 +166,18 @@ async fn the_fleet_view_shows_a_few_hundred_terminals_in_chromium() {
     assert!(text(&c, "#vendors").await.contains("acme"));
     shots.take(&c, "vendors").await;
 
+    // The terminals table filtered by the alert.
+    c.goto(&format!("{base}/terminals?state=suspected_clone"))
+        .await
+        .unwrap();
+    let listed = text(&c, "#terminals").await;
+    assert!(
+        listed.contains("ATM-0007") && listed.contains("ATM-0011"),
+        "{listed}"
+    );
+    assert!(!listed.contains("ATM-0008"), "{listed}");
+    shots.take(&c, "suspected-clones").await;
+
     // The suspended clone: its evidence, and an admin resumes it.
     c.goto(&format!("{base}/terminals/ATM-0011")).await.unwrap();
     assert!(text(&c, "#terminal-state").await.contains("suspended"));
