@@ -16,6 +16,7 @@ mod api_bulk;
 mod api_vendors;
 mod auth;
 mod blocked;
+mod bulk;
 mod charts;
 mod dashboard;
 mod html;
@@ -324,6 +325,7 @@ pub fn router(cas: Cas) -> Router {
         .route("/terminals/{serial}/suspend", post(suspend::suspend))
         .route("/terminals/{serial}/resume", post(suspend::resume))
         .route("/requests", get(requests::list))
+        .route("/requests/bulk", get(bulk::list).post(bulk::decide))
         .route("/requests/{id}", get(requests::detail))
         .route("/requests/{id}/approve", post(requests::approve))
         .route("/requests/{id}/reject", post(requests::reject))

@@ -68,6 +68,7 @@ pub async fn list(State(cas): State<Cas>, who: SignedIn) -> Response {
         "Pairing requests",
         Some(&who.viewer()),
         html! {
+            p { a href="/requests/bulk" { "Bulk decisions" } ": filter the pending requests, approve or reject a selection." }
             div.table-wrap { table id="requests" {
                 tr { th { "Serial" } th { "State" } th { "Fingerprint" } th { "From" } th { "Age" } th { "Flags" } }
                 @for r in &requests {

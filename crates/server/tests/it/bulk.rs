@@ -144,4 +144,74 @@ async fn bulk_operations(db: Db) {
     assert_eq!(r.status, 400);
 }
 
-crate::on_both_databases!(bulk_operations);
+/// The same in CAS: the bulk page filters pending requests; selected
+/// requests are approved by their codes under one TOTP (a wrong code
+/// refused for its request alone), or rejected.
+async fn bulk_decisions_in_cas(db: Db) {
+    let f = crate::support::Fixture::start(db, |_| {}).await;
+    let (mut web, mut app) = crate::cas::operator(&f, "olga", Role::Operator).await;
+    let gate = f.gate("");
+    let mut p = Vec::new();
+    for serial in ["ATM-C1", "ATM-C2", "ATM-C3", "KIOSK-9"] {
+        f.register(serial).await;
+        p.push(TestTerminal::new(serial).start_pairing(&gate, serial).await);
+    }
+    let page = web.get("/requests/bulk?serial_prefix=ATM-C").await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(
+        page.body.contains("3 pending request(s) match"),
+        "{}",
+        page.body
+    );
+    assert!(!page.body.contains("KIOSK-9"));
+    let csrf = page.csrf();
+    let totp = app.fresh().await;
+    let (code0, code1) = (p[0].code.to_string(), p[1].code.to_string());
+    let wrong = if code1 == "0000-0001" {
+        "0000-0002"
+    } else {
+        "0000-0001"
+    };
+    let (c0, c1) = (format!("code_{}", p[0].id), format!("code_{}", p[1].id));
+    let r = web
+        .post(
+            "/requests/bulk",
+            &[
+                ("csrf", &csrf),
+                ("action", "approve"),
+                ("totp", &totp),
+                ("pick", &p[0].id),
+                (&c0, &code0),
+                ("pick", &p[1].id),
+                (&c1, wrong),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let results = crate::web::between(&r.body, "id=\"bulk-results\"", "</table>").unwrap();
+    assert!(results.contains(">approved<"), "{results}");
+    assert!(
+        results.contains("refused") && results.contains("wrong pairing code"),
+        "{results}"
+    );
+    let r = web
+        .post(
+            "/requests/bulk",
+            &[("csrf", &csrf), ("action", "reject"), ("pick", &p[2].id)],
+        )
+        .await;
+    assert!(r.body.contains(">rejected<"), "{}", r.body);
+    // Nothing selected: refused, nothing changed.
+    let r = web
+        .post("/requests/bulk", &[("csrf", &csrf), ("action", "reject")])
+        .await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    let left = web.get("/requests/bulk").await;
+    assert!(
+        left.body.contains("2 pending request(s) match"),
+        "{}",
+        left.body
+    );
+}
+
+crate::on_both_databases!(bulk_operations, bulk_decisions_in_cas);
