@@ -302,30 +302,7 @@ impl Store {
         if let Some(unchanged) = already_imported(&mut tx, manifest).await? {
             return Ok(unchanged);
         }
-        let key = sqlx::query("SELECT key_pin FROM vendors WHERE name = $1")
-            .bind(&doc.vendor)
-            .fetch_optional(&mut *tx)
-            .await?;
-        let key_pin: Option<String> = key.map(|r| r.try_get("key_pin")).transpose()?;
-        if key_pin.as_deref() != Some(manifest.vendor_key().to_hex().as_str()) {
-            return Err(StoreError::Conflict(format!(
-                "vendor {}'s key changed or was removed while the manifest was checked; import it again",
-                doc.vendor
-            )));
-        }
-        sqlx::query(
-            "INSERT INTO manifests (id, vendor, vendor_key_pin, issued_at, file_sha256, terminals, imported_at, imported_by) \
-             VALUES ($1, $2, $3, $4, $5, 0, $6, $7)",
-        )
-        .bind(&doc.manifest_id)
-        .bind(&doc.vendor)
-        .bind(manifest.vendor_key().to_hex())
-        .bind(&doc.issued_at)
-        .bind(manifest.file_sha256())
-        .bind(at)
-        .bind(by.actor().name())
-        .execute(&mut *tx)
-        .await?;
+        record_manifest(&mut tx, manifest, by, at).await?;
         let mut seen = HashSet::new();
         let mut registered = 0;
         for (entry, pin) in manifest.terminals() {
@@ -401,6 +378,42 @@ impl Store {
             })
             .collect()
     }
+}
+
+/// Records the manifest itself, once its vendor key is checked to be
+/// the one registered now (it may have been removed since the check).
+async fn record_manifest(
+    tx: &mut Transaction<'static, Any>,
+    manifest: &VerifiedManifest,
+    by: &Changer,
+    at: i64,
+) -> Result<(), StoreError> {
+    let doc = manifest.document();
+    let key = sqlx::query("SELECT key_pin FROM vendors WHERE name = $1")
+        .bind(&doc.vendor)
+        .fetch_optional(&mut **tx)
+        .await?;
+    let key_pin: Option<String> = key.map(|r| r.try_get("key_pin")).transpose()?;
+    if key_pin.as_deref() != Some(manifest.vendor_key().to_hex().as_str()) {
+        return Err(StoreError::Conflict(format!(
+            "vendor {}'s key changed or was removed while the manifest was checked; import it again",
+            doc.vendor
+        )));
+    }
+    sqlx::query(
+        "INSERT INTO manifests (id, vendor, vendor_key_pin, issued_at, file_sha256, terminals, imported_at, imported_by) \
+         VALUES ($1, $2, $3, $4, $5, 0, $6, $7)",
+    )
+    .bind(&doc.manifest_id)
+    .bind(&doc.vendor)
+    .bind(manifest.vendor_key().to_hex())
+    .bind(&doc.issued_at)
+    .bind(manifest.file_sha256())
+    .bind(at)
+    .bind(by.actor().name())
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }
 
 /// The answer to a re-import of the same file; `Conflict` for the same id

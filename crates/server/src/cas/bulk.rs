@@ -107,6 +107,97 @@ pub async fn list(State(cas): State<Cas>, who: SignedIn, Query(q): Query<BulkQue
     view(&cas, &who, &q, None).await
 }
 
+/// One outcome per request: what was done, or why not.
+type Outcomes = Vec<(String, Result<&'static str, String>)>;
+
+/// The first value of form field `name` (empty when missing).
+fn field<'a>(fields: &'a [(String, String)], name: &str) -> &'a str {
+    fields
+        .iter()
+        .find(|(k, _)| k == name)
+        .map_or("", |(_, v)| v.as_str())
+}
+
+/// The page again with `text` as its error.
+async fn refused(cas: &Cas, who: &SignedIn, text: &str) -> Response {
+    let page = view(
+        cas,
+        who,
+        &BulkQuery::default(),
+        Some(flash(Flash::Error, text)),
+    )
+    .await;
+    super::with_status(page, StatusCode::BAD_REQUEST)
+}
+
+/// Approves each of `picked` by its code, under one fresh TOTP; the
+/// refusal page when the TOTP is not accepted.
+async fn approve_all(
+    cas: &Cas,
+    who: &SignedIn,
+    fields: &[(String, String)],
+    picked: &[&str],
+) -> Result<Outcomes, Response> {
+    let now = cas.clock.now();
+    let username = &who.session.operator.username;
+    let factor = match cas
+        .store
+        .verify_second_factor(username, field(fields, "totp").trim(), now)
+        .await
+    {
+        Ok(f) => f,
+        Err(e) => {
+            let Some((status, m)) = super::step_up_refusal(&e) else {
+                return Err(super::internal(&e));
+            };
+            let text = format!("Nothing approved: {m}");
+            let page = view(
+                cas,
+                who,
+                &BulkQuery::default(),
+                Some(flash(Flash::Error, &text)),
+            )
+            .await;
+            return Err(super::with_status(page, status));
+        }
+    };
+    let mut results = Vec::with_capacity(picked.len());
+    for id in picked {
+        let done = match field(fields, &format!("code_{id}"))
+            .trim()
+            .parse::<PairingCode>()
+        {
+            Err(_) => Err("no code, or not NNNN-NNNN".to_owned()),
+            Ok(code) => cas
+                .store
+                .approve_pairing(id, &code, &factor, cas.clock.now())
+                .await
+                .map(|_| "approved")
+                .map_err(|e| e.to_string()),
+        };
+        results.push(((*id).to_owned(), done));
+    }
+    Ok(results)
+}
+
+/// The outcome table.
+fn outcomes(results: &Outcomes) -> Markup {
+    html! {
+        div.table-wrap { table id="bulk-results" {
+            tr { th { "Request" } th { "Outcome" } }
+            @for (id, r) in results {
+                tr {
+                    td { a href={ "/requests/" (id) } { (id.get(..8).unwrap_or_default()) } }
+                    td { @match r {
+                        Ok(done) => span class={ "tag state-" (done) } { (done) },
+                        Err(why) => { span.tag.flag { "refused" } " " (why) },
+                    } }
+                }
+            }
+        } }
+    }
+}
+
 /// `POST /requests/bulk`: approve (one fresh TOTP, each by its code) or
 /// reject the selected requests.
 pub async fn decide(
@@ -114,14 +205,7 @@ pub async fn decide(
     headers: HeaderMap,
     Form(fields): Form<Vec<(String, String)>>,
 ) -> Response {
-    let field = |name: &str| {
-        fields
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-            .unwrap_or_default()
-    };
-    let who = match cas.signed_in_form(&headers, field("csrf")).await {
+    let who = match cas.signed_in_form(&headers, field(&fields, "csrf")).await {
         Ok(w) => w,
         Err(r) => return r,
     };
@@ -134,50 +218,17 @@ pub async fn decide(
         .filter(|(k, _)| k == "pick")
         .map(|(_, v)| v.as_str())
         .collect();
-    let q = BulkQuery::default();
     if picked.is_empty() || picked.len() > pairgate_proto::bulk::MAX_BULK {
         let text = format!("Select 1 to {} requests.", pairgate_proto::bulk::MAX_BULK);
-        return super::with_status(
-            view(&cas, &who, &q, Some(flash(Flash::Error, &text))).await,
-            StatusCode::BAD_REQUEST,
-        );
+        return refused(&cas, &who, &text).await;
     }
-    let now = cas.clock.now();
-    let mut results: Vec<(String, Result<&'static str, String>)> = Vec::new();
-    match field("action") {
-        "approve" => {
-            let factor = match cas
-                .store
-                .verify_second_factor(&who.session.operator.username, field("totp").trim(), now)
-                .await
-            {
-                Ok(f) => f,
-                Err(e) => {
-                    let Some((status, m)) = super::step_up_refusal(&e) else {
-                        return super::internal(&e);
-                    };
-                    let text = format!("Nothing approved: {m}");
-                    return super::with_status(
-                        view(&cas, &who, &q, Some(flash(Flash::Error, &text))).await,
-                        status,
-                    );
-                }
-            };
-            for id in picked {
-                let code = field(&format!("code_{id}"));
-                let done = match code.trim().parse::<PairingCode>() {
-                    Err(_) => Err("no code, or not NNNN-NNNN".to_owned()),
-                    Ok(code) => cas
-                        .store
-                        .approve_pairing(id, &code, &factor, cas.clock.now())
-                        .await
-                        .map(|_| "approved")
-                        .map_err(|e| e.to_string()),
-                };
-                results.push((id.to_owned(), done));
-            }
-        }
+    let results = match field(&fields, "action") {
+        "approve" => match approve_all(&cas, &who, &fields, &picked).await {
+            Ok(r) => r,
+            Err(page) => return page,
+        },
         "reject" => {
+            let mut results = Vec::with_capacity(picked.len());
             for id in picked {
                 let done = cas
                     .store
@@ -187,33 +238,9 @@ pub async fn decide(
                     .map_err(|e| e.to_string());
                 results.push((id.to_owned(), done));
             }
+            results
         }
-        _ => {
-            return super::with_status(
-                view(
-                    &cas,
-                    &who,
-                    &q,
-                    Some(flash(Flash::Error, "Approve or reject?")),
-                )
-                .await,
-                StatusCode::BAD_REQUEST,
-            );
-        }
-    }
-    let outcome = html! {
-        div.table-wrap { table id="bulk-results" {
-            tr { th { "Request" } th { "Outcome" } }
-            @for (id, r) in &results {
-                tr {
-                    td { a href={ "/requests/" (id) } { (id.get(..8).unwrap_or_default()) } }
-                    td { @match r {
-                        Ok(done) => span class={ "tag state-" (done) } { (done) },
-                        Err(why) => { span.tag.flag { "refused" } " " (why) },
-                    } }
-                }
-            }
-        } }
+        _ => return refused(&cas, &who, "Approve or reject?").await,
     };
-    view(&cas, &who, &q, Some(outcome)).await
+    view(&cas, &who, &BulkQuery::default(), Some(outcomes(&results))).await
 }

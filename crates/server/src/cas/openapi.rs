@@ -36,6 +36,7 @@ pub fn spec() -> Value {
     let mut doc = base();
     accounts(&mut doc);
     vendors(&mut doc);
+    bulk(&mut doc);
     doc
 }
 
@@ -105,24 +106,6 @@ fn paths() -> Value {
                         { "name": "offset", "in": "query", "schema": { "type": "integer" } },
                         { "name": "limit", "in": "query", "schema": { "type": "integer", "maximum": 1000 } } ],
                      "responses": with_errors(json!({ "200": ok("PairingRequestList") }), error_responses()) },
-        },
-        "/pairing-requests/bulk-approve": {
-            "post": { "summary": "Approve up to 500 requests, each by the code its terminal shows, under one fresh TOTP (operator, admin); one outcome per request",
-                      "requestBody": { "required": true, "content": { "application/json": { "schema": { "type": "object", "required": ["approvals", "totp"],
-                          "properties": { "approvals": { "type": "array", "items": { "type": "object", "required": ["id", "code"], "properties": { "id": string, "code": string } } }, "totp": string } } } } },
-                      "responses": with_errors(json!({ "200": ok("BulkResults") }), error_responses()) },
-        },
-        "/pairing-requests/bulk-reject": {
-            "post": { "summary": "Reject up to 500 requests (operator, admin); one outcome per request",
-                      "requestBody": { "required": true, "content": { "application/json": { "schema": { "type": "object", "required": ["ids"], "properties": { "ids": { "type": "array", "items": string } } } } } },
-                      "responses": with_errors(json!({ "200": ok("BulkResults") }), error_responses()) },
-        },
-        "/terminals/export": {
-            "get": { "summary": "Every terminal matching q and state, as CSV (default) or JSON", "parameters": [
-                        { "name": "format", "in": "query", "schema": { "enum": ["csv", "json"] } },
-                        { "name": "state", "in": "query", "schema": { "enum": ["registered", "paired", "unpaired"] } },
-                        { "name": "q", "in": "query", "schema": string } ],
-                     "responses": with_errors(json!({ "200": { "description": "text/csv, or a JSON array of terminals" } }), error_responses()) },
         },
         "/pairing-requests/{id}": {
             "get": { "summary": "One pairing request", "parameters": [{ "name": "id", "in": "path", "required": true, "schema": string }],
@@ -332,6 +315,37 @@ fn vendors(doc: &mut Value) {
         ),
     ];
     insert(doc, "/components/schemas", schemas);
+}
+
+/// Bulk decisions and the export.
+fn bulk(doc: &mut Value) {
+    let string = json!({ "type": "string" });
+    let paths = json!({
+        "/pairing-requests/bulk-approve": {
+            "post": { "summary": "Approve up to 500 requests, each by the code its terminal shows, under one fresh TOTP (operator, admin); one outcome per request",
+                      "requestBody": { "required": true, "content": { "application/json": { "schema": { "type": "object", "required": ["approvals", "totp"],
+                          "properties": { "approvals": { "type": "array", "items": { "type": "object", "required": ["id", "code"], "properties": { "id": string, "code": string } } }, "totp": string } } } } },
+                      "responses": with_errors(json!({ "200": ok("BulkResults") }), error_responses()) },
+        },
+        "/pairing-requests/bulk-reject": {
+            "post": { "summary": "Reject up to 500 requests (operator, admin); one outcome per request",
+                      "requestBody": { "required": true, "content": { "application/json": { "schema": { "type": "object", "required": ["ids"], "properties": { "ids": { "type": "array", "items": string } } } } } },
+                      "responses": with_errors(json!({ "200": ok("BulkResults") }), error_responses()) },
+        },
+        "/terminals/export": {
+            "get": { "summary": "Every terminal matching q and state, as CSV (default) or JSON", "parameters": [
+                        { "name": "format", "in": "query", "schema": { "enum": ["csv", "json"] } },
+                        { "name": "state", "in": "query", "schema": { "enum": ["registered", "paired", "unpaired"] } },
+                        { "name": "q", "in": "query", "schema": string } ],
+                     "responses": with_errors(json!({ "200": { "description": "text/csv, or a JSON array of terminals" } }), error_responses()) },
+        }
+    });
+    if let (Some(all), Some(more)) = (
+        doc.get_mut("paths").and_then(Value::as_object_mut),
+        paths.as_object(),
+    ) {
+        all.extend(more.clone());
+    }
 }
 
 /// `GET /api/v1/openapi.json`.

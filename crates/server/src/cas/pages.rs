@@ -36,6 +36,27 @@ pub(super) fn state_tag(state: &str) -> Markup {
     html! { span class={ "tag state-" (state) } { (state) } }
 }
 
+/// The terminal list's filter for its `state` choice: a state, or
+/// suspended terminals, or suspected clones; `None` for an unknown one.
+fn filter_of(state: &str) -> Option<TerminalFilter> {
+    let none = TerminalFilter::default();
+    Some(match state {
+        "" => none,
+        "suspended" => TerminalFilter {
+            suspended: true,
+            ..none
+        },
+        "suspected_clone" => TerminalFilter {
+            suspected_clone: true,
+            ..none
+        },
+        s => TerminalFilter {
+            state: Some(TerminalState::parse(s).ok()?),
+            ..none
+        },
+    })
+}
+
 /// The terminal list's query.
 #[derive(serde::Deserialize, Default)]
 #[serde(default)]
@@ -51,30 +72,13 @@ pub async fn terminals(
     who: SignedIn,
     Query(query): Query<ListQuery>,
 ) -> Response {
-    let filter = match query.state.as_str() {
-        "" => TerminalFilter::default(),
-        "suspended" => TerminalFilter {
-            suspended: true,
-            ..TerminalFilter::default()
-        },
-        "suspected_clone" => TerminalFilter {
-            suspected_clone: true,
-            ..TerminalFilter::default()
-        },
-        s => match TerminalState::parse(s) {
-            Ok(state) => TerminalFilter {
-                state: Some(state),
-                ..TerminalFilter::default()
-            },
-            Err(_) => {
-                return super::refused(
-                    &who,
-                    StatusCode::BAD_REQUEST,
-                    "Terminals",
-                    "Unknown state filter.",
-                );
-            }
-        },
+    let Some(filter) = filter_of(&query.state) else {
+        return super::refused(
+            &who,
+            StatusCode::BAD_REQUEST,
+            "Terminals",
+            "Unknown state filter.",
+        );
     };
     let page_no = query.page.max(0);
     let found = match cas
