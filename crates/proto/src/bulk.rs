@@ -96,7 +96,7 @@ pub struct BulkResults {
     pub results: Vec<BulkOutcome>,
 }
 
-/// `GET /terminals/export?format=csv|json&state=&q=`.
+/// `GET /export/terminals?format=csv|json&state=&q=`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ExportQuery {

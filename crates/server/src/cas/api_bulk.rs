@@ -2,7 +2,8 @@
 //! filtered (serial prefix, model, age, flag), a selected set approved
 //! (each by its own code, under one fresh TOTP) or rejected, and the
 //! terminals exported as CSV or JSON. A bulk call decides each request as
-//! the single call would, and answers one outcome per request.
+//! the single call would, and answers one outcome per request. The export
+//! is also CAS's download (`/export/terminals` for a signed-in operator).
 
 use std::time::Duration;
 
@@ -41,7 +42,7 @@ pub fn router() -> Router<Cas> {
         .route("/pairing-requests", get(list_requests))
         .route("/pairing-requests/bulk-approve", post(bulk_approve))
         .route("/pairing-requests/bulk-reject", post(bulk_reject))
-        .route("/terminals/export", get(export))
+        .route("/export/terminals", get(export))
 }
 
 /// `GET /pairing-requests` with its filters.
@@ -255,17 +256,32 @@ fn csv(terminals: &[Terminal]) -> Result<Vec<u8>, csv::Error> {
     w.into_inner().map_err(|e| csv::Error::from(e.into_error()))
 }
 
-/// `GET /terminals/export?format=csv|json`.
+/// `GET /export/terminals?format=csv|json`.
 async fn export(
     State(cas): State<Cas>,
     headers: HeaderMap,
     JsonQuery(q): JsonQuery<ExportQuery>,
 ) -> Response {
     tri!(bearer(&cas, &headers).await);
+    exported(&cas, &q).await
+}
+
+/// `GET /export/terminals` in CAS: the same download for a signed-in
+/// operator.
+pub(super) async fn cas_export(
+    State(cas): State<Cas>,
+    _who: super::auth::SignedIn,
+    JsonQuery(q): JsonQuery<ExportQuery>,
+) -> Response {
+    exported(&cas, &q).await
+}
+
+/// The terminals `q` selects, as CSV or JSON.
+async fn exported(cas: &Cas, q: &ExportQuery) -> Response {
     if !matches!(q.format.as_str(), "" | "csv" | "json") {
         return ApiError::bad_request(ErrorCode::BadQuery, "format is csv or json").into_response();
     }
-    let terminals = tri!(store(all_terminals(&cas, &q).await));
+    let terminals = tri!(store(all_terminals(cas, q).await));
     if q.format == "json" {
         let views: Vec<_> = terminals.iter().map(Terminal::view).collect();
         return Json(views).into_response();

@@ -316,6 +316,7 @@ pub fn router(cas: Cas) -> Router {
             get(pages::terminals).post(pages::create_terminal),
         )
         .route("/terminals/new", get(pages::new_terminal))
+        .route("/export/terminals", get(api_bulk::cas_export))
         .route(
             "/terminals/import",
             get(pages::import_form).post(pages::import),

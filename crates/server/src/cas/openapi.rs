@@ -332,7 +332,7 @@ fn bulk(doc: &mut Value) {
                       "requestBody": { "required": true, "content": { "application/json": { "schema": { "type": "object", "required": ["ids"], "properties": { "ids": { "type": "array", "items": string } } } } } },
                       "responses": with_errors(json!({ "200": ok("BulkResults") }), error_responses()) },
         },
-        "/terminals/export": {
+        "/export/terminals": {
             "get": { "summary": "Every terminal matching q and state, as CSV (default) or JSON", "parameters": [
                         { "name": "format", "in": "query", "schema": { "enum": ["csv", "json"] } },
                         { "name": "state", "in": "query", "schema": { "enum": ["registered", "paired", "unpaired"] } },

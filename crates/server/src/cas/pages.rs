@@ -119,7 +119,11 @@ pub async fn terminals(
                     a href="/terminals/import" { "Import CSV" }
                 }
             }
-            p.muted { (found.total) " terminal(s)" }
+            p.muted {
+                (found.total) " terminal(s) · export all: "
+                a href="/export/terminals?format=csv" { "CSV" } " · "
+                a href="/export/terminals?format=json" { "JSON" }
+            }
             div.table-wrap { table id="terminals" {
                 tr { th { "Serial" } th { "Name" } th { "Location" } th { "State" } th { "Last seen" } }
                 @for t in &found.rows {

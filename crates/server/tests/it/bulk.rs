@@ -114,7 +114,7 @@ async fn bulk_operations(db: Db) {
     assert_eq!(r.status, 400, "{}", r.body);
 
     let r = web
-        .api("GET", "/terminals/export?format=csv", Some(&token), None)
+        .api("GET", "/export/terminals?format=csv", Some(&token), None)
         .await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.header("content-type"), Some("text/csv; charset=utf-8"));
@@ -131,7 +131,7 @@ async fn bulk_operations(db: Db) {
     let r = web
         .api(
             "GET",
-            "/terminals/export?format=json&state=paired",
+            "/export/terminals?format=json&state=paired",
             Some(&token),
             None,
         )
@@ -139,7 +139,7 @@ async fn bulk_operations(db: Db) {
     let all = r.json();
     assert_eq!(all.as_array().unwrap().len(), 2, "{all}");
     let r = web
-        .api("GET", "/terminals/export?format=xml", Some(&token), None)
+        .api("GET", "/export/terminals?format=xml", Some(&token), None)
         .await;
     assert_eq!(r.status, 400);
 }
@@ -212,6 +212,11 @@ async fn bulk_decisions_in_cas(db: Db) {
         "{}",
         left.body
     );
+    // The terminals page's download.
+    let csv = web.get("/export/terminals?format=csv").await;
+    assert_eq!(csv.status, 200);
+    assert!(csv.body.starts_with("serial,name"), "{}", csv.body);
+    assert!(csv.body.contains("ATM-C1,"), "{}", csv.body);
 }
 
 crate::on_both_databases!(bulk_operations, bulk_decisions_in_cas);
