@@ -13,10 +13,13 @@
 //!   whole-chain re-hash views used to do.
 //! - `bench onboard`: terminals from a signed vendor manifest pairing with
 //!   no operator, beside the gate's rate of new connections.
+//! - `bench fleet`: the CAS dashboard's fleet view at 100,000 terminals,
+//!   beside the dashboard before it.
 
 mod all;
 mod audit;
 mod fleet;
+mod fleetview;
 mod hostile;
 mod load;
 mod nginx;
@@ -74,6 +77,9 @@ enum BenchCommand {
     /// Pairings per second of terminals a signed vendor manifest vouches
     /// for (no operator), beside new connections per second to the gate.
     Onboard(onboard::OnboardArgs),
+    /// The CAS dashboard's fleet view (charts and alerts) for a large
+    /// fleet, beside the dashboard before it.
+    Fleet(fleetview::FleetArgs),
 }
 
 /// Parses `10s`, `500ms`, `2m`.
@@ -119,6 +125,7 @@ pub fn run(args: BenchArgs, out: &dyn Output) -> Result<()> {
         BenchCommand::Hostile(args) => hostile::run(args, out),
         BenchCommand::Audit(args) => audit::run(args, out),
         BenchCommand::Onboard(args) => onboard::run(args, out),
+        BenchCommand::Fleet(args) => fleetview::run(args, out),
     }
 }
 

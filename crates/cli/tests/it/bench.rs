@@ -299,3 +299,31 @@ fn bench_onboard_pairs_every_manifest_terminal_and_reports_the_peer() {
         "{report}"
     );
 }
+
+#[test]
+fn bench_fleet_times_the_dashboard_beside_the_one_before() {
+    let dir = temp_dir();
+    let report = json(&ok(
+        dir.path(),
+        &[
+            "bench",
+            "fleet",
+            "--terminals",
+            "300",
+            "--views",
+            "2",
+            "--json",
+        ],
+    ));
+    assert_eq!(report["terminals"], 300, "{report}");
+    // Terminals 7 (every 10,000th from 7) is a suspected clone.
+    assert!(report["alerts"].as_u64().unwrap() >= 1, "{report}");
+    assert!(
+        report["fleet_view_p50_ms"].as_f64().unwrap() > 0.0,
+        "{report}"
+    );
+    assert!(
+        report["peer_dashboard_p50_ms"].as_f64().unwrap() > 0.0,
+        "{report}"
+    );
+}
