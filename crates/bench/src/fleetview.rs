@@ -45,22 +45,23 @@ async fn fill(store: &Store, n: u32, now: i64) -> Result<()> {
         };
         let last_seen = now - (i % 20) * 3_600_000 * (i % 9);
         let created = now - (i % 14) * DAY_MS - 1;
+        let model = match i % 4 {
+            0 | 1 => "X9",
+            2 => "K2",
+            _ => "A1",
+        };
         let q = sqlx::query(
             "INSERT INTO terminals (serial, state, paired_fingerprint, paired_at, paired_by, last_seen_at, \
-             firmware, created_at, suspected_clone) VALUES ($1, 'paired', $2, $3, 'bench', $4, $5, $3, $6)",
+             firmware, created_at, suspected_clone, model) VALUES ($1, 'paired', $2, $3, 'bench', $4, $5, $3, $6, $7)",
         )
         .bind(&serial)
         .bind(&fp)
         .bind(created)
         .bind(last_seen)
         .bind(firmware)
-        .bind(i64::from(i % 10_000 == 7));
+        .bind(i64::from(i % 10_000 == 7))
+        .bind(model);
         tx.execute(q).await?;
-        let model = match i % 4 {
-            0 | 1 => "X9",
-            2 => "K2",
-            _ => "A1",
-        };
         let by = if i % 2 == 0 { "rule:manifest" } else { "olga" };
         let q = sqlx::query(
             "INSERT INTO pairing_requests (id, serial, fingerprint, certificate, remote_address, model, firmware, \

@@ -519,12 +519,13 @@ impl Store {
         sqlx::query(
             "UPDATE terminals SET state = 'paired', paired_fingerprint = $1, paired_at = $2, paired_by = $3, \
              suspended_at = NULL, suspended_by = NULL, suspected_clone = 0, clone_evidence = NULL, \
-             heartbeat_counter = NULL WHERE serial = $4",
+             heartbeat_counter = NULL, model = $5 WHERE serial = $4",
         )
         .bind(req.fingerprint.to_hex())
         .bind(at)
         .bind(actor.name())
         .bind(req.serial.as_str())
+        .bind(model_of(req, rule.as_ref()))
         .execute(&mut **tx)
         .await?;
         let mut detail = serde_json::json!({
@@ -573,4 +574,13 @@ impl Store {
         tx.commit().await?;
         Ok(req)
     }
+}
+
+/// The model a pairing records: the manifest's when a manifest rule
+/// approved it, else the one the request reported.
+fn model_of(req: &PairingRequest, rule: Option<&serde_json::Value>) -> String {
+    rule.and_then(|r| r.get("model"))
+        .and_then(serde_json::Value::as_str)
+        .unwrap_or(&req.model)
+        .to_owned()
 }

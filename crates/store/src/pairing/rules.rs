@@ -49,7 +49,7 @@ impl Store {
         }
         let why = serde_json::json!({
             "rule": "manifest", "manifest": vouch.manifest_id, "vendor": vouch.vendor,
-            "spki_pin": vouch.spki_pin,
+            "spki_pin": vouch.spki_pin, "model": vouch.model,
         });
         self.approve_by_rule(tx, req, at, &vouch.model, why).await
     }
