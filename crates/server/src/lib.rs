@@ -9,7 +9,7 @@ pub mod audit_anchor;
 pub mod cas;
 mod clones;
 pub mod config;
-mod conn;
+pub mod conn;
 mod error;
 mod gate;
 mod http;
