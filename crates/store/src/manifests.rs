@@ -306,8 +306,11 @@ impl Store {
         let mut seen = HashSet::new();
         let mut registered = 0;
         for (entry, pin) in manifest.terminals() {
-            let serial = Serial::new(entry.serial.trim())?;
+            // Not trimmed: " ATM-1" beside "ATM-1" would be one serial here
+            // and two to the format's one-key-per-serial rule.
+            let serial = Serial::new(&entry.serial)?;
             bounded("model", &entry.model, 100)?;
+            // The format allows a serial twice only with the same key.
             if !seen.insert(serial.as_str().to_owned()) {
                 continue;
             }

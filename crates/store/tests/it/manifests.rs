@@ -168,6 +168,15 @@ async fn an_import_registers_its_terminals_once(store: &Store) {
             .unwrap_err();
         assert!(matches!(err, StoreError::Conflict(_)), "{id}: {err}");
     }
+    // A serial with spaces around it is no serial (and not "ATM-1" under
+    // another key): refused, nothing imported.
+    let (_, d) = terminal_cert();
+    let m = vendor.verified("m-5", &[("ATM-3", &c), (" ATM-1", &d)]);
+    let err = store
+        .import_manifest(&m, &importer(), SystemTime::now())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Invalid(_)), "{err}");
     assert!(
         store
             .terminal(&Serial::new("ATM-3").unwrap())
