@@ -478,7 +478,8 @@ impl Store {
                 })
             }
             OnApprove::Pair => {
-                self.pair(&mut tx, &req, &actor, at, None).await?;
+                self.pair(&mut tx, &req, (&actor, &req.model), at, None)
+                    .await?;
                 tx.commit().await?;
                 self.terminal(&req.serial)
                     .await?
@@ -487,14 +488,15 @@ impl Store {
         }
     }
 
-    /// Pairs the request's terminal with its key inside `tx`: refused when
-    /// another terminal holds that key; audited with the key it had, and
-    /// with `rule`'s fields when a rule approved it.
+    /// Pairs the request's terminal with its key inside `tx`, recording
+    /// `model` on the terminal: refused when another terminal holds that
+    /// key; audited with the key it had, and with `rule`'s fields when a
+    /// rule approved it.
     async fn pair(
         &self,
         tx: &mut Transaction<'static, Any>,
         req: &PairingRequest,
-        actor: &Actor,
+        (actor, model): (&Actor, &str),
         at: i64,
         rule: Option<serde_json::Value>,
     ) -> Result<(), StoreError> {
@@ -525,7 +527,7 @@ impl Store {
         .bind(at)
         .bind(actor.name())
         .bind(req.serial.as_str())
-        .bind(model_of(req, rule.as_ref()))
+        .bind(model)
         .execute(&mut **tx)
         .await?;
         let mut detail = serde_json::json!({
@@ -574,13 +576,4 @@ impl Store {
         tx.commit().await?;
         Ok(req)
     }
-}
-
-/// The model a pairing records: the manifest's when a manifest rule
-/// approved it, else the one the request reported.
-fn model_of(req: &PairingRequest, rule: Option<&serde_json::Value>) -> String {
-    rule.and_then(|r| r.get("model"))
-        .and_then(serde_json::Value::as_str)
-        .unwrap_or(&req.model)
-        .to_owned()
 }

@@ -49,7 +49,7 @@ impl Store {
         }
         let why = serde_json::json!({
             "rule": "manifest", "manifest": vouch.manifest_id, "vendor": vouch.vendor,
-            "spki_pin": vouch.spki_pin, "model": vouch.model,
+            "spki_pin": vouch.spki_pin,
         });
         self.approve_by_rule(tx, req, at, &vouch.model, why).await
     }
@@ -102,7 +102,7 @@ impl Store {
             return Ok(req);
         }
         let actor = Actor::new(format!("rule:{rule}"));
-        self.pair(tx, &req, &actor, at, Some(why)).await?;
+        self.pair(tx, &req, (&actor, model), at, Some(why)).await?;
         reread(tx, &req.id).await
     }
 
