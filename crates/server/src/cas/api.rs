@@ -99,15 +99,6 @@ fn serial(text: &str) -> Result<Serial, Response> {
     Serial::new(text).map_err(|e| ApiError::from(e).into_response())
 }
 
-macro_rules! tri {
-    ($e:expr) => {
-        match $e {
-            Ok(v) => v,
-            Err(r) => return r,
-        }
-    };
-}
-
 pub(super) fn store<T>(r: Result<T, pairgate_store::StoreError>) -> Result<T, Response> {
     r.map_err(|e| ApiError::from(e).into_response())
 }

@@ -21,15 +21,6 @@ use super::api::{bearer, store};
 use crate::error::ApiError;
 use crate::http::{JsonBody, JsonPath, unix_millis};
 
-macro_rules! tri {
-    ($e:expr) => {
-        match $e {
-            Ok(v) => v,
-            Err(r) => return r,
-        }
-    };
-}
-
 /// The account routes, merged into `/api/v1`.
 pub fn router() -> Router<Cas> {
     Router::new()

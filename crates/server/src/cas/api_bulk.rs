@@ -27,15 +27,6 @@ use super::api::{bearer, store};
 use crate::error::ApiError;
 use crate::http::{JsonBody, JsonQuery};
 
-macro_rules! tri {
-    ($e:expr) => {
-        match $e {
-            Ok(v) => v,
-            Err(r) => return r,
-        }
-    };
-}
-
 /// The bulk routes, merged into `/api/v1`.
 pub fn router() -> Router<Cas> {
     Router::new()

@@ -24,15 +24,6 @@ use super::api_accounts::admin;
 use crate::error::ApiError;
 use crate::http::{BodyLimit, JsonBody, JsonPath, read_body};
 
-macro_rules! tri {
-    ($e:expr) => {
-        match $e {
-            Ok(v) => v,
-            Err(r) => return r,
-        }
-    };
-}
-
 /// How long a manifest upload may take.
 const UPLOAD_TIME: std::time::Duration = std::time::Duration::from_secs(60);
 

@@ -8,6 +8,17 @@
 // response is built once per request, so boxing it would buy nothing.
 #![allow(clippy::result_large_err)]
 
+/// The value of an `Ok`, or return the `Err`'s response: the API
+/// handlers' `?` (their errors are already responses).
+macro_rules! tri {
+    ($e:expr) => {
+        match $e {
+            Ok(v) => v,
+            Err(r) => return r,
+        }
+    };
+}
+
 mod account;
 mod admin;
 mod api;
