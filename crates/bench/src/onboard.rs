@@ -49,11 +49,7 @@ pub struct OnboardArgs {
 /// key registered as `bench-vendor`.
 async fn vouch(store: &Store, terminals: &[BenchTerminal]) -> Result<Duration> {
     let vendor = Ed25519KeyPair::generate().context("making the vendor key")?;
-    let mut spki = vec![
-        0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
-    ];
-    spki.extend_from_slice(vendor.public_key().as_ref());
-    let key = VendorKey::from_spki(&spki)?;
+    let key = VendorKey::ed25519(vendor.public_key().as_ref())?;
     let by = AdminAction::local("bench");
     store
         .add_vendor("bench-vendor", &key, &by, SystemTime::now())

@@ -86,6 +86,17 @@ impl VendorKey {
         Self::from_spki(block.contents())
     }
 
+    /// An Ed25519 key from its 32 raw bytes (what `Ed25519KeyPair`
+    /// gives), wrapped in its SubjectPublicKeyInfo.
+    pub fn ed25519(raw: &[u8]) -> Result<Self, ManifestError> {
+        // SEQUENCE { SEQUENCE { OID 1.3.101.112 }, BIT STRING (0 unused) }
+        let mut spki = vec![
+            0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
+        ];
+        spki.extend_from_slice(raw);
+        Self::from_spki(&spki)
+    }
+
     /// Reads a DER SubjectPublicKeyInfo.
     pub fn from_spki(der: &[u8]) -> Result<Self, ManifestError> {
         let (rest, spki) = SubjectPublicKeyInfo::from_der(der)

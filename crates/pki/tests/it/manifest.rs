@@ -177,6 +177,10 @@ fn vendor_keys_other_than_ed25519_and_p256_are_refused() {
     let err = VendorKey::from_pem(&std::fs::read(d.join("k")).unwrap()).unwrap_err();
     assert!(err.to_string().contains("PRIVATE KEY"), "{err}");
     assert!(VendorKey::from_pem(b"not pem").is_err());
+    // Raw Ed25519 bytes: 32 of them, the same key as its PEM.
+    assert!(VendorKey::ed25519(&[7; 31]).is_err());
+    let raw = VendorKey::ed25519(&[7; 32]).unwrap();
+    assert_eq!(VendorKey::from_pem(raw.to_pem().as_bytes()).unwrap(), raw);
 }
 
 #[test]

@@ -24,11 +24,7 @@ const FLEET: usize = 240;
 /// Imports a signed manifest of `terminals` as vendor `acme`.
 async fn manifest(f: &Fixture, terminals: &[(String, TestTerminal)]) {
     let vendor = Ed25519KeyPair::generate().unwrap();
-    let mut spki = vec![
-        0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
-    ];
-    spki.extend_from_slice(vendor.public_key().as_ref());
-    let key = VendorKey::from_spki(&spki).unwrap();
+    let key = VendorKey::ed25519(vendor.public_key().as_ref()).unwrap();
     let now = SystemTime::now();
     f.store
         .add_vendor("acme", &key, &AdminAction::local("admin"), now)

@@ -16,11 +16,9 @@ use crate::web::Web;
 
 /// The vendor's public key as PEM.
 fn public_pem(vendor: &Ed25519KeyPair) -> String {
-    let mut spki = vec![
-        0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
-    ];
-    spki.extend_from_slice(vendor.public_key().as_ref());
-    VendorKey::from_spki(&spki).unwrap().to_pem()
+    VendorKey::ed25519(vendor.public_key().as_ref())
+        .unwrap()
+        .to_pem()
 }
 
 async fn upload(

@@ -28,12 +28,7 @@ impl Vendor {
     }
 
     fn public(&self) -> VendorKey {
-        // SubjectPublicKeyInfo: Ed25519 OID, then the 32-byte key.
-        let mut spki = vec![
-            0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
-        ];
-        spki.extend_from_slice(self.pair.public_key().as_ref());
-        VendorKey::from_spki(&spki).unwrap()
+        VendorKey::ed25519(self.pair.public_key().as_ref()).unwrap()
     }
 
     /// A manifest `id` of `(serial, pin)`, signed.
