@@ -5,15 +5,8 @@
 
 use crate::agent::{approve, start_pair};
 use crate::firmware::server_with_terminal;
-use crate::support::{json, ok, totp_now};
+use crate::support::{json, terminal_json, totp_now};
 use pairgate_testkit::temp_dir;
-
-/// `pairgate --json terminal --state STATE ARGS…`.
-fn terminal(cwd: &std::path::Path, state: &str, args: &[&str]) -> serde_json::Value {
-    let mut all = vec!["--json", "terminal", "--state", state];
-    all.extend_from_slice(args);
-    json(ok(cwd, &all).trim().lines().last().unwrap_or_default())
-}
 
 fn row(listed: &serde_json::Value, serial: &str) -> serde_json::Value {
     listed
@@ -30,7 +23,7 @@ fn a_restored_copy_beside_the_original_is_a_suspected_clone() {
     let dir = temp_dir();
     let cwd = dir.path();
     let (server, uri) = server_with_terminal(cwd, "ATM-R");
-    terminal(cwd, "orig", &["init"]);
+    terminal_json(cwd, "orig", &["init"]);
     let (mut child, code, id) = start_pair(
         cwd,
         &[
@@ -49,11 +42,11 @@ fn a_restored_copy_beside_the_original_is_a_suspected_clone() {
     assert!(child.wait().unwrap().success());
 
     assert_eq!(
-        terminal(cwd, "orig", &["heartbeat", "--firmware", "1.0"])["counter"],
+        terminal_json(cwd, "orig", &["heartbeat", "--firmware", "1.0"])["counter"],
         1
     );
     std::fs::write(cwd.join("pass"), "a long backup passphrase").unwrap();
-    terminal(
+    terminal_json(
         cwd,
         "orig",
         &[
@@ -65,13 +58,16 @@ fn a_restored_copy_beside_the_original_is_a_suspected_clone() {
         ],
     );
     for expected in [2, 3] {
-        assert_eq!(terminal(cwd, "orig", &["heartbeat"])["counter"], expected);
+        assert_eq!(
+            terminal_json(cwd, "orig", &["heartbeat"])["counter"],
+            expected
+        );
     }
     let listed = json(&server.admin(cwd, &["--json", "terminal", "list"]));
     assert_eq!(row(&listed, "ATM-R")["suspected_clone"], false);
 
     // The copy, restored from the point taken at counter 1, sends 2.
-    terminal(
+    terminal_json(
         cwd,
         "copy",
         &[
@@ -82,7 +78,7 @@ fn a_restored_copy_beside_the_original_is_a_suspected_clone() {
             "pass",
         ],
     );
-    assert_eq!(terminal(cwd, "copy", &["heartbeat"])["counter"], 2);
+    assert_eq!(terminal_json(cwd, "copy", &["heartbeat"])["counter"], 2);
     let suspected = (0..100).find_map(|_| {
         let listed = json(&server.admin(cwd, &["--json", "terminal", "list"]));
         let t = row(&listed, "ATM-R");

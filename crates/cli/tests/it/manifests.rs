@@ -9,21 +9,12 @@ use std::path::Path;
 
 use pairgate_testkit::{openssl, temp_dir};
 
-use crate::support::{ServerProcess, fails, json, ok, totp_now};
-
-/// `pairgate --json terminal --state DIR ARGS…`: its last JSON line (a
-/// `pair` prints the code line first).
-fn terminal(cwd: &Path, state: &str, args: &[&str]) -> serde_json::Value {
-    let mut all = vec!["--json", "terminal", "--state", state];
-    all.extend_from_slice(args);
-    let out = ok(cwd, &all);
-    json(out.trim().lines().last().unwrap_or_default())
-}
+use crate::support::{ServerProcess, fails, json, ok, terminal_json, totp_now};
 
 /// A terminal identity in `cwd/NAME`; returns its SPKI pin as OpenSSL
 /// computes it from the certificate.
 fn terminal_pin(cwd: &Path, name: &str) -> String {
-    terminal(cwd, name, &["init"]);
+    terminal_json(cwd, name, &["init"]);
     let pem = ok(cwd, &["terminal", "--state", name, "keys", "cert"]);
     std::fs::write(cwd.join(format!("{name}.pem")), pem).unwrap();
     let pem = format!("{name}.pem");
@@ -190,7 +181,7 @@ fn terminals_in_a_signed_manifest_pair_without_an_operator() {
     assert_eq!(again["unchanged"], true);
 
     // The matching terminal pairs with nobody approving.
-    let paired = terminal(
+    let paired = terminal_json(
         cwd,
         "t1",
         &[
@@ -204,7 +195,7 @@ fn terminals_in_a_signed_manifest_pair_without_an_operator() {
         ],
     );
     assert_eq!(paired["status"], "paired");
-    let me = terminal(cwd, "t1", &["call", "GET", "/v1/me"]);
+    let me = terminal_json(cwd, "t1", &["call", "GET", "/v1/me"]);
     assert_eq!(me["body"]["serial"], "ATM-M1");
     let audit = run(admin(&["audit", "--limit", "50"]));
     let approval = audit
@@ -309,7 +300,7 @@ fn terminals_in_a_signed_manifest_pair_without_an_operator() {
         "--signature",
         "bolt.sig",
     ]));
-    let paired = terminal(
+    let paired = terminal_json(
         cwd,
         "t4",
         &[

@@ -41,6 +41,14 @@ pub fn fails(cwd: &Path, args: &[&str]) -> String {
     String::from_utf8(out.stderr).unwrap()
 }
 
+/// `pairgate --json terminal --state STATE ARGS…`, required to succeed:
+/// its last JSON line (a `pair` prints the code line first).
+pub fn terminal_json(cwd: &Path, state: &str, args: &[&str]) -> serde_json::Value {
+    let mut all = vec!["--json", "terminal", "--state", state];
+    all.extend_from_slice(args);
+    json(ok(cwd, &all).trim().lines().last().unwrap_or_default())
+}
+
 pub fn json(text: &str) -> serde_json::Value {
     serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
 }
