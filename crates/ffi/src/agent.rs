@@ -81,7 +81,7 @@ impl PairingDisplay for CallbackDisplay {
 ///
 /// # Safety
 /// `agent` is NULL or a live handle from `pairgate_agent_open`.
-unsafe fn handle<'a>(agent: *const PairgateAgent) -> Result<&'a PairgateAgent, Failure> {
+pub(crate) unsafe fn handle<'a>(agent: *const PairgateAgent) -> Result<&'a PairgateAgent, Failure> {
     // SAFETY: the caller's contract.
     unsafe { agent.as_ref() }.ok_or_else(|| Failure::argument("agent is NULL"))
 }
@@ -355,15 +355,4 @@ pub unsafe extern "C" fn pairgate_agent_factory_reset(
         let handle = unsafe { handle(agent) }?;
         Ok(handle.lock().factory_reset()?)
     })
-}
-
-/// Reads the handle for the stream module.
-///
-/// # Safety
-/// As for [`handle`].
-pub(crate) unsafe fn agent_handle<'a>(
-    agent: *const PairgateAgent,
-) -> Result<&'a PairgateAgent, Failure> {
-    // SAFETY: passed on.
-    unsafe { handle(agent) }
 }

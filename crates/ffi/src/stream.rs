@@ -8,7 +8,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
-use crate::agent::{PairgateAgent, agent_handle};
+use crate::agent::{PairgateAgent, handle};
 use crate::error::{Failure, PairgateStatus, guard};
 
 /// How long closing a stream waits for its close_notify to be sent.
@@ -57,7 +57,7 @@ pub unsafe extern "C" fn pairgate_agent_connect(
             return Err(Failure::argument("out is NULL"));
         }
         // SAFETY: the caller's contract.
-        let handle = unsafe { agent_handle(agent) }?;
+        let handle = unsafe { handle(agent) }?;
         let tls = {
             let agent = handle.lock();
             handle.runtime.block_on(agent.master_stream())?
