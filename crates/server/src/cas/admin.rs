@@ -165,11 +165,7 @@ pub async fn create_token(
         Err(r) => return r,
     };
     let now = cas.clock.now();
-    let factor = match cas
-        .store
-        .verify_second_factor(&who.session.operator.username, form.totp.trim(), now)
-        .await
-    {
+    let factor = match cas.fresh_factor(&who, &form.totp).await {
         Ok(f) => f,
         Err(e) => {
             let Some((status, m)) = super::step_up_refusal(&e) else {

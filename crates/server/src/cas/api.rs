@@ -170,11 +170,7 @@ async fn unpair(
     let JsonBody(body) = tri!(body.map_err(IntoResponse::into_response));
     let s = tri!(serial(&s));
     let now = cas.clock.now();
-    let factor = tri!(store(
-        cas.store
-            .verify_second_factor(&op.username, body.totp.trim(), now)
-            .await
-    ));
+    let factor = tri!(super::api_accounts::step_up(&cas, &op, &body.totp).await);
     let by = tri!(store(factor.trust_change()));
     let t = tri!(store(cas.store.unpair(&s, &by, now).await));
     Json(t.view()).into_response()
@@ -204,11 +200,7 @@ async fn resume(
     tri!(may_change(&op));
     let s = tri!(serial(&s));
     let now = cas.clock.now();
-    let factor = tri!(store(
-        cas.store
-            .verify_second_factor(&op.username, body.totp.trim(), now)
-            .await
-    ));
+    let factor = tri!(super::api_accounts::step_up(&cas, &op, &body.totp).await);
     let by = tri!(store(factor.trust_change()));
     let t = tri!(store(cas.store.resume_terminal(&s, &by, now).await));
     Json(t.view()).into_response()
@@ -245,11 +237,7 @@ async fn approve(
             .into_response();
     };
     let now = cas.clock.now();
-    let factor = tri!(store(
-        cas.store
-            .verify_second_factor(&op.username, body.totp.trim(), now)
-            .await
-    ));
+    let factor = tri!(super::api_accounts::step_up(&cas, &op, &body.totp).await);
     let t = tri!(store(
         cas.store.approve_pairing(&id, &code, &factor, now).await
     ));

@@ -34,7 +34,11 @@ pub fn router() -> Router<Cas> {
 }
 
 /// The fresh second factor of the token's operator.
-async fn step_up(cas: &Cas, op: &Operator, totp: &str) -> Result<SecondFactor, Response> {
+pub(super) async fn step_up(
+    cas: &Cas,
+    op: &Operator,
+    totp: &str,
+) -> Result<SecondFactor, Response> {
     store(
         cas.store
             .verify_second_factor(&op.username, totp.trim(), cas.clock.now())

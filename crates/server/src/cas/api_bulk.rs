@@ -125,12 +125,7 @@ async fn bulk_approve(
     if let Some(r) = too_many(body.approvals.len()) {
         return r;
     }
-    let now = cas.clock.now();
-    let factor = tri!(store(
-        cas.store
-            .verify_second_factor(&op.username, body.totp.trim(), now)
-            .await
-    ));
+    let factor = tri!(super::api_accounts::step_up(&cas, &op, &body.totp).await);
     let mut results = Vec::with_capacity(body.approvals.len());
     for a in body.approvals {
         let done = match a.code.parse::<PairingCode>() {

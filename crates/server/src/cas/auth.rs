@@ -107,6 +107,22 @@ impl Cas {
         }
     }
 
+    /// A fresh second factor of the signed-in operator, from the code a
+    /// form carries (counted against their step-up lock).
+    pub(crate) async fn fresh_factor(
+        &self,
+        who: &SignedIn,
+        totp: &str,
+    ) -> Result<pairgate_store::SecondFactor, StoreError> {
+        self.store
+            .verify_second_factor(
+                &who.session.operator.username,
+                totp.trim(),
+                self.clock.now(),
+            )
+            .await
+    }
+
     /// As [`Self::signed_in`], for a form post: the CSRF token must match.
     pub async fn signed_in_form(
         &self,

@@ -138,13 +138,7 @@ async fn approve_all(
     fields: &[(String, String)],
     picked: &[&str],
 ) -> Result<Outcomes, Response> {
-    let now = cas.clock.now();
-    let username = &who.session.operator.username;
-    let factor = match cas
-        .store
-        .verify_second_factor(username, field(fields, "totp").trim(), now)
-        .await
-    {
+    let factor = match cas.fresh_factor(who, field(fields, "totp")).await {
         Ok(f) => f,
         Err(e) => {
             let Some((status, m)) = super::step_up_refusal(&e) else {

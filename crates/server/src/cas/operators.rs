@@ -192,11 +192,7 @@ pub async fn change_operator(
         let who = &who;
         async move { operators_view(&cas, who, Some(flash(Flash::Error, &message)), status).await }
     };
-    let factor = match cas
-        .store
-        .verify_second_factor(&who.session.operator.username, form.totp.trim(), now)
-        .await
-    {
+    let factor = match cas.fresh_factor(&who, &form.totp).await {
         Ok(f) => f,
         Err(e) => {
             let Some((status, m)) = super::step_up_refusal(&e) else {

@@ -481,11 +481,7 @@ pub async fn unpair(
         return super::refused(&who, StatusCode::NOT_FOUND, "Terminal", "No such terminal.");
     };
     let now = cas.clock.now();
-    let factor = match cas
-        .store
-        .verify_second_factor(&who.session.operator.username, form.totp.trim(), now)
-        .await
-    {
+    let factor = match cas.fresh_factor(&who, &form.totp).await {
         Ok(f) => f,
         Err(e) => {
             let Some((status, m)) = super::step_up_refusal(&e) else {

@@ -121,10 +121,7 @@ pub async fn resume(
         Err(r) => return r,
     };
     let now = cas.clock.now();
-    let factor = cas
-        .store
-        .verify_second_factor(&who.session.operator.username, form.totp.trim(), now)
-        .await;
+    let factor = cas.fresh_factor(&who, &form.totp).await;
     let trust = match factor.and_then(|f| f.trust_change()) {
         Ok(t) => t,
         Err(e) => {

@@ -144,11 +144,7 @@ pub async fn add(
     };
     let now = cas.clock.now();
     let done = async {
-        let by = cas
-            .store
-            .verify_second_factor(&who.session.operator.username, form.totp.trim(), now)
-            .await?
-            .admin()?;
+        let by = cas.fresh_factor(&who, &form.totp).await?.admin()?;
         let v = cas
             .store
             .add_vendor(form.name.trim(), &key, &by, now)
@@ -180,11 +176,7 @@ pub async fn remove(
     };
     let now = cas.clock.now();
     let done = async {
-        let by = cas
-            .store
-            .verify_second_factor(&who.session.operator.username, form.totp.trim(), now)
-            .await?
-            .admin()?;
+        let by = cas.fresh_factor(&who, &form.totp).await?.admin()?;
         cas.store.remove_vendor(&name, &by, now).await?;
         Ok(format!(
             "Vendor key {name} removed; its manifests vouch for nothing now."
