@@ -91,11 +91,12 @@ async fn fill(
 async fn measure(args: AuditArgs, out: &dyn Output) -> Result<()> {
     let dir = tempfile::tempdir().context("making a temporary directory")?;
     let store = Store::open_data_dir(&dir.path().join("data")).await?;
-    let identity = pairgate_server::identity::load_or_create(
+    let identity = pairgate_server::identity::load(
         &format!("file:{}", dir.path().join("identity").display()),
         &dir.path().join("identity.passphrase"),
         &["localhost".to_owned()],
         SystemTime::now(),
+        pairgate_server::identity::Creating::Allowed,
     )?;
     let signer = pairgate_server::audit_anchor::IdentitySigner::new(&identity.certified_key)?;
     let filled = Instant::now();

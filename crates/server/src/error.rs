@@ -27,6 +27,9 @@ pub enum ServerError {
     /// The identity could not be set up.
     #[error("server identity: {0}")]
     Identity(String),
+    /// A service that was asked for did not start.
+    #[error("{0} did not start")]
+    NotStarted(&'static str),
     /// A listener could not be bound.
     #[error("listening on {addr}: {source}")]
     Bind {

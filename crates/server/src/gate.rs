@@ -29,8 +29,8 @@ use pairgate_pki::{Commitment, Nonce};
 use pairgate_proto::ErrorCode;
 use pairgate_proto::{OpenAnswer, PairingHello, PairingStatus, RequestStatus, RevealRequest};
 use pairgate_store::{
-    Opened, PairingAttempt, PairingLimits, PairingRequest, PairingState, Serial, Store, StoreError,
-    Terminal,
+    AttemptScope, Opened, PairingAttempt, PairingLimits, PairingRequest, PairingState, Serial,
+    Store, StoreError, Terminal,
 };
 
 use crate::http::{JsonBody, JsonPath, JsonQuery, Peer, no_route, rfc3339, wrong_method};
@@ -133,7 +133,7 @@ async fn open(
             }),
         )
             .into_response()),
-        Err(e) => Err(refused(&gate, &peer, &body.serial, e)),
+        Err(e) => Err(refused(&gate, &peer, &body.serial, e).await),
     }
 }
 
@@ -179,22 +179,15 @@ fn attempt(peer: &Peer, body: &PairingHello) -> Result<PairingAttempt, ApiError>
 
 /// Counts and audits a refused hello; an address past its budget for
 /// unknown serials is answered `429` instead.
-fn refused(gate: &Gate, peer: &Peer, serial: &str, e: StoreError) -> ApiError {
+async fn refused(gate: &Gate, peer: &Peer, serial: &str, e: StoreError) -> ApiError {
     let ip = peer.address.ip();
     let kind = match &e {
         StoreError::UnknownSerial(_) => {
-            if gate
-                .unknown_serials
-                .address_blocked(ip, gate.clock.instant())
-            {
+            if let Err(limited) = count_unknown_serial(gate, peer).await {
                 gate.refusals
                     .record(ip, "pairing.rate_limited", example(peer, serial));
-                return rate_limited(
-                    "too many pairing attempts for unknown serials from this address; wait a minute",
-                );
+                return limited;
             }
-            gate.unknown_serials
-                .count(ip, peer.fingerprint, gate.clock.instant());
             "pairing.unknown_serial"
         }
         StoreError::Blocked(_) => "pairing.blocked_key",
@@ -203,6 +196,39 @@ fn refused(gate: &Gate, peer: &Peer, serial: &str, e: StoreError) -> ApiError {
     };
     gate.refusals.record(ip, kind, example(peer, serial));
     e.into()
+}
+
+/// Counts an unknown-serial attempt here and in the store, where every
+/// instance counts: `Err(429)` once the address is past its budget
+/// across the cluster (or the store cannot count: closed, not open).
+/// Once over, the address is answered here without asking the store
+/// again for the rest of its minute.
+async fn count_unknown_serial(gate: &Gate, peer: &Peer) -> Result<(), ApiError> {
+    let ip = peer.address.ip();
+    let limiter = &gate.unknown_serials;
+    let over = || {
+        rate_limited(
+            "too many pairing attempts for unknown serials from this address; wait a minute",
+        )
+    };
+    if limiter.address_blocked(ip, gate.clock.instant()) {
+        return Err(over());
+    }
+    limiter.count(ip, peer.fingerprint, gate.clock.instant());
+    let counted = gate
+        .store
+        .count_attempt(
+            AttemptScope::UnknownSerialAddress,
+            &ip.to_string(),
+            Duration::from_secs(60),
+            gate.clock.now(),
+        )
+        .await?;
+    if counted.count > limiter.per_address() {
+        limiter.saturate(ip, gate.clock.instant());
+        return Err(over());
+    }
+    Ok(())
 }
 
 /// A request as the terminal that opened it may see it; anyone else gets

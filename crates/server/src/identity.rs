@@ -67,64 +67,126 @@ fn passphrase(path: &Path) -> Result<Passphrase, ServerError> {
     Ok(Passphrase::from_file(path)?)
 }
 
-/// Loads the server identity, creating the key and certificate at first
-/// start and renewing the certificate (same key) when it nears expiry.
-pub fn load_or_create(
+/// Whether [`load`] may make the identity's key when it is missing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Creating {
+    /// Make it: the first start of the first instance (or `server init`).
+    Allowed,
+    /// Refuse: the store records an identity already, or this instance
+    /// runs only some services and must present the one all share.
+    Refused,
+}
+
+/// How an operator gives an instance the identity the store records.
+const PROVIDE_IDENTITY: &str = "copy the identity from the first instance (the identity \
+     key store directory and identity.passphrase of its data directory), or point \
+     identity_keystore at the PKCS#11 token that holds it; docs/operations.md \
+     (\"Sharing the identity\") says how";
+
+/// Loads the server identity, creating the key (when `creating` allows)
+/// and the certificate, and renewing the certificate (same key) when it
+/// nears expiry.
+pub fn load(
     keystore_uri: &str,
     passphrase_file: &Path,
     server_names: &[String],
     now: SystemTime,
+    creating: Creating,
 ) -> Result<ServerIdentity, ServerError> {
     let uri: KeyStoreUri = keystore_uri.parse()?;
-    let pass = match uri {
-        KeyStoreUri::File(_) => Some(passphrase(passphrase_file)?),
+    let create = creating == Creating::Allowed;
+    let missing = |what: String| {
+        ServerError::Identity(format!(
+            "{what}, and this instance may not create one; {PROVIDE_IDENTITY}"
+        ))
+    };
+    let pass = match &uri {
+        KeyStoreUri::File(_) if create => Some(passphrase(passphrase_file)?),
+        KeyStoreUri::File(_) if !passphrase_file.exists() => {
+            return Err(missing(format!(
+                "the identity passphrase {} is missing",
+                passphrase_file.display()
+            )));
+        }
+        KeyStoreUri::File(_) => Some(Passphrase::from_file(passphrase_file)?),
         KeyStoreUri::Pkcs11(_) => None,
     };
-    let store: Arc<dyn KeyStore> = Arc::from(pairgate_keystore::open(&uri, pass, true)?);
-    let alias = Alias::new(SERVER_ALIAS)?;
-    let public = match store.public_key(&alias) {
-        Ok(public) => public,
-        Err(pairgate_keystore::KeyStoreError::NoSuchAlias(_)) => {
-            store.generate_key(&alias, KeyAlgorithm::P256)?
+    let store: Arc<dyn KeyStore> = match pairgate_keystore::open(&uri, pass, create) {
+        Ok(store) => Arc::from(store),
+        Err(e) if !create => {
+            return Err(missing(format!(
+                "the identity key store cannot be opened ({e})"
+            )));
         }
         Err(e) => return Err(e.into()),
     };
-    let chain = store.certificate_chain(&alias)?;
-    let fresh = chain.first().is_some_and(|leaf| {
-        CertificateInfo::parse(leaf)
-            .and_then(|info| info.check_validity(now + RENEW_BEFORE))
-            .is_ok()
-    });
-    if !fresh {
-        let (dns, ips): (Vec<String>, Vec<std::net::IpAddr>) = {
-            let mut dns = Vec::new();
-            let mut ips = Vec::new();
-            for name in server_names {
-                match name.parse() {
-                    Ok(ip) => ips.push(ip),
-                    Err(_) => dns.push(name.clone()),
-                }
-            }
-            (dns, ips)
-        };
-        let subject = Subject::common_name("pairgate server")
-            .map_err(|e| ServerError::Identity(e.to_string()))?;
-        pairgate_keystore::self_signed_server_certificate(
-            store.as_ref(),
-            &alias,
-            &subject,
-            &dns,
-            &ips,
-            now,
-            CERT_DAYS,
-        )?;
-    }
+    let alias = Alias::new(SERVER_ALIAS)?;
+    let public = match store.public_key(&alias) {
+        Ok(public) => public,
+        Err(pairgate_keystore::KeyStoreError::NoSuchAlias(_)) if create => {
+            store.generate_key(&alias, KeyAlgorithm::P256)?
+        }
+        Err(pairgate_keystore::KeyStoreError::NoSuchAlias(_)) => {
+            return Err(missing(format!(
+                "the key store {} holds no identity key",
+                store.describe()
+            )));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    renew_certificate(store.as_ref(), &alias, server_names, now)?;
     let certified_key = pairgate_tls::alias_certified_key(store.clone(), &alias)?;
     Ok(ServerIdentity {
         certified_key,
         pin: public.pin(),
         keystore: store.describe(),
     })
+}
+
+/// Refuses an identity whose pin differs from the one the store records
+/// (`recorded`), saying how to provide the right one.
+pub fn check_recorded(identity: &ServerIdentity, recorded: SpkiPin) -> Result<(), ServerError> {
+    if identity.pin == recorded {
+        return Ok(());
+    }
+    Err(ServerError::Identity(format!(
+        "this instance's identity key ({}) is not the server identity the store records \
+         ({recorded}) that terminals have pinned; refusing to serve with it: {PROVIDE_IDENTITY}",
+        identity.pin
+    )))
+}
+
+/// Issues a fresh self-signed certificate for the key unless the stored
+/// one is valid for [`RENEW_BEFORE`] more.
+fn renew_certificate(
+    store: &dyn KeyStore,
+    alias: &Alias,
+    server_names: &[String],
+    now: SystemTime,
+) -> Result<(), ServerError> {
+    let chain = store.certificate_chain(alias)?;
+    let fresh = chain.first().is_some_and(|leaf| {
+        CertificateInfo::parse(leaf)
+            .and_then(|info| info.check_validity(now + RENEW_BEFORE))
+            .is_ok()
+    });
+    if fresh {
+        return Ok(());
+    }
+    let mut dns = Vec::new();
+    let mut ips = Vec::new();
+    for name in server_names {
+        match name.parse::<std::net::IpAddr>() {
+            Ok(ip) => ips.push(ip),
+            Err(_) => dns.push(name.clone()),
+        }
+    }
+    let subject = Subject::common_name("pairgate server")
+        .map_err(|e| ServerError::Identity(e.to_string()))?;
+    pairgate_keystore::self_signed_server_certificate(
+        store, alias, &subject, &dns, &ips, now, CERT_DAYS,
+    )?;
+    Ok(())
 }
 
 /// The pin of an identity that already exists, creating nothing: for

@@ -14,12 +14,14 @@ mod error;
 mod gate;
 mod http;
 pub mod identity;
+mod instance;
 mod keepalive;
 mod master;
 mod paired;
 mod proxy;
 mod refusals;
 mod running;
+mod service_set;
 mod services;
 
 use std::net::SocketAddr;
@@ -29,14 +31,14 @@ pub use config::{DatabaseLocation, Settings};
 pub use error::{ApiError, ServerError};
 pub use http::{Peer, rfc3339, unix_millis};
 pub use identity::ServerIdentity;
+pub use instance::{Initialized, Instance, init};
 pub use paired::PairedSet;
+pub use service_set::ServiceSet;
 
 pub use pairgate_clock::Clock;
 use pairgate_pki::SpkiPin;
 use pairgate_store::Store;
 use pairgate_tls::server::TlsServer;
-use running::Bound;
-use tokio::sync::watch;
 
 pub use pairgate_proto::TerminalConfig;
 
@@ -55,7 +57,8 @@ pub async fn open_store(settings: &Settings) -> Result<Store, ServerError> {
         .with_token_lifetime(settings.api_token_lifetime()))
 }
 
-/// A running server.
+/// A running server with all three services: [`Instance`] with every
+/// address present.
 #[derive(Debug)]
 pub struct Server {
     /// What time it is, for every service of this server.
@@ -85,112 +88,65 @@ pub struct Server {
     pub gate_tls: TlsServer,
     /// The master's TLS server.
     pub master_tls: TlsServer,
-    store: Store,
-    refusals: Arc<refusals::RefusalLog>,
-    shutdown: watch::Sender<bool>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
+    instance: Instance,
 }
 
 impl Server {
-    /// Opens the store, loads (or creates) the identity, binds gate and
-    /// master and starts serving, on the system clock.
+    /// Opens the store, loads (or creates) the identity, binds gate,
+    /// master and CAS and starts serving, on the system clock.
     pub async fn start(settings: &Settings) -> Result<Self, ServerError> {
         Self::start_with_clock(settings, Clock::system()).await
     }
 
     /// As [`Server::start`], reading time from `clock` (tests hand in a
-    /// manual one and move it instead of sleeping).
+    /// manual one and move it instead of sleeping). Every service runs,
+    /// whatever the `services` setting says.
     pub async fn start_with_clock(settings: &Settings, clock: Clock) -> Result<Self, ServerError> {
-        let store = open_store(settings).await?;
-        let identity = services::identity(settings, &clock).await?;
-        let policy = pairgate_tls::TlsPolicy {
-            clock: clock.clone(),
-            ..settings.tls_policy()?
+        let mut instance = Instance::start(settings, ServiceSet::ALL, clock).await?;
+        let (
+            Some(gate_addr),
+            Some(master_addr),
+            Some((cas_addr, cas_url)),
+            Some(paired),
+            [Some(gate_tls), Some(master_tls)],
+        ) = (
+            instance.gate_addr,
+            instance.master_addr,
+            instance.cas.clone(),
+            instance.paired.clone(),
+            instance.tls.clone(),
+        )
+        else {
+            instance.shutdown().await;
+            return Err(ServerError::NotStarted("one of gate, master and CAS"));
         };
-        let (shutdown, shutdown_rx) = watch::channel(false);
-        let gate_at = Bound::bind(&settings.gate_listen).await?;
-        let master_at = Bound::bind(&settings.master_listen).await?;
-        let cas_at = Bound::bind(&settings.cas_listen).await?;
-        let (gate_addr, master_addr, cas_addr) = (gate_at.addr, master_at.addr, cas_at.addr);
-        let at = running::Shared {
-            settings,
-            store: &store,
-            identity: &identity,
-            policy: &policy,
-            clock: &clock,
-            shutdown: &shutdown_rx,
-        };
-        let [gate_limiter, master_limiter, cas_limiter] = settings
-            .connection_limits(conn::open_file_limit())
-            .map(conn::ConnectionLimiter::new);
-        let connections = [
-            gate_limiter.clone(),
-            master_limiter.clone(),
-            cas_limiter.clone(),
-        ];
-        let signer = Arc::new(audit_anchor::IdentitySigner::new(&identity.certified_key)?);
-        let audit_checked = audit_anchor::LastFullCheck::default();
-        let operators = running::operators(&at, cas_at, cas_limiter, audit_checked.clone()).await?;
-        let paired = PairedSet::load(&store).await?;
-        let refusals = Arc::new(refusals::RefusalLog::new(
-            usize::try_from(settings.refusal_audit_per_minute).unwrap_or(usize::MAX),
-        ));
-        let master_url = settings.master_url(master_addr.port());
-        let terminals = running::terminals(
-            &at,
-            [gate_at, master_at],
-            [gate_limiter, master_limiter],
-            &paired,
-            &refusals,
-            &master_url,
-        )?;
-        let mut tasks = terminals.tasks;
-        tasks.push(operators.task);
-        tasks.extend(running::background(
-            &at,
-            &paired,
-            &refusals,
-            audit_checked,
-            signer,
-        ));
         Ok(Self {
-            clock,
+            clock: instance.clock.clone(),
             gate_addr,
             master_addr,
-            pin: identity.pin,
-            identity_keystore: identity.keystore,
-            master_url,
+            pin: instance.pin,
+            identity_keystore: instance.identity_keystore.clone(),
+            master_url: instance.master_url.clone(),
             paired,
             cas_addr,
-            cas_url: operators.url,
-            first_run_password: operators.first_run_password,
-            connections,
-            gate_tls: terminals.gate_tls,
-            master_tls: terminals.master_tls,
-            store,
-            refusals,
-            shutdown,
-            tasks,
+            cas_url,
+            first_run_password: instance.first_run_password.take(),
+            connections: instance.connections.clone(),
+            gate_tls,
+            master_tls,
+            instance,
         })
     }
 
     /// Stops accepting, closes every connection and waits for the tasks;
     /// the refusals counted since the last window are audited.
-    pub async fn shutdown(mut self) {
-        let _ = self.shutdown.send(true);
-        for task in std::mem::take(&mut self.tasks) {
-            let _ = task.await;
-        }
-        if let Err(e) = self.flush_refusals().await {
-            tracing::warn!(error = %e, "auditing refusals failed");
-        }
+    pub async fn shutdown(self) {
+        self.instance.shutdown().await;
     }
 
     /// Audits the refusals counted so far now rather than at the end of
     /// the window; returns how many records were written.
     pub async fn flush_refusals(&self) -> Result<usize, pairgate_store::StoreError> {
-        self.refusals
-            .flush(&self.store, running::REFUSAL_WINDOW, self.clock.now())
-            .await
+        self.instance.flush_refusals().await
     }
 }

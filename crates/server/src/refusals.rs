@@ -112,6 +112,23 @@ impl UnknownSerialLimiter {
         self.inner().1.get(ip, now) >= self.per_address
     }
 
+    /// The attempts an address may make in a minute.
+    pub(crate) fn per_address(&self) -> u64 {
+        self.per_address
+    }
+
+    /// Marks the address as having used up its budget, as the cluster's
+    /// count in the store says: its next attempts here are answered
+    /// without asking the store.
+    pub(crate) fn saturate(&self, ip: IpAddr, now: Instant) {
+        let mut inner = self.inner();
+        while inner.1.get(ip, now) < self.per_address {
+            if !inner.1.add(ip, now) {
+                break;
+            }
+        }
+    }
+
     /// Counts one unknown-serial attempt.
     pub(crate) fn count(&self, ip: IpAddr, fp: TerminalFingerprint, now: Instant) {
         let mut inner = self.inner();

@@ -57,53 +57,59 @@ pub(crate) struct Shared<'a> {
 }
 
 /// The gate and the master, serving: their TLS servers (for their
-/// session caches) and tasks.
+/// session caches) where they run, and tasks.
 pub(crate) struct Terminals {
-    pub gate_tls: TlsServer,
-    pub master_tls: TlsServer,
+    pub gate_tls: Option<TlsServer>,
+    pub master_tls: Option<TlsServer>,
     pub tasks: Vec<JoinHandle<()>>,
 }
 
-/// Starts the gate and the master on their listeners.
+/// Starts the gate and the master on the listeners bound for them.
 pub(crate) fn terminals(
     at: &Shared<'_>,
-    [gate_at, master_at]: [Bound; 2],
+    [gate_at, master_at]: [Option<Bound>; 2],
     [gate_limiter, master_limiter]: [Arc<ConnectionLimiter>; 2],
     paired: &Arc<PairedSet>,
     refusals: &Arc<RefusalLog>,
     master_url: &str,
 ) -> Result<Terminals, ServerError> {
     let (settings, store, clock) = (at.settings, at.store, at.clock);
-    let gate = services::gate(settings, store, master_url, refusals, Some(paired), clock);
-    let presence =
-        crate::clones::Presence::start(store.clone(), settings.clone_action(), clock.clone());
-    let master = services::master(settings, store, paired, &presence, clock)?;
     let serving =
         |listener, limiter| services::serving(settings, listener, at.identity, at.policy, limiter);
-    let gate_serving = serving(Listener::Gate, gate_limiter)?;
-    let guard = crate::clones::MasterGuard {
-        paired: paired.clone(),
-        presence,
+    let mut out = Terminals {
+        gate_tls: None,
+        master_tls: None,
+        tasks: Vec::new(),
     };
-    let master_serving = serving(Listener::Master(Arc::new(guard)), master_limiter)?;
-    Ok(Terminals {
-        gate_tls: gate_serving.tls.clone(),
-        master_tls: master_serving.tls.clone(),
-        tasks: vec![
-            tokio::spawn(http::serve(
-                gate_at.listener,
-                gate::router(gate),
-                gate_serving,
-                at.shutdown.clone(),
-            )),
-            tokio::spawn(http::serve(
-                master_at.listener,
-                master::router(master),
-                master_serving,
-                at.shutdown.clone(),
-            )),
-        ],
-    })
+    if let Some(gate_at) = gate_at {
+        let gate = services::gate(settings, store, master_url, refusals, Some(paired), clock);
+        let gate_serving = serving(Listener::Gate, gate_limiter)?;
+        out.gate_tls = Some(gate_serving.tls.clone());
+        out.tasks.push(tokio::spawn(http::serve(
+            gate_at.listener,
+            gate::router(gate),
+            gate_serving,
+            at.shutdown.clone(),
+        )));
+    }
+    if let Some(master_at) = master_at {
+        let presence =
+            crate::clones::Presence::start(store.clone(), settings.clone_action(), clock.clone());
+        let master = services::master(settings, store, paired, &presence, clock)?;
+        let guard = crate::clones::MasterGuard {
+            paired: paired.clone(),
+            presence,
+        };
+        let master_serving = serving(Listener::Master(Arc::new(guard)), master_limiter)?;
+        out.master_tls = Some(master_serving.tls.clone());
+        out.tasks.push(tokio::spawn(http::serve(
+            master_at.listener,
+            master::router(master),
+            master_serving,
+            at.shutdown.clone(),
+        )));
+    }
+    Ok(out)
 }
 
 /// CAS, serving: its URL, the first run's password and its task.
@@ -143,23 +149,27 @@ pub(crate) async fn operators(
     })
 }
 
-/// Starts the background work: following the paired set, signing and
-/// checking the audit log, and the minute's sweep.
+/// Starts the background work: following the paired set (where gate or
+/// master run), signing and checking the audit log, and the minute's
+/// sweep.
 pub(crate) fn background(
     at: &Shared<'_>,
-    paired: &Arc<PairedSet>,
+    paired: Option<&Arc<PairedSet>>,
     refusals: &Arc<RefusalLog>,
     audit_checked: audit_anchor::LastFullCheck,
     signer: Arc<audit_anchor::IdentitySigner>,
 ) -> Vec<JoinHandle<()>> {
     let (settings, store, clock) = (at.settings, at.store, at.clock);
-    vec![
-        tokio::spawn(paired.clone().follow(
+    let mut tasks = Vec::new();
+    if let Some(paired) = paired {
+        tasks.push(tokio::spawn(paired.clone().follow(
             store.clone(),
             Duration::from_millis(settings.paired_poll_ms),
             Duration::from_secs(settings.reconcile_secs),
             at.shutdown.clone(),
-        )),
+        )));
+    }
+    tasks.extend([
         tokio::spawn(audit_anchor::run(
             store.clone(),
             signer,
@@ -172,18 +182,22 @@ pub(crate) fn background(
             store.clone(),
             refusals.clone(),
             Duration::from_secs(settings.closed_request_retention_secs),
+            Duration::from_secs(settings.login_window_secs).max(REFUSAL_WINDOW),
             clock.clone(),
             at.shutdown.clone(),
         )),
-    ]
+    ]);
+    tasks
 }
 
 /// Once a minute: marks expired pairing requests, deletes closed ones
-/// past their retention, and audits the window's refusals.
+/// past their retention and attempt counters past the longest limit's
+/// window, and audits the window's refusals.
 async fn sweep(
     store: Store,
     refusals: Arc<RefusalLog>,
     retention: Duration,
+    longest_limit: Duration,
     clock: Clock,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -205,6 +219,9 @@ async fn sweep(
                 "closed pairing requests past their retention deleted"
             ),
             Err(e) => tracing::warn!(error = %e, "deleting old pairing requests failed"),
+        }
+        if let Err(e) = store.purge_attempts(longest_limit, now).await {
+            tracing::warn!(error = %e, "deleting old attempt counters failed");
         }
         if let Err(e) = refusals.flush(&store, REFUSAL_WINDOW, now).await {
             tracing::warn!(error = %e, "auditing refusals failed");

@@ -18,25 +18,63 @@ use crate::http::ConnectionGuard;
 use crate::identity::{self, ServerIdentity};
 use crate::paired::PairedSet;
 use crate::refusals::{RefusalLog, UnknownSerialLimiter};
-use crate::{ServerError, Settings, audit_anchor, cas, config, gate, http, master, proxy};
+use crate::{
+    ServerError, ServiceSet, Settings, audit_anchor, cas, config, gate, http, master, proxy,
+};
 
 fn count(n: u64) -> usize {
     usize::try_from(n).unwrap_or(usize::MAX)
 }
 
-/// Loads (or at first start creates) the server identity, off the async
-/// workers (a key store may be slow).
+/// Loads the server identity and holds it to the one the store records.
+/// Only an instance running every service, on a store that records no
+/// identity yet, may create it (and records it, audited); any other
+/// instance whose key is missing or differs refuses to start. The key
+/// store is read off the async workers (an HSM may be slow).
 pub(crate) async fn identity(
     settings: &Settings,
+    store: &Store,
+    services: ServiceSet,
     clock: &Clock,
 ) -> Result<ServerIdentity, ServerError> {
+    let recorded = store.recorded_identity().await?;
+    if recorded.is_none() && !services.is_all() {
+        return Err(ServerError::Identity(format!(
+            "the store records no server identity yet, and an instance running only {services} \
+             never creates one: run `pairgate server init` once (on the node whose identity \
+             terminals will pin), then start this instance with that identity"
+        )));
+    }
+    let creating = if recorded.is_none() {
+        identity::Creating::Allowed
+    } else {
+        identity::Creating::Refused
+    };
     let uri = settings.identity_keystore();
     let pass = settings.identity_passphrase_file();
     let names = settings.server_names.clone();
     let now = clock.now();
-    tokio::task::spawn_blocking(move || identity::load_or_create(&uri, &pass, &names, now))
-        .await
-        .map_err(|e| ServerError::Identity(e.to_string()))?
+    let loaded =
+        tokio::task::spawn_blocking(move || identity::load(&uri, &pass, &names, now, creating))
+            .await
+            .map_err(|e| ServerError::Identity(e.to_string()))??;
+    match recorded {
+        Some(pin) => identity::check_recorded(&loaded, pin)?,
+        None => {
+            let actor = pairgate_store::Actor::new("server");
+            match store.record_identity(loaded.pin, &actor, now).await {
+                Ok(()) => {}
+                // Another instance recorded its own first: serve with that.
+                Err(pairgate_store::StoreError::Conflict(_)) => {
+                    if let Some(pin) = store.recorded_identity().await? {
+                        identity::check_recorded(&loaded, pin)?;
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    Ok(loaded)
 }
 
 /// What every CAS handler shares.
@@ -54,11 +92,15 @@ pub(crate) fn cas(
             absolute: Duration::from_secs(settings.cas_session_max_secs),
         },
         secure: settings.cas_tls,
-        logins: Arc::new(cas::LoginLimiter::new(cas::LoginLimits {
-            per_account: count(settings.login_failures_per_account),
-            per_address: count(settings.login_failures_per_address),
-            window: Duration::from_secs(settings.login_window_secs),
-        })),
+        logins: Arc::new(cas::Logins::new(
+            cas::LoginLimits {
+                per_account: count(settings.login_failures_per_account),
+                per_address: count(settings.login_failures_per_address),
+                window: Duration::from_secs(settings.login_window_secs),
+            },
+            store.clone(),
+            clock.clone(),
+        )),
         first_run_file: Some(Arc::new(settings.data_dir.join(cas::FIRST_RUN_FILE))),
         hosts: Arc::new(settings.cas_hosts()),
         server_pin,

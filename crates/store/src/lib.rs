@@ -15,6 +15,7 @@ mod accounts;
 mod audit;
 mod blocked;
 mod clones;
+mod cluster;
 mod error;
 mod fleet;
 mod manifests;
@@ -44,6 +45,7 @@ pub use audit::{
 };
 pub use blocked::BlockedKey;
 pub use clones::{CloneAction, Heartbeat};
+pub use cluster::{AttemptScope, Attempts};
 pub use error::StoreError;
 pub use fleet::{Alert, AlertKind, DayActivity, FLEET_DAYS, FleetView};
 pub use manifests::{ApprovalRules, Imported, ManifestRecord, Vendor};

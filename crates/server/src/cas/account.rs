@@ -89,7 +89,7 @@ pub async fn change_password(
         return refuse(StatusCode::BAD_REQUEST, "The two new passwords differ.");
     }
     let username = session.operator.username.clone();
-    if let Err(wait) = cas.logins.check(&username, address, cas.clock.instant()) {
+    if let Err(wait) = cas.logins.check(&username, address).await {
         return refuse(StatusCode::TOO_MANY_REQUESTS, &too_many(wait));
     }
     match cas
@@ -99,7 +99,7 @@ pub async fn change_password(
     {
         Ok(()) => {}
         Err(pairgate_store::StoreError::Unauthorized(_)) => {
-            cas.logins.failed(&username, address, cas.clock.instant());
+            cas.logins.failed(&username, address).await;
             return refuse(StatusCode::UNAUTHORIZED, "The current password is wrong.");
         }
         Err(pairgate_store::StoreError::Invalid(m)) => return refuse(StatusCode::BAD_REQUEST, &m),
@@ -203,7 +203,7 @@ pub async fn enrol(
     {
         Ok(codes) => codes,
         Err(pairgate_store::StoreError::Unauthorized(m)) => {
-            cas.logins.failed(&username, address, cas.clock.instant());
+            cas.logins.failed(&username, address).await;
             return match cas.store.begin_totp_enrolment(&username).await {
                 Ok(uri) => (
                     StatusCode::UNAUTHORIZED,
@@ -215,7 +215,7 @@ pub async fn enrol(
         }
         Err(e) => return super::internal(&e),
     };
-    cas.logins.succeeded(&username, address);
+    cas.logins.succeeded(&username, address).await;
     cas.audit_login(&username, "signed_in", address).await;
     let body = page(
         "Recovery codes",

@@ -257,13 +257,13 @@ pub async fn login(
             (status, login_page(&csrf, Some(message), &username)),
         )
     };
-    if let Err(wait) = cas.logins.check(&username, address, cas.clock.instant()) {
+    if let Err(wait) = cas.logins.check(&username, address).await {
         return again(StatusCode::TOO_MANY_REQUESTS, &too_many(wait));
     }
     let operator = match cas.store.verify_password(&username, &form.password).await {
         Ok(Some(op)) => op,
         Ok(None) => {
-            cas.logins.failed(&username, address, cas.clock.instant());
+            cas.logins.failed(&username, address).await;
             // Audited off the answer's path: only known accounts leave a
             // record, and waiting for that write would tell them apart.
             let (audit, name) = (cas.clone(), username.clone());
@@ -366,7 +366,7 @@ pub async fn second_factor(
         return csrf_refused();
     }
     let username = session.operator.username.clone();
-    if let Err(wait) = cas.logins.check(&username, address, cas.clock.instant()) {
+    if let Err(wait) = cas.logins.check(&username, address).await {
         return (
             StatusCode::TOO_MANY_REQUESTS,
             second_factor_page(&session.csrf, Some(&too_many(wait))),
@@ -388,7 +388,7 @@ pub async fn second_factor(
     };
     match passed {
         Ok(()) => {
-            cas.logins.succeeded(&username, address);
+            cas.logins.succeeded(&username, address).await;
             cas.audit_login(&username, "signed_in", address).await;
             let Some(next) = session
                 .stage
@@ -399,7 +399,7 @@ pub async fn second_factor(
             advance(&cas, &token, next, Redirect::to(stage_path(next)).into_response()).await
         }
         Err(e @ (StoreError::Unauthorized(_) | StoreError::Replayed(_))) => {
-            cas.logins.failed(&username, address, cas.clock.instant());
+            cas.logins.failed(&username, address).await;
             cas.audit_login(&username, "second_factor_failed", address)
                 .await;
             let message = if matches!(e, StoreError::Replayed(_)) {

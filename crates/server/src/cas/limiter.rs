@@ -6,7 +6,8 @@
 //! account. An attacker elsewhere therefore cannot lock an admin out: the
 //! admin's own address keeps its own count. (The second factor has its own
 //! lock per operator in the store, shared by every instance.) Pure logic
-//! with the time passed in; counters are per server process.
+//! with the time passed in; these counters are this process's, and
+//! [`super::Logins`] adds the counts every instance shares in the store.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;

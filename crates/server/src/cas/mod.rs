@@ -32,6 +32,7 @@ mod charts;
 mod dashboard;
 mod html;
 mod limiter;
+mod logins;
 mod openapi;
 mod operators;
 mod pages;
@@ -62,6 +63,7 @@ use tower::ServiceExt;
 use zeroize::Zeroizing;
 
 pub use limiter::{LoginLimiter, LoginLimits};
+pub use logins::Logins;
 
 /// File in the data directory holding the first-run admin password until
 /// the first password change.
@@ -93,7 +95,7 @@ pub struct Cas {
     /// Served over TLS: Secure, `__Host-` cookies.
     pub secure: bool,
     /// Failed-login counters.
-    pub logins: Arc<LoginLimiter>,
+    pub logins: Arc<Logins>,
     /// The first-run password file, deleted at the first password change.
     pub first_run_file: Option<Arc<PathBuf>>,
     /// Host names (lower case, no port) CAS answers to; any other `Host`

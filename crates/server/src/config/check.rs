@@ -19,6 +19,15 @@ impl Settings {
                 ))
             })?;
         }
+        if !self.metrics_listen.is_empty() {
+            self.metrics_listen.parse::<SocketAddr>().map_err(|_| {
+                ConfigError::Invalid(format!(
+                    "metrics_listen = {:?} is not an address like 127.0.0.1:7790 (empty: off)",
+                    self.metrics_listen
+                ))
+            })?;
+        }
+        self.service_set()?;
         self.tls_policy()?;
         if !self.master_url.is_empty() && !self.master_url.starts_with("https://") {
             return Err(ConfigError::Invalid(format!(
@@ -35,6 +44,11 @@ impl Settings {
         self.approval_rules()?;
         self.check_proxy()?;
         self.check_positive()
+    }
+
+    /// The services this instance runs.
+    pub fn service_set(&self) -> Result<crate::ServiceSet, ConfigError> {
+        crate::ServiceSet::parse(&self.services)
     }
 
     /// The upstream's URL, its trust and the forwarding header.

@@ -51,6 +51,14 @@ pub const SETTINGS: &[(&str, &str)] = &[
         "master URL handed to paired terminals (default https://localhost:<master port>)",
     ),
     (
+        "services",
+        "the services this instance runs, of gate, master and cas (default all three; only all three may create the server identity)",
+    ),
+    (
+        "metrics_listen",
+        "address of /metrics (Prometheus), /healthz and /readyz, plain HTTP (default 127.0.0.1:7790; empty: off)",
+    ),
+    (
         "identity_keystore",
         "key store of the server identity: file:DIR or pkcs11:… (default file:<data_dir>/identity)",
     ),

@@ -60,6 +60,10 @@ pub struct Settings {
     /// See [`SETTINGS`].
     pub master_url: String,
     /// See [`SETTINGS`].
+    pub services: Vec<String>,
+    /// See [`SETTINGS`].
+    pub metrics_listen: String,
+    /// See [`SETTINGS`].
     pub identity_keystore: String,
     /// See [`SETTINGS`].
     pub identity_passphrase_file: String,
@@ -188,6 +192,8 @@ impl Default for Settings {
             login_failures_per_address: 20,
             login_window_secs: 900,
             master_url: String::new(),
+            services: vec!["gate".into(), "master".into(), "cas".into()],
+            metrics_listen: "127.0.0.1:7790".into(),
             identity_keystore: String::new(),
             identity_passphrase_file: String::new(),
             server_names: vec!["localhost".into(), "127.0.0.1".into()],

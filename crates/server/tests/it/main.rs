@@ -16,6 +16,7 @@ mod browser;
 mod bulk;
 mod cas;
 mod clones;
+mod cluster;
 mod fleet;
 mod fuzz;
 mod hostile;

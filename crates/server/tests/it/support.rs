@@ -42,6 +42,7 @@ impl Fixture {
             gate_listen: "127.0.0.1:0".into(),
             master_listen: "127.0.0.1:0".into(),
             cas_listen: "127.0.0.1:0".into(),
+            metrics_listen: "127.0.0.1:0".into(),
             paired_poll_ms: 100,
             ..Settings::default()
         };

@@ -12,6 +12,7 @@ mod accounts;
 mod audit;
 mod bounds;
 mod clones;
+mod cluster;
 mod disk_full;
 mod manifests;
 mod pairing;

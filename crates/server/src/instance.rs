@@ -1,0 +1,214 @@
+//! One server instance running any subset of the services
+//! ([`ServiceSet`]) over the shared store and identity: what
+//! `pairgate server --services …` starts. [`crate::Server`] is the
+//! instance with all three.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use pairgate_clock::Clock;
+use pairgate_pki::SpkiPin;
+use pairgate_store::Store;
+use pairgate_tls::server::TlsServer;
+use tokio::sync::watch;
+
+use crate::running::{self, Bound};
+use crate::{PairedSet, ServerError, ServiceSet, Settings, audit_anchor, cas, conn, refusals};
+use crate::{open_store, services};
+
+/// A running instance; the addresses of the services it does not run are
+/// `None`.
+#[derive(Debug)]
+pub struct Instance {
+    /// What time it is, for every service of this instance.
+    pub clock: Clock,
+    /// The services running here.
+    pub services: ServiceSet,
+    /// The pin terminals learn (the identity the store records).
+    pub pin: SpkiPin,
+    /// The identity key store, described.
+    pub identity_keystore: String,
+    /// Where the gate listens.
+    pub gate_addr: Option<SocketAddr>,
+    /// Where the master listens.
+    pub master_addr: Option<SocketAddr>,
+    /// The master URL the gate hands to terminals.
+    pub master_url: String,
+    /// Where CAS listens, and its base URL.
+    pub cas: Option<(SocketAddr, String)>,
+    /// The paired set gate and master check (`None` for CAS alone).
+    pub paired: Option<Arc<PairedSet>>,
+    /// First run only: the one-time password of `admin`.
+    pub first_run_password: Option<cas::FirstRunPassword>,
+    /// Open connections of gate, master and CAS, against their caps.
+    pub connections: [Arc<conn::ConnectionLimiter>; 3],
+    /// The gate's and the master's TLS servers, where they run.
+    pub tls: [Option<TlsServer>; 2],
+    pub(crate) store: Store,
+    pub(crate) refusals: Arc<refusals::RefusalLog>,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// Binds `addr` when `on`.
+async fn bind_if(on: bool, addr: &str) -> Result<Option<Bound>, ServerError> {
+    Ok(if on {
+        Some(Bound::bind(addr).await?)
+    } else {
+        None
+    })
+}
+
+impl Instance {
+    /// Opens the store, loads the identity (creating it only when every
+    /// service runs on a store that records none), binds the listeners
+    /// of `services` and starts serving, reading time from `clock`.
+    pub async fn start(
+        settings: &Settings,
+        services: ServiceSet,
+        clock: Clock,
+    ) -> Result<Self, ServerError> {
+        let store = open_store(settings).await?;
+        let identity = services::identity(settings, &store, services, &clock).await?;
+        let policy = pairgate_tls::TlsPolicy {
+            clock: clock.clone(),
+            ..settings.tls_policy()?
+        };
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let gate_at = bind_if(services.gate, &settings.gate_listen).await?;
+        let master_at = bind_if(services.master, &settings.master_listen).await?;
+        let cas_at = bind_if(services.cas, &settings.cas_listen).await?;
+        let at = running::Shared {
+            settings,
+            store: &store,
+            identity: &identity,
+            policy: &policy,
+            clock: &clock,
+            shutdown: &shutdown_rx,
+        };
+        let connections = settings
+            .connection_limits(conn::open_file_limit())
+            .map(conn::ConnectionLimiter::new);
+        let audit_checked = audit_anchor::LastFullCheck::default();
+        let mut tasks = Vec::new();
+        let (mut cas, mut first_run_password) = (None, None);
+        if let Some(cas_at) = cas_at {
+            let addr = cas_at.addr;
+            let limiter = connections[2].clone();
+            let operators = running::operators(&at, cas_at, limiter, audit_checked.clone()).await?;
+            tasks.push(operators.task);
+            cas = Some((addr, operators.url));
+            first_run_password = operators.first_run_password;
+        }
+        let paired = if services.gate || services.master {
+            Some(PairedSet::load(&store).await?)
+        } else {
+            None
+        };
+        let refusals = Arc::new(refusals::RefusalLog::new(
+            usize::try_from(settings.refusal_audit_per_minute).unwrap_or(usize::MAX),
+        ));
+        let master_port = master_at.as_ref().map_or_else(
+            || {
+                settings
+                    .master_listen
+                    .parse::<SocketAddr>()
+                    .map_or(7743, |a| a.port())
+            },
+            |m| m.addr.port(),
+        );
+        let master_url = settings.master_url(master_port);
+        let (gate_addr, master_addr) = (
+            gate_at.as_ref().map(|b| b.addr),
+            master_at.as_ref().map(|b| b.addr),
+        );
+        let mut tls = [None, None];
+        if let Some(paired) = &paired {
+            let limiters = [connections[0].clone(), connections[1].clone()];
+            let terminals = running::terminals(
+                &at,
+                [gate_at, master_at],
+                limiters,
+                paired,
+                &refusals,
+                &master_url,
+            )?;
+            tasks.extend(terminals.tasks);
+            tls = [terminals.gate_tls, terminals.master_tls];
+        }
+        let signer = Arc::new(audit_anchor::IdentitySigner::new(&identity.certified_key)?);
+        tasks.extend(running::background(
+            &at,
+            paired.as_ref(),
+            &refusals,
+            audit_checked,
+            signer,
+        ));
+        Ok(Self {
+            clock,
+            services,
+            pin: identity.pin,
+            identity_keystore: identity.keystore,
+            gate_addr,
+            master_addr,
+            master_url,
+            cas,
+            paired,
+            first_run_password,
+            connections,
+            tls,
+            store,
+            refusals,
+            shutdown,
+            tasks,
+        })
+    }
+
+    /// Stops accepting, closes every connection and waits for the tasks;
+    /// the refusals counted since the last window are audited.
+    pub async fn shutdown(mut self) {
+        let _ = self.shutdown.send(true);
+        for task in std::mem::take(&mut self.tasks) {
+            let _ = task.await;
+        }
+        if let Err(e) = self.flush_refusals().await {
+            tracing::warn!(error = %e, "auditing refusals failed");
+        }
+    }
+
+    /// Audits the refusals counted so far now rather than at the end of
+    /// the window; returns how many records were written.
+    pub async fn flush_refusals(&self) -> Result<usize, pairgate_store::StoreError> {
+        self.refusals
+            .flush(&self.store, running::REFUSAL_WINDOW, self.clock.now())
+            .await
+    }
+}
+
+/// What `pairgate server init` set up.
+#[derive(Debug)]
+pub struct Initialized {
+    /// The identity's pin, now recorded in the store.
+    pub pin: SpkiPin,
+    /// The identity key store, described.
+    pub identity_keystore: String,
+    /// The first admin's one-time password, when this run created it.
+    pub first_run_password: Option<cas::FirstRunPassword>,
+}
+
+/// Creates (or checks) the server identity and records its pin in the
+/// store, and creates the first admin, without serving: the first step of
+/// a cluster whose instances each run some of the services.
+pub async fn init(settings: &Settings, clock: &Clock) -> Result<Initialized, ServerError> {
+    let store = open_store(settings).await?;
+    let identity = services::identity(settings, &store, ServiceSet::ALL, clock).await?;
+    let file = settings.data_dir.join(cas::FIRST_RUN_FILE);
+    let first_run_password = cas::first_run(&store, &file, clock.now())
+        .await?
+        .map(cas::FirstRunPassword);
+    Ok(Initialized {
+        pin: identity.pin,
+        identity_keystore: identity.keystore,
+        first_run_password,
+    })
+}
