@@ -321,7 +321,25 @@ async fn two_instances(
         }
     };
     let a = PairgateServer::start(&dir.join("a"), Some(&url), server_cpu, CAPACITY)?;
-    let b = PairgateServer::start(&dir.join("b"), Some(&url), server_cpu, CAPACITY)?;
+    // The second instance presents the first one's identity, as a
+    // cluster's instances do (the store refuses any other).
+    let a_data = dir.join("a");
+    let shared = [
+        format!(
+            "identity_keystore=file:{}",
+            a_data.join("identity").display()
+        ),
+        format!(
+            "identity_passphrase_file={}",
+            a_data.join("identity.passphrase").display()
+        ),
+    ];
+    let b_settings: Vec<&str> = CAPACITY
+        .iter()
+        .copied()
+        .chain(shared.iter().map(String::as_str))
+        .collect();
+    let b = PairgateServer::start(&dir.join("b"), Some(&url), server_cpu, &b_settings)?;
     let store = Store::open(&url).await?;
     let terminals = ca.terminals("bench-r", args.rounds)?;
     let mut approvers = Approvers::new("bench-rev");

@@ -53,6 +53,8 @@ impl PairgateServer {
                 "127.0.0.1:0",
                 "--cas-listen",
                 "127.0.0.1:0",
+                "--metrics-listen",
+                "127.0.0.1:0",
                 "--json",
             ])
             .env("PAIRGATE_LOG", "warn")

@@ -76,6 +76,9 @@ pub struct ServerArgs {
     /// The cas_listen setting (default 127.0.0.1:7780).
     #[arg(long, value_name = "ADDR")]
     cas_listen: Option<String>,
+    /// The metrics_listen setting (default 127.0.0.1:7790; empty: off).
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<String>,
     /// The master_url setting: the master URL handed to paired terminals.
     #[arg(long, value_name = "URL")]
     master_url: Option<String>,
@@ -95,8 +98,10 @@ struct InitArgs {
     settings: SettingsArgs,
 }
 
-/// Logs to stderr; `PAIRGATE_LOG` = error, warn, info (default) or debug.
-fn init_logging() {
+/// Logs to stderr; `PAIRGATE_LOG` = error, warn, info (default) or debug;
+/// `PAIRGATE_LOG_FORMAT=json` writes one JSON object per line, with the
+/// request's span (request number, service, client fingerprint).
+fn init_logging() -> Result<()> {
     let level = match std::env::var("PAIRGATE_LOG").as_deref() {
         Ok("error") => tracing::Level::ERROR,
         Ok("warn") => tracing::Level::WARN,
@@ -104,10 +109,22 @@ fn init_logging() {
         Ok("trace") => tracing::Level::TRACE,
         _ => tracing::Level::INFO,
     };
-    let _ = tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_max_level(level)
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match std::env::var("PAIRGATE_LOG_FORMAT").as_deref() {
+        Ok("json") => logs
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .try_init(),
+        Ok("text") | Err(std::env::VarError::NotPresent) => logs.try_init(),
+        Ok(other) => bail!("PAIRGATE_LOG_FORMAT={other:?}: use text (default) or json"),
+        Err(std::env::VarError::NotUnicode(_)) => {
+            bail!("PAIRGATE_LOG_FORMAT is not UTF-8: use text (default) or json")
+        }
+    };
+    Ok(())
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
@@ -138,7 +155,7 @@ fn first_run_text(
 
 fn init(args: InitArgs, out: &Output) -> Result<()> {
     let settings = args.settings.load(Vec::new())?;
-    init_logging();
+    init_logging()?;
     runtime()?.block_on(async {
         let done = pairgate_server::init(&settings, &pairgate_server::Clock::system()).await?;
         out.print(
@@ -169,6 +186,7 @@ pub fn run(args: ServerArgs, out: &Output) -> Result<()> {
         ("gate_listen", &args.gate_listen),
         ("master_listen", &args.master_listen),
         ("cas_listen", &args.cas_listen),
+        ("metrics_listen", &args.metrics_listen),
         ("master_url", &args.master_url),
     ] {
         if let Some(value) = value {
@@ -176,7 +194,7 @@ pub fn run(args: ServerArgs, out: &Output) -> Result<()> {
         }
     }
     let settings = args.settings.load(extra)?;
-    init_logging();
+    init_logging()?;
     let services = settings.service_set()?;
     runtime()?.block_on(async {
         let instance =
@@ -211,6 +229,9 @@ fn print_started(instance: &Instance, settings: &Settings, out: &Output) {
     if let Some(url) = cas_url {
         lines += &format!("  CAS       {url}\n");
     }
+    if let Some(addr) = instance.metrics_addr {
+        lines += &format!("  metrics   http://{addr}/metrics (/healthz, /readyz)\n");
+    }
     lines += &format!(
         "  store     {store}\n  identity  {}\n  server SPKI pin (terminals pin this):\n    {}\n    {}\n{}",
         instance.identity_keystore,
@@ -228,6 +249,7 @@ fn print_started(instance: &Instance, settings: &Settings, out: &Output) {
             "pin": instance.pin.to_hex(),
             "identity_keystore": instance.identity_keystore,
             "cas": cas_url,
+            "metrics": instance.metrics_addr.map(|a| a.to_string()),
             "first_run_password": instance.first_run_password.as_ref().map(|p| p.reveal()),
         }),
     );

@@ -103,6 +103,7 @@ impl From<StoreError> for ApiError {
             | StoreError::Io(_)
             | StoreError::Corrupt(_)
             | StoreError::Database(_) => {
+                crate::metrics::STORE_ERRORS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 tracing::error!(error = %e, "store failure");
                 return Self::new(
                     S::INTERNAL_SERVER_ERROR,

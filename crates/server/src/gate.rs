@@ -124,15 +124,18 @@ async fn open(
             }),
         )
             .into_response()),
-        Ok(Opened::Pending(req)) => Ok((
-            StatusCode::ACCEPTED,
-            Json(OpenAnswer::Pending {
-                request_id: req.id,
-                server_nonce: req.server_nonce,
-                expires_at: rfc3339(req.expires_at),
-            }),
-        )
-            .into_response()),
+        Ok(Opened::Pending(req)) => {
+            tracing::info!(serial = %req.serial, request = %req.id, "pairing request opened");
+            Ok((
+                StatusCode::ACCEPTED,
+                Json(OpenAnswer::Pending {
+                    request_id: req.id,
+                    server_nonce: req.server_nonce,
+                    expires_at: rfc3339(req.expires_at),
+                }),
+            )
+                .into_response())
+        }
         Err(e) => Err(refused(&gate, &peer, &body.serial, e).await),
     }
 }

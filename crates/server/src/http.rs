@@ -85,6 +85,10 @@ pub(crate) struct ServeOptions {
     /// Whether requests see the client's certificate ([`Peer::certificate`]).
     pub keep_certificate: bool,
     pub name: &'static str,
+    /// The service, for its metrics.
+    pub service: crate::metrics::Service,
+    /// Where handshakes are counted.
+    pub metrics: Arc<crate::metrics::Metrics>,
     /// What time it is (certificate validity per request).
     pub clock: pairgate_clock::Clock,
 }
@@ -139,13 +143,23 @@ async fn handshake(
     address: SocketAddr,
     options: &ServeOptions,
 ) -> Option<(tokio_rustls::server::TlsStream<TcpStream>, Peer)> {
+    use crate::metrics::Handshake;
     let (stream, fingerprint) = match options.tls.accept(tcp).await {
         Ok(accepted) => accepted,
         Err(e) => {
+            let outcome = Handshake::of_error(&e);
+            options.metrics.handshake(options.service, outcome);
             tracing::debug!(service = options.name, %address, error = %e, "handshake refused");
             return None;
         }
     };
+    let resumed = stream.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
+    let outcome = if resumed {
+        Handshake::Resumed
+    } else {
+        Handshake::Full
+    };
+    options.metrics.handshake(options.service, outcome);
     let certificate = stream
         .get_ref()
         .1

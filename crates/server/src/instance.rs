@@ -13,7 +13,9 @@ use pairgate_tls::server::TlsServer;
 use tokio::sync::watch;
 
 use crate::running::{self, Bound};
-use crate::{PairedSet, ServerError, ServiceSet, Settings, audit_anchor, cas, conn, refusals};
+use crate::{
+    PairedSet, ServerError, ServiceSet, Settings, audit_anchor, cas, conn, metrics, refusals,
+};
 use crate::{open_store, services};
 
 /// A running instance; the addresses of the services it does not run are
@@ -44,6 +46,9 @@ pub struct Instance {
     pub connections: [Arc<conn::ConnectionLimiter>; 3],
     /// The gate's and the master's TLS servers, where they run.
     pub tls: [Option<TlsServer>; 2],
+    /// Where `/metrics`, `/healthz` and `/readyz` answer (`None` when
+    /// `metrics_listen` is empty).
+    pub metrics_addr: Option<SocketAddr>,
     pub(crate) store: Store,
     pub(crate) refusals: Arc<refusals::RefusalLog>,
     shutdown: watch::Sender<bool>,
@@ -78,6 +83,12 @@ impl Instance {
         let gate_at = bind_if(services.gate, &settings.gate_listen).await?;
         let master_at = bind_if(services.master, &settings.master_listen).await?;
         let cas_at = bind_if(services.cas, &settings.cas_listen).await?;
+        let metrics_at = bind_if(
+            !settings.metrics_listen.is_empty(),
+            &settings.metrics_listen,
+        )
+        .await?;
+        let metrics = Arc::new(metrics::Metrics::default());
         let at = running::Shared {
             settings,
             store: &store,
@@ -85,6 +96,7 @@ impl Instance {
             policy: &policy,
             clock: &clock,
             shutdown: &shutdown_rx,
+            metrics: &metrics,
         };
         let connections = settings
             .connection_limits(conn::open_file_limit())
@@ -136,6 +148,22 @@ impl Instance {
             tasks.extend(terminals.tasks);
             tls = [terminals.gate_tls, terminals.master_tls];
         }
+        let metrics_addr = metrics_at.as_ref().map(|b| b.addr);
+        if let Some(bound) = metrics_at {
+            let sources = metrics::endpoint::Sources {
+                metrics: metrics.clone(),
+                services,
+                store: store.clone(),
+                paired: paired.clone(),
+                connections: connections.clone(),
+                clock: clock.clone(),
+            };
+            tasks.push(tokio::spawn(metrics::endpoint::serve(
+                bound.listener,
+                sources,
+                shutdown_rx.clone(),
+            )));
+        }
         let signer = Arc::new(audit_anchor::IdentitySigner::new(&identity.certified_key)?);
         tasks.extend(running::background(
             &at,
@@ -157,6 +185,7 @@ impl Instance {
             first_run_password,
             connections,
             tls,
+            metrics_addr,
             store,
             refusals,
             shutdown,

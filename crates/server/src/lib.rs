@@ -17,6 +17,7 @@ pub mod identity;
 mod instance;
 mod keepalive;
 mod master;
+mod metrics;
 mod paired;
 mod proxy;
 mod refusals;
@@ -88,6 +89,8 @@ pub struct Server {
     pub gate_tls: TlsServer,
     /// The master's TLS server.
     pub master_tls: TlsServer,
+    /// Where `/metrics`, `/healthz` and `/readyz` answer, if anywhere.
+    pub metrics_addr: Option<SocketAddr>,
     instance: Instance,
 }
 
@@ -134,6 +137,7 @@ impl Server {
             connections: instance.connections.clone(),
             gate_tls,
             master_tls,
+            metrics_addr: instance.metrics_addr,
             instance,
         })
     }

@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -26,6 +26,10 @@ pub struct PairedSet {
     /// The store generation the map was last loaded at; held while a
     /// reload runs, so callers arriving together share one.
     loaded: tokio::sync::Mutex<Option<i64>>,
+    /// The same generation for monitoring (-1 before the first check).
+    generation: AtomicI64,
+    /// Whether the last look at the store succeeded.
+    following: AtomicBool,
 }
 
 impl PairedSet {
@@ -38,7 +42,20 @@ impl PairedSet {
             version: watch::Sender::new(0),
             unreadable,
             loaded: tokio::sync::Mutex::new(None),
+            generation: AtomicI64::new(-1),
+            following: AtomicBool::new(true),
         }))
+    }
+
+    /// The store generation last loaded (-1 before the first check).
+    pub fn generation(&self) -> i64 {
+        self.generation.load(Ordering::Relaxed)
+    }
+
+    /// Whether the last look at the store succeeded: false while the
+    /// store cannot be read, so `/readyz` says so.
+    pub fn following(&self) -> bool {
+        self.following.load(Ordering::Relaxed)
     }
 
     /// Paired rows left out of the last load because they did not read
@@ -128,7 +145,9 @@ impl PairedSet {
                     Err(e) => tracing::warn!(error = %e, "cannot watch the paired set; retrying"),
                 }
             }
-            match self.refresh(&store, force).await {
+            let refreshed = self.refresh(&store, force).await;
+            self.following.store(refreshed.is_ok(), Ordering::Relaxed);
+            match refreshed {
                 Ok(()) => force = false,
                 Err(e) => tracing::warn!(error = %e, "reloading the paired set failed; retrying"),
             }
@@ -184,6 +203,7 @@ impl PairedSet {
         if force || *loaded != Some(generation) {
             self.replace(load_map(store, &self.unreadable).await?);
             *loaded = Some(generation);
+            self.generation.store(generation, Ordering::Relaxed);
         }
         Ok(())
     }

@@ -18,6 +18,7 @@ use tokio::task::JoinHandle;
 
 use crate::conn::ConnectionLimiter;
 use crate::identity::ServerIdentity;
+use crate::metrics::Service;
 use crate::paired::PairedSet;
 use crate::refusals::RefusalLog;
 use crate::services::Listener;
@@ -28,7 +29,7 @@ pub(crate) const REFUSAL_WINDOW: Duration = Duration::from_secs(60);
 
 /// A listener bound for one service, and the address it got.
 pub(crate) struct Bound {
-    listener: TcpListener,
+    pub listener: TcpListener,
     /// The bound address (the port the system chose for `:0`).
     pub addr: SocketAddr,
 }
@@ -54,6 +55,7 @@ pub(crate) struct Shared<'a> {
     pub policy: &'a TlsPolicy,
     pub clock: &'a Clock,
     pub shutdown: &'a watch::Receiver<bool>,
+    pub metrics: &'a Arc<crate::metrics::Metrics>,
 }
 
 /// The gate and the master, serving: their TLS servers (for their
@@ -74,8 +76,17 @@ pub(crate) fn terminals(
     master_url: &str,
 ) -> Result<Terminals, ServerError> {
     let (settings, store, clock) = (at.settings, at.store, at.clock);
-    let serving =
-        |listener, limiter| services::serving(settings, listener, at.identity, at.policy, limiter);
+    let serving = |listener, limiter| {
+        services::serving(
+            settings,
+            listener,
+            at.identity,
+            at.policy,
+            limiter,
+            at.metrics,
+        )
+    };
+    let track = |router, service| crate::metrics::track(router, at.metrics.clone(), service);
     let mut out = Terminals {
         gate_tls: None,
         master_tls: None,
@@ -87,7 +98,7 @@ pub(crate) fn terminals(
         out.gate_tls = Some(gate_serving.tls.clone());
         out.tasks.push(tokio::spawn(http::serve(
             gate_at.listener,
-            gate::router(gate),
+            track(gate::router(gate), Service::Gate),
             gate_serving,
             at.shutdown.clone(),
         )));
@@ -104,7 +115,7 @@ pub(crate) fn terminals(
         out.master_tls = Some(master_serving.tls.clone());
         out.tasks.push(tokio::spawn(http::serve(
             master_at.listener,
-            master::router(master),
+            track(master::router(master), Service::Master),
             master_serving,
             at.shutdown.clone(),
         )));
@@ -136,7 +147,7 @@ pub(crate) async fn operators(
     let scheme = if settings.cas_tls { "https" } else { "http" };
     let task = tokio::spawn(cas::serve(
         cas_at.listener,
-        cas::router(state),
+        crate::metrics::track(cas::router(state), at.metrics.clone(), Service::Cas),
         tls,
         Duration::from_secs(settings.header_timeout_secs),
         limiter,

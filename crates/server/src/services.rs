@@ -174,15 +174,16 @@ pub(crate) fn serving(
     identity: &ServerIdentity,
     policy: &TlsPolicy,
     limiter: Arc<ConnectionLimiter>,
+    metrics: &Arc<crate::metrics::Metrics>,
 ) -> Result<http::ServeOptions, ServerError> {
     let tls = TlsServer::new(
         identity.certified_key.clone(),
         ClientAuth::AnyProvenKey,
         policy,
     )?;
-    let (name, guard) = match listener {
-        Listener::Gate => ("gate", None),
-        Listener::Master(guard) => ("master", Some(guard)),
+    let (service, guard) = match listener {
+        Listener::Gate => (crate::metrics::Service::Gate, None),
+        Listener::Master(guard) => (crate::metrics::Service::Master, Some(guard)),
     };
     let master = guard.is_some();
     Ok(http::ServeOptions {
@@ -196,7 +197,9 @@ pub(crate) fn serving(
         upgrades: master,
         keep_certificate: !master,
         guard,
-        name,
+        name: service.name(),
+        service,
+        metrics: metrics.clone(),
         clock: policy.clock.clone(),
     })
 }

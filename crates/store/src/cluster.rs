@@ -1,7 +1,8 @@
 //! What the instances of a cluster share through the store besides the
 //! data: the pin of the one server identity they all present, and the
 //! attempt counters behind the rate limits, so that N instances allow an
-//! attacker no more attempts than one.
+//! attacker no more attempts than one. Also what monitoring asks of the
+//! store (a ping, the open pairing requests).
 //!
 //! Counters use fixed windows: a row per (scope, subject) holds the
 //! window's start and its count, and the first attempt after the window
@@ -62,6 +63,26 @@ impl Attempts {
 }
 
 impl Store {
+    /// One round trip to the database: whether it answers (readiness).
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").fetch_one(self.pool()).await?;
+        Ok(())
+    }
+
+    /// Pairing requests open (awaiting the reveal or a decision) and not
+    /// expired at `now`: a gauge for monitoring.
+    pub async fn open_pairing_requests(&self, now: SystemTime) -> Result<u64, StoreError> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS n FROM pairing_requests \
+             WHERE state IN ('awaiting_reveal', 'pending') AND expires_at > $1",
+        )
+        .bind(millis(now))
+        .fetch_one(self.pool())
+        .await?;
+        let n: i64 = row.try_get("n")?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
     /// The pin of the server identity recorded by the first instance, if
     /// any.
     pub async fn recorded_identity(&self) -> Result<Option<SpkiPin>, StoreError> {

@@ -18,4 +18,5 @@ mod clones;
 mod firmware;
 mod keys;
 mod manifests;
+mod operations;
 mod support;

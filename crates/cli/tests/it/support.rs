@@ -79,6 +79,8 @@ impl ServerProcess {
                 "127.0.0.1:0",
                 "--cas-listen",
                 "127.0.0.1:0",
+                "--metrics-listen",
+                "127.0.0.1:0",
             ])
             .args(extra)
             .current_dir(cwd)

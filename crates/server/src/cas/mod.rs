@@ -202,6 +202,7 @@ pub async fn first_run(
 
 /// A 500 page; the detail goes to the log only.
 pub(crate) fn internal(e: &StoreError) -> Response {
+    crate::metrics::STORE_ERRORS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     tracing::error!(error = %e, "CAS store failure");
     (
         StatusCode::INTERNAL_SERVER_ERROR,

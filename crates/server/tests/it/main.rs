@@ -23,6 +23,7 @@ mod hostile;
 mod keepalive;
 mod manifests;
 mod master;
+mod metrics;
 mod pairing;
 mod proxy;
 mod support;

@@ -206,6 +206,7 @@ async fn paired_state_survives_a_restart(db: Db) {
     let mut settings = settings;
     settings.gate_listen = "127.0.0.1:0".into();
     settings.master_listen = "127.0.0.1:0".into();
+    settings.metrics_listen = "127.0.0.1:0".into();
     let server = Server::start(&settings).await.unwrap();
     // Same key, same pin: the terminal's pin still holds.
     assert_eq!(server.pin, pin);

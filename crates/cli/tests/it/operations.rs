@@ -1,0 +1,192 @@
+//! Running the services apart, as an operator's cluster does: `server
+//! init`, then a master and a gate with CAS as separate `pairgate server
+//! --services …` processes on one data directory; a terminal pairs
+//! through the one and calls the other; each process answers `/metrics`
+//! for its own services; `PAIRGATE_LOG_FORMAT=json` logs carry the
+//! request's span.
+
+use std::io::BufRead;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+use pairgate_testkit::temp_dir;
+
+use crate::agent::start_pair;
+use crate::support::{PASSPHRASE, fails, http_get, json, ok, totp_now};
+
+/// A `pairgate server --services …` process, killed when dropped.
+struct Node {
+    child: Child,
+    started: serde_json::Value,
+}
+
+impl Node {
+    fn start(cwd: &Path, data: &Path, services: &str, extra: &[&str], log: &Path) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_pairgate"))
+            .args(["--json", "server", "--data"])
+            .arg(data)
+            .args(["--services", services])
+            .args([
+                "--gate-listen",
+                "127.0.0.1:0",
+                "--master-listen",
+                "127.0.0.1:0",
+            ])
+            .args([
+                "--cas-listen",
+                "127.0.0.1:0",
+                "--metrics-listen",
+                "127.0.0.1:0",
+            ])
+            .args(extra)
+            .env("PAIRGATE_LOG_FORMAT", "json")
+            .current_dir(cwd)
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(log).unwrap())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        Self {
+            child,
+            started: json(&line),
+        }
+    }
+
+    fn metrics(&self) -> String {
+        let addr = self.started["metrics"].as_str().unwrap();
+        let (status, body) = http_get(&format!("http://{addr}/metrics"), &[]);
+        assert_eq!(status, 200);
+        body
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn services_run_apart_after_init() {
+    let dir = temp_dir();
+    let cwd = dir.path();
+    let data = cwd.join("server");
+    let data_arg = data.display().to_string();
+    // Before init, an instance of some services refuses to start.
+    let why = fails(
+        cwd,
+        &[
+            "server",
+            "--data",
+            &data_arg,
+            "--services",
+            "master",
+            "--master-listen",
+            "127.0.0.1:0",
+        ],
+    );
+    assert!(why.contains("pairgate server init"), "{why}");
+    let init = json(&ok(cwd, &["--json", "server", "init", "--data", &data_arg]));
+    let pin = init["pin"].as_str().unwrap().to_owned();
+    assert!(init["first_run_password"].is_string());
+    let master = Node::start(cwd, &data, "master", &[], &cwd.join("master.log"));
+    assert_eq!(master.started["pin"], pin);
+    assert!(master.started["gate"].is_null() && master.started["cas"].is_null());
+    let master_url = format!("https://{}", master.started["master"].as_str().unwrap());
+    let front = Node::start(
+        cwd,
+        &data,
+        "gate,cas",
+        &["--master-url", &master_url],
+        &cwd.join("front.log"),
+    );
+    assert_eq!(front.started["pin"], pin);
+    assert!(front.started["master"].is_null());
+    let admin = |args: &[&str]| {
+        let mut all = vec!["admin", "--data", &data_arg];
+        all.extend_from_slice(args);
+        ok(cwd, &all)
+    };
+    admin(&["terminal", "add", "ATM-1", "--name", "Lobby"]);
+    let created = json(&admin(&[
+        "--json", "operator", "create", "olga", "--role", "operator",
+    ]));
+    let uri = created["totp_uri"].as_str().unwrap().to_owned();
+    let state = cwd.join("terminal").display().to_string();
+    let terminal = |args: &[&str]| {
+        let mut all = vec!["--json", "terminal", "--state", &state];
+        all.extend_from_slice(args);
+        all.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>()
+    };
+    let init = json(&ok(
+        cwd,
+        &terminal(&["init"])
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    ));
+    let fingerprint = init["fingerprint"].as_str().unwrap().to_owned();
+    let gate = front.started["gate"].as_str().unwrap().to_owned();
+    let pair = terminal(&["pair", "--gate", &gate, "--serial", "ATM-1"]);
+    let (mut child, code, id) =
+        start_pair(cwd, &pair.iter().map(String::as_str).collect::<Vec<_>>());
+    admin(&[
+        "approve",
+        &id,
+        "--code",
+        &code,
+        "--operator",
+        "olga",
+        "--totp",
+        &totp_now(&uri, 0),
+    ]);
+    assert!(child.wait().unwrap().success());
+    // The terminal was told the master's URL, and the master serves it.
+    let call = terminal(&["call", "GET", "/v1/me"]);
+    let me = json(&ok(
+        cwd,
+        &call.iter().map(String::as_str).collect::<Vec<_>>(),
+    ));
+    assert_eq!(me["status"], 200, "{me}");
+    assert_eq!(me["body"]["serial"], "ATM-1");
+    // Each process counts its own services.
+    let m = master.metrics();
+    assert!(m.contains(r#"pairgate_info{services="master""#), "{m}");
+    assert!(
+        m.contains(
+            r#"pairgate_http_requests_total{service="master",route="/v1/me",status="200"} 1"#
+        ),
+        "{m}"
+    );
+    assert!(m.contains("pairgate_paired_terminals 1"), "{m}");
+    let f = front.metrics();
+    assert!(f.contains(r#"pairgate_info{services="gate,cas""#), "{f}");
+    assert!(
+        f.contains(r#"service="gate",route="/v1/pairing",status="202""#),
+        "{f}"
+    );
+    assert!(!f.contains(r#"route="/v1/me""#), "{f}");
+    // The gate's JSON log names the request's terminal in its span.
+    drop(front);
+    let log = std::fs::read_to_string(cwd.join("front.log")).unwrap();
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let opened = lines
+        .iter()
+        .find(|l| l["fields"]["message"] == "pairing request opened")
+        .unwrap_or_else(|| panic!("no pairing log line in\n{log}"));
+    assert_eq!(
+        opened["span"]["fingerprint"],
+        fingerprint.as_str(),
+        "{opened}"
+    );
+    assert_eq!(opened["span"]["service"], "gate");
+    assert!(opened["span"]["id"].is_u64());
+    assert!(!log.contains(PASSPHRASE) && !log.contains(&code));
+}
