@@ -50,6 +50,8 @@ pub(crate) struct Gate {
     /// This instance's master paired set, caught up before an approval
     /// is answered.
     pub paired: Option<Arc<crate::paired::PairedSet>>,
+    /// Long polls waiting for a decision.
+    pub waiters: Arc<crate::waiters::Waiters>,
 }
 
 fn rate_limited(why: &str) -> ApiError {
@@ -278,11 +280,21 @@ async fn status(
     // How long to hold the connection is the runtime's time, not the
     // clock's: a stopped test clock must not hold it forever.
     let deadline = tokio::time::Instant::now() + wait;
+    let mut waiting = (wait > Duration::ZERO).then(|| gate.waiters.register(&id));
     let mut req = own_request(&gate, &peer, &id).await?;
-    while req.state.is_open() && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(250)).await;
+    while let Some(w) = waiting.as_mut()
+        && req.state.is_open()
+        && tokio::time::Instant::now() < deadline
+    {
+        // Woken by a decision (or a check); an expiry is caught by the
+        // deadline, which is at most long_poll_max away.
+        tokio::select! {
+            () = w.woken() => {}
+            () = tokio::time::sleep_until(deadline) => {}
+        }
         req = own_request(&gate, &peer, &id).await?;
     }
+    drop(waiting);
     let mut status = wire_status(req.state);
     let mut config_now = None;
     if req.state == PairingState::Approved {

@@ -24,6 +24,7 @@ mod refusals;
 mod running;
 mod service_set;
 mod services;
+mod waiters;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

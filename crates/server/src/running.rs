@@ -93,7 +93,23 @@ pub(crate) fn terminals(
         tasks: Vec::new(),
     };
     if let Some(gate_at) = gate_at {
-        let gate = services::gate(settings, store, master_url, refusals, Some(paired), clock);
+        let waiters = Arc::new(crate::waiters::Waiters::default());
+        out.tasks.push(tokio::spawn(crate::waiters::follow(
+            waiters.clone(),
+            store.clone(),
+            Duration::from_millis(settings.paired_poll_ms),
+            Duration::from_secs(settings.reconcile_secs),
+            at.shutdown.clone(),
+        )));
+        let gate = services::gate(
+            settings,
+            store,
+            master_url,
+            refusals,
+            Some(paired),
+            &waiters,
+            clock,
+        );
         let gate_serving = serving(Listener::Gate, gate_limiter)?;
         out.gate_tls = Some(gate_serving.tls.clone());
         out.tasks.push(tokio::spawn(http::serve(

@@ -116,6 +116,7 @@ pub(crate) fn gate(
     master_url: &str,
     refusals: &Arc<RefusalLog>,
     paired: Option<&Arc<PairedSet>>,
+    waiters: &Arc<crate::waiters::Waiters>,
     clock: &Clock,
 ) -> gate::Gate {
     gate::Gate {
@@ -130,6 +131,7 @@ pub(crate) fn gate(
         refusals: refusals.clone(),
         clock: clock.clone(),
         paired: paired.cloned(),
+        waiters: waiters.clone(),
     }
 }
 

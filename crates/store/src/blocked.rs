@@ -71,6 +71,7 @@ impl Store {
         actor: &Actor,
         now: SystemTime,
     ) -> Result<BlockedKey, StoreError> {
+        let _signal = self.signal_decisions();
         bounded("reason", reason, 200)?;
         let at = millis(now);
         let fp = fingerprint.to_hex();

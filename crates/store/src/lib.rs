@@ -16,6 +16,7 @@ mod audit;
 mod blocked;
 mod clones;
 mod cluster;
+mod decisions;
 mod error;
 mod fleet;
 mod manifests;
@@ -46,6 +47,7 @@ pub use audit::{
 pub use blocked::BlockedKey;
 pub use clones::{CloneAction, Heartbeat};
 pub use cluster::{AttemptScope, Attempts};
+pub use decisions::{Decision, DecisionWatch};
 pub use error::StoreError;
 pub use fleet::{Alert, AlertKind, DayActivity, FLEET_DAYS, FleetView};
 pub use manifests::{ApprovalRules, Imported, ManifestRecord, Vendor};

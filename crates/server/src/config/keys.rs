@@ -113,11 +113,11 @@ pub const SETTINGS: &[(&str, &str)] = &[
     ),
     (
         "paired_poll_ms",
-        "how often an SQLite server checks the paired set (default 200)",
+        "how often an SQLite server checks the paired set, and the pairing requests long polls wait for, for changes other processes made (default 200)",
     ),
     (
         "reconcile_secs",
-        "how often a PostgreSQL server re-checks the paired set besides NOTIFY (default 5)",
+        "how often a PostgreSQL server re-checks the paired set and the requests long polls wait for, besides NOTIFY (default 5)",
     ),
     (
         "proxy_timeout_secs",

@@ -448,7 +448,8 @@ async fn postgres_listener_loss_is_recovered() {
     .fetch_all(f.store.pool())
     .await
     .unwrap();
-    assert_eq!(killed.len(), 1, "one LISTEN connection per server");
+    // One for the paired set, one for the gate's pairing decisions.
+    assert_eq!(killed.len(), 2, "two LISTEN connections per server");
     // Let it notice and listen again.
     assert!(
         eventually(Duration::from_secs(5), async || {
@@ -460,10 +461,10 @@ async fn postgres_listener_loss_is_recovered() {
             .await
             .unwrap()
             .len()
-                == 1
+                == 2
         })
         .await,
-        "the listener did not come back"
+        "the listeners did not come back"
     );
     assert!(
         unpaired_within(&f, "ATM-1", &t, Duration::from_secs(1)).await,

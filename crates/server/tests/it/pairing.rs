@@ -219,7 +219,70 @@ async fn paired_state_survives_a_restart(db: Db) {
     drop(dir);
 }
 
+/// Long polls are woken by the store when their request is decided, not
+/// by reading it on a timer: with the periodic checks a minute apart, an
+/// approval and a rejection each answer their waiting terminals at once,
+/// and a waiter whose request is not decided keeps waiting.
+async fn long_polls_are_woken_by_decisions(db: Db) {
+    let f = Fixture::start(db, |s| {
+        s.paired_poll_ms = 60_000;
+        s.reconcile_secs = 60;
+    })
+    .await;
+    let mut olga = Operator::create(&f.store, "olga").await;
+    let mut polls = Vec::new();
+    for serial in ["ATM-A", "ATM-R", "ATM-W"] {
+        f.register(serial).await;
+        let terminal = TestTerminal::new(serial);
+        let p = terminal.start_pairing(&f.gate(""), serial).await;
+        let pinned = terminal.https(ServerTrust::Pins(vec![p.pin]));
+        let url = f.gate(&format!("/v1/pairing/{}?wait=30", p.id));
+        // Two calls wait on the approved request.
+        let calls = if serial == "ATM-A" { 2 } else { 1 };
+        for _ in 0..calls {
+            let (pinned, url) = (pinned.clone(), url.clone());
+            polls.push((
+                serial,
+                tokio::spawn(async move { get(&pinned, &url).await }),
+            ));
+        }
+        if serial == "ATM-A" {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            olga.approve(&f.store, &p.id, p.code).await.unwrap();
+        } else if serial == "ATM-R" {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let by = pairgate_store::Changer::local("olga");
+            f.store
+                .reject_pairing(&p.id, &by, std::time::SystemTime::now())
+                .await
+                .unwrap();
+        }
+    }
+    for (serial, poll) in polls {
+        let answered = tokio::time::timeout(Duration::from_secs(3), poll).await;
+        match serial {
+            "ATM-W" => assert!(
+                answered.is_err(),
+                "an undecided request's long poll returned"
+            ),
+            _ => {
+                let r = answered
+                    .expect("a decided request's long poll kept waiting")
+                    .unwrap();
+                let want = if serial == "ATM-A" {
+                    "approved"
+                } else {
+                    "rejected"
+                };
+                assert_eq!(json(&r)["status"], want, "{serial}");
+            }
+        }
+    }
+    f.server.shutdown().await;
+}
+
 crate::on_both_databases!(
+    long_polls_are_woken_by_decisions,
     full_pairing,
     relay_in_the_middle_makes_codes_differ,
     paired_state_survives_a_restart,

@@ -288,7 +288,7 @@ pub(crate) async fn close(
     .execute(&mut **tx)
     .await?;
     append(tx, at, actor, action, req.serial.as_str(), &detail).await?;
-    Ok(())
+    crate::decisions::announce(tx, &req.id).await
 }
 
 /// Marks an open request expired (audited).
@@ -372,6 +372,7 @@ impl Store {
         nonce: &Nonce,
         now: SystemTime,
     ) -> Result<PairingRequest, StoreError> {
+        let _signal = self.signal_decisions();
         check_request_id(id)?;
         let at = millis(now);
         let mut tx = self.begin_write().await?;
@@ -444,6 +445,7 @@ impl Store {
         operator: &SecondFactor,
         now: SystemTime,
     ) -> Result<Terminal, StoreError> {
+        let _signal = self.signal_decisions();
         check_request_id(id)?;
         let actor = operator.actor();
         if !operator.role().may_change_trust() {
@@ -549,6 +551,7 @@ impl Store {
         by: &Changer,
         now: SystemTime,
     ) -> Result<PairingRequest, StoreError> {
+        let _signal = self.signal_decisions();
         let actor = by.actor();
         check_request_id(id)?;
         let at = millis(now);

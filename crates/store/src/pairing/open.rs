@@ -87,6 +87,8 @@ impl Store {
         limits: &PairingLimits,
         now: SystemTime,
     ) -> Result<Opened, StoreError> {
+        // Set once this hello supersedes (closes) an older request.
+        let mut _signal = None;
         bounded("model", &attempt.model, 100)?;
         bounded("firmware", &attempt.firmware, 100)?;
         let at = millis(now);
@@ -114,6 +116,7 @@ impl Store {
             }
             (OnOpen::Renew, Some(req)) => return self.renew(tx, req, attempt, limits, at).await,
             (OnOpen::Supersede, Some(req)) => {
+                _signal = Some(self.signal_decisions());
                 supersede(&mut tx, limits, &req, attempt, at).await?;
                 Some(req.id)
             }

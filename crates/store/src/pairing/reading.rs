@@ -27,6 +27,7 @@ impl Store {
     /// Marks every open request past its expiry as expired (audited);
     /// returns how many.
     pub async fn expire_pairing_requests(&self, now: SystemTime) -> Result<u64, StoreError> {
+        let _signal = self.signal_decisions();
         let at = millis(now);
         let mut tx = self.begin_write().await?;
         let rows = sqlx::query(concat!(
