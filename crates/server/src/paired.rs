@@ -1,26 +1,76 @@
 //! The master's in-memory paired set: fingerprint → the paired terminal's
 //! record, checked on every request without a database round trip. A
-//! background task keeps it equal to the store: it reloads when the
-//! paired-set generation moves (woken by NOTIFY on PostgreSQL, by polling
-//! on SQLite), reloads in full when the PostgreSQL listener drops, and
-//! reconciles periodically. Every reload bumps a version that open
+//! background task keeps it equal to the store: when the paired-set
+//! generation moves (woken by NOTIFY on PostgreSQL, by polling on SQLite,
+//! and by a periodic reconcile) it re-reads only the terminals the
+//! store's change log names; it reloads the whole set at start, when the
+//! PostgreSQL listener drops, or when the log cannot account for every
+//! generation since its last look. Every change bumps a version that open
 //! connections watch, so an unpaired terminal's connections close at once.
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use pairgate_pki::TerminalFingerprint;
-use pairgate_store::{Serial, Store, StoreError, Terminal, Wake};
+use pairgate_store::{PairedChange, Serial, Store, StoreError, Terminal, Wake};
 use tokio::sync::watch;
+
+use crate::metrics::Histogram;
+
+/// Changes applied one terminal at a time; more at once reload the set.
+const MAX_INCREMENTAL: i64 = 1_000;
+
+/// The set, indexed both ways: a change names a serial, a request a
+/// fingerprint.
+#[derive(Debug, Default)]
+struct Entries {
+    by_fingerprint: HashMap<TerminalFingerprint, Arc<Terminal>>,
+    by_serial: HashMap<Serial, TerminalFingerprint>,
+}
+
+impl Entries {
+    fn insert(&mut self, fingerprint: TerminalFingerprint, terminal: Arc<Terminal>) {
+        self.remove(&terminal.serial);
+        self.by_serial.insert(terminal.serial.clone(), fingerprint);
+        self.by_fingerprint.insert(fingerprint, terminal);
+    }
+
+    fn remove(&mut self, serial: &Serial) {
+        if let Some(old) = self.by_serial.remove(serial) {
+            self.by_fingerprint.remove(&old);
+        }
+    }
+}
+
+impl FromIterator<(TerminalFingerprint, Terminal)> for Entries {
+    fn from_iter<I: IntoIterator<Item = (TerminalFingerprint, Terminal)>>(rows: I) -> Self {
+        let mut entries = Self::default();
+        for (fingerprint, terminal) in rows {
+            entries.insert(fingerprint, Arc::new(terminal));
+        }
+        entries
+    }
+}
+
+/// How a follower's look at the store went, for `/metrics`.
+#[derive(Debug, Default)]
+pub(crate) struct FollowStats {
+    /// Whole-set reloads.
+    pub full: AtomicU64,
+    /// Changes applied one terminal at a time.
+    pub incremental: AtomicU64,
+    /// From a change in the store to this set applying it.
+    pub lag: Histogram,
+}
 
 /// The paired set.
 #[derive(Debug)]
 pub struct PairedSet {
-    map: RwLock<HashMap<TerminalFingerprint, Arc<Terminal>>>,
+    map: RwLock<Entries>,
     version: watch::Sender<u64>,
     unreadable: AtomicUsize,
     /// The store generation the map was last loaded at; held while a
@@ -30,6 +80,8 @@ pub struct PairedSet {
     generation: AtomicI64,
     /// Whether the last look at the store succeeded.
     following: AtomicBool,
+    /// Reloads, changes and their lag.
+    pub(crate) stats: FollowStats,
 }
 
 impl PairedSet {
@@ -44,6 +96,7 @@ impl PairedSet {
             loaded: tokio::sync::Mutex::new(None),
             generation: AtomicI64::new(-1),
             following: AtomicBool::new(true),
+            stats: FollowStats::default(),
         }))
     }
 
@@ -75,6 +128,7 @@ impl PairedSet {
         self.map
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .by_fingerprint
             .get(fingerprint)
             .cloned()
     }
@@ -93,7 +147,7 @@ impl PairedSet {
             .map
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(entry) = map.get_mut(fingerprint) {
+        if let Some(entry) = map.by_fingerprint.get_mut(fingerprint) {
             let t = Arc::make_mut(entry);
             t.last_seen_at = Some(at);
             t.last_seen_address = Some(address.to_owned());
@@ -108,6 +162,7 @@ impl PairedSet {
         self.map
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .by_fingerprint
             .len()
     }
 
@@ -116,11 +171,14 @@ impl PairedSet {
         self.len() == 0
     }
 
-    fn replace(&self, map: HashMap<TerminalFingerprint, Arc<Terminal>>) {
-        *self
-            .map
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Entries> {
+        self.map
             .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = map;
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn replace(&self, map: Entries) {
+        *self.write() = map;
         self.version.send_modify(|v| *v += 1);
     }
 
@@ -130,6 +188,7 @@ impl PairedSet {
         store: Store,
         poll: Duration,
         reconcile: Duration,
+        clock: pairgate_clock::Clock,
         mut shutdown: watch::Receiver<bool>,
     ) {
         let mut watch = None;
@@ -145,7 +204,7 @@ impl PairedSet {
                     Err(e) => tracing::warn!(error = %e, "cannot watch the paired set; retrying"),
                 }
             }
-            let refreshed = self.refresh(&store, force).await;
+            let refreshed = self.refresh(&store, force, clock.now()).await;
             self.following.store(refreshed.is_ok(), Ordering::Relaxed);
             match refreshed {
                 Ok(()) => force = false,
@@ -187,43 +246,96 @@ impl PairedSet {
             return Ok(None);
         };
         let terminal = Arc::new(terminal);
-        self.map
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(*fingerprint, terminal.clone());
+        self.write().insert(*fingerprint, terminal.clone());
         Ok(Some(terminal))
     }
 
-    /// Reloads when the store's generation moved since the last load, or
-    /// when `force`. A reload reads the whole set, so it can only drop a
-    /// terminal the store no longer pairs, never keep one.
-    async fn refresh(&self, store: &Store, force: bool) -> Result<(), StoreError> {
+    /// Brings the set up to the store's generation: the changes the log
+    /// names one terminal at a time, or the whole set when `force`, at
+    /// the first look, or when the log cannot account for every change.
+    /// A reload or a re-read can only drop a terminal the store no longer
+    /// pairs, never keep one.
+    async fn refresh(&self, store: &Store, force: bool, now: SystemTime) -> Result<(), StoreError> {
         let mut loaded = self.loaded.lock().await;
-        let generation = store.paired_generation().await?;
-        if force || *loaded != Some(generation) {
-            self.replace(load_map(store, &self.unreadable).await?);
-            *loaded = Some(generation);
-            self.generation.store(generation, Ordering::Relaxed);
+        if let (Some(after), false) = (*loaded, force) {
+            match self.apply_changes(store, after, now).await {
+                Ok(Some(generation)) => {
+                    *loaded = Some(generation);
+                    self.generation.store(generation, Ordering::Relaxed);
+                    return Ok(());
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "applying paired-set changes failed; reloading")
+                }
+            }
         }
+        let generation = store.paired_generation().await?;
+        self.replace(load_map(store, &self.unreadable).await?);
+        self.stats.full.fetch_add(1, Ordering::Relaxed);
+        *loaded = Some(generation);
+        self.generation.store(generation, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// Re-reads the terminals changed after generation `after`; the
+    /// generation reached, or `None` when the log cannot tell (reload).
+    async fn apply_changes(
+        &self,
+        store: &Store,
+        after: i64,
+        now: SystemTime,
+    ) -> Result<Option<i64>, StoreError> {
+        let Some(changes) = store.paired_changes_since(after, MAX_INCREMENTAL).await? else {
+            return Ok(None);
+        };
+        let Some(last) = changes.last().map(|c| c.generation) else {
+            return Ok(Some(after));
+        };
+        let mut serials: Vec<&Serial> = changes.iter().map(|c| &c.serial).collect();
+        serials.sort_unstable_by_key(|s| s.as_str());
+        serials.dedup();
+        let mut rows = Vec::with_capacity(serials.len());
+        for serial in serials {
+            rows.push((
+                serial.clone(),
+                store.paired_terminal_by_serial(serial).await?,
+            ));
+        }
+        {
+            let mut map = self.write();
+            for (serial, row) in rows {
+                match row.and_then(|t| Some((t.paired_fingerprint?, t))) {
+                    Some((fingerprint, terminal)) => map.insert(fingerprint, Arc::new(terminal)),
+                    None => map.remove(&serial),
+                }
+            }
+        }
+        self.version.send_modify(|v| *v += 1);
+        self.observe(&changes, now);
+        Ok(Some(last))
+    }
+
+    /// Counts applied changes and how long each took to arrive here.
+    fn observe(&self, changes: &[PairedChange], now: SystemTime) {
+        let now = crate::unix_millis(now);
+        for change in changes {
+            let lag = u64::try_from(now.saturating_sub(change.at)).unwrap_or(0);
+            self.stats.lag.observe(Duration::from_millis(lag));
+        }
+        let n = u64::try_from(changes.len()).unwrap_or(0);
+        self.stats.incremental.fetch_add(n, Ordering::Relaxed);
     }
 }
 
-async fn load_map(
-    store: &Store,
-    unreadable: &AtomicUsize,
-) -> Result<HashMap<TerminalFingerprint, Arc<Terminal>>, StoreError> {
+async fn load_map(store: &Store, unreadable: &AtomicUsize) -> Result<Entries, StoreError> {
     let rows = store.paired_terminals().await?;
     // Fail closed for a row that does not read, and only for it.
     for why in &rows.unreadable {
         tracing::error!(row = %why, "a paired terminal's row does not read; it is refused until repaired");
     }
     unreadable.store(rows.unreadable.len(), Ordering::Relaxed);
-    Ok(rows
-        .terminals
-        .into_iter()
-        .map(|(fingerprint, terminal)| (fingerprint, Arc::new(terminal)))
-        .collect())
+    Ok(rows.terminals.into_iter().collect())
 }
 
 impl PairedSet {

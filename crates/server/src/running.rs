@@ -24,6 +24,10 @@ use crate::refusals::RefusalLog;
 use crate::services::Listener;
 use crate::{ServerError, Settings, audit_anchor, cas, gate, http, master, services};
 
+/// Paired-set changes kept in the store's log: a follower further behind
+/// reloads the whole set.
+const PAIRED_CHANGES_KEPT: i64 = 100_000;
+
 /// How often refusals are audited, aggregated.
 pub(crate) const REFUSAL_WINDOW: Duration = Duration::from_secs(60);
 
@@ -193,6 +197,7 @@ pub(crate) fn background(
             store.clone(),
             Duration::from_millis(settings.paired_poll_ms),
             Duration::from_secs(settings.reconcile_secs),
+            clock.clone(),
             at.shutdown.clone(),
         )));
     }
@@ -218,8 +223,8 @@ pub(crate) fn background(
 }
 
 /// Once a minute: marks expired pairing requests, deletes closed ones
-/// past their retention and attempt counters past the longest limit's
-/// window, and audits the window's refusals.
+/// past their retention, attempt counters past the longest limit's
+/// window and old paired-set changes, and audits the window's refusals.
 async fn sweep(
     store: Store,
     refusals: Arc<RefusalLog>,
@@ -249,6 +254,9 @@ async fn sweep(
         }
         if let Err(e) = store.purge_attempts(longest_limit, now).await {
             tracing::warn!(error = %e, "deleting old attempt counters failed");
+        }
+        if let Err(e) = store.purge_paired_changes(PAIRED_CHANGES_KEPT).await {
+            tracing::warn!(error = %e, "deleting old paired-set changes failed");
         }
         if let Err(e) = refusals.flush(&store, REFUSAL_WINDOW, now).await {
             tracing::warn!(error = %e, "auditing refusals failed");

@@ -74,7 +74,7 @@ impl Store {
             &detail,
         )
         .await?;
-        bump_generation(&mut tx, self.backend).await?;
+        bump_generation(&mut tx, self.backend, serial.as_str(), at).await?;
         tx.commit().await?;
         self.reread(serial).await
     }
@@ -115,7 +115,7 @@ impl Store {
             &detail,
         )
         .await?;
-        bump_generation(&mut tx, self.backend).await?;
+        bump_generation(&mut tx, self.backend, serial.as_str(), at).await?;
         tx.commit().await?;
         self.reread(serial).await
     }
@@ -174,7 +174,7 @@ impl Store {
                 &detail,
             )
             .await?;
-            bump_generation(&mut tx, self.backend).await?;
+            bump_generation(&mut tx, self.backend, serial.as_str(), at).await?;
         }
         tx.commit().await?;
         self.reread(&serial).await.map(Some)

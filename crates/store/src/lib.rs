@@ -54,7 +54,7 @@ pub use manifests::{ApprovalRules, Imported, ManifestRecord, Vendor};
 pub use network::Network;
 pub use operator_admin::AdminAction;
 pub use operators::{NewOperatorCredentials, Operator, Role, SecondFactor};
-pub use paired::{PairedWatch, Wake};
+pub use paired::{PairedChange, PairedWatch, Wake};
 pub use pairing::{
     MAX_CODE_ATTEMPTS, Opened, PairingAttempt, PairingLimits, PairingRequest, PairingState,
     RequestFilter,

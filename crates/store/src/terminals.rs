@@ -323,6 +323,24 @@ impl Store {
         row.as_ref().map(terminal).transpose()
     }
 
+    /// The terminal `serial` with its fingerprint while it is paired and
+    /// not suspended (what the paired set holds for it), else `None`.
+    pub async fn paired_terminal_by_serial(
+        &self,
+        serial: &Serial,
+    ) -> Result<Option<Terminal>, StoreError> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            terminal_columns!(),
+            " FROM terminals WHERE serial = $1 AND state = 'paired' \
+             AND paired_fingerprint IS NOT NULL AND suspended_at IS NULL"
+        ))
+        .bind(serial.as_str())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(terminal).transpose()
+    }
+
     /// Every paired terminal with its fingerprint. A row that does not
     /// read (a corrupt fingerprint, state or serial) is left out and
     /// named in [`PairedRows::unreadable`]: that terminal is refused, the
@@ -406,7 +424,7 @@ impl Store {
             &serde_json::json!({ "fingerprint": before.paired_fingerprint }),
         )
         .await?;
-        bump_generation(&mut tx, self.backend).await?;
+        bump_generation(&mut tx, self.backend, serial.as_str(), at).await?;
         tx.commit().await?;
         self.terminal(serial)
             .await?

@@ -148,6 +148,7 @@ async fn metrics(State(sources): State<Sources>) -> Response {
             &[],
             paired.generation() as f64,
         );
+        paired_follow(paired, &mut out);
     }
     connections(&sources, &mut out);
     sources.metrics.write(&mut out);
@@ -160,6 +161,40 @@ async fn metrics(State(sources): State<Sources>) -> Response {
         out.finish(),
     )
         .into_response()
+}
+
+/// How the paired set follows the store: reloads, changes applied, and
+/// the time from a change in the store to its taking effect here (for an
+/// unpair: to the terminal's refusal).
+fn paired_follow(paired: &PairedSet, out: &mut Text) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let stats = &paired.stats;
+    out.help(
+        "pairgate_paired_reloads_total",
+        "counter",
+        "whole paired-set reloads",
+    );
+    out.sample(
+        "pairgate_paired_reloads_total",
+        &[],
+        stats.full.load(Relaxed) as f64,
+    );
+    out.help(
+        "pairgate_paired_changes_total",
+        "counter",
+        "paired-set changes applied one terminal at a time",
+    );
+    out.sample(
+        "pairgate_paired_changes_total",
+        &[],
+        stats.incremental.load(Relaxed) as f64,
+    );
+    out.help(
+        "pairgate_paired_change_lag_seconds",
+        "histogram",
+        "from a change (approve, unpair, suspend) in the store to this instance applying it; across machines, clock skew included",
+    );
+    out.histogram("pairgate_paired_change_lag_seconds", &[], &stats.lag);
 }
 
 /// Open and refused connections of the services running here.

@@ -297,14 +297,13 @@ async fn an_operator_pairs_and_unpairs_a_terminal_in_chromium() {
     c.goto(&format!("{base}/terminals/ATM-0042")).await.unwrap();
     assert_eq!(text(&c, "#terminal-state").await, "paired");
     fill(&c, "totp", &app.fresh().await).await;
-    c.find(Locator::Css(
+    // Waits for the answer's page: reading the body straight after the
+    // click could read the page being left.
+    click_through(
+        &c,
         "form[action='/terminals/ATM-0042/unpair'] button.danger",
-    ))
-    .await
-    .unwrap()
-    .click()
-    .await
-    .unwrap();
+    )
+    .await;
     assert!(body(&c).await.contains("Unpaired."));
     assert_eq!(text(&c, "#terminal-state").await, "unpaired");
     shots.take(&c, "unpaired").await;

@@ -61,6 +61,17 @@ async fn metrics_count_requests_handshakes_and_the_paired_set(db: Db) {
     let full = r#"pairgate_tls_handshakes_total{service="master",outcome="full"}"#;
     assert!(sample(&text, full).unwrap() >= 1.0, "{text}");
     assert_eq!(sample(&text, "pairgate_paired_terminals"), Some(1.0));
+    // The approval reached the set as one change, not a reload.
+    assert_eq!(
+        sample(&text, "pairgate_paired_reloads_total"),
+        Some(1.0),
+        "{text}"
+    );
+    assert!(
+        sample(&text, "pairgate_paired_changes_total").unwrap() >= 1.0,
+        "{text}"
+    );
+    assert!(sample(&text, "pairgate_paired_change_lag_seconds_count").unwrap() >= 1.0);
     assert!(sample(&text, "pairgate_paired_generation").unwrap() >= 1.0);
     assert_eq!(sample(&text, "pairgate_ready"), Some(1.0));
     assert_eq!(sample(&text, "pairgate_store_up"), Some(1.0));

@@ -541,7 +541,7 @@ impl Store {
         }
         let approved = PairingState::Approved;
         close(tx, req, approved, actor, "pairing.approve", at, detail).await?;
-        bump_generation(tx, self.backend).await
+        bump_generation(tx, self.backend, req.serial.as_str(), at).await
     }
 
     /// An operator rejects an open request; audited.

@@ -156,7 +156,81 @@ async fn attempts_made_at_once_are_all_counted(store: &Store) {
     assert_eq!(seen, (1..=40).collect());
 }
 
+/// Every change of the paired set is logged with its generation and
+/// terminal; a follower gets them in order, or `None` when the log
+/// cannot account for every generation (a gap, or more than its limit).
+async fn the_paired_set_changes_are_logged(store: &Store) {
+    use pairgate_store::{Changer, Serial, TrustChange};
+    let start = store.paired_generation().await.unwrap();
+    assert_eq!(
+        store.paired_changes_since(start, 10).await.unwrap(),
+        Some(vec![])
+    );
+    crate::pairing::attempt_and_pair(store).await;
+    let serial = Serial::new(crate::pairing::SERIAL).unwrap();
+    let now = SystemTime::now();
+    store
+        .suspend_terminal(&serial, &Changer::local("olga"), now)
+        .await
+        .unwrap();
+    store
+        .resume_terminal(&serial, &TrustChange::local("olga"), now)
+        .await
+        .unwrap();
+    let changes = store
+        .paired_changes_since(start, 10)
+        .await
+        .unwrap()
+        .unwrap();
+    let generations: Vec<i64> = changes.iter().map(|c| c.generation).collect();
+    assert_eq!(generations, [start + 1, start + 2, start + 3]);
+    assert!(changes.iter().all(|c| c.serial == serial));
+    assert_eq!(
+        store
+            .paired_terminal_by_serial(&serial)
+            .await
+            .unwrap()
+            .unwrap()
+            .paired_fingerprint,
+        Some(crate::pairing::fp(1))
+    );
+    // From the middle, only what came after.
+    let later = store
+        .paired_changes_since(start + 2, 10)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(later.len(), 1);
+    // More than the limit: reload.
+    assert_eq!(store.paired_changes_since(start, 2).await.unwrap(), None);
+    // A purged change leaves a gap: reload.
+    assert_eq!(
+        store.purge_paired_changes(1).await.unwrap(),
+        u64::try_from(start + 2).unwrap()
+    );
+    assert_eq!(store.paired_changes_since(start, 10).await.unwrap(), None);
+    assert_eq!(
+        store
+            .paired_changes_since(start + 2, 10)
+            .await
+            .unwrap()
+            .unwrap()
+            .len(),
+        1
+    );
+    // Suspended or unpaired, the terminal is not in the set.
+    store
+        .suspend_terminal(&serial, &Changer::local("olga"), now)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.paired_terminal_by_serial(&serial).await.unwrap(),
+        None
+    );
+}
+
 on_both_backends!(
+    the_paired_set_changes_are_logged,
     the_identity_is_recorded_once,
     attempts_count_in_windows,
     attempts_made_at_once_are_all_counted,
