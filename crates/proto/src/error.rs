@@ -70,6 +70,7 @@ error_codes! {
     NotRevealed => "PG-NOT-REVEALED",
     RateLimited => "PG-RATE-LIMITED",
     RevealMismatch => "PG-REVEAL-MISMATCH",
+    StoreUnavailable => "PG-STORE-UNAVAILABLE",
     Timeout => "PG-TIMEOUT",
     TooLarge => "PG-TOO-LARGE",
     Unauthorized => "PG-UNAUTHORIZED",

@@ -112,6 +112,15 @@ where
 /// The paired terminal a request comes from, or why it is refused (the
 /// connection is closed after the answer).
 fn paired_terminal(paired: &PairedSet, request: &Request) -> Result<Arc<Terminal>, ApiError> {
+    if paired.stale() {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::StoreUnavailable,
+            "this master has not reached its store for longer than stale_after_secs and cannot \
+             tell which terminals are still paired; retry later",
+        )
+        .closing());
+    }
     let Some(peer) = request.extensions().get::<Peer>() else {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,

@@ -80,6 +80,11 @@ pub struct PairedSet {
     generation: AtomicI64,
     /// Whether the last look at the store succeeded.
     following: AtomicBool,
+    /// When the set last agreed with the store (runtime time: a test's
+    /// manual clock moving days ahead must not make it stale).
+    checked: std::sync::Mutex<tokio::time::Instant>,
+    /// Not checked for longer than `stale_after_secs`: refuse.
+    stale: AtomicBool,
     /// Reloads, changes and their lag.
     pub(crate) stats: FollowStats,
 }
@@ -96,6 +101,8 @@ impl PairedSet {
             loaded: tokio::sync::Mutex::new(None),
             generation: AtomicI64::new(-1),
             following: AtomicBool::new(true),
+            checked: std::sync::Mutex::new(tokio::time::Instant::now()),
+            stale: AtomicBool::new(false),
             stats: FollowStats::default(),
         }))
     }
@@ -109,6 +116,42 @@ impl PairedSet {
     /// store cannot be read, so `/readyz` says so.
     pub fn following(&self) -> bool {
         self.following.load(Ordering::Relaxed)
+    }
+
+    /// Whether the set has gone unchecked against the store for longer
+    /// than `stale_after_secs`: the master then refuses every request,
+    /// since an unpair may have been made that it cannot see.
+    pub fn stale(&self) -> bool {
+        self.stale.load(Ordering::Relaxed)
+    }
+
+    /// Marks the set stale once it has gone unchecked for `stale_after`,
+    /// and fresh again once checked, every second until `shutdown`.
+    pub(crate) async fn watch_staleness(
+        self: Arc<Self>,
+        stale_after: Duration,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        let every = (stale_after / 4).clamp(Duration::from_millis(100), Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(every) => {}
+                _ = shutdown.changed() => return,
+            }
+            let checked = *self
+                .checked
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let age = checked.elapsed();
+            let stale = age > stale_after;
+            if stale != self.stale.swap(stale, Ordering::Relaxed) {
+                if stale {
+                    tracing::error!(unchecked = ?age, "the paired set has not been checked against the store for longer than stale_after_secs: refusing every master request until it is");
+                } else {
+                    tracing::warn!("the paired set is checked against the store again: serving");
+                }
+            }
+        }
     }
 
     /// Paired rows left out of the last load because they did not read
@@ -206,6 +249,13 @@ impl PairedSet {
             }
             let refreshed = self.refresh(&store, force, clock.now()).await;
             self.following.store(refreshed.is_ok(), Ordering::Relaxed);
+            if refreshed.is_ok() {
+                *self
+                    .checked
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) =
+                    tokio::time::Instant::now();
+            }
             match refreshed {
                 Ok(()) => force = false,
                 Err(e) => tracing::warn!(error = %e, "reloading the paired set failed; retrying"),

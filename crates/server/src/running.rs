@@ -193,6 +193,10 @@ pub(crate) fn background(
     let (settings, store, clock) = (at.settings, at.store, at.clock);
     let mut tasks = Vec::new();
     if let Some(paired) = paired {
+        tasks.push(tokio::spawn(paired.clone().watch_staleness(
+            Duration::from_secs(settings.stale_after_secs),
+            at.shutdown.clone(),
+        )));
         tasks.push(tokio::spawn(paired.clone().follow(
             store.clone(),
             Duration::from_millis(settings.paired_poll_ms),

@@ -28,6 +28,13 @@ impl Settings {
             })?;
         }
         self.service_set()?;
+        if self.stale_after_secs <= self.reconcile_secs {
+            return Err(ConfigError::Invalid(format!(
+                "stale_after_secs = {} must be more than reconcile_secs = {}: a master checks \
+                 the store that often when nothing changes",
+                self.stale_after_secs, self.reconcile_secs
+            )));
+        }
         self.tls_policy()?;
         if !self.master_url.is_empty() && !self.master_url.starts_with("https://") {
             return Err(ConfigError::Invalid(format!(

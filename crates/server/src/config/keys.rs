@@ -116,6 +116,10 @@ pub const SETTINGS: &[(&str, &str)] = &[
         "how often an SQLite server checks the paired set, and the pairing requests long polls wait for, for changes other processes made (default 200)",
     ),
     (
+        "stale_after_secs",
+        "a master that has not reached the store for this long refuses every request (503 PG-STORE-UNAVAILABLE) until it does: it no longer knows who is unpaired (default 30; more than reconcile_secs)",
+    ),
+    (
         "reconcile_secs",
         "how often a PostgreSQL server re-checks the paired set and the requests long polls wait for, besides NOTIFY (default 5)",
     ),

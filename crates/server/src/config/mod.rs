@@ -96,6 +96,8 @@ pub struct Settings {
     /// See [`SETTINGS`].
     pub reconcile_secs: u64,
     /// See [`SETTINGS`].
+    pub stale_after_secs: u64,
+    /// See [`SETTINGS`].
     pub proxy_timeout_secs: u64,
     /// See [`SETTINGS`].
     pub upstream_connect_timeout_secs: u64,
@@ -210,6 +212,7 @@ impl Default for Settings {
             long_poll_max_secs: 30,
             paired_poll_ms: 200,
             reconcile_secs: 5,
+            stale_after_secs: 30,
             proxy_timeout_secs: 30,
             upstream_connect_timeout_secs: 5,
             upstream_idle_secs: 60,

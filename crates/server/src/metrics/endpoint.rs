@@ -55,6 +55,9 @@ async fn not_ready(sources: &Sources, pinged: &Result<Duration, String>) -> Vec<
     if sources.paired.as_ref().is_some_and(|p| !p.following()) {
         why.push("paired set: the last reload from the store failed".into());
     }
+    if sources.paired.as_ref().is_some_and(|p| p.stale()) {
+        why.push("paired set: stale (not checked for stale_after_secs); the master refuses".into());
+    }
     why
 }
 

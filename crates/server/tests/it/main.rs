@@ -24,6 +24,7 @@ mod keepalive;
 mod manifests;
 mod master;
 mod metrics;
+mod outage;
 mod pairing;
 mod proxy;
 mod support;
