@@ -39,6 +39,7 @@ use anyhow::Result;
 use clap::{Args, Subcommand};
 
 pub use crate::output::Output;
+pub use crate::peers::Postgres;
 
 /// `pairgate bench …`
 #[derive(Args, Debug)]

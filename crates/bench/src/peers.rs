@@ -106,6 +106,10 @@ impl PairgateServer {
 pub struct Postgres {
     bin: PathBuf,
     data: PathBuf,
+    /// The options `pg_ctl start` passed, for a restart on the same port.
+    options: String,
+    log: PathBuf,
+    cpu: Option<usize>,
     /// `postgres://…/postgres`.
     pub url: String,
 }
@@ -160,36 +164,67 @@ impl Postgres {
         let mut last = None;
         for _ in 0..3 {
             let port = free_port()?;
-            let started = run_as_postgres(
-                root,
+            let cluster = Self {
+                bin: bin.clone(),
+                data: data.clone(),
+                options: format!(
+                    "-k {} -c listen_addresses=127.0.0.1 -p {port} -c max_connections=200",
+                    dir.display()
+                ),
+                log: dir.join("log"),
                 cpu,
-                &bin.join("pg_ctl"),
-                &[
-                    "-D",
-                    &data.display().to_string(),
-                    "-l",
-                    &dir.join("log").display().to_string(),
-                    "-w",
-                    "-o",
-                    &format!(
-                        "-k {} -c listen_addresses=127.0.0.1 -p {port} -c max_connections=200",
-                        dir.display()
-                    ),
-                    "start",
-                ],
-            );
-            match started {
-                Ok(()) => {
-                    return Ok(Self {
-                        bin,
-                        data,
-                        url: format!("postgres://pairgate@127.0.0.1:{port}/postgres"),
-                    });
+                url: format!("postgres://pairgate@127.0.0.1:{port}/postgres"),
+            };
+            match cluster.restart() {
+                Ok(()) => return Ok(cluster),
+                Err(e) => {
+                    // Not stopped by Drop: it never started.
+                    std::mem::forget(cluster);
+                    last = Some(e);
                 }
-                Err(e) => last = Some(e),
             }
         }
         Err(last.unwrap_or_else(|| anyhow::anyhow!("PostgreSQL did not start")))
+    }
+}
+
+impl Postgres {
+    /// Starts the cluster (again), on its port, waiting until it accepts
+    /// connections.
+    pub fn restart(&self) -> Result<()> {
+        run_as_postgres(
+            is_root(),
+            self.cpu,
+            &self.bin.join("pg_ctl"),
+            &[
+                "-D",
+                &self.data.display().to_string(),
+                "-l",
+                &self.log.display().to_string(),
+                "-w",
+                "-o",
+                &self.options,
+                "start",
+            ],
+        )
+    }
+
+    /// Stops the cluster (fast shutdown: open sessions are ended), as a
+    /// database outage does.
+    pub fn stop(&self) -> Result<()> {
+        run_as_postgres(
+            is_root(),
+            None,
+            &self.bin.join("pg_ctl"),
+            &[
+                "-D",
+                &self.data.display().to_string(),
+                "-m",
+                "fast",
+                "-w",
+                "stop",
+            ],
+        )
     }
 }
 

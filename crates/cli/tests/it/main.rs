@@ -15,6 +15,7 @@ mod agent;
 mod bench;
 mod ca;
 mod clones;
+mod cluster;
 mod firmware;
 mod keys;
 mod manifests;

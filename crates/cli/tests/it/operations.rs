@@ -5,70 +5,10 @@
 //! for its own services; `PAIRGATE_LOG_FORMAT=json` logs carry the
 //! request's span.
 
-use std::io::BufRead;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-
 use pairgate_testkit::temp_dir;
 
 use crate::agent::start_pair;
-use crate::support::{PASSPHRASE, fails, http_get, json, ok, totp_now};
-
-/// A `pairgate server --services …` process, killed when dropped.
-struct Node {
-    child: Child,
-    started: serde_json::Value,
-}
-
-impl Node {
-    fn start(cwd: &Path, data: &Path, services: &str, extra: &[&str], log: &Path) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_pairgate"))
-            .args(["--json", "server", "--data"])
-            .arg(data)
-            .args(["--services", services])
-            .args([
-                "--gate-listen",
-                "127.0.0.1:0",
-                "--master-listen",
-                "127.0.0.1:0",
-            ])
-            .args([
-                "--cas-listen",
-                "127.0.0.1:0",
-                "--metrics-listen",
-                "127.0.0.1:0",
-            ])
-            .args(extra)
-            .env("PAIRGATE_LOG_FORMAT", "json")
-            .current_dir(cwd)
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(log).unwrap())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        std::io::BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        Self {
-            child,
-            started: json(&line),
-        }
-    }
-
-    fn metrics(&self) -> String {
-        let addr = self.started["metrics"].as_str().unwrap();
-        let (status, body) = http_get(&format!("http://{addr}/metrics"), &[]);
-        assert_eq!(status, 200);
-        body
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use crate::support::{Node, PASSPHRASE, fails, json, ok, totp_now};
 
 #[test]
 fn services_run_apart_after_init() {

@@ -212,3 +212,63 @@ pub async fn forge(store: &pairgate_store::Store, seq: i64) {
     })
     .await;
 }
+
+/// A `pairgate server --services …` process, killed when dropped.
+pub struct Node {
+    pub child: std::process::Child,
+    pub started: serde_json::Value,
+}
+
+impl Node {
+    /// `pairgate --json server --data DATA --services SERVICES EXTRA` on
+    /// ports of its own (unless EXTRA names them), JSON logs to `log`;
+    /// reads its start line.
+    pub fn start(cwd: &Path, data: &Path, services: &str, extra: &[&str], log: &Path) -> Self {
+        use std::io::BufRead;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_pairgate"))
+            .args(["--json", "server", "--data"])
+            .arg(data)
+            .args(["--services", services])
+            .args(
+                [
+                    "--gate-listen",
+                    "--master-listen",
+                    "--cas-listen",
+                    "--metrics-listen",
+                ]
+                .into_iter()
+                .filter(|flag| !extra.contains(flag))
+                .flat_map(|flag| [flag, "127.0.0.1:0"]),
+            )
+            .args(extra)
+            .env("PAIRGATE_LOG_FORMAT", "json")
+            .current_dir(cwd)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::fs::File::create(log).unwrap())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        Self {
+            child,
+            started: json(&line),
+        }
+    }
+
+    /// Its `/metrics` page.
+    pub fn metrics(&self) -> String {
+        let addr = self.started["metrics"].as_str().unwrap();
+        let (status, body) = http_get(&format!("http://{addr}/metrics"), &[]);
+        assert_eq!(status, 200);
+        body
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
