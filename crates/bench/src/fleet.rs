@@ -117,6 +117,12 @@ impl BenchCa {
 }
 
 /// A self-signed P-256 terminal certificate that `tweak` changes first.
+/// A terminal with a fresh P-256 key and a self-signed certificate for
+/// it, as the agent makes in self-signed mode.
+pub fn self_signed_terminal(serial: &str) -> Result<BenchTerminal> {
+    self_signed(serial, |_| Ok(()))
+}
+
 fn self_signed(
     name: &str,
     tweak: impl FnOnce(&mut rcgen::CertificateParams) -> Result<()>,

@@ -21,6 +21,8 @@ mod audit;
 mod fleet;
 mod fleetview;
 mod hostile;
+mod idle;
+mod idle_client;
 mod load;
 mod nginx;
 mod onboard;
@@ -81,6 +83,13 @@ enum BenchCommand {
     /// The CAS dashboard's fleet view (charts and alerts) for a large
     /// fleet, beside the dashboard before it.
     Fleet(fleetview::FleetArgs),
+    /// Idle paired terminals held at once by several masters over
+    /// PostgreSQL: memory per connection, and the time for all of them to
+    /// reconnect after the masters restart.
+    Idle(idle::IdleArgs),
+    /// One client process of `bench idle` (started by it).
+    #[command(hide = true)]
+    IdleClient(idle_client::ClientArgs),
 }
 
 /// Parses `10s`, `500ms`, `2m`.
@@ -127,6 +136,8 @@ pub fn run(args: BenchArgs, out: &dyn Output) -> Result<()> {
         BenchCommand::Audit(args) => audit::run(args, out),
         BenchCommand::Onboard(args) => onboard::run(args, out),
         BenchCommand::Fleet(args) => fleetview::run(args, out),
+        BenchCommand::Idle(args) => idle::run(args, out),
+        BenchCommand::IdleClient(args) => idle_client::run(args),
     }
 }
 

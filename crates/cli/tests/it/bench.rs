@@ -327,3 +327,36 @@ fn bench_fleet_times_the_dashboard_beside_the_one_before() {
         "{report}"
     );
 }
+
+/// `bench idle` in miniature: 300 terminals over two masters and two
+/// client processes, every one held, and every one back after the
+/// masters restart.
+#[test]
+fn bench_idle_holds_every_terminal_and_reconnects_them_after_a_restart() {
+    let dir = temp_dir();
+    let report = json(&ok(
+        dir.path(),
+        &[
+            "bench",
+            "idle",
+            "--terminals",
+            "300",
+            "--masters",
+            "2",
+            "--json",
+        ],
+    ));
+    assert_eq!(report["held"], 300.0, "{report}");
+    assert_eq!(report["restart"]["held_again"], 300.0, "{report}");
+    assert!(
+        report["master_kib_per_connection"].as_f64().unwrap() > 0.0,
+        "{report}"
+    );
+    assert!(
+        report["restart"]["all_reconnected_seconds"]
+            .as_f64()
+            .unwrap()
+            > 0.0,
+        "{report}"
+    );
+}

@@ -1,0 +1,375 @@
+//! `pairgate bench idle`: many idle paired terminals held at once against
+//! masters over one PostgreSQL, and the time for all of them to reconnect
+//! after the masters restart.
+//!
+//! This machine lets one process hold at most 20,000 descriptors, so the
+//! terminals are spread over `--masters` master instances (separate
+//! `pairgate server --services master` processes sharing one identity)
+//! and as many client processes (`pairgate bench idle-client`), each
+//! client from its own 127.0.0.x address to its own master. The
+//! terminals' keys are made by the clients; their rows are written
+//! straight into the store as paired (pairing throughput is `bench
+//! onboard`'s figure), before the masters start and load them.
+//!
+//! The masters run with `header_timeout_secs = 3600` (a real terminal
+//! keeps its connection with heartbeats within the default 10 s) and no
+//! per-address cap (real terminals come from many addresses).
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{ChildStdin, ChildStdout, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use serde_json::{Value, json};
+
+use crate::output::Output;
+use crate::peers::{Postgres, free_port};
+use crate::procs::{Process, rss_bytes};
+
+/// `pairgate bench idle`.
+#[derive(Args, Debug)]
+pub struct IdleArgs {
+    /// Idle paired terminals held.
+    #[arg(long, default_value_t = 100_000)]
+    terminals: usize,
+    /// Master instances, and client processes (one per master).
+    #[arg(long, default_value_t = 7)]
+    masters: usize,
+    /// A PostgreSQL to use (default: a throwaway cluster).
+    #[arg(long, value_name = "URL")]
+    database_url: Option<String>,
+}
+
+/// Most connections one process may hold here, with room to spare.
+const PER_PROCESS: usize = 18_000;
+
+/// A client process and its pipes.
+struct Client {
+    /// Stopped when dropped.
+    _process: Process,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl Client {
+    fn send(&mut self, line: &str) -> Result<()> {
+        writeln!(self.stdin, "{line}").context("writing to an idle client")
+    }
+
+    fn read(&mut self) -> Result<Value> {
+        let mut line = String::new();
+        self.stdout.read_line(&mut line)?;
+        serde_json::from_str(&line).with_context(|| {
+            format!("an idle client stopped (line {line:?}); see idle-client logs")
+        })
+    }
+}
+
+/// A master process on fixed ports (so it can come back on them).
+struct Master {
+    process: Process,
+    listen: String,
+    metrics: String,
+}
+
+fn command(dir: &Path, name: &str) -> Result<Command> {
+    let mut command = Command::new(std::env::current_exe()?);
+    command
+        .env("PAIRGATE_LOG", "warn")
+        .env_remove("PAIRGATE_CONFIG")
+        .stderr(std::fs::File::create(dir.join(format!("{name}.log")))?);
+    Ok(command)
+}
+
+/// Starts master `i` on `listen`, presenting the identity `init` made.
+fn start_master(dir: &Path, url: &str, i: usize, listen: &str, metrics: &str) -> Result<Process> {
+    let init = dir.join("init");
+    let mut command = command(dir, &format!("master{i}"))?;
+    command
+        .args(["--json", "server", "--services", "master", "--data"])
+        .arg(dir.join(format!("master{i}")))
+        .args([
+            "--database-url",
+            url,
+            "--master-listen",
+            listen,
+            "--metrics-listen",
+            metrics,
+        ])
+        .arg("--set")
+        .arg(format!(
+            "identity_keystore=file:{}",
+            init.join("identity").display()
+        ))
+        .arg("--set")
+        .arg(format!(
+            "identity_passphrase_file={}",
+            init.join("identity.passphrase").display()
+        ))
+        .args([
+            "--set",
+            "header_timeout_secs=3600",
+            "--set",
+            "max_connections_per_address=1000000",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped());
+    let mut process = Process::new(command.spawn()?, "pairgate server --services master");
+    let stdout = process
+        .child_mut()
+        .stdout
+        .take()
+        .context("no stdout from a master")?;
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line)?;
+    if !line.contains("\"master\"") {
+        bail!(
+            "master {i} did not start (see {}/master{i}.log): {line:?}",
+            dir.display()
+        );
+    }
+    Ok(process)
+}
+
+/// Writes every terminal as paired, many rows per statement.
+async fn seed(url: &str, fingerprints: &[String]) -> Result<()> {
+    let store = pairgate_store::Store::open(url).await?;
+    let now = i64::try_from(
+        SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)?
+            .as_millis(),
+    )?;
+    let mut tx = store.pool().begin().await?;
+    for (chunk_no, chunk) in fingerprints.chunks(1_000).enumerate() {
+        let rows: Vec<String> = (0..chunk.len())
+            .map(|i| {
+                format!(
+                    "(${}, 'paired', ${}, $1, 'bench', $1)",
+                    2 * i + 2,
+                    2 * i + 3
+                )
+            })
+            .collect();
+        // Only numbered placeholders are spliced in; the values are bound.
+        let sql = format!(
+            "INSERT INTO terminals (serial, state, paired_fingerprint, paired_at, paired_by, \
+             created_at) VALUES {}",
+            rows.join(", ")
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now);
+        for (i, fp) in chunk.iter().enumerate() {
+            query = query
+                .bind(format!("IDLE-{:07}", chunk_no * 1_000 + i))
+                .bind(fp.as_str());
+        }
+        query.execute(&mut *tx).await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Sends `command` to every client and reads one report from each.
+fn ask_all(clients: &mut [Client], command: &str) -> Result<Vec<Value>> {
+    for c in clients.iter_mut() {
+        c.send(command)?;
+    }
+    clients.iter_mut().map(Client::read).collect()
+}
+
+fn sum(reports: &[Value], key: &str) -> f64 {
+    reports
+        .iter()
+        .filter_map(|r| r.get(key).and_then(Value::as_f64))
+        .sum()
+}
+
+fn max(reports: &[Value], key: &str) -> f64 {
+    reports
+        .iter()
+        .filter_map(|r| r[key].as_f64())
+        .fold(0.0, f64::max)
+}
+
+fn rss_total(masters: &[Master]) -> u64 {
+    masters.iter().map(|m| rss_bytes(m.process.pid())).sum()
+}
+
+/// Runs the benchmark.
+pub fn run(args: IdleArgs, out: &dyn Output) -> Result<()> {
+    let masters_n = args.masters.max(1);
+    if args.terminals.div_ceil(masters_n) > PER_PROCESS {
+        bail!(
+            "{} terminals over {masters_n} masters is more than {PER_PROCESS} connections per process \
+             (this machine's limit is 20,000 open files): give more --masters",
+            args.terminals
+        );
+    }
+    let dir = tempfile::tempdir()?;
+    let dir = dir.path();
+    let cluster = match &args.database_url {
+        Some(_) => None,
+        None => Some(Postgres::start(&dir.join("pg"), None).context("starting PostgreSQL")?),
+    };
+    let url = args
+        .database_url
+        .clone()
+        .or_else(|| cluster.as_ref().map(|c| c.url.clone()))
+        .context("no database")?;
+    let init = command(dir, "init")?
+        .args(["--json", "server", "init", "--data"])
+        .arg(dir.join("init"))
+        .args(["--database-url", &url])
+        .output()?;
+    anyhow::ensure!(
+        init.status.success(),
+        "server init failed (see {}/init.log)",
+        dir.display()
+    );
+    let started: Value = serde_json::from_slice(&init.stdout)?;
+    let pin = started
+        .get("pin")
+        .and_then(Value::as_str)
+        .context("no pin from server init")?
+        .to_owned();
+
+    // Client processes make their terminals' keys.
+    let generated = Instant::now();
+    let ports: Vec<(String, String)> = (0..masters_n)
+        .map(|_| {
+            Ok((
+                format!("127.0.0.1:{}", free_port()?),
+                format!("127.0.0.1:{}", free_port()?),
+            ))
+        })
+        .collect::<Result<_>>()?;
+    let mut clients = Vec::with_capacity(masters_n);
+    for (i, (listen, _)) in ports.iter().enumerate() {
+        let count = args.terminals / masters_n + usize::from(i < args.terminals % masters_n);
+        let mut child = command(dir, &format!("client{i}"))?
+            .args(["bench", "idle-client", "--count", &count.to_string()])
+            .args([
+                "--prefix",
+                &format!("IDLE{i}"),
+                "--master",
+                listen,
+                "--pin",
+                &pin,
+            ])
+            .args(["--source", &format!("127.0.0.{}", 10 + i)])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()?;
+        let stdin = child.stdin.take().context("no stdin")?;
+        let stdout = BufReader::new(child.stdout.take().context("no stdout")?);
+        clients.push(Client {
+            _process: Process::new(child, "pairgate bench idle-client"),
+            stdin,
+            stdout,
+        });
+    }
+    let mut fingerprints = Vec::with_capacity(args.terminals);
+    for c in &mut clients {
+        let made = c.read()?;
+        let list = made
+            .get("fingerprints")
+            .and_then(Value::as_array)
+            .context("no fingerprints")?;
+        fingerprints.extend(list.iter().filter_map(|f| f.as_str().map(str::to_owned)));
+    }
+    let keys_seconds = generated.elapsed().as_secs_f64();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let seeded = Instant::now();
+    runtime.block_on(seed(&url, &fingerprints))?;
+    let seed_seconds = seeded.elapsed().as_secs_f64();
+
+    let started_masters = Instant::now();
+    let mut masters = Vec::with_capacity(masters_n);
+    for (i, (listen, metrics)) in ports.iter().enumerate() {
+        masters.push(Master {
+            process: start_master(dir, &url, i, listen, metrics)?,
+            listen: listen.clone(),
+            metrics: metrics.clone(),
+        });
+    }
+    let load_seconds = started_masters.elapsed().as_secs_f64() / masters_n as f64;
+    std::thread::sleep(Duration::from_millis(500));
+    let rss_before = rss_total(&masters);
+    let opened = Instant::now();
+    let connected = ask_all(&mut clients, "connect")?;
+    let open_seconds = opened.elapsed().as_secs_f64();
+    std::thread::sleep(Duration::from_millis(500));
+    let rss_after = rss_total(&masters);
+    let held = sum(&connected, "live");
+
+    // Every master restarts; every terminal reconnects.
+    let restarted = Instant::now();
+    for (i, m) in masters.iter_mut().enumerate() {
+        m.process.stop();
+        m.process = start_master(dir, &url, i, &m.listen, &m.metrics)?;
+    }
+    let masters_back = restarted.elapsed().as_secs_f64();
+    let reconnected = ask_all(&mut clients, "await")?;
+    let reconnect_seconds = restarted.elapsed().as_secs_f64();
+    let held_again = sum(&reconnected, "live");
+    for c in &mut clients {
+        let _ = c.send("quit");
+    }
+
+    let per_connection = |bytes: f64| {
+        if held > 0.0 {
+            bytes / held / 1024.0
+        } else {
+            0.0
+        }
+    };
+    let master_kib = per_connection(rss_after.saturating_sub(rss_before) as f64);
+    let client_kib = per_connection(sum(&connected, "rss_bytes"));
+    let figures = json!({
+        "terminals": args.terminals,
+        "masters": masters_n,
+        "held": held,
+        "key_generation_seconds": keys_seconds,
+        "seed_seconds": seed_seconds,
+        "master_start_seconds": load_seconds,
+        "master_rss_before_bytes": rss_before,
+        "master_rss_after_bytes": rss_after,
+        "master_kib_per_connection": master_kib,
+        "client_kib_per_connection": client_kib,
+        "open_seconds": open_seconds,
+        "open_per_second": if open_seconds > 0.0 { held / open_seconds } else { 0.0 },
+        "open_failures": sum(&connected, "failures"),
+        "restart": {
+            "masters_back_seconds": masters_back,
+            "all_reconnected_seconds": reconnect_seconds,
+            "slowest_client_after_masters_back_seconds": max(&reconnected, "seconds"),
+            "held_again": held_again,
+            "failed_attempts": sum(&reconnected, "failures") - sum(&connected, "failures"),
+        },
+    });
+    let text = format!(
+        "pairgate bench idle: {held} of {} idle paired terminals held by {masters_n} masters over PostgreSQL\n\
+         \x20 opened in {open_seconds:.1} s ({:.0}/s, {} failed attempts)\n\
+         \x20 master memory per idle connection: {master_kib:.1} KiB (RSS {:.0} → {:.0} MiB over all masters, each holding the whole paired set)\n\
+         \x20 client memory per connection: {client_kib:.1} KiB\n\
+         \x20 every master restarted: back in {masters_back:.1} s, all {held_again} terminals reconnected {reconnect_seconds:.1} s after the restart began (full handshakes: session tickets do not outlive a master)\n\
+         \x20 setup: keys {keys_seconds:.1} s, rows written {seed_seconds:.1} s, a master loads the set and starts in {load_seconds:.1} s\n",
+        args.terminals,
+        if open_seconds > 0.0 {
+            held / open_seconds
+        } else {
+            0.0
+        },
+        sum(&connected, "failures"),
+        rss_before as f64 / 1_048_576.0,
+        rss_after as f64 / 1_048_576.0,
+    );
+    out.print(&text, figures);
+    drop(masters);
+    drop(clients);
+    drop(cluster);
+    Ok(())
+}
