@@ -196,25 +196,22 @@ fn rss_total(masters: &[Master]) -> u64 {
     masters.iter().map(|m| rss_bytes(m.process.pid())).sum()
 }
 
-/// Runs the benchmark.
-pub fn run(args: IdleArgs, out: &dyn Output) -> Result<()> {
-    let masters_n = args.masters.max(1);
-    if args.terminals.div_ceil(masters_n) > PER_PROCESS {
-        bail!(
-            "{} terminals over {masters_n} masters is more than {PER_PROCESS} connections per process \
-             (this machine's limit is 20,000 open files): give more --masters",
-            args.terminals
-        );
-    }
-    let dir = tempfile::tempdir()?;
-    let dir = dir.path();
-    let cluster = match &args.database_url {
+/// The database and the identity every master presents.
+struct Setup {
+    /// Kept running (stopped when dropped) unless `--database-url`.
+    _cluster: Option<Postgres>,
+    url: String,
+    pin: String,
+}
+
+/// A PostgreSQL (the given one, or a throwaway cluster) and `server init`.
+fn setup(dir: &Path, database_url: Option<&str>) -> Result<Setup> {
+    let cluster = match database_url {
         Some(_) => None,
         None => Some(Postgres::start(&dir.join("pg"), None).context("starting PostgreSQL")?),
     };
-    let url = args
-        .database_url
-        .clone()
+    let url = database_url
+        .map(str::to_owned)
         .or_else(|| cluster.as_ref().map(|c| c.url.clone()))
         .context("no database")?;
     let init = command(dir, "init")?
@@ -233,20 +230,25 @@ pub fn run(args: IdleArgs, out: &dyn Output) -> Result<()> {
         .and_then(Value::as_str)
         .context("no pin from server init")?
         .to_owned();
+    Ok(Setup {
+        _cluster: cluster,
+        url,
+        pin,
+    })
+}
 
-    // Client processes make their terminals' keys.
-    let generated = Instant::now();
-    let ports: Vec<(String, String)> = (0..masters_n)
-        .map(|_| {
-            Ok((
-                format!("127.0.0.1:{}", free_port()?),
-                format!("127.0.0.1:{}", free_port()?),
-            ))
-        })
-        .collect::<Result<_>>()?;
-    let mut clients = Vec::with_capacity(masters_n);
+/// Starts one client process per master (`ports`), each making its
+/// share of the `terminals`' keys; returns them and every fingerprint.
+fn spawn_clients(
+    dir: &Path,
+    terminals: usize,
+    ports: &[(String, String)],
+    pin: &str,
+) -> Result<(Vec<Client>, Vec<String>)> {
+    let n = ports.len();
+    let mut clients = Vec::with_capacity(n);
     for (i, (listen, _)) in ports.iter().enumerate() {
-        let count = args.terminals / masters_n + usize::from(i < args.terminals % masters_n);
+        let count = terminals / n + usize::from(i < terminals % n);
         let mut child = command(dir, &format!("client{i}"))?
             .args(["bench", "idle-client", "--count", &count.to_string()])
             .args([
@@ -255,7 +257,7 @@ pub fn run(args: IdleArgs, out: &dyn Output) -> Result<()> {
                 "--master",
                 listen,
                 "--pin",
-                &pin,
+                pin,
             ])
             .args(["--source", &format!("127.0.0.{}", 10 + i)])
             .stdin(Stdio::piped())
@@ -269,7 +271,7 @@ pub fn run(args: IdleArgs, out: &dyn Output) -> Result<()> {
             stdout,
         });
     }
-    let mut fingerprints = Vec::with_capacity(args.terminals);
+    let mut fingerprints = Vec::with_capacity(terminals);
     for c in &mut clients {
         let made = c.read()?;
         let list = made
@@ -278,24 +280,67 @@ pub fn run(args: IdleArgs, out: &dyn Output) -> Result<()> {
             .context("no fingerprints")?;
         fingerprints.extend(list.iter().filter_map(|f| f.as_str().map(str::to_owned)));
     }
+    Ok((clients, fingerprints))
+}
+
+/// What was measured.
+struct Measured {
+    keys_seconds: f64,
+    seed_seconds: f64,
+    load_seconds: f64,
+    rss_before: u64,
+    rss_after: u64,
+    open_seconds: f64,
+    connected: Vec<Value>,
+    masters_back: f64,
+    reconnect_seconds: f64,
+    reconnected: Vec<Value>,
+}
+
+/// Runs the benchmark.
+pub fn run(args: IdleArgs, out: &dyn Output) -> Result<()> {
+    let masters_n = args.masters.max(1);
+    if args.terminals.div_ceil(masters_n) > PER_PROCESS {
+        bail!(
+            "{} terminals over {masters_n} masters is more than {PER_PROCESS} connections per process \
+             (this machine's limit is 20,000 open files): give more --masters",
+            args.terminals
+        );
+    }
+    let dir = tempfile::tempdir()?;
+    let m = measure(dir.path(), &args, masters_n)?;
+    report(&args, masters_n, &m, out);
+    Ok(())
+}
+
+/// Sets up, holds every terminal, restarts every master.
+fn measure(dir: &Path, args: &IdleArgs, masters_n: usize) -> Result<Measured> {
+    let setup = setup(dir, args.database_url.as_deref())?;
+    let generated = Instant::now();
+    let ports: Vec<(String, String)> = (0..masters_n)
+        .map(|_| {
+            let port = || Ok::<_, anyhow::Error>(format!("127.0.0.1:{}", free_port()?));
+            Ok((port()?, port()?))
+        })
+        .collect::<Result<_>>()?;
+    let (mut clients, fingerprints) = spawn_clients(dir, args.terminals, &ports, &setup.pin)?;
     let keys_seconds = generated.elapsed().as_secs_f64();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     let seeded = Instant::now();
-    runtime.block_on(seed(&url, &fingerprints))?;
+    runtime.block_on(seed(&setup.url, &fingerprints))?;
     let seed_seconds = seeded.elapsed().as_secs_f64();
-
-    let started_masters = Instant::now();
+    let started = Instant::now();
     let mut masters = Vec::with_capacity(masters_n);
     for (i, (listen, metrics)) in ports.iter().enumerate() {
         masters.push(Master {
-            process: start_master(dir, &url, i, listen, metrics)?,
+            process: start_master(dir, &setup.url, i, listen, metrics)?,
             listen: listen.clone(),
             metrics: metrics.clone(),
         });
     }
-    let load_seconds = started_masters.elapsed().as_secs_f64() / masters_n as f64;
+    let load_seconds = started.elapsed().as_secs_f64() / masters_n as f64;
     std::thread::sleep(Duration::from_millis(500));
     let rss_before = rss_total(&masters);
     let opened = Instant::now();
@@ -303,22 +348,36 @@ pub fn run(args: IdleArgs, out: &dyn Output) -> Result<()> {
     let open_seconds = opened.elapsed().as_secs_f64();
     std::thread::sleep(Duration::from_millis(500));
     let rss_after = rss_total(&masters);
-    let held = sum(&connected, "live");
-
     // Every master restarts; every terminal reconnects.
     let restarted = Instant::now();
     for (i, m) in masters.iter_mut().enumerate() {
         m.process.stop();
-        m.process = start_master(dir, &url, i, &m.listen, &m.metrics)?;
+        m.process = start_master(dir, &setup.url, i, &m.listen, &m.metrics)?;
     }
     let masters_back = restarted.elapsed().as_secs_f64();
     let reconnected = ask_all(&mut clients, "await")?;
     let reconnect_seconds = restarted.elapsed().as_secs_f64();
-    let held_again = sum(&reconnected, "live");
     for c in &mut clients {
         let _ = c.send("quit");
     }
+    Ok(Measured {
+        keys_seconds,
+        seed_seconds,
+        load_seconds,
+        rss_before,
+        rss_after,
+        open_seconds,
+        connected,
+        masters_back,
+        reconnect_seconds,
+        reconnected,
+    })
+}
 
+/// Prints the figures.
+fn report(args: &IdleArgs, masters_n: usize, m: &Measured, out: &dyn Output) {
+    let held = sum(&m.connected, "live");
+    let held_again = sum(&m.reconnected, "live");
     let per_connection = |bytes: f64| {
         if held > 0.0 {
             bytes / held / 1024.0
@@ -326,50 +385,52 @@ pub fn run(args: IdleArgs, out: &dyn Output) -> Result<()> {
             0.0
         }
     };
-    let master_kib = per_connection(rss_after.saturating_sub(rss_before) as f64);
-    let client_kib = per_connection(sum(&connected, "rss_bytes"));
+    let master_kib = per_connection(m.rss_after.saturating_sub(m.rss_before) as f64);
+    let client_kib = per_connection(sum(&m.connected, "rss_bytes"));
+    let open_rate = if m.open_seconds > 0.0 {
+        held / m.open_seconds
+    } else {
+        0.0
+    };
+    let open_failures = sum(&m.connected, "failures");
     let figures = json!({
         "terminals": args.terminals,
         "masters": masters_n,
         "held": held,
-        "key_generation_seconds": keys_seconds,
-        "seed_seconds": seed_seconds,
-        "master_start_seconds": load_seconds,
-        "master_rss_before_bytes": rss_before,
-        "master_rss_after_bytes": rss_after,
+        "key_generation_seconds": m.keys_seconds,
+        "seed_seconds": m.seed_seconds,
+        "master_start_seconds": m.load_seconds,
+        "master_rss_before_bytes": m.rss_before,
+        "master_rss_after_bytes": m.rss_after,
         "master_kib_per_connection": master_kib,
         "client_kib_per_connection": client_kib,
-        "open_seconds": open_seconds,
-        "open_per_second": if open_seconds > 0.0 { held / open_seconds } else { 0.0 },
-        "open_failures": sum(&connected, "failures"),
+        "open_seconds": m.open_seconds,
+        "open_per_second": open_rate,
+        "open_failures": open_failures,
         "restart": {
-            "masters_back_seconds": masters_back,
-            "all_reconnected_seconds": reconnect_seconds,
-            "slowest_client_after_masters_back_seconds": max(&reconnected, "seconds"),
+            "masters_back_seconds": m.masters_back,
+            "all_reconnected_seconds": m.reconnect_seconds,
+            "slowest_client_after_masters_back_seconds": max(&m.reconnected, "seconds"),
             "held_again": held_again,
-            "failed_attempts": sum(&reconnected, "failures") - sum(&connected, "failures"),
+            "failed_attempts": sum(&m.reconnected, "failures") - open_failures,
         },
     });
     let text = format!(
         "pairgate bench idle: {held} of {} idle paired terminals held by {masters_n} masters over PostgreSQL\n\
-         \x20 opened in {open_seconds:.1} s ({:.0}/s, {} failed attempts)\n\
+         \x20 opened in {:.1} s ({open_rate:.0}/s, {open_failures} failed attempts)\n\
          \x20 master memory per idle connection: {master_kib:.1} KiB (RSS {:.0} → {:.0} MiB over all masters, each holding the whole paired set)\n\
          \x20 client memory per connection: {client_kib:.1} KiB\n\
-         \x20 every master restarted: back in {masters_back:.1} s, all {held_again} terminals reconnected {reconnect_seconds:.1} s after the restart began (full handshakes: session tickets do not outlive a master)\n\
-         \x20 setup: keys {keys_seconds:.1} s, rows written {seed_seconds:.1} s, a master loads the set and starts in {load_seconds:.1} s\n",
+         \x20 every master restarted: back in {:.1} s, all {held_again} terminals reconnected {:.1} s after the restart began (full handshakes: session tickets do not outlive a master)\n\
+         \x20 setup: keys {:.1} s, rows written {:.1} s, a master loads the set and starts in {:.1} s\n",
         args.terminals,
-        if open_seconds > 0.0 {
-            held / open_seconds
-        } else {
-            0.0
-        },
-        sum(&connected, "failures"),
-        rss_before as f64 / 1_048_576.0,
-        rss_after as f64 / 1_048_576.0,
+        m.open_seconds,
+        m.rss_before as f64 / 1_048_576.0,
+        m.rss_after as f64 / 1_048_576.0,
+        m.masters_back,
+        m.reconnect_seconds,
+        m.keys_seconds,
+        m.seed_seconds,
+        m.load_seconds,
     );
     out.print(&text, figures);
-    drop(masters);
-    drop(clients);
-    drop(cluster);
-    Ok(())
 }

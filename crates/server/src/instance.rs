@@ -64,6 +64,91 @@ async fn bind_if(on: bool, addr: &str) -> Result<Option<Bound>, ServerError> {
     })
 }
 
+/// The listeners of the services that run here, and of the metrics.
+struct Listeners {
+    gate: Option<Bound>,
+    master: Option<Bound>,
+    cas: Option<Bound>,
+    metrics: Option<Bound>,
+}
+
+impl Listeners {
+    async fn bind(settings: &Settings, services: ServiceSet) -> Result<Self, ServerError> {
+        Ok(Self {
+            gate: bind_if(services.gate, &settings.gate_listen).await?,
+            master: bind_if(services.master, &settings.master_listen).await?,
+            cas: bind_if(services.cas, &settings.cas_listen).await?,
+            metrics: bind_if(
+                !settings.metrics_listen.is_empty(),
+                &settings.metrics_listen,
+            )
+            .await?,
+        })
+    }
+}
+
+/// The master URL the gate hands out: the setting, else the port the
+/// master bound here or is configured to bind elsewhere.
+fn master_url(settings: &Settings, master: Option<&Bound>) -> String {
+    let port = master.map_or_else(
+        || {
+            settings
+                .master_listen
+                .parse::<SocketAddr>()
+                .map_or(7743, |a| a.port())
+        },
+        |m| m.addr.port(),
+    );
+    settings.master_url(port)
+}
+
+/// CAS, when it runs here (its task joins `tasks`): its address and
+/// URL, and the first run's password.
+async fn operators(
+    at: &running::Shared<'_>,
+    bound: Option<Bound>,
+    limiter: Arc<conn::ConnectionLimiter>,
+    audit_checked: audit_anchor::LastFullCheck,
+    tasks: &mut Vec<tokio::task::JoinHandle<()>>,
+) -> Result<(Option<(SocketAddr, String)>, Option<cas::FirstRunPassword>), ServerError> {
+    let Some(bound) = bound else {
+        return Ok((None, None));
+    };
+    let addr = bound.addr;
+    let operators = running::operators(at, bound, limiter, audit_checked).await?;
+    tasks.push(operators.task);
+    Ok((Some((addr, operators.url)), operators.first_run_password))
+}
+
+/// The metrics listener, when one is set: its address (its task joins
+/// `tasks`).
+fn observed(
+    at: &running::Shared<'_>,
+    bound: Option<Bound>,
+    (services, paired, connections): (
+        ServiceSet,
+        Option<&Arc<PairedSet>>,
+        &[Arc<conn::ConnectionLimiter>; 3],
+    ),
+    tasks: &mut Vec<tokio::task::JoinHandle<()>>,
+) -> Option<SocketAddr> {
+    let bound = bound?;
+    let sources = metrics::endpoint::Sources {
+        metrics: at.metrics.clone(),
+        services,
+        store: at.store.clone(),
+        paired: paired.cloned(),
+        connections: connections.clone(),
+        clock: at.clock.clone(),
+    };
+    tasks.push(metrics::endpoint::spawn(
+        bound.listener,
+        sources,
+        at.shutdown,
+    ));
+    Some(bound.addr)
+}
+
 impl Instance {
     /// Opens the store, loads the identity (creating it only when every
     /// service runs on a store that records none), binds the listeners
@@ -80,14 +165,7 @@ impl Instance {
             ..settings.tls_policy()?
         };
         let (shutdown, shutdown_rx) = watch::channel(false);
-        let gate_at = bind_if(services.gate, &settings.gate_listen).await?;
-        let master_at = bind_if(services.master, &settings.master_listen).await?;
-        let cas_at = bind_if(services.cas, &settings.cas_listen).await?;
-        let metrics_at = bind_if(
-            !settings.metrics_listen.is_empty(),
-            &settings.metrics_listen,
-        )
-        .await?;
+        let listeners = Listeners::bind(settings, services).await?;
         let metrics = Arc::new(metrics::Metrics::default());
         let at = running::Shared {
             settings,
@@ -103,15 +181,10 @@ impl Instance {
             .map(conn::ConnectionLimiter::new);
         let audit_checked = audit_anchor::LastFullCheck::default();
         let mut tasks = Vec::new();
-        let (mut cas, mut first_run_password) = (None, None);
-        if let Some(cas_at) = cas_at {
-            let addr = cas_at.addr;
-            let limiter = connections[2].clone();
-            let operators = running::operators(&at, cas_at, limiter, audit_checked.clone()).await?;
-            tasks.push(operators.task);
-            cas = Some((addr, operators.url));
-            first_run_password = operators.first_run_password;
-        }
+        let cas_limiter = connections[2].clone();
+        let checked = audit_checked.clone();
+        let (cas, first_run_password) =
+            operators(&at, listeners.cas, cas_limiter, checked, &mut tasks).await?;
         let paired = if services.gate || services.master {
             Some(PairedSet::load(&store).await?)
         } else {
@@ -120,54 +193,30 @@ impl Instance {
         let refusals = Arc::new(refusals::RefusalLog::new(
             usize::try_from(settings.refusal_audit_per_minute).unwrap_or(usize::MAX),
         ));
-        let master_port = master_at.as_ref().map_or_else(
-            || {
-                settings
-                    .master_listen
-                    .parse::<SocketAddr>()
-                    .map_or(7743, |a| a.port())
-            },
-            |m| m.addr.port(),
+        let master_url = master_url(settings, listeners.master.as_ref());
+        let bound = [listeners.gate, listeners.master];
+        let [gate_addr, master_addr] = [&bound[0], &bound[1]].map(|b| b.as_ref().map(|b| b.addr));
+        let limiters = [connections[0].clone(), connections[1].clone()];
+        let tls = match &paired {
+            Some(paired) => {
+                let terminals =
+                    running::terminals(&at, bound, limiters, paired, &refusals, &master_url)?;
+                tasks.extend(terminals.tasks);
+                [terminals.gate_tls, terminals.master_tls]
+            }
+            None => [None, None],
+        };
+        let metrics_addr = observed(
+            &at,
+            listeners.metrics,
+            (services, paired.as_ref(), &connections),
+            &mut tasks,
         );
-        let master_url = settings.master_url(master_port);
-        let (gate_addr, master_addr) = (
-            gate_at.as_ref().map(|b| b.addr),
-            master_at.as_ref().map(|b| b.addr),
-        );
-        let mut tls = [None, None];
-        if let Some(paired) = &paired {
-            let limiters = [connections[0].clone(), connections[1].clone()];
-            let terminals = running::terminals(
-                &at,
-                [gate_at, master_at],
-                limiters,
-                paired,
-                &refusals,
-                &master_url,
-            )?;
-            tasks.extend(terminals.tasks);
-            tls = [terminals.gate_tls, terminals.master_tls];
-        }
-        let metrics_addr = metrics_at.as_ref().map(|b| b.addr);
-        if let Some(bound) = metrics_at {
-            let sources = metrics::endpoint::Sources {
-                metrics: metrics.clone(),
-                services,
-                store: store.clone(),
-                paired: paired.clone(),
-                connections: connections.clone(),
-                clock: clock.clone(),
-            };
-            tasks.push(tokio::spawn(metrics::endpoint::serve(
-                bound.listener,
-                sources,
-                shutdown_rx.clone(),
-            )));
-        }
         let signer = Arc::new(audit_anchor::IdentitySigner::new(&identity.certified_key)?);
+        let paired_ref = paired.as_ref();
         tasks.extend(running::background(
             &at,
-            paired.as_ref(),
+            paired_ref,
             &refusals,
             audit_checked,
             signer,

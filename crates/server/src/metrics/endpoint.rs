@@ -238,12 +238,17 @@ fn connections(sources: &Sources, out: &mut Text) {
     }
 }
 
-/// Serves the endpoints on `listener` until `shutdown` turns true.
-pub(crate) async fn serve(
+/// Starts serving the endpoints on `listener` until `shutdown`.
+pub(crate) fn spawn(
     listener: TcpListener,
     sources: Sources,
-    mut shutdown: watch::Receiver<bool>,
-) {
+    shutdown: &watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(serve(listener, sources, shutdown.clone()))
+}
+
+/// Serves the endpoints on `listener` until `shutdown` turns true.
+async fn serve(listener: TcpListener, sources: Sources, mut shutdown: watch::Receiver<bool>) {
     let router = Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
