@@ -67,13 +67,6 @@ impl Client {
     }
 }
 
-/// A master process on fixed ports (so it can come back on them).
-struct Master {
-    process: Process,
-    listen: String,
-    metrics: String,
-}
-
 fn command(dir: &Path, name: &str) -> Result<Command> {
     let mut command = Command::new(std::env::current_exe()?);
     command
@@ -83,8 +76,40 @@ fn command(dir: &Path, name: &str) -> Result<Command> {
     Ok(command)
 }
 
-/// Starts master `i` on `listen`, presenting the identity `init` made.
-fn start_master(dir: &Path, url: &str, i: usize, listen: &str, metrics: &str) -> Result<Process> {
+/// Starts every master on its ports (`listen`, `metrics`) at once, as an
+/// operator restarts a cluster, and waits until each serves.
+fn start_masters(dir: &Path, url: &str, ports: &[(String, String)]) -> Result<Vec<Process>> {
+    let spawned: Vec<(Process, ChildStdout)> = ports
+        .iter()
+        .enumerate()
+        .map(|(i, (listen, metrics))| spawn_master(dir, url, i, listen, metrics))
+        .collect::<Result<_>>()?;
+    spawned
+        .into_iter()
+        .enumerate()
+        .map(|(i, (process, stdout))| {
+            let mut line = String::new();
+            BufReader::new(stdout).read_line(&mut line)?;
+            if !line.contains("\"master\"") {
+                bail!(
+                    "master {i} did not start (see {}/master{i}.log): {line:?}",
+                    dir.display()
+                );
+            }
+            Ok(process)
+        })
+        .collect()
+}
+
+/// Spawns master `i` on `listen`, presenting the identity `init` made;
+/// its start line comes on the stdout returned.
+fn spawn_master(
+    dir: &Path,
+    url: &str,
+    i: usize,
+    listen: &str,
+    metrics: &str,
+) -> Result<(Process, ChildStdout)> {
     let init = dir.join("init");
     let mut command = command(dir, &format!("master{i}"))?;
     command
@@ -122,15 +147,7 @@ fn start_master(dir: &Path, url: &str, i: usize, listen: &str, metrics: &str) ->
         .stdout
         .take()
         .context("no stdout from a master")?;
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line)?;
-    if !line.contains("\"master\"") {
-        bail!(
-            "master {i} did not start (see {}/master{i}.log): {line:?}",
-            dir.display()
-        );
-    }
-    Ok(process)
+    Ok((process, stdout))
 }
 
 /// Writes every terminal as paired, many rows per statement.
@@ -192,8 +209,8 @@ fn max(reports: &[Value], key: &str) -> f64 {
         .fold(0.0, f64::max)
 }
 
-fn rss_total(masters: &[Master]) -> u64 {
-    masters.iter().map(|m| rss_bytes(m.process.pid())).sum()
+fn rss_total(masters: &[Process]) -> u64 {
+    masters.iter().map(|m| rss_bytes(m.pid())).sum()
 }
 
 /// The database and the identity every master presents.
@@ -285,6 +302,8 @@ fn spawn_clients(
 
 /// What was measured.
 struct Measured {
+    /// Connections opened between the two memory samples.
+    marginal: f64,
     keys_seconds: f64,
     seed_seconds: f64,
     load_seconds: f64,
@@ -295,6 +314,11 @@ struct Measured {
     masters_back: f64,
     reconnect_seconds: f64,
     reconnected: Vec<Value>,
+}
+
+/// Lets the masters' memory settle before it is read.
+fn settle() {
+    std::thread::sleep(Duration::from_millis(500));
 }
 
 /// Runs the benchmark.
@@ -332,28 +356,26 @@ fn measure(dir: &Path, args: &IdleArgs, masters_n: usize) -> Result<Measured> {
     runtime.block_on(seed(&setup.url, &fingerprints))?;
     let seed_seconds = seeded.elapsed().as_secs_f64();
     let started = Instant::now();
-    let mut masters = Vec::with_capacity(masters_n);
-    for (i, (listen, metrics)) in ports.iter().enumerate() {
-        masters.push(Master {
-            process: start_master(dir, &setup.url, i, listen, metrics)?,
-            listen: listen.clone(),
-            metrics: metrics.clone(),
-        });
-    }
-    let load_seconds = started.elapsed().as_secs_f64() / masters_n as f64;
-    std::thread::sleep(Duration::from_millis(500));
-    let rss_before = rss_total(&masters);
+    let mut masters = start_masters(dir, &setup.url, &ports)?;
+    let load_seconds = started.elapsed().as_secs_f64();
+    // Memory per connection is the growth from half the terminals to
+    // all of them: the first half reuses what loading the paired set
+    // freed and the allocator kept, which would hide their cost.
     let opened = Instant::now();
-    let connected = ask_all(&mut clients, "connect")?;
+    let half = ask_all(&mut clients, "connect 50")?;
+    settle();
+    let rss_before = rss_total(&masters);
+    let connected = ask_all(&mut clients, "connect 100")?;
     let open_seconds = opened.elapsed().as_secs_f64();
-    std::thread::sleep(Duration::from_millis(500));
+    settle();
     let rss_after = rss_total(&masters);
-    // Every master restarts; every terminal reconnects.
+    let marginal = sum(&connected, "live") - sum(&half, "live");
+    // Every master stops, then starts again; every terminal reconnects.
     let restarted = Instant::now();
-    for (i, m) in masters.iter_mut().enumerate() {
-        m.process.stop();
-        m.process = start_master(dir, &setup.url, i, &m.listen, &m.metrics)?;
-    }
+    masters.iter_mut().for_each(Process::terminate);
+    masters.iter_mut().for_each(Process::stop);
+    // Held (and stopped when dropped) until the clients are told to quit.
+    let _restarted = start_masters(dir, &setup.url, &ports)?;
     let masters_back = restarted.elapsed().as_secs_f64();
     let reconnected = ask_all(&mut clients, "await")?;
     let reconnect_seconds = restarted.elapsed().as_secs_f64();
@@ -361,6 +383,7 @@ fn measure(dir: &Path, args: &IdleArgs, masters_n: usize) -> Result<Measured> {
         let _ = c.send("quit");
     }
     Ok(Measured {
+        marginal,
         keys_seconds,
         seed_seconds,
         load_seconds,
@@ -378,15 +401,9 @@ fn measure(dir: &Path, args: &IdleArgs, masters_n: usize) -> Result<Measured> {
 fn report(args: &IdleArgs, masters_n: usize, m: &Measured, out: &dyn Output) {
     let held = sum(&m.connected, "live");
     let held_again = sum(&m.reconnected, "live");
-    let per_connection = |bytes: f64| {
-        if held > 0.0 {
-            bytes / held / 1024.0
-        } else {
-            0.0
-        }
-    };
-    let master_kib = per_connection(m.rss_after.saturating_sub(m.rss_before) as f64);
-    let client_kib = per_connection(sum(&m.connected, "rss_bytes"));
+    let kib_each = |bytes: f64, n: f64| if n > 0.0 { bytes / n / 1024.0 } else { 0.0 };
+    let master_kib = kib_each(m.rss_after.saturating_sub(m.rss_before) as f64, m.marginal);
+    let client_kib = kib_each(sum(&m.connected, "rss_bytes"), held);
     let open_rate = if m.open_seconds > 0.0 {
         held / m.open_seconds
     } else {
@@ -400,8 +417,8 @@ fn report(args: &IdleArgs, masters_n: usize, m: &Measured, out: &dyn Output) {
         "key_generation_seconds": m.keys_seconds,
         "seed_seconds": m.seed_seconds,
         "master_start_seconds": m.load_seconds,
-        "master_rss_before_bytes": m.rss_before,
-        "master_rss_after_bytes": m.rss_after,
+        "master_rss_half_bytes": m.rss_before,
+        "master_rss_all_bytes": m.rss_after,
         "master_kib_per_connection": master_kib,
         "client_kib_per_connection": client_kib,
         "open_seconds": m.open_seconds,
@@ -410,7 +427,7 @@ fn report(args: &IdleArgs, masters_n: usize, m: &Measured, out: &dyn Output) {
         "restart": {
             "masters_back_seconds": m.masters_back,
             "all_reconnected_seconds": m.reconnect_seconds,
-            "slowest_client_after_masters_back_seconds": max(&m.reconnected, "seconds"),
+            "reconnected_after_masters_back_seconds": max(&m.reconnected, "seconds"),
             "held_again": held_again,
             "failed_attempts": sum(&m.reconnected, "failures") - open_failures,
         },
@@ -418,15 +435,16 @@ fn report(args: &IdleArgs, masters_n: usize, m: &Measured, out: &dyn Output) {
     let text = format!(
         "pairgate bench idle: {held} of {} idle paired terminals held by {masters_n} masters over PostgreSQL\n\
          \x20 opened in {:.1} s ({open_rate:.0}/s, {open_failures} failed attempts)\n\
-         \x20 master memory per idle connection: {master_kib:.1} KiB (RSS {:.0} → {:.0} MiB over all masters, each holding the whole paired set)\n\
+         \x20 master memory per idle connection: {master_kib:.1} KiB (RSS over all masters {:.0} MiB at half the terminals, {:.0} MiB at all; each master holds the whole paired set)\n\
          \x20 client memory per connection: {client_kib:.1} KiB\n\
-         \x20 every master restarted: back in {:.1} s, all {held_again} terminals reconnected {:.1} s after the restart began (full handshakes: session tickets do not outlive a master)\n\
-         \x20 setup: keys {:.1} s, rows written {:.1} s, a master loads the set and starts in {:.1} s\n",
+         \x20 every master stopped and started again: back in {:.1} s, all {held_again} terminals reconnected {:.1} s later ({:.1} s after the stop began; full handshakes: session tickets do not outlive a master)\n\
+         \x20 setup: keys {:.1} s, rows written {:.1} s, the masters load the set and start in {:.1} s\n",
         args.terminals,
         m.open_seconds,
         m.rss_before as f64 / 1_048_576.0,
         m.rss_after as f64 / 1_048_576.0,
         m.masters_back,
+        max(&m.reconnected, "seconds"),
         m.reconnect_seconds,
         m.keys_seconds,
         m.seed_seconds,

@@ -5,11 +5,12 @@
 //! 127.0.0.x source address to its own master.
 //!
 //! It speaks to the benchmark in lines: it makes its terminals' keys and
-//! prints their fingerprints as one JSON line, then on `connect` opens
-//! every terminal's connection (one `GET /v1/me` each) and reports; each
-//! connection is then held, and opened again (after a jittered pause)
-//! whenever the master drops it. On `await` it reports once every
-//! connection is open again, on `quit` it exits.
+//! prints their fingerprints as one JSON line, then on `connect PERCENT`
+//! opens connections until that share of its terminals is held (one
+//! `GET /v1/me` each) and reports; each connection is then held, and
+//! opened again (after a jittered pause) whenever the master drops it.
+//! On `await` it reports once every held connection is open again, on
+//! `quit` it exits.
 
 use std::io::BufRead;
 use std::net::IpAddr;
@@ -100,11 +101,12 @@ async fn hold(client: TlsClient, master: Arc<str>, gate: Arc<Semaphore>, counts:
                 failures = failures.saturating_add(1);
             }
         }
-        // Jittered back-off, as terminals spread their reconnects.
-        let ceiling = 100u64 << failures.min(4);
+        // Jittered back-off, as terminals spread their reconnects: up to
+        // half a second after a close, doubling per failure to 8 s.
+        let ceiling = 500u64 << failures.min(4);
         let mut jitter = [0u8; 2];
         let _ = aws_lc_rs::rand::fill(&mut jitter);
-        let pause = u64::from(u16::from_le_bytes(jitter)) % ceiling + ceiling / 2;
+        let pause = u64::from(u16::from_le_bytes(jitter)) % ceiling + 10;
         tokio::time::sleep(Duration::from_millis(pause)).await;
     }
 }
@@ -146,15 +148,22 @@ pub fn run(args: ClientArgs) -> Result<()> {
     let counts = Arc::new(Counts::default());
     let gate = Arc::new(Semaphore::new(args.concurrency.max(1)));
     let master: Arc<str> = Arc::from(args.master.as_str());
-    let mut clients = Some(clients);
+    let mut waiting = clients.into_iter();
+    let mut held = 0;
     for line in std::io::stdin().lock().lines() {
-        match line?.trim() {
-            "connect" => {
+        let line = line?;
+        match line.trim().split_once(' ').unwrap_or((line.trim(), "")) {
+            ("connect", share) => {
+                // `connect PERCENT`: hold that share of this process's
+                // terminals in all (the rest stay for a later connect).
+                let percent: usize = share.parse().unwrap_or(100).min(100);
+                let target = args.count * percent / 100;
                 let started = Instant::now();
-                for client in clients.take().into_iter().flatten() {
+                for client in waiting.by_ref().take(target.saturating_sub(held)) {
                     runtime.spawn(hold(client, master.clone(), gate.clone(), counts.clone()));
+                    held += 1;
                 }
-                let took = runtime.block_on(all_live(&counts, args.count, STALL));
+                let took = runtime.block_on(all_live(&counts, held, STALL));
                 let report = json!({
                     "live": counts.live.load(Ordering::Relaxed),
                     "failures": counts.failures.load(Ordering::Relaxed),
@@ -164,8 +173,8 @@ pub fn run(args: ClientArgs) -> Result<()> {
                 });
                 println!("{report}");
             }
-            "await" => {
-                let took = runtime.block_on(all_live(&counts, args.count, STALL));
+            ("await", _) => {
+                let took = runtime.block_on(all_live(&counts, held, STALL));
                 let report = json!({
                     "live": counts.live.load(Ordering::Relaxed),
                     "failures": counts.failures.load(Ordering::Relaxed),
@@ -173,8 +182,8 @@ pub fn run(args: ClientArgs) -> Result<()> {
                 });
                 println!("{report}");
             }
-            "quit" => break,
-            other => anyhow::bail!("idle-client: unknown command {other:?}"),
+            ("quit", _) => break,
+            _ => anyhow::bail!("idle-client: unknown command {line:?}"),
         }
     }
     runtime.shutdown_timeout(Duration::from_secs(1));

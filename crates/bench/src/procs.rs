@@ -173,14 +173,23 @@ impl Process {
         Ok(())
     }
 
-    /// Stops it: SIGTERM, and SIGKILL after five seconds.
-    pub fn stop(&mut self) {
+    /// Asks it to stop (SIGTERM) without waiting, so that several
+    /// processes stop together; [`Process::stop`] then waits.
+    pub fn terminate(&mut self) {
         if matches!(self.child.try_wait(), Ok(Some(_))) {
             return;
         }
         let _ = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status();
+    }
+
+    /// Stops it: SIGTERM, and SIGKILL after five seconds.
+    pub fn stop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(Some(_))) {
+            return;
+        }
+        self.terminate();
         for _ in 0..100 {
             if matches!(self.child.try_wait(), Ok(Some(_))) {
                 return;
