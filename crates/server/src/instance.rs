@@ -120,16 +120,21 @@ async fn operators(
     Ok((Some((addr, operators.url)), operators.first_run_password))
 }
 
+/// What the metrics read besides the shared parts: the services, the
+/// paired set, the connection limiters and the master's upstream.
+type Observed<'a> = (
+    ServiceSet,
+    Option<&'a Arc<PairedSet>>,
+    &'a [Arc<conn::ConnectionLimiter>; 3],
+    Option<Arc<crate::proxy::Upstream>>,
+);
+
 /// The metrics listener, when one is set: its address (its task joins
 /// `tasks`).
 fn observed(
     at: &running::Shared<'_>,
     bound: Option<Bound>,
-    (services, paired, connections): (
-        ServiceSet,
-        Option<&Arc<PairedSet>>,
-        &[Arc<conn::ConnectionLimiter>; 3],
-    ),
+    (services, paired, connections, upstream): Observed<'_>,
     tasks: &mut Vec<tokio::task::JoinHandle<()>>,
 ) -> Option<SocketAddr> {
     let bound = bound?;
@@ -139,6 +144,7 @@ fn observed(
         store: at.store.clone(),
         paired: paired.cloned(),
         connections: connections.clone(),
+        upstream,
         clock: at.clock.clone(),
     };
     tasks.push(metrics::endpoint::spawn(
@@ -197,19 +203,22 @@ impl Instance {
         let bound = [listeners.gate, listeners.master];
         let [gate_addr, master_addr] = [&bound[0], &bound[1]].map(|b| b.as_ref().map(|b| b.addr));
         let limiters = [connections[0].clone(), connections[1].clone()];
-        let tls = match &paired {
+        let (tls, upstream) = match &paired {
             Some(paired) => {
                 let terminals =
                     running::terminals(&at, bound, limiters, paired, &refusals, &master_url)?;
                 tasks.extend(terminals.tasks);
-                [terminals.gate_tls, terminals.master_tls]
+                (
+                    [terminals.gate_tls, terminals.master_tls],
+                    terminals.upstream,
+                )
             }
-            None => [None, None],
+            None => ([None, None], None),
         };
         let metrics_addr = observed(
             &at,
             listeners.metrics,
-            (services, paired.as_ref(), &connections),
+            (services, paired.as_ref(), &connections, upstream),
             &mut tasks,
         );
         let signer = Arc::new(audit_anchor::IdentitySigner::new(&identity.certified_key)?);

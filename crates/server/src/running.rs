@@ -67,6 +67,8 @@ pub(crate) struct Shared<'a> {
 pub(crate) struct Terminals {
     pub gate_tls: Option<TlsServer>,
     pub master_tls: Option<TlsServer>,
+    /// The master's upstream, for its pool's metrics.
+    pub upstream: Option<Arc<crate::proxy::Upstream>>,
     pub tasks: Vec<JoinHandle<()>>,
 }
 
@@ -94,6 +96,7 @@ pub(crate) fn terminals(
     let mut out = Terminals {
         gate_tls: None,
         master_tls: None,
+        upstream: None,
         tasks: Vec::new(),
     };
     if let Some(gate_at) = gate_at {
@@ -127,6 +130,7 @@ pub(crate) fn terminals(
         let presence =
             crate::clones::Presence::start(store.clone(), settings.clone_action(), clock.clone());
         let master = services::master(settings, store, paired, &presence, clock)?;
+        out.upstream = master.upstream.clone();
         let guard = crate::clones::MasterGuard {
             paired: paired.clone(),
             presence,

@@ -1,4 +1,4 @@
-//! A cluster as an operator runs one: one gate with CAS and two masters,
+//! A cluster as an operator runs one: one gate, two masters and one CAS,
 //! separate `pairgate server --services …` processes over one PostgreSQL
 //! (a throwaway cluster of its own, so it can be stopped), the masters
 //! behind HAProxy in TCP mode with health checks on `/readyz` (and, when
@@ -142,9 +142,11 @@ fn a_cluster_behind_haproxy_survives_a_killed_master_and_a_stopped_database() {
     let m2 = Node::start(cwd, &data, "master", &master_args, &cwd.join("m2.log"));
     let haproxy = Haproxy::start(cwd, &[&m1, &m2]);
     let master_url = format!("https://127.0.0.1:{}", haproxy.port);
-    let mut front_args: Vec<&str> = db.to_vec();
-    front_args.extend(["--master-url", &master_url]);
-    let front = Node::start(cwd, &data, "gate,cas", &front_args, &cwd.join("front.log"));
+    let mut gate_args: Vec<&str> = db.to_vec();
+    gate_args.extend(["--master-url", &master_url]);
+    let front = Node::start(cwd, &data, "gate", &gate_args, &cwd.join("gate.log"));
+    let cas = Node::start(cwd, &data, "cas", &db, &cwd.join("cas.log"));
+    assert!(cas.started["cas"].is_string() && cas.started["gate"].is_null());
     let admin = |args: &[&str]| {
         let mut all = vec!["admin", "--data", &data_arg, "--database-url", &pg.url];
         all.extend_from_slice(args);

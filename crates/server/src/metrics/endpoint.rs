@@ -33,6 +33,7 @@ pub(crate) struct Sources {
     pub store: Store,
     pub paired: Option<Arc<PairedSet>>,
     pub connections: [Arc<ConnectionLimiter>; 3],
+    pub upstream: Option<Arc<crate::proxy::Upstream>>,
     pub clock: Clock,
 }
 
@@ -154,6 +155,21 @@ async fn metrics(State(sources): State<Sources>) -> Response {
         paired_follow(paired, &mut out);
     }
     connections(&sources, &mut out);
+    if let Some(upstream) = &sources.upstream {
+        let (in_flight, max) = upstream.in_flight();
+        out.help(
+            "pairgate_upstream_in_flight",
+            "gauge",
+            "requests at the upstream (/app) now",
+        );
+        out.sample("pairgate_upstream_in_flight", &[], in_flight as f64);
+        out.help(
+            "pairgate_upstream_max_in_flight",
+            "gauge",
+            "the most allowed at once (upstream_max_connections)",
+        );
+        out.sample("pairgate_upstream_max_in_flight", &[], max as f64);
+    }
     sources.metrics.write(&mut out);
     (
         StatusCode::OK,

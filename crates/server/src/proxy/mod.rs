@@ -66,6 +66,12 @@ pub(crate) struct Upstream {
 }
 
 impl Upstream {
+    /// Requests at the upstream now, and the most allowed at once
+    /// (`upstream_max_connections`), for `/metrics`.
+    pub(crate) fn in_flight(&self) -> (usize, usize) {
+        self.pool.in_flight()
+    }
+
     /// The upstream of `settings.upstream_url` (none when empty), or why
     /// it cannot be used.
     pub(crate) fn from_settings(settings: &Settings) -> Result<Option<Self>, String> {

@@ -47,6 +47,7 @@ pub(crate) struct PoolOptions {
 pub(crate) struct Pool {
     client: Client<Connector, RequestBody>,
     in_flight: Arc<Semaphore>,
+    max_in_flight: usize,
 }
 
 impl Pool {
@@ -67,7 +68,14 @@ impl Pool {
         Self {
             client,
             in_flight: Arc::new(Semaphore::new(options.max_in_flight)),
+            max_in_flight: options.max_in_flight,
         }
+    }
+
+    /// Requests at the upstream now, and the most allowed at once.
+    pub(crate) fn in_flight(&self) -> (usize, usize) {
+        let free = self.in_flight.available_permits();
+        (self.max_in_flight.saturating_sub(free), self.max_in_flight)
     }
 
     /// A place for one more request at the upstream, or `None` when all

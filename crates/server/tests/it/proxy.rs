@@ -206,6 +206,20 @@ async fn upstream_connections_are_reused_across_requests_and_terminals() {
         (1..=12).contains(&accepted),
         "{accepted} upstream connections for 1,000 requests on 4 terminal connections"
     );
+    // The pool's use is on /metrics: nothing in flight now, and its cap.
+    let page = crate::web::Web::new(f.server.metrics_addr.unwrap())
+        .get("/metrics")
+        .await
+        .body;
+    assert!(
+        page.lines().any(|l| l == "pairgate_upstream_in_flight 0"),
+        "{page}"
+    );
+    let cap = format!(
+        "pairgate_upstream_max_in_flight {}",
+        f.settings.upstream_max_connections
+    );
+    assert!(page.lines().any(|l| l == cap), "{page}");
     f.server.shutdown().await;
 }
 
