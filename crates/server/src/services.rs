@@ -64,7 +64,8 @@ pub(crate) async fn identity(
             let actor = pairgate_store::Actor::new("server");
             match store.record_identity(loaded.pin, &actor, now).await {
                 Ok(()) => {}
-                // Another instance recorded its own first: serve with that.
+                // Another instance recorded its identity first: serve
+                // only if it is this one.
                 Err(pairgate_store::StoreError::Conflict(_)) => {
                     if let Some(pin) = store.recorded_identity().await? {
                         identity::check_recorded(&loaded, pin)?;
