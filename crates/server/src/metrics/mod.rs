@@ -155,7 +155,7 @@ const STATUSES: usize = 500;
 
 /// One route's counts.
 #[derive(Debug)]
-struct Route {
+pub(crate) struct Route {
     statuses: Box<[AtomicU64; STATUSES]>,
     latency: Histogram,
 }
@@ -166,6 +166,17 @@ impl Route {
             statuses: Box::new(std::array::from_fn(|_| AtomicU64::new(0))),
             latency: Histogram::default(),
         }
+    }
+
+    /// Counts one request answered `status` after `took`.
+    pub(crate) fn record(&self, status: u16, took: Duration) {
+        let slot = usize::from(status)
+            .checked_sub(100)
+            .and_then(|i| self.statuses.get(i));
+        if let Some(slot) = slot {
+            slot.fetch_add(1, Ordering::Relaxed);
+        }
+        self.latency.observe(took);
     }
 }
 
@@ -201,32 +212,31 @@ impl Metrics {
         }
     }
 
-    /// Counts a request of `service` on `route` answered `status` after
-    /// `took`.
-    pub(crate) fn request(&self, service: Service, route: &str, status: u16, took: Duration) {
+    /// The counts of `route` of `service`, made at its first request.
+    pub(crate) fn route(&self, service: Service, route: &str) -> Arc<Route> {
         let Some(routes) = self.routes.get(service.index()) else {
-            return;
+            return Arc::new(Route::new());
         };
         let known = routes
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .get(route)
             .cloned();
-        let entry = known.unwrap_or_else(|| {
+        known.unwrap_or_else(|| {
             routes
                 .write()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .entry(Arc::from(route))
                 .or_insert_with(|| Arc::new(Route::new()))
                 .clone()
-        });
-        let slot = usize::from(status)
-            .checked_sub(100)
-            .and_then(|i| entry.statuses.get(i));
-        if let Some(slot) = slot {
-            slot.fetch_add(1, Ordering::Relaxed);
-        }
-        entry.latency.observe(took);
+        })
+    }
+
+    /// Counts a request of `service` on `route` answered `status` after
+    /// `took`.
+    #[cfg(test)]
+    pub(crate) fn request(&self, service: Service, route: &str, status: u16, took: Duration) {
+        self.route(service, route).record(status, took);
     }
 
     /// Writes the counters in Prometheus text format.

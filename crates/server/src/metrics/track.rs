@@ -1,7 +1,8 @@
 //! The layer that counts every request of a service and opens its log
 //! span. A plain tower service (as the master's paired check is) rather
 //! than `from_fn`, which boxes a clone of the route and a future on every
-//! request: this one adds a clock read and a span to each.
+//! request: this one adds two clock reads, a few atomic additions and a
+//! span (disabled at the master unless debugging) to each.
 //!
 //! The span (`request`, with a process-wide request number, the service
 //! and the client certificate's fingerprint where there is one) is what
@@ -12,8 +13,8 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -22,7 +23,7 @@ use axum::response::Response;
 use tracing::Instrument as _;
 use tracing::instrument::Instrumented;
 
-use super::{Metrics, Service};
+use super::{Metrics, Route, Service};
 use crate::http::Peer;
 
 /// Numbers requests for the logs.
@@ -46,16 +47,47 @@ impl<S> tower::Layer<S> for TrackLayer {
     fn layer(&self, inner: S) -> Tracked<S> {
         Tracked {
             inner,
-            layer: self.clone(),
+            route: Arc::new(RouteCounts {
+                layer: self.clone(),
+                last: OnceLock::new(),
+            }),
         }
     }
 }
 
-/// A route's service, counted.
+/// A route's service, counted. axum clones it for every request, so what
+/// it adds is one reference count.
 #[derive(Clone)]
 pub(crate) struct Tracked<S> {
     inner: S,
+    route: Arc<RouteCounts>,
+}
+
+/// Where one route's service counts.
+struct RouteCounts {
     layer: TrackLayer,
+    /// The counts of the route this service last answered: axum layers
+    /// each route on its own, so after the first request the route's
+    /// entry is at hand without a lookup.
+    last: OnceLock<(Box<str>, Arc<Route>)>,
+}
+
+impl RouteCounts {
+    /// The counts of the route `request` matched.
+    fn of(&self, request: &Request) -> Arc<Route> {
+        let path = request
+            .extensions()
+            .get::<MatchedPath>()
+            .map_or("unmatched", MatchedPath::as_str);
+        if let Some((cached, route)) = self.last.get()
+            && **cached == *path
+        {
+            return route.clone();
+        }
+        let route = self.layer.metrics.route(self.layer.service, path);
+        let _ = self.last.set((path.into(), route.clone()));
+        route
+    }
 }
 
 impl<S> tower::Service<Request> for Tracked<S>
@@ -71,15 +103,25 @@ where
     }
 
     fn call(&mut self, request: Request) -> Self::Future {
-        let route = request.extensions().get::<MatchedPath>().cloned();
-        let id = NEXT_REQUEST.fetch_add(1, Ordering::Relaxed);
-        let service = self.layer.service.name();
+        let route = self.route.of(&request);
+        let service = self.route.layer.service.name();
         // The master's span is at debug level: at its request rates a
         // span per request would cost a few percent of the CPU at info.
-        let span = if self.layer.service == Service::Master {
-            tracing::debug_span!("request", id, service, fingerprint = tracing::field::Empty)
+        // (Field values are computed only for an enabled span.)
+        let span = if self.route.layer.service == Service::Master {
+            tracing::debug_span!(
+                "request",
+                id = NEXT_REQUEST.fetch_add(1, Ordering::Relaxed),
+                service,
+                fingerprint = tracing::field::Empty
+            )
         } else {
-            tracing::info_span!("request", id, service, fingerprint = tracing::field::Empty)
+            tracing::info_span!(
+                "request",
+                id = NEXT_REQUEST.fetch_add(1, Ordering::Relaxed),
+                service,
+                fingerprint = tracing::field::Empty
+            )
         };
         if !span.is_disabled()
             && let Some(peer) = request.extensions().get::<Peer>()
@@ -90,7 +132,6 @@ where
             inner: self.inner.call(request).instrument(span),
             started: Instant::now(),
             route,
-            layer: self.layer.clone(),
         }
     }
 }
@@ -101,8 +142,7 @@ pin_project_lite::pin_project! {
         #[pin]
         inner: F,
         started: Instant,
-        route: Option<MatchedPath>,
-        layer: TrackLayer,
+        route: Arc<Route>,
     }
 }
 
@@ -116,13 +156,8 @@ where
         let this = self.project();
         let answer = std::task::ready!(this.inner.poll(cx));
         if let Ok(response) = &answer {
-            let route = this.route.as_ref().map_or("unmatched", |r| r.as_str());
-            this.layer.metrics.request(
-                this.layer.service,
-                route,
-                response.status().as_u16(),
-                this.started.elapsed(),
-            );
+            let status = response.status().as_u16();
+            this.route.record(status, this.started.elapsed());
         }
         Poll::Ready(answer)
     }
