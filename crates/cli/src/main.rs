@@ -37,8 +37,9 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Gate (7741) and master (7743) services on the embedded defaults or
-    /// the given settings.
+    /// Gate (7741), master (7743) and CAS (7780), or the ones `--services`
+    /// names, on the embedded defaults or the given settings; `server
+    /// init` sets up the identity without serving.
     Server(server::ServerArgs),
     /// Operators, terminals, pairing approvals, unpair, audit log.
     Admin(admin::AdminArgs),
