@@ -34,6 +34,9 @@ enum AdminCommand {
     /// The block list of terminal keys.
     #[command(subcommand)]
     Key(crate::admin_keys::KeyCommand),
+    /// The server identity: export it to a new machine, import it there.
+    #[command(subcommand)]
+    Identity(crate::admin_identity::IdentityCommand),
     /// Vendor keys that sign manifests.
     #[command(subcommand)]
     Vendor(crate::admin_vendors::VendorCommand),
@@ -169,6 +172,9 @@ async fn command(
             totp,
         } => crate::admin_pairing::approve(store, &request, &code, (&operator, &totp), out).await,
         AdminCommand::Key(command) => crate::admin_keys::run(store, command, &actor, out).await,
+        AdminCommand::Identity(command) => {
+            crate::admin_identity::run(store, settings, command, &actor, out).await
+        }
         AdminCommand::Vendor(command) => crate::admin_vendors::vendor(store, command, out).await,
         AdminCommand::Manifest(command) => {
             crate::admin_vendors::manifest(store, command, &actor, out).await

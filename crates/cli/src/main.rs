@@ -6,6 +6,7 @@
 
 mod admin;
 mod admin_audit;
+mod admin_identity;
 mod admin_keys;
 mod admin_operators;
 mod admin_pairing;

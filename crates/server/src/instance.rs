@@ -155,6 +155,21 @@ fn observed(
     Some(bound.addr)
 }
 
+/// The store, the identity it records and the TLS policy on `clock`.
+async fn opened(
+    settings: &Settings,
+    services: ServiceSet,
+    clock: &Clock,
+) -> Result<(Store, crate::ServerIdentity, pairgate_tls::TlsPolicy), ServerError> {
+    let store = open_store(settings).await?;
+    let identity = services::identity(settings, &store, services, clock).await?;
+    let policy = pairgate_tls::TlsPolicy {
+        clock: clock.clone(),
+        ..settings.tls_policy()?
+    };
+    Ok((store, identity, policy))
+}
+
 impl Instance {
     /// Opens the store, loads the identity (creating it only when every
     /// service runs on a store that records none), binds the listeners
@@ -164,12 +179,7 @@ impl Instance {
         services: ServiceSet,
         clock: Clock,
     ) -> Result<Self, ServerError> {
-        let store = open_store(settings).await?;
-        let identity = services::identity(settings, &store, services, &clock).await?;
-        let policy = pairgate_tls::TlsPolicy {
-            clock: clock.clone(),
-            ..settings.tls_policy()?
-        };
+        let (store, identity, policy) = opened(settings, services, &clock).await?;
         let (shutdown, shutdown_rx) = watch::channel(false);
         let listeners = Listeners::bind(settings, services).await?;
         let metrics = Arc::new(metrics::Metrics::default());
@@ -196,9 +206,8 @@ impl Instance {
         } else {
             None
         };
-        let refusals = Arc::new(refusals::RefusalLog::new(
-            usize::try_from(settings.refusal_audit_per_minute).unwrap_or(usize::MAX),
-        ));
+        let budget = usize::try_from(settings.refusal_audit_per_minute).unwrap_or(usize::MAX);
+        let refusals = Arc::new(refusals::RefusalLog::new(budget));
         let master_url = master_url(settings, listeners.master.as_ref());
         let bound = [listeners.gate, listeners.master];
         let [gate_addr, master_addr] = [&bound[0], &bound[1]].map(|b| b.as_ref().map(|b| b.addr));

@@ -14,6 +14,7 @@ mod error;
 mod gate;
 mod http;
 pub mod identity;
+pub mod identity_export;
 mod instance;
 mod keepalive;
 mod master;

@@ -137,6 +137,22 @@ impl Store {
         Ok(())
     }
 
+    /// Audits an event of the server identity (`server.identity_exported`,
+    /// `server.identity_imported`) with its pin.
+    pub async fn audit_identity_event(
+        &self,
+        action: &str,
+        pin: SpkiPin,
+        actor: &Actor,
+        now: SystemTime,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        let detail = serde_json::json!({ "pin": pin.to_hex() });
+        append(&mut tx, millis(now), actor, action, &pin.to_hex(), &detail).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// Counts one attempt of `scope` by `subject` in its window of
     /// `window`, and returns the window including it.
     pub async fn count_attempt(

@@ -5,6 +5,8 @@
 //! for its own services; `PAIRGATE_LOG_FORMAT=json` logs carry the
 //! request's span.
 
+use std::path::Path;
+
 use pairgate_testkit::temp_dir;
 
 use crate::agent::start_pair;
@@ -129,4 +131,134 @@ fn services_run_apart_after_init() {
     assert_eq!(opened["span"]["service"], "gate");
     assert!(opened["span"]["id"].is_u64());
     assert!(!log.contains(PASSPHRASE) && !log.contains(&code));
+}
+
+/// `pairgate admin identity export|import`: a new machine keeps the pin
+/// (a master started there passes the store's identity check); a wrong
+/// passphrase, a machine with an identity already, a store that records
+/// another identity and a PKCS#11 key are refused, writing nothing.
+#[test]
+fn the_identity_moves_to_a_new_machine() {
+    let dir = temp_dir();
+    let cwd = dir.path();
+    let old = cwd.join("old").display().to_string();
+    let init = json(&ok(cwd, &["--json", "server", "init", "--data", &old]));
+    let pin = init["pin"].as_str().unwrap().to_owned();
+    let secret_file = cwd.join("export.pass");
+    std::fs::write(&secret_file, "a long export passphrase").unwrap();
+    let secret = secret_file.display().to_string();
+    let file = cwd.join("identity.age").display().to_string();
+    let export = [
+        "admin",
+        "--data",
+        &old,
+        "identity",
+        "export",
+        "--out",
+        &file,
+        "--passphrase-file",
+        &secret,
+    ];
+    ok(cwd, &export);
+    assert!(
+        !std::fs::read(&file)
+            .unwrap()
+            .windows(pin.len())
+            .any(|w| w == pin.as_bytes())
+    );
+    // The new machine shares the old one's database (moved, or shared).
+    let database = format!("sqlite:{old}/pairgate.db");
+    let new = cwd.join("new").display().to_string();
+    let admin_new = |args: &[&str]| {
+        let mut all = vec!["admin", "--data", &new, "--database-url", &database];
+        all.extend_from_slice(args);
+        all.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>()
+    };
+    let run = |v: Vec<String>, good: bool| {
+        let args: Vec<&str> = v.iter().map(String::as_str).collect();
+        if good {
+            ok(cwd, &args)
+        } else {
+            fails(cwd, &args)
+        }
+    };
+    let wrong = cwd.join("wrong.pass");
+    std::fs::write(&wrong, "not the passphrase").unwrap();
+    let wrong = wrong.display().to_string();
+    let why = run(
+        admin_new(&["identity", "import", &file, "--passphrase-file", &wrong]),
+        false,
+    );
+    assert!(why.contains("wrong passphrase"), "{why}");
+    assert!(!Path::new(&new).join("identity.passphrase").exists());
+    let imported = run(
+        admin_new(&[
+            "--json",
+            "identity",
+            "import",
+            &file,
+            "--passphrase-file",
+            &secret,
+        ]),
+        true,
+    );
+    assert_eq!(json(&imported)["pin"], pin.as_str());
+    let why = run(
+        admin_new(&["identity", "import", &file, "--passphrase-file", &secret]),
+        false,
+    );
+    assert!(why.contains("has an identity already"), "{why}");
+    // A master on the new machine presents the recorded identity.
+    let master = Node::start(
+        cwd,
+        Path::new(&new),
+        "master",
+        &["--database-url", &database],
+        &cwd.join("new-master.log"),
+    );
+    assert_eq!(master.started["pin"], pin.as_str());
+    drop(master);
+    // A store that records another identity refuses this one.
+    let other = cwd.join("other").display().to_string();
+    ok(cwd, &["server", "init", "--data", &other]);
+    let elsewhere = cwd.join("elsewhere").display().to_string();
+    let other_db = format!("sqlite:{other}/pairgate.db");
+    let import_elsewhere = [
+        "admin",
+        "--data",
+        &elsewhere,
+        "--database-url",
+        &other_db,
+        "identity",
+        "import",
+        &file,
+        "--passphrase-file",
+        &secret,
+    ];
+    let why = fails(cwd, &import_elsewhere);
+    assert!(why.contains("the store records"), "{why}");
+    assert!(!Path::new(&elsewhere).join("identity.passphrase").exists());
+    // A key in a token never leaves it.
+    let token = "identity_keystore=pkcs11:token=pairgate?module-path=/usr/lib/softhsm/libsofthsm2.so&pin-source=file:/nonexistent";
+    let export_token = [
+        "admin",
+        "--data",
+        &old,
+        "--set",
+        token,
+        "identity",
+        "export",
+        "--out",
+        &cwd.join("t.age").display().to_string(),
+        "--passphrase-file",
+        &secret,
+    ];
+    let why = fails(cwd, &export_token);
+    assert!(why.contains("PKCS#11"), "{why}");
+    // Both moves are in the audit log.
+    let audit = ok(cwd, &["admin", "--data", &old, "--json", "audit"]);
+    assert!(
+        audit.contains("server.identity_exported") && audit.contains("server.identity_imported"),
+        "{audit}"
+    );
 }

@@ -92,100 +92,67 @@ async fn metrics(State(sources): State<Sources>) -> Response {
     let mut out = Text::default();
     let services = sources.services.to_string();
     out.help("pairgate_info", "gauge", "the services this instance runs");
+    let version = env!("CARGO_PKG_VERSION");
     out.sample(
         "pairgate_info",
-        &[
-            ("services", &services),
-            ("version", env!("CARGO_PKG_VERSION")),
-        ],
+        &[("services", &services), ("version", version)],
         1.0,
     );
-    let pinged = ping(&sources.store).await;
-    let ready = not_ready(&sources, &pinged).await.is_empty();
-    out.help("pairgate_ready", "gauge", "1 when /readyz answers 200");
-    out.sample("pairgate_ready", &[], if ready { 1.0 } else { 0.0 });
-    out.help(
-        "pairgate_store_up",
-        "gauge",
-        "1 when the store answered a ping",
-    );
-    out.sample(
-        "pairgate_store_up",
-        &[],
-        if pinged.is_ok() { 1.0 } else { 0.0 },
-    );
-    if let Ok(took) = pinged {
-        out.help(
-            "pairgate_store_ping_seconds",
-            "gauge",
-            "time of one store round trip",
-        );
-        out.sample("pairgate_store_ping_seconds", &[], took.as_secs_f64());
-        let open = tokio::time::timeout(
-            STORE_TIMEOUT,
-            sources.store.open_pairing_requests(sources.clock.now()),
-        )
-        .await;
-        if let Ok(Ok(n)) = open {
-            out.help(
-                "pairgate_pairing_requests_open",
-                "gauge",
-                "pairing requests awaiting a reveal or a decision",
-            );
-            out.sample("pairgate_pairing_requests_open", &[], n as f64);
-        }
-    }
+    store_gauges(&sources, &mut out).await;
     if let Some(paired) = &sources.paired {
-        out.help(
-            "pairgate_paired_terminals",
-            "gauge",
-            "terminals in this instance's paired set",
-        );
-        out.sample("pairgate_paired_terminals", &[], paired.len() as f64);
-        out.help(
-            "pairgate_paired_generation",
-            "gauge",
-            "store generation of the paired set last loaded",
-        );
-        out.sample(
-            "pairgate_paired_generation",
-            &[],
-            paired.generation() as f64,
-        );
-        paired_follow(paired, &mut out);
+        paired_gauges(paired, &mut out);
     }
     connections(&sources, &mut out);
     if let Some(upstream) = &sources.upstream {
         let (in_flight, max) = upstream.in_flight();
-        out.help(
-            "pairgate_upstream_in_flight",
-            "gauge",
-            "requests at the upstream (/app) now",
-        );
-        out.sample("pairgate_upstream_in_flight", &[], in_flight as f64);
-        out.help(
-            "pairgate_upstream_max_in_flight",
-            "gauge",
-            "the most allowed at once (upstream_max_connections)",
-        );
-        out.sample("pairgate_upstream_max_in_flight", &[], max as f64);
+        let help = "requests at the upstream (/app) now";
+        out.gauge("pairgate_upstream_in_flight", help, in_flight as f64);
+        let help = "the most allowed at once (upstream_max_connections)";
+        out.gauge("pairgate_upstream_max_in_flight", help, max as f64);
     }
     sources.metrics.write(&mut out);
+    let text_format = "text/plain; version=0.0.4; charset=utf-8";
     (
         StatusCode::OK,
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
+        [(header::CONTENT_TYPE, text_format)],
         out.finish(),
     )
         .into_response()
 }
 
-/// How the paired set follows the store: reloads, changes applied, and
-/// the time from a change in the store to its taking effect here (for an
-/// unpair: to the terminal's refusal).
-fn paired_follow(paired: &PairedSet, out: &mut Text) {
+/// Readiness, the store's answer to a ping and the open pairing requests.
+async fn store_gauges(sources: &Sources, out: &mut Text) {
+    let pinged = ping(&sources.store).await;
+    let ready = not_ready(sources, &pinged).await.is_empty();
+    let flag = |on: bool| if on { 1.0 } else { 0.0 };
+    out.gauge("pairgate_ready", "1 when /readyz answers 200", flag(ready));
+    let help = "1 when the store answered a ping";
+    out.gauge("pairgate_store_up", help, flag(pinged.is_ok()));
+    let Ok(took) = pinged else {
+        return;
+    };
+    let help = "time of one store round trip";
+    out.gauge("pairgate_store_ping_seconds", help, took.as_secs_f64());
+    let open = sources.store.open_pairing_requests(sources.clock.now());
+    if let Ok(Ok(n)) = tokio::time::timeout(STORE_TIMEOUT, open).await {
+        let help = "pairing requests awaiting a reveal or a decision";
+        out.gauge("pairgate_pairing_requests_open", help, n as f64);
+    }
+}
+
+/// The paired set: its size and generation, and how it follows the
+/// store: reloads, changes applied, and the time from a change in the
+/// store to its taking effect here (for an unpair: to the terminal's
+/// refusal).
+fn paired_gauges(paired: &PairedSet, out: &mut Text) {
+    let help = "terminals in this instance's paired set";
+    out.gauge("pairgate_paired_terminals", help, paired.len() as f64);
+    let help = "store generation of the paired set last loaded";
+    out.gauge(
+        "pairgate_paired_generation",
+        help,
+        paired.generation() as f64,
+    );
     use std::sync::atomic::Ordering::Relaxed;
     let stats = &paired.stats;
     out.help(

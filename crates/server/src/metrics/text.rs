@@ -28,6 +28,12 @@ impl Text {
         let _ = writeln!(self.0, "# HELP {name} {help}\n# TYPE {name} {kind}");
     }
 
+    /// A gauge without labels: its `# HELP`, `# TYPE` and one sample.
+    pub(crate) fn gauge(&mut self, name: &str, help: &str, value: f64) {
+        self.help(name, "gauge", help);
+        self.sample(name, &[], value);
+    }
+
     /// One sample.
     pub(crate) fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: f64) {
         self.0.push_str(name);
