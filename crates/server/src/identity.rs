@@ -22,8 +22,10 @@ use crate::ServerError;
 
 /// The alias of the server key.
 pub const SERVER_ALIAS: &str = "pairgate-server";
-/// Certificate lifetime, in days.
-const CERT_DAYS: u32 = 825;
+/// Self-signed certificate lifetime, in days: with the five minutes its
+/// validity starts early (clock skew), the whole stays within the 398
+/// days browsers and the CA/Browser Forum accept for a server certificate.
+pub const CERT_DAYS: u32 = 397;
 /// Renew when less than this is left.
 const RENEW_BEFORE: Duration = Duration::from_secs(30 * 86_400);
 
@@ -36,6 +38,8 @@ pub struct ServerIdentity {
     pub pin: SpkiPin,
     /// The key store, described.
     pub keystore: String,
+    /// The certificate served, for operators to watch.
+    pub certificate: ServedCertificate,
 }
 
 fn io(context: String) -> impl FnOnce(std::io::Error) -> ServerError {
@@ -134,12 +138,13 @@ pub fn load(
         }
         Err(e) => return Err(e.into()),
     };
-    renew_certificate(store.as_ref(), &alias, server_names, now)?;
+    let certificate = renew_certificate(store.as_ref(), &alias, server_names, now)?;
     let certified_key = pairgate_tls::alias_certified_key(store.clone(), &alias)?;
     Ok(ServerIdentity {
         certified_key,
         pin: public.pin(),
         keystore: store.describe(),
+        certificate,
     })
 }
 
@@ -156,22 +161,53 @@ pub fn check_recorded(identity: &ServerIdentity, recorded: SpkiPin) -> Result<()
     )))
 }
 
-/// Issues a fresh self-signed certificate for the key unless the stored
-/// one is valid for [`RENEW_BEFORE`] more.
+/// The certificate the identity serves, as far as operators watch it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ServedCertificate {
+    /// The leaf's end of validity.
+    pub not_after: SystemTime,
+    /// Issued by someone else (the operator's or acquirer's CA), so
+    /// served as given and never replaced without the operator's word.
+    pub operator_issued: bool,
+}
+
+/// Keeps the identity's certificate current and says what is served. A
+/// self-signed one (issuer = subject) is reissued on the same key, for
+/// [`CERT_DAYS`], once less than [`RENEW_BEFORE`] is left. A chain someone
+/// else issued is never replaced: its coming expiry is logged (and is on
+/// `/metrics`), and once expired it is still served, with an error in the
+/// log, until the operator installs a new one.
 fn renew_certificate(
     store: &dyn KeyStore,
     alias: &Alias,
     server_names: &[String],
     now: SystemTime,
-) -> Result<(), ServerError> {
+) -> Result<ServedCertificate, ServerError> {
     let chain = store.certificate_chain(alias)?;
-    let fresh = chain.first().is_some_and(|leaf| {
-        CertificateInfo::parse(leaf)
-            .and_then(|info| info.check_validity(now + RENEW_BEFORE))
-            .is_ok()
+    // A leaf that does not read (or uses a weak algorithm) is not served:
+    // it is replaced, as a missing one is.
+    let leaf = chain.first().and_then(|c| match CertificateInfo::parse(c) {
+        Ok(info) => Some(info),
+        Err(e) => {
+            tracing::warn!(error = %e, "the identity's certificate does not read; issuing a self-signed one");
+            None
+        }
     });
-    if fresh {
-        return Ok(());
+    if let Some(info) = &leaf {
+        let not_after = info.validity().1;
+        if info.issuer_der != info.subject_der {
+            warn_of_expiry(info, now);
+            return Ok(ServedCertificate {
+                not_after,
+                operator_issued: true,
+            });
+        }
+        if info.check_validity(now + RENEW_BEFORE).is_ok() {
+            return Ok(ServedCertificate {
+                not_after,
+                operator_issued: false,
+            });
+        }
     }
     let mut dns = Vec::new();
     let mut ips = Vec::new();
@@ -183,10 +219,26 @@ fn renew_certificate(
     }
     let subject = Subject::common_name("pairgate server")
         .map_err(|e| ServerError::Identity(e.to_string()))?;
-    pairgate_keystore::self_signed_server_certificate(
+    let cert = pairgate_keystore::self_signed_server_certificate(
         store, alias, &subject, &dns, &ips, now, CERT_DAYS,
     )?;
-    Ok(())
+    let info = CertificateInfo::parse(&cert).map_err(|e| ServerError::Identity(e.to_string()))?;
+    Ok(ServedCertificate {
+        not_after: info.validity().1,
+        operator_issued: false,
+    })
+}
+
+/// Logs an operator-issued certificate that expires within
+/// [`RENEW_BEFORE`] (a warning) or has expired (an error).
+fn warn_of_expiry(info: &CertificateInfo, now: SystemTime) {
+    let not_after = &info.not_after;
+    let issuer = &info.issuer;
+    if info.check_validity(now).is_err() {
+        tracing::error!(%not_after, %issuer, "the server certificate your CA issued has expired; it is still served (pairgate never replaces it by a self-signed one on its own): install a renewed chain");
+    } else if info.check_validity(now + RENEW_BEFORE).is_err() {
+        tracing::warn!(%not_after, %issuer, "the server certificate your CA issued expires within 30 days: install a renewed chain");
+    }
 }
 
 /// The pin of an identity that already exists, creating nothing: for

@@ -145,6 +145,7 @@ fn observed(
         paired: paired.cloned(),
         connections: connections.clone(),
         upstream,
+        certificate: at.identity.certificate,
         clock: at.clock.clone(),
     };
     tasks.push(metrics::endpoint::spawn(

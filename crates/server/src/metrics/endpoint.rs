@@ -34,6 +34,7 @@ pub(crate) struct Sources {
     pub paired: Option<Arc<PairedSet>>,
     pub connections: [Arc<ConnectionLimiter>; 3],
     pub upstream: Option<Arc<crate::proxy::Upstream>>,
+    pub certificate: crate::identity::ServedCertificate,
     pub clock: Clock,
 }
 
@@ -99,6 +100,29 @@ async fn metrics(State(sources): State<Sources>) -> Response {
         1.0,
     );
     store_gauges(&sources, &mut out).await;
+    let certificate = sources.certificate;
+    let not_after = certificate
+        .not_after
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64());
+    let help = "end of the served server certificate's validity (Unix seconds)";
+    out.gauge(
+        "pairgate_server_certificate_not_after_seconds",
+        help,
+        not_after,
+    );
+    let help =
+        "1 when the certificate was issued by the operator's CA (never replaced automatically)";
+    let operator = if certificate.operator_issued {
+        1.0
+    } else {
+        0.0
+    };
+    out.gauge(
+        "pairgate_server_certificate_operator_issued",
+        help,
+        operator,
+    );
     if let Some(paired) = &sources.paired {
         paired_gauges(paired, &mut out);
     }

@@ -15,6 +15,7 @@ mod blocked;
 mod browser;
 mod bulk;
 mod cas;
+mod certificate;
 mod clones;
 mod cluster;
 mod fleet;

@@ -76,6 +76,20 @@ async fn metrics_count_requests_handshakes_and_the_paired_set(db: Db) {
     assert_eq!(sample(&text, "pairgate_ready"), Some(1.0));
     assert_eq!(sample(&text, "pairgate_store_up"), Some(1.0));
     assert_eq!(sample(&text, "pairgate_pairing_requests_open"), Some(0.0));
+    // The served certificate: self-signed here, valid for about 397 days.
+    assert_eq!(
+        sample(&text, "pairgate_server_certificate_operator_issued"),
+        Some(0.0)
+    );
+    let not_after = sample(&text, "pairgate_server_certificate_not_after_seconds").unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    let days_left = (not_after - now.as_secs_f64()) / 86_400.0;
+    assert!(
+        (396.0..=398.0).contains(&days_left),
+        "{days_left} days left"
+    );
     assert!(sample(&text, r#"pairgate_connections_open{service="master"}"#).is_some());
     // Nothing secret is on the page: no pin of a key, no fingerprint.
     assert!(!text.contains(&terminal.fingerprint.to_hex()));
