@@ -1,8 +1,10 @@
-//! `pairgate admin identity export|import`: moving the server identity to
-//! a new machine so that it keeps the pin every terminal holds. The file
-//! is encrypted under a passphrase from `PAIRGATE_EXPORT_PASSPHRASE` or
-//! `--passphrase-file` (never an argument); a PKCS#11 key is refused for
-//! export. Both are audited.
+//! `pairgate admin identity …`: the server identity's certificate from the
+//! operator's or acquirer's CA (`csr`, then `install` the chain it
+//! issued), and moving the identity to a new machine so that it keeps the
+//! pin every terminal holds (`export`, `import`: the file is encrypted
+//! under a passphrase from `PAIRGATE_EXPORT_PASSPHRASE` or
+//! `--passphrase-file`, never an argument; a PKCS#11 key is refused for
+//! export). Installs and moves are audited.
 
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
@@ -22,6 +24,24 @@ const PASSPHRASE_ENV: &str = "PAIRGATE_EXPORT_PASSPHRASE";
 
 #[derive(Subcommand, Debug)]
 pub enum IdentityCommand {
+    /// Writes a PKCS#10 request for the identity's key, signed inside its
+    /// key store, for your CA (which sets the names it certifies).
+    Csr {
+        /// The file to write (created; an existing one is refused).
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        /// The subject asked for.
+        #[arg(long, default_value = "CN=pairgate server")]
+        subject: pairgate_pki::Subject,
+    },
+    /// Installs the chain your CA issued for the identity (PEM, leaf
+    /// first): served as given from the next start, and never replaced by
+    /// a self-signed certificate on its own. Refused unless the leaf
+    /// certifies the identity's key and is valid now.
+    Install {
+        /// The chain.
+        chain: PathBuf,
+    },
     /// Writes the server identity (key store and its passphrase) to FILE,
     /// encrypted under the export passphrase. Refused for a PKCS#11 key.
     Export {
@@ -52,6 +72,64 @@ fn export_passphrase(file: Option<&Path>) -> Result<Passphrase> {
     })
 }
 
+/// Writes `contents` to a new file `path` (mode 0600).
+fn create_new(path: &Path, contents: &[u8]) -> Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut written = options
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    std::io::Write::write_all(&mut written, contents)
+        .and_then(|()| written.sync_all())
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+/// `identity install`: the chain checked (the leaf certifies the key and
+/// is valid now), set, and audited.
+async fn install(
+    store: &Store,
+    uri: &str,
+    pass_file: &Path,
+    chain: &Path,
+    actor: &Actor,
+    out: &Output,
+) -> Result<()> {
+    let input = std::fs::read(chain).with_context(|| format!("reading {}", chain.display()))?;
+    let certs = pairgate_pki::certificate::parse_certificates(&input)?;
+    let leaf = certs.first().context("the file holds no certificate")?;
+    let info = pairgate_pki::CertificateInfo::parse(leaf)?;
+    info.check_validity(SystemTime::now())
+        .context("the chain's leaf is not valid now")?;
+    let keys = pairgate_server::identity::open_existing(uri, pass_file)?;
+    let alias = pairgate_keystore::Alias::new(pairgate_server::identity::SERVER_ALIAS)?;
+    let pin = keys.public_key(&alias)?.pin();
+    pairgate_keystore::import_certificate_chain(keys.as_ref(), &alias, &input)?;
+    let detail = json!({
+        "issuer": info.issuer, "subject": info.subject, "not_after": info.not_after,
+        "certificates": certs.len(),
+    });
+    store
+        .audit_identity_event(
+            "server.certificate_installed",
+            pin,
+            detail,
+            actor,
+            SystemTime::now(),
+        )
+        .await?;
+    out.print(
+        format!(
+            "installed a chain of {} certificate(s) from {} for the server identity {pin}, valid until {}\n  served from the next start of each instance\n",
+            certs.len(),
+            info.issuer,
+            info.not_after
+        ),
+        json!({ "pin": pin.to_hex(), "issuer": info.issuer, "not_after": info.not_after }),
+    );
+    Ok(())
+}
+
 pub async fn run(
     store: &Store,
     settings: &Settings,
@@ -62,23 +140,39 @@ pub async fn run(
     let uri = settings.identity_keystore();
     let pass_file = settings.identity_passphrase_file();
     match command {
+        IdentityCommand::Csr { out: file, subject } => {
+            let store = pairgate_server::identity::open_existing(&uri, &pass_file)?;
+            let alias = pairgate_keystore::Alias::new(pairgate_server::identity::SERVER_ALIAS)?;
+            let csr = pairgate_keystore::certificate_request(store.as_ref(), &alias, &subject)?;
+            let pem = pairgate_pki::certificate::csr_pem(&csr);
+            create_new(&file, pem.as_bytes())?;
+            out.print(
+                format!(
+                    "certificate request for the server identity written to {}
+",
+                    file.display()
+                ),
+                json!({ "file": file.display().to_string(), "csr": pem }),
+            );
+        }
+        IdentityCommand::Install { chain } => {
+            install(store, &uri, &pass_file, &chain, actor, out).await?
+        }
         IdentityCommand::Export {
             out: file,
             passphrase_file,
         } => {
             let passphrase = export_passphrase(passphrase_file.as_deref())?;
             let (encrypted, pin) = identity_export::export(&uri, &pass_file, &passphrase)?;
-            let mut options = std::fs::OpenOptions::new();
-            options.write(true).create_new(true);
-            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-            let mut written = options
-                .open(&file)
-                .with_context(|| format!("creating {}", file.display()))?;
-            std::io::Write::write_all(&mut written, &encrypted)
-                .and_then(|()| written.sync_all())
-                .with_context(|| format!("writing {}", file.display()))?;
+            create_new(&file, &encrypted)?;
             store
-                .audit_identity_event("server.identity_exported", pin, actor, SystemTime::now())
+                .audit_identity_event(
+                    "server.identity_exported",
+                    pin,
+                    json!({}),
+                    actor,
+                    SystemTime::now(),
+                )
                 .await?;
             out.print(
                 format!(
@@ -106,7 +200,13 @@ pub async fn run(
             }
             let pin = identity_export::import(&opened, &uri, &pass_file)?;
             store
-                .audit_identity_event("server.identity_imported", pin, actor, SystemTime::now())
+                .audit_identity_event(
+                    "server.identity_imported",
+                    pin,
+                    json!({}),
+                    actor,
+                    SystemTime::now(),
+                )
                 .await?;
             out.print(
                 format!("server identity {pin} imported into {uri}\n"),

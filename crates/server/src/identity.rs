@@ -241,15 +241,25 @@ fn warn_of_expiry(info: &CertificateInfo, now: SystemTime) {
     }
 }
 
-/// The pin of an identity that already exists, creating nothing: for
-/// commands that check what the server signed (`pairgate admin audit
-/// verify`).
-pub fn existing_pin(keystore_uri: &str, passphrase_file: &Path) -> Result<SpkiPin, ServerError> {
+/// The key store of an identity that already exists, creating nothing:
+/// for the commands that read or certify it (`pairgate admin identity`,
+/// `pairgate admin audit verify`).
+pub fn open_existing(
+    keystore_uri: &str,
+    passphrase_file: &Path,
+) -> Result<Box<dyn KeyStore>, ServerError> {
     let uri: KeyStoreUri = keystore_uri.parse()?;
     let pass = match uri {
         KeyStoreUri::File(_) => Some(Passphrase::from_file(passphrase_file)?),
         KeyStoreUri::Pkcs11(_) => None,
     };
-    let store = pairgate_keystore::open(&uri, pass, false)?;
+    Ok(pairgate_keystore::open(&uri, pass, false)?)
+}
+
+/// The pin of an identity that already exists, creating nothing: for
+/// commands that check what the server signed (`pairgate admin audit
+/// verify`).
+pub fn existing_pin(keystore_uri: &str, passphrase_file: &Path) -> Result<SpkiPin, ServerError> {
+    let store = open_existing(keystore_uri, passphrase_file)?;
     Ok(store.public_key(&Alias::new(SERVER_ALIAS)?)?.pin())
 }

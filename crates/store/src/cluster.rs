@@ -138,16 +138,20 @@ impl Store {
     }
 
     /// Audits an event of the server identity (`server.identity_exported`,
-    /// `server.identity_imported`) with its pin.
+    /// `server.identity_imported`, `server.certificate_installed`) with its
+    /// pin and `detail` (a JSON object; the pin is added).
     pub async fn audit_identity_event(
         &self,
         action: &str,
         pin: SpkiPin,
+        mut detail: serde_json::Value,
         actor: &Actor,
         now: SystemTime,
     ) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
-        let detail = serde_json::json!({ "pin": pin.to_hex() });
+        if let Some(map) = detail.as_object_mut() {
+            map.insert("pin".into(), pin.to_hex().into());
+        }
         append(&mut tx, millis(now), actor, action, &pin.to_hex(), &detail).await?;
         tx.commit().await?;
         Ok(())

@@ -10,7 +10,7 @@ use std::path::Path;
 use pairgate_testkit::temp_dir;
 
 use crate::agent::start_pair;
-use crate::support::{Node, PASSPHRASE, fails, json, ok, totp_now};
+use crate::support::{Node, PASSPHRASE, ServerProcess, fails, json, ok, totp_now};
 
 #[test]
 fn services_run_apart_after_init() {
@@ -261,4 +261,112 @@ fn the_identity_moves_to_a_new_machine() {
         audit.contains("server.identity_exported") && audit.contains("server.identity_imported"),
         "{audit}"
     );
+}
+
+/// `pairgate admin identity csr|install`: the identity's key signs a
+/// request, a CA (here `pairgate ca`) issues the chain, and the server
+/// serves it as given (`openssl s_client -showcerts` shows it); a chain
+/// for another key is refused; the install is audited.
+#[test]
+fn an_acquirer_issued_chain_is_installed_and_served() {
+    let dir = temp_dir();
+    let cwd = dir.path();
+    let data = cwd.join("server").display().to_string();
+    let init = json(&ok(cwd, &["--json", "server", "init", "--data", &data]));
+    ok(cwd, &["ca", "init", "--dir", "ca"]);
+    let admin = |args: &[&str]| {
+        let mut all = vec!["admin", "--data", &data];
+        all.extend_from_slice(args);
+        all.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>()
+    };
+    let run = |v: Vec<String>, good: bool| {
+        let args: Vec<&str> = v.iter().map(String::as_str).collect();
+        if good {
+            ok(cwd, &args)
+        } else {
+            fails(cwd, &args)
+        }
+    };
+    run(admin(&["identity", "csr", "--out", "identity.csr"]), true);
+    let sign = [
+        "ca",
+        "sign-server-cert",
+        "--dir",
+        "ca",
+        "--dns",
+        "localhost",
+        "--ip",
+        "127.0.0.1",
+        "--csr",
+        "identity.csr",
+        "--json",
+    ];
+    let issued = json(&ok(cwd, &sign));
+    let ca_pem = std::fs::read_to_string(cwd.join("ca/ca.pem")).unwrap();
+    let chain = format!("{}{ca_pem}", issued["certificate"].as_str().unwrap());
+    std::fs::write(cwd.join("chain.pem"), &chain).unwrap();
+    // A chain for another key is refused.
+    let other = [
+        "ca",
+        "sign-server-cert",
+        "--dir",
+        "ca",
+        "--dns",
+        "localhost",
+        "--key-out",
+        "other.key",
+    ];
+    std::fs::write(cwd.join("other.pem"), ok(cwd, &other)).unwrap();
+    let why = run(admin(&["identity", "install", "other.pem"]), false);
+    assert!(why.contains("is not the key of alias"), "{why}");
+    run(admin(&["identity", "install", "chain.pem"]), true);
+    // Served as given: the CA's certificate follows the identity's.
+    let server = ServerProcess::start(cwd, Path::new(&data), &["--gate-listen", "127.0.0.1:0"]);
+    assert_eq!(server.pin, init["pin"].as_str().unwrap());
+    let client = [
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        "t.key",
+        "-out",
+        "t.pem",
+        "-subj",
+        "/CN=probe",
+        "-days",
+        "1",
+    ];
+    assert!(
+        std::process::Command::new("openssl")
+            .args(client)
+            .current_dir(cwd)
+            .output()
+            .unwrap()
+            .status
+            .success()
+    );
+    let shown = std::process::Command::new("openssl")
+        .args([
+            "s_client",
+            "-connect",
+            &server.gate,
+            "-showcerts",
+            "-cert",
+            "t.pem",
+            "-key",
+            "t.key",
+        ])
+        .current_dir(cwd)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&shown.stdout);
+    assert!(text.contains("pairgate development CA"), "{text}");
+    assert_eq!(text.matches("BEGIN CERTIFICATE").count(), 2, "{text}");
+    let audit = run(admin(&["--json", "audit"]), true);
+    assert!(audit.contains("server.certificate_installed"), "{audit}");
 }
