@@ -104,12 +104,13 @@ async fn install(
     let keys = pairgate_server::identity::open_existing(uri, pass_file)?;
     let alias = pairgate_keystore::Alias::new(pairgate_server::identity::SERVER_ALIAS)?;
     let pin = keys.public_key(&alias)?.pin();
+    let previous = keys.certificate_chain(&alias)?;
     pairgate_keystore::import_certificate_chain(keys.as_ref(), &alias, &input)?;
     let detail = json!({
         "issuer": info.issuer, "subject": info.subject, "not_after": info.not_after,
         "certificates": certs.len(),
     });
-    store
+    let audited = store
         .audit_identity_event(
             "server.certificate_installed",
             pin,
@@ -117,7 +118,13 @@ async fn install(
             actor,
             SystemTime::now(),
         )
-        .await?;
+        .await;
+    // No change without its audit record: the previous chain goes back.
+    if let Err(e) = audited {
+        keys.set_certificate_chain(&alias, &previous)?;
+        return Err(e)
+            .context("the audit log could not be written, so the chain was not installed");
+    }
     out.print(
         format!(
             "installed a chain of {} certificate(s) from {} for the server identity {pin}, valid until {}\n  served from the next start of each instance\n",
