@@ -40,6 +40,12 @@ impl AttemptScope {
     }
 }
 
+/// Unix ms of `window` before `now`: a window that started then or
+/// earlier is over.
+fn cut(now: SystemTime, window: Duration) -> i64 {
+    millis(now.checked_sub(window).unwrap_or(SystemTime::UNIX_EPOCH))
+}
+
 /// A counter's current window.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Attempts {
@@ -167,7 +173,7 @@ impl Store {
         now: SystemTime,
     ) -> Result<Attempts, StoreError> {
         let at = millis(now);
-        let expired = millis(now.checked_sub(window).unwrap_or(SystemTime::UNIX_EPOCH));
+        let expired = cut(now, window);
         let row = sqlx::query(
             "INSERT INTO attempt_counters (scope, subject, window_start, count) \
              VALUES ($1, $2, $3, 1) \
@@ -195,7 +201,7 @@ impl Store {
         window: Duration,
         now: SystemTime,
     ) -> Result<Attempts, StoreError> {
-        let expired = millis(now.checked_sub(window).unwrap_or(SystemTime::UNIX_EPOCH));
+        let expired = cut(now, window);
         sqlx::query(
             "SELECT count, window_start FROM attempt_counters \
              WHERE scope = $1 AND subject = $2 AND window_start > $3",
@@ -236,7 +242,7 @@ impl Store {
         longest: Duration,
         now: SystemTime,
     ) -> Result<u64, StoreError> {
-        let expired = millis(now.checked_sub(longest).unwrap_or(SystemTime::UNIX_EPOCH));
+        let expired = cut(now, longest);
         Ok(
             sqlx::query("DELETE FROM attempt_counters WHERE window_start <= $1")
                 .bind(expired)

@@ -19,7 +19,8 @@ use sqlx::postgres::PgListener;
 use sqlx::{Any, AssertSqlSafe, Row, Transaction};
 use tokio::sync::watch;
 
-use crate::{Backend, Store, StoreError};
+use crate::listen::Heard;
+use crate::{Store, StoreError};
 
 /// The notification channel.
 const CHANNEL: &str = "pairgate_requests";
@@ -74,14 +75,10 @@ impl DecisionWatch {
                 () = tokio::time::sleep(self.interval) => Decision::Check,
             };
         };
-        match tokio::time::timeout(self.interval, listener.try_recv()).await {
-            Err(_) => Decision::Check,
-            Ok(Ok(Some(n))) => Decision::Decided(n.payload().to_owned()),
-            Ok(Ok(None)) | Ok(Err(_)) => {
-                // try_recv reconnects and re-listens next time; not spun on.
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                Decision::Lost
-            }
+        match crate::listen::hear(listener, self.interval).await {
+            Heard::Quiet => Decision::Check,
+            Heard::Notified(id) => Decision::Decided(id),
+            Heard::Lost => Decision::Lost,
         }
     }
 }
@@ -113,24 +110,13 @@ impl Store {
         reconcile: Duration,
     ) -> Result<DecisionWatch, StoreError> {
         let local = DECIDED_HERE.subscribe();
-        match self.backend {
-            Backend::Sqlite => Ok(DecisionWatch {
-                listener: None,
-                local,
-                interval: poll,
-            }),
-            Backend::Postgres => {
-                let mut listener = PgListener::connect(self.url.expose())
-                    .await
-                    .map_err(StoreError::Connect)?;
-                listener.listen(CHANNEL).await?;
-                Ok(DecisionWatch {
-                    listener: Some(listener),
-                    local,
-                    interval: reconcile,
-                })
-            }
-        }
+        let listener = self.listener(CHANNEL).await?;
+        let interval = if listener.is_some() { reconcile } else { poll };
+        Ok(DecisionWatch {
+            listener,
+            local,
+            interval,
+        })
     }
 
     /// Which of `ids` are no longer open (decided, or gone): one query

@@ -19,6 +19,7 @@ mod cluster;
 mod decisions;
 mod error;
 mod fleet;
+mod listen;
 mod manifests;
 mod network;
 mod operator_admin;

@@ -13,6 +13,7 @@ use std::time::Duration;
 use sqlx::postgres::PgListener;
 use sqlx::{Any, Row, Transaction};
 
+use crate::listen::Heard;
 use crate::terminals::Serial;
 use crate::{Backend, Store, StoreError};
 
@@ -85,16 +86,10 @@ impl PairedWatch {
             tokio::time::sleep(self.interval).await;
             return Wake::Check;
         };
-        match tokio::time::timeout(self.interval, listener.try_recv()).await {
-            // Timed out: a periodic reconcile.
-            Err(_) => Wake::Check,
-            Ok(Ok(Some(_))) => Wake::Check,
-            // The connection dropped; the next try_recv reconnects and
-            // re-LISTENs. Back off briefly so a dead server is not spun on.
-            Ok(Ok(None)) | Ok(Err(_)) => {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                Wake::Reload
-            }
+        match crate::listen::hear(listener, self.interval).await {
+            // A notification, or a periodic reconcile.
+            Heard::Notified(_) | Heard::Quiet => Wake::Check,
+            Heard::Lost => Wake::Reload,
         }
     }
 }
@@ -170,21 +165,8 @@ impl Store {
         poll: Duration,
         reconcile: Duration,
     ) -> Result<PairedWatch, StoreError> {
-        match self.backend {
-            Backend::Sqlite => Ok(PairedWatch {
-                listener: None,
-                interval: poll,
-            }),
-            Backend::Postgres => {
-                let mut listener = PgListener::connect(self.url.expose())
-                    .await
-                    .map_err(StoreError::Connect)?;
-                listener.listen(CHANNEL).await?;
-                Ok(PairedWatch {
-                    listener: Some(listener),
-                    interval: reconcile,
-                })
-            }
-        }
+        let listener = self.listener(CHANNEL).await?;
+        let interval = if listener.is_some() { reconcile } else { poll };
+        Ok(PairedWatch { listener, interval })
     }
 }
