@@ -7,7 +7,7 @@ use std::time::Duration;
 use pairgate_tls::client::ServerTrust;
 
 use crate::master::paired;
-use crate::support::{Db, Fixture, TestTerminal, eventually, get};
+use crate::support::{Db, Fixture, Outage, TestTerminal, eventually, get};
 use crate::web::Web;
 
 /// The value of the sample written exactly as `series`, if any.
@@ -100,25 +100,8 @@ async fn metrics_count_requests_handshakes_and_the_paired_set(db: Db) {
 /// 503 and why; once it takes them again, 200.
 async fn readiness_follows_the_store(db: Db) {
     let f = Fixture::start(db, |_| {}).await;
-    let database: String = sqlx::query_scalar("SELECT current_database()::text")
-        .fetch_one(f.store.pool())
-        .await
-        .unwrap();
-    let admin = sqlx::PgPool::connect(&std::env::var("PAIRGATE_TEST_DATABASE_URL").unwrap())
-        .await
-        .unwrap();
-    // The name is the test kit's own (letters, digits and _), quoted.
-    let refuse = |allow: bool| {
-        sqlx::AssertSqlSafe(format!(
-            "ALTER DATABASE \"{database}\" ALLOW_CONNECTIONS {allow}"
-        ))
-    };
-    sqlx::query(refuse(false)).execute(&admin).await.unwrap();
-    sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()")
-        .bind(&database)
-        .execute(&admin)
-        .await
-        .unwrap();
+    let outage = Outage::of(&f).await;
+    outage.reachable(false).await;
     let addr = f.server.metrics_addr.unwrap();
     let status = async || Web::new(addr).get("/readyz").await;
     assert!(
@@ -129,7 +112,7 @@ async fn readiness_follows_the_store(db: Db) {
     let r = status().await;
     assert!(r.body.contains("store"), "{}", r.body);
     assert_eq!(Web::new(addr).get("/healthz").await.status, 200);
-    sqlx::query(refuse(true)).execute(&admin).await.unwrap();
+    outage.reachable(true).await;
     assert!(
         eventually(Duration::from_secs(15), async || status().await.status
             == 200)

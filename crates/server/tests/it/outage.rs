@@ -9,29 +9,8 @@ use std::time::Duration;
 use pairgate_tls::client::ServerTrust;
 
 use crate::master::paired;
-use crate::support::{Db, Fixture, assert_error, eventually, get};
+use crate::support::{Db, Fixture, Outage, assert_error, eventually, get};
 use crate::web::Web;
-
-/// Refuses (or allows again) connections to the fixture's database and
-/// ends the ones open, as a database outage does.
-async fn database_reachable(admin: &sqlx::PgPool, database: &str, allow: bool) {
-    // The name is the test kit's own (letters, digits and _), quoted.
-    let sql = format!("ALTER DATABASE \"{database}\" ALLOW_CONNECTIONS {allow}");
-    sqlx::query(sqlx::AssertSqlSafe(sql))
-        .execute(admin)
-        .await
-        .unwrap();
-    if !allow {
-        sqlx::query(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-             WHERE datname = $1 AND pid <> pg_backend_pid()",
-        )
-        .bind(database)
-        .execute(admin)
-        .await
-        .unwrap();
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_master_without_its_store_serves_until_stale_then_refuses() {
@@ -42,14 +21,8 @@ async fn a_master_without_its_store_serves_until_stale_then_refuses() {
     .await;
     let t = paired(&f, "ATM-1").await;
     let client = t.https(ServerTrust::Pins(vec![f.server.pin]));
-    let database: String = sqlx::query_scalar("SELECT current_database()::text")
-        .fetch_one(f.store.pool())
-        .await
-        .unwrap();
-    let admin = sqlx::PgPool::connect(&std::env::var("PAIRGATE_TEST_DATABASE_URL").unwrap())
-        .await
-        .unwrap();
-    database_reachable(&admin, &database, false).await;
+    let outage = Outage::of(&f).await;
+    outage.reachable(false).await;
     // The last known set is served for a while: the outage is younger
     // than stale_after_secs.
     assert_eq!(get(&client, &f.master("/v1/me")).await.status, 200);
@@ -72,7 +45,7 @@ async fn a_master_without_its_store_serves_until_stale_then_refuses() {
     assert!(ready.body.contains("stale"), "{}", ready.body);
     // The store comes back and, before the master has reconnected, the
     // terminal is unpaired elsewhere: the master must not serve it.
-    database_reachable(&admin, &database, true).await;
+    outage.reachable(true).await;
     let mut store_back = None;
     for _ in 0..50 {
         match pairgate_server::open_store(&f.settings).await {

@@ -310,3 +310,46 @@ macro_rules! on_both_databases {
         }
     };
 }
+
+/// The fixture's PostgreSQL database, which a test cuts off and brings
+/// back as an outage does.
+pub struct Outage {
+    admin: sqlx::PgPool,
+    database: String,
+}
+
+impl Outage {
+    pub async fn of(f: &Fixture) -> Self {
+        let database: String = sqlx::query_scalar("SELECT current_database()::text")
+            .fetch_one(f.store.pool())
+            .await
+            .unwrap();
+        let url = std::env::var("PAIRGATE_TEST_DATABASE_URL").unwrap();
+        let admin = sqlx::PgPool::connect(&url).await.unwrap();
+        Self { admin, database }
+    }
+
+    /// Refuses new connections and ends the open ones (`false`), or takes
+    /// connections again (`true`).
+    pub async fn reachable(&self, allow: bool) {
+        // The name is the test kit's own (letters, digits and _), quoted.
+        let sql = format!(
+            "ALTER DATABASE \"{}\" ALLOW_CONNECTIONS {allow}",
+            self.database
+        );
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .execute(&self.admin)
+            .await
+            .unwrap();
+        if !allow {
+            sqlx::query(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                 WHERE datname = $1 AND pid <> pg_backend_pid()",
+            )
+            .bind(&self.database)
+            .execute(&self.admin)
+            .await
+            .unwrap();
+        }
+    }
+}
