@@ -14,8 +14,7 @@ use std::time::{Duration, Instant};
 
 use pairgate_testkit::temp_dir;
 
-use crate::agent::start_pair;
-use crate::support::{Node, json, ok, pairgate, totp_now};
+use crate::support::{Node, json, ok, pair_through, pairgate};
 
 /// HAProxy in front of the masters, stopped when dropped.
 struct Haproxy {
@@ -154,29 +153,14 @@ fn a_cluster_behind_haproxy_survives_a_killed_master_and_a_stopped_database() {
     };
 
     // Pair through the gate.
-    admin(&["terminal", "add", "ATM-1", "--name", "Lobby"]);
-    let created = json(&admin(&[
-        "--json", "operator", "create", "olga", "--role", "operator",
-    ]));
-    let uri = created["totp_uri"].as_str().unwrap().to_owned();
-    let state = cwd.join("terminal").display().to_string();
-    ok(cwd, &["--json", "terminal", "--state", &state, "init"]);
     let gate = front.started["gate"].as_str().unwrap().to_owned();
-    let pair = [
-        "--json", "terminal", "--state", &state, "pair", "--gate", &gate, "--serial", "ATM-1",
+    let admin_flags = [
+        "--data",
+        data_arg.as_str(),
+        "--database-url",
+        pg.url.as_str(),
     ];
-    let (mut child, code, id) = start_pair(cwd, &pair);
-    admin(&[
-        "approve",
-        &id,
-        "--code",
-        &code,
-        "--operator",
-        "olga",
-        "--totp",
-        &totp_now(&uri, 0),
-    ]);
-    assert!(child.wait().unwrap().success());
+    let state = pair_through(cwd, &admin_flags, &gate, "ATM-1").state;
 
     // Both masters serve the terminal through HAProxy.
     let me = || call(cwd, &state, "GET", "/v1/me", None);

@@ -9,8 +9,7 @@ use std::path::Path;
 
 use pairgate_testkit::temp_dir;
 
-use crate::agent::start_pair;
-use crate::support::{Node, PASSPHRASE, ServerProcess, fails, json, ok, totp_now};
+use crate::support::{Node, PASSPHRASE, ServerProcess, fails, json, ok, pair_through};
 
 #[test]
 fn services_run_apart_after_init() {
@@ -48,50 +47,15 @@ fn services_run_apart_after_init() {
     );
     assert_eq!(front.started["pin"], pin);
     assert!(front.started["master"].is_null());
-    let admin = |args: &[&str]| {
-        let mut all = vec!["admin", "--data", &data_arg];
-        all.extend_from_slice(args);
-        ok(cwd, &all)
-    };
-    admin(&["terminal", "add", "ATM-1", "--name", "Lobby"]);
-    let created = json(&admin(&[
-        "--json", "operator", "create", "olga", "--role", "operator",
-    ]));
-    let uri = created["totp_uri"].as_str().unwrap().to_owned();
-    let state = cwd.join("terminal").display().to_string();
-    let terminal = |args: &[&str]| {
-        let mut all = vec!["--json", "terminal", "--state", &state];
-        all.extend_from_slice(args);
-        all.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>()
-    };
-    let init = json(&ok(
-        cwd,
-        &terminal(&["init"])
-            .iter()
-            .map(String::as_str)
-            .collect::<Vec<_>>(),
-    ));
-    let fingerprint = init["fingerprint"].as_str().unwrap().to_owned();
     let gate = front.started["gate"].as_str().unwrap().to_owned();
-    let pair = terminal(&["pair", "--gate", &gate, "--serial", "ATM-1"]);
-    let (mut child, code, id) =
-        start_pair(cwd, &pair.iter().map(String::as_str).collect::<Vec<_>>());
-    admin(&[
-        "approve",
-        &id,
-        "--code",
-        &code,
-        "--operator",
-        "olga",
-        "--totp",
-        &totp_now(&uri, 0),
-    ]);
-    assert!(child.wait().unwrap().success());
+    let paired = pair_through(cwd, &["--data", &data_arg], &gate, "ATM-1");
+    let (state, fingerprint, code) = (paired.state, paired.fingerprint, paired.code);
     // The terminal was told the master's URL, and the master serves it.
-    let call = terminal(&["call", "GET", "/v1/me"]);
     let me = json(&ok(
         cwd,
-        &call.iter().map(String::as_str).collect::<Vec<_>>(),
+        &[
+            "--json", "terminal", "--state", &state, "call", "GET", "/v1/me",
+        ],
     ));
     assert_eq!(me["status"], 200, "{me}");
     assert_eq!(me["body"]["serial"], "ATM-1");

@@ -272,3 +272,58 @@ impl Drop for Node {
         let _ = self.child.wait();
     }
 }
+
+/// A terminal paired by [`pair_through`].
+pub struct PairedTerminal {
+    /// Its state directory.
+    pub state: String,
+    /// Its certificate fingerprint.
+    pub fingerprint: String,
+    /// The pairing code it showed.
+    pub code: String,
+}
+
+/// Registers `serial`, creates the operator `olga`, makes a terminal in
+/// `cwd/terminal` (software key store) and pairs it through `gate`,
+/// approved by olga with `pairgate admin ADMIN…` (the flags naming the
+/// server's store).
+pub fn pair_through(cwd: &Path, admin: &[&str], gate: &str, serial: &str) -> PairedTerminal {
+    let run_admin = |args: &[&str]| {
+        let mut all = vec!["admin"];
+        all.extend_from_slice(admin);
+        all.extend_from_slice(args);
+        ok(cwd, &all)
+    };
+    run_admin(&["terminal", "add", serial, "--name", "Lobby"]);
+    let created = json(&run_admin(&[
+        "--json", "operator", "create", "olga", "--role", "operator",
+    ]));
+    let uri = created["totp_uri"].as_str().unwrap().to_owned();
+    let state = cwd.join("terminal").display().to_string();
+    let init = json(&ok(cwd, &["--json", "terminal", "--state", &state, "init"]));
+    let fingerprint = init["fingerprint"].as_str().unwrap().to_owned();
+    let pair = [
+        "--json", "terminal", "--state", &state, "pair", "--gate", gate, "--serial", serial,
+    ];
+    let (mut child, code, id) = crate::agent::start_pair(cwd, &pair);
+    let totp = totp_now(&uri, 0);
+    run_admin(&[
+        "approve",
+        &id,
+        "--code",
+        &code,
+        "--operator",
+        "olga",
+        "--totp",
+        &totp,
+    ]);
+    assert!(
+        child.wait().unwrap().success(),
+        "pair did not exit 0 after approval"
+    );
+    PairedTerminal {
+        state,
+        fingerprint,
+        code,
+    }
+}
