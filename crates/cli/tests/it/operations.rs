@@ -9,7 +9,7 @@ use std::path::Path;
 
 use pairgate_testkit::temp_dir;
 
-use crate::support::{Node, PASSPHRASE, ServerProcess, fails, json, ok, pair_through};
+use crate::support::{Node, PASSPHRASE, ServerProcess, fails, joined, json, ok, pair_through};
 
 #[test]
 fn services_run_apart_after_init() {
@@ -133,43 +133,40 @@ fn the_identity_moves_to_a_new_machine() {
     // The new machine shares the old one's database (moved, or shared).
     let database = format!("sqlite:{old}/pairgate.db");
     let new = cwd.join("new").display().to_string();
-    let admin_new = |args: &[&str]| {
-        let mut all = vec!["admin", "--data", &new, "--database-url", &database];
-        all.extend_from_slice(args);
-        all.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>()
-    };
-    let run = |v: Vec<String>, good: bool| {
-        let args: Vec<&str> = v.iter().map(String::as_str).collect();
-        if good {
-            ok(cwd, &args)
-        } else {
-            fails(cwd, &args)
-        }
-    };
+    let admin_new = ["admin", "--data", &new, "--database-url", &database];
     let wrong = cwd.join("wrong.pass");
     std::fs::write(&wrong, "not the passphrase").unwrap();
     let wrong = wrong.display().to_string();
-    let why = run(
-        admin_new(&["identity", "import", &file, "--passphrase-file", &wrong]),
-        false,
+    let why = fails(
+        cwd,
+        &joined(
+            &admin_new,
+            &["identity", "import", &file, "--passphrase-file", &wrong],
+        ),
     );
     assert!(why.contains("wrong passphrase"), "{why}");
     assert!(!Path::new(&new).join("identity.passphrase").exists());
-    let imported = run(
-        admin_new(&[
-            "--json",
-            "identity",
-            "import",
-            &file,
-            "--passphrase-file",
-            &secret,
-        ]),
-        true,
+    let imported = ok(
+        cwd,
+        &joined(
+            &admin_new,
+            &[
+                "--json",
+                "identity",
+                "import",
+                &file,
+                "--passphrase-file",
+                &secret,
+            ],
+        ),
     );
     assert_eq!(json(&imported)["pin"], pin.as_str());
-    let why = run(
-        admin_new(&["identity", "import", &file, "--passphrase-file", &secret]),
-        false,
+    let why = fails(
+        cwd,
+        &joined(
+            &admin_new,
+            &["identity", "import", &file, "--passphrase-file", &secret],
+        ),
     );
     assert!(why.contains("has an identity already"), "{why}");
     // A master on the new machine presents the recorded identity.
@@ -238,20 +235,11 @@ fn an_acquirer_issued_chain_is_installed_and_served() {
     let data = cwd.join("server").display().to_string();
     let init = json(&ok(cwd, &["--json", "server", "init", "--data", &data]));
     ok(cwd, &["ca", "init", "--dir", "ca"]);
-    let admin = |args: &[&str]| {
-        let mut all = vec!["admin", "--data", &data];
-        all.extend_from_slice(args);
-        all.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>()
-    };
-    let run = |v: Vec<String>, good: bool| {
-        let args: Vec<&str> = v.iter().map(String::as_str).collect();
-        if good {
-            ok(cwd, &args)
-        } else {
-            fails(cwd, &args)
-        }
-    };
-    run(admin(&["identity", "csr", "--out", "identity.csr"]), true);
+    let admin = ["admin", "--data", &data];
+    ok(
+        cwd,
+        &joined(&admin, &["identity", "csr", "--out", "identity.csr"]),
+    );
     let sign = [
         "ca",
         "sign-server-cert",
@@ -281,9 +269,9 @@ fn an_acquirer_issued_chain_is_installed_and_served() {
         "other.key",
     ];
     std::fs::write(cwd.join("other.pem"), ok(cwd, &other)).unwrap();
-    let why = run(admin(&["identity", "install", "other.pem"]), false);
+    let why = fails(cwd, &joined(&admin, &["identity", "install", "other.pem"]));
     assert!(why.contains("is not the key of alias"), "{why}");
-    run(admin(&["identity", "install", "chain.pem"]), true);
+    ok(cwd, &joined(&admin, &["identity", "install", "chain.pem"]));
     // Served as given: the CA's certificate follows the identity's.
     let server = ServerProcess::start(cwd, Path::new(&data), &["--gate-listen", "127.0.0.1:0"]);
     assert_eq!(server.pin, init["pin"].as_str().unwrap());
@@ -331,6 +319,6 @@ fn an_acquirer_issued_chain_is_installed_and_served() {
     let text = String::from_utf8_lossy(&shown.stdout);
     assert!(text.contains("pairgate development CA"), "{text}");
     assert_eq!(text.matches("BEGIN CERTIFICATE").count(), 2, "{text}");
-    let audit = run(admin(&["--json", "audit"]), true);
+    let audit = ok(cwd, &joined(&admin, &["--json", "audit"]));
     assert!(audit.contains("server.certificate_installed"), "{audit}");
 }

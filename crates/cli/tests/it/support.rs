@@ -273,6 +273,11 @@ impl Drop for Node {
     }
 }
 
+/// `head` then `tail`: a command's fixed flags and this call's words.
+pub fn joined<'a>(head: &[&'a str], tail: &[&'a str]) -> Vec<&'a str> {
+    head.iter().chain(tail).copied().collect()
+}
+
 /// A terminal paired by [`pair_through`].
 pub struct PairedTerminal {
     /// Its state directory.
