@@ -72,19 +72,6 @@ fn export_passphrase(file: Option<&Path>) -> Result<Passphrase> {
     })
 }
 
-/// Writes `contents` to a new file `path` (mode 0600).
-fn create_new(path: &Path, contents: &[u8]) -> Result<()> {
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut written = options
-        .open(path)
-        .with_context(|| format!("creating {}", path.display()))?;
-    std::io::Write::write_all(&mut written, contents)
-        .and_then(|()| written.sync_all())
-        .with_context(|| format!("writing {}", path.display()))
-}
-
 /// `identity install`: the chain checked (the leaf certifies the key and
 /// is valid now), set, and audited.
 async fn install(
@@ -152,7 +139,7 @@ pub async fn run(
             let alias = pairgate_keystore::Alias::new(pairgate_server::identity::SERVER_ALIAS)?;
             let csr = pairgate_keystore::certificate_request(store.as_ref(), &alias, &subject)?;
             let pem = pairgate_pki::certificate::csr_pem(&csr);
-            create_new(&file, pem.as_bytes())?;
+            crate::ca::write_private(&file, pem.as_bytes())?;
             out.print(
                 format!(
                     "certificate request for the server identity written to {}
@@ -171,7 +158,7 @@ pub async fn run(
         } => {
             let passphrase = export_passphrase(passphrase_file.as_deref())?;
             let (encrypted, pin) = identity_export::export(&uri, &pass_file, &passphrase)?;
-            create_new(&file, &encrypted)?;
+            crate::ca::write_private(&file, &encrypted)?;
             store
                 .audit_identity_event(
                     "server.identity_exported",

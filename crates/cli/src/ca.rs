@@ -82,7 +82,9 @@ enum CaCommand {
     },
 }
 
-fn write_private(path: &Path, contents: &[u8]) -> Result<()> {
+/// Writes `contents` to a new file `path` (mode 0600), refusing to
+/// overwrite one; the identity commands write their files with it too.
+pub(crate) fn write_private(path: &Path, contents: &[u8]) -> Result<()> {
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
