@@ -110,26 +110,30 @@ impl Store {
         now: SystemTime,
     ) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
-        let recorded = sqlx::query("SELECT pin FROM server_identity WHERE id = 1")
-            .fetch_optional(&mut *tx)
-            .await?
-            .map(|row| row.try_get::<String, _>("pin"))
-            .transpose()?;
-        match recorded {
-            Some(hex) if hex == pin.to_hex() => return Ok(()),
-            Some(hex) => {
-                return Err(StoreError::Conflict(format!(
-                    "the store's server identity is {hex}, not {pin}"
-                )));
-            }
-            None => {}
-        }
         let at = millis(now);
-        sqlx::query("INSERT INTO server_identity (id, pin, recorded_at) VALUES (1, $1, $2)")
-            .bind(pin.to_hex())
-            .bind(at)
-            .execute(&mut *tx)
-            .await?;
+        // Two first instances at once: the row's key decides, so the one
+        // that inserts second finds the other's pin instead of an error.
+        let inserted = sqlx::query(
+            "INSERT INTO server_identity (id, pin, recorded_at) VALUES (1, $1, $2) \
+             ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(pin.to_hex())
+        .bind(at)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if inserted == 0 {
+            let recorded: String = sqlx::query("SELECT pin FROM server_identity WHERE id = 1")
+                .fetch_one(&mut *tx)
+                .await?
+                .try_get("pin")?;
+            if recorded == pin.to_hex() {
+                return Ok(());
+            }
+            return Err(StoreError::Conflict(format!(
+                "the store's server identity is {recorded}, not {pin}"
+            )));
+        }
         append(
             &mut tx,
             at,

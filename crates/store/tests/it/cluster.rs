@@ -39,6 +39,31 @@ async fn the_identity_is_recorded_once(store: &Store) {
     assert_eq!(store.verify_audit().await.unwrap().first_broken, None);
 }
 
+/// Two first instances recording their own keys at once: one wins, the
+/// other gets a conflict naming the winner, never a database error.
+async fn racing_identities_get_a_conflict(store: &Store) {
+    let now = SystemTime::now();
+    let tasks: Vec<_> = (1..=8u8)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .record_identity(SpkiPin::from_bytes([i; 32]), &Actor::new("server"), now)
+                    .await
+            })
+        })
+        .collect();
+    let mut won = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(()) => won += 1,
+            Err(StoreError::Conflict(_)) => {}
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(won, 1);
+}
+
 async fn attempts_count_in_windows(store: &Store) {
     let minute = Duration::from_secs(60);
     let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
@@ -230,6 +255,7 @@ async fn the_paired_set_changes_are_logged(store: &Store) {
 }
 
 on_both_backends!(
+    racing_identities_get_a_conflict,
     the_paired_set_changes_are_logged,
     the_identity_is_recorded_once,
     attempts_count_in_windows,
