@@ -122,8 +122,9 @@ pub fn open(encrypted: &[u8], export_passphrase: &Passphrase) -> Result<Opened, 
 }
 
 /// Writes `opened` as the identity of `keystore_uri` (a `file:` store
-/// holding no key yet) and its passphrase file (which must not exist);
-/// returns the pin, checked against the key.
+/// directory, which must not exist yet) and its passphrase file (which
+/// must not exist either); returns the pin, checked against the key
+/// before anything is put in place.
 pub fn import(
     opened: &Opened,
     keystore_uri: &str,
@@ -141,8 +142,36 @@ pub fn import(
             passphrase_file.display()
         )));
     }
+    if dir.exists() {
+        return Err(failed(format!(
+            "{} exists: this machine has an identity key store already; move it away first",
+            dir.display()
+        )));
+    }
+    // Restored beside its place and checked there, then moved in: a bad
+    // export leaves nothing behind.
+    let staging = dir.with_extension("importing");
+    let _ = std::fs::remove_dir_all(&staging);
+    let placed = stage(opened, &staging).and_then(|pin| {
+        pairgate_keystore::write_atomic(passphrase_file, &opened.store_passphrase)
+            .map_err(|e| failed(format!("writing {}: {e}", passphrase_file.display())))?;
+        std::fs::rename(&staging, &dir).map_err(|e| {
+            let _ = std::fs::remove_file(passphrase_file);
+            failed(format!("moving the key store into {}: {e}", dir.display()))
+        })?;
+        Ok(pin)
+    });
+    if placed.is_err() {
+        let _ = std::fs::remove_dir_all(&staging);
+    }
+    placed
+}
+
+/// Restores the export's key store into `staging` and checks that its key
+/// is the one the export names.
+fn stage(opened: &Opened, staging: &Path) -> Result<SpkiPin, ServerError> {
     let passphrase = Passphrase::new(opened.store_passphrase.to_vec())?;
-    let store = SoftwareKeyStore::restore(&dir, &opened.sealed, passphrase)?;
+    let store = SoftwareKeyStore::restore(staging, &opened.sealed, passphrase)?;
     let pin = store.public_key(&Alias::new(SERVER_ALIAS)?)?.pin();
     if pin != opened.pin {
         return Err(failed(format!(
@@ -150,7 +179,41 @@ pub fn import(
             opened.pin
         )));
     }
-    pairgate_keystore::write_atomic(passphrase_file, &opened.store_passphrase)
-        .map_err(|e| failed(format!("writing {}: {e}", passphrase_file.display())))?;
     Ok(pin)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// An export whose key is not the one it names is refused, and
+    /// neither the key store nor the passphrase file is left behind.
+    #[test]
+    fn a_bad_export_leaves_nothing_behind() {
+        let old = tempfile::tempdir().unwrap();
+        let uri = format!("file:{}", old.path().join("identity").display());
+        let pass = old.path().join("identity.passphrase");
+        let now = std::time::SystemTime::now();
+        let names = ["localhost".to_owned()];
+        crate::identity::load(&uri, &pass, &names, now, crate::identity::Creating::Allowed)
+            .unwrap();
+        let secret = Passphrase::new(b"an export passphrase".to_vec()).unwrap();
+        let (file, pin) = export(&uri, &pass, &secret).unwrap();
+        let mut opened = open(&file, &secret).unwrap();
+        assert_eq!(opened.pin, pin);
+        opened.pin = SpkiPin::from_bytes([7; 32]);
+        let new = tempfile::tempdir().unwrap();
+        let new_uri = format!("file:{}", new.path().join("identity").display());
+        let new_pass = new.path().join("identity.passphrase");
+        let err = import(&opened, &new_uri, &new_pass).err().unwrap();
+        assert!(err.to_string().contains("not the"), "{err}");
+        assert!(!new.path().join("identity").exists());
+        assert!(!new.path().join("identity.importing").exists());
+        assert!(!new_pass.exists());
+        // The right one goes in whole.
+        opened.pin = pin;
+        assert_eq!(import(&opened, &new_uri, &new_pass).unwrap(), pin);
+        assert!(new_pass.exists() && new.path().join("identity").is_dir());
+    }
 }
