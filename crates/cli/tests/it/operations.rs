@@ -275,32 +275,7 @@ fn an_acquirer_issued_chain_is_installed_and_served() {
     // Served as given: the CA's certificate follows the identity's.
     let server = ServerProcess::start(cwd, Path::new(&data), &["--gate-listen", "127.0.0.1:0"]);
     assert_eq!(server.pin, init["pin"].as_str().unwrap());
-    let client = [
-        "req",
-        "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-keyout",
-        "t.key",
-        "-out",
-        "t.pem",
-        "-subj",
-        "/CN=probe",
-        "-days",
-        "1",
-    ];
-    assert!(
-        std::process::Command::new("openssl")
-            .args(client)
-            .current_dir(cwd)
-            .output()
-            .unwrap()
-            .status
-            .success()
-    );
+    pairgate_testkit::openssl_self_signed(cwd, "t", "probe", "sha256");
     let shown = std::process::Command::new("openssl")
         .args([
             "s_client",
