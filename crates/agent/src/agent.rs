@@ -1,5 +1,5 @@
-//! `pairgate terminal init | pair | status | call | heartbeat | backup | restore |
-//! factory-reset`: the
+//! `pairgate terminal init | pair | status | call | heartbeat | rekey | backup |
+//! restore | factory-reset`: the
 //! terminal agent (`crates/terminal`) on a state directory, for firmware
 //! engineers trying it and operators simulating a terminal.
 
@@ -105,6 +105,10 @@ pub enum AgentCommand {
         #[arg(long)]
         backup_passphrase_file: Option<PathBuf>,
     },
+    /// Replaces the terminal's key over the master: a new key in the key
+    /// store, proven to the master with the current one; the old key is
+    /// then refused by the master and deleted here.
+    Rekey,
     /// Wipes keys, certificates, trust store, pins and pairing state.
     FactoryReset {
         /// Answer the confirmation question with yes.
@@ -248,6 +252,7 @@ pub fn run(args: &TerminalArgs, command: &AgentCommand, out: &Output) -> Result<
             from,
             backup_passphrase_file,
         } => restore(args, from, backup_passphrase_file.as_deref(), out),
+        AgentCommand::Rekey => rekey(&agent()?, out),
         AgentCommand::FactoryReset { yes } => factory_reset(agent, *yes, out),
     }
 }
@@ -333,6 +338,18 @@ fn call(agent: &Agent, method: &str, path: &str, data: Option<&str>, out: &Outpu
         bail!("the master answered {}: {text}", r.status);
     }
     out.print(text, json!({ "status": r.status, "body": value }));
+    Ok(())
+}
+
+fn rekey(agent: &Agent, out: &Output) -> Result<()> {
+    let done = runtime()?.block_on(agent.rekey(SystemTime::now()))?;
+    out.print(
+        format!(
+            "re-keyed: key {} ({}) replaces {} ({}), which the master now refuses and which was deleted",
+            done.alias, done.fingerprint, done.previous_alias, done.previous_fingerprint
+        ),
+        json!(done),
+    );
     Ok(())
 }
 

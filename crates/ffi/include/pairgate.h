@@ -62,6 +62,9 @@ typedef enum pairgate_status {
   PAIRGATE_STATUS_STILL_WAITING = 13,
   // A stream operation on a closed or failed connection.
   PAIRGATE_STATUS_CLOSED = 14,
+  // The master refused a request of the agent's own protocol (a
+  // re-key); the message has its `PG-…` code.
+  PAIRGATE_STATUS_MASTER_REFUSED = 15,
   // A bug in libpairgate (a caught panic). The agent may be used again.
   PAIRGATE_STATUS_INTERNAL = 99,
 } pairgate_status;

@@ -47,6 +47,9 @@ pub enum PairgateStatus {
     StillWaiting = 13,
     /// A stream operation on a closed or failed connection.
     Closed = 14,
+    /// The master refused a request of the agent's own protocol (a
+    /// re-key); the message has its `PG-…` code.
+    MasterRefused = 15,
     /// A bug in libpairgate (a caught panic). The agent may be used again.
     Internal = 99,
 }
@@ -90,6 +93,7 @@ impl From<TerminalError> for Failure {
             TerminalError::NotPaired => PairgateStatus::NotPaired,
             TerminalError::OtherGate { .. } => PairgateStatus::OtherGate,
             TerminalError::Gate(_) => PairgateStatus::Gate,
+            TerminalError::Master { .. } => PairgateStatus::MasterRefused,
             TerminalError::PairingEnded { .. } => PairgateStatus::PairingEnded,
             TerminalError::StillWaiting(_) => PairgateStatus::StillWaiting,
         };

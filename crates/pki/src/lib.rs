@@ -18,6 +18,7 @@ pub mod fingerprint;
 pub mod issued;
 pub mod manifest;
 pub mod pairing;
+pub mod rekey;
 pub mod subject;
 pub mod trust;
 pub mod validity;
@@ -30,6 +31,7 @@ pub use manifest::{
     ManifestError, UnverifiedManifest, VendorAlgorithm, VendorKey, VerifiedManifest,
 };
 pub use pairing::{Commitment, Nonce, PairingCode, PairingError};
+pub use rekey::{ProvenSuccessor, RekeyProofError, RekeyStatement};
 pub use rustls_pki_types::{CertificateDer, CertificateSigningRequestDer};
 pub use subject::{Subject, SubjectError};
 pub use trust::{FirmwareRoots, TrustError, TrustedCertificate};

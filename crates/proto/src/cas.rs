@@ -69,6 +69,10 @@ pub struct TerminalView {
     /// What raised the suspicion (addresses, times, counters).
     #[serde(default)]
     pub clone_evidence: Option<serde_json::Value>,
+    /// A new key the terminal has proven over the master and not used yet
+    /// (served beside the current one until its first use).
+    #[serde(default)]
+    pub successor_fingerprint: Option<TerminalFingerprint>,
 }
 
 /// `GET /terminals`: one page.

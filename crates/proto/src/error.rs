@@ -41,12 +41,14 @@ macro_rules! error_codes {
 
 error_codes! {
     BadBody => "PG-BAD-BODY",
+    BadChallenge => "PG-BAD-CHALLENGE",
     BadCode => "PG-BAD-CODE",
     BadCommitment => "PG-BAD-COMMITMENT",
     BadFingerprint => "PG-BAD-FINGERPRINT",
     BadJson => "PG-BAD-JSON",
     BadNonce => "PG-BAD-NONCE",
     BadPath => "PG-BAD-PATH",
+    BadProof => "PG-BAD-PROOF",
     BadQuery => "PG-BAD-QUERY",
     BadSerial => "PG-BAD-SERIAL",
     Blocked => "PG-BLOCKED",
@@ -61,6 +63,7 @@ error_codes! {
     Host => "PG-HOST",
     Internal => "PG-INTERNAL",
     Invalid => "PG-INVALID",
+    KeyReplaced => "PG-KEY-REPLACED",
     Limit => "PG-LIMIT",
     Method => "PG-METHOD",
     NoRoute => "PG-NO-ROUTE",

@@ -29,5 +29,7 @@ mod timestamp;
 pub use config::TerminalConfig;
 pub use error::{ErrorBody, ErrorCode, ErrorDetail};
 pub use gate::{OpenAnswer, PairingHello, PairingStatus, RequestStatus, RevealRequest};
-pub use master::{HeartbeatAnswer, HeartbeatRequest, Me};
+pub use master::{
+    HeartbeatAnswer, HeartbeatRequest, Me, RekeyAnswer, RekeyChallenge, RekeyRequest,
+};
 pub use timestamp::Timestamp;

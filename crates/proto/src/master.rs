@@ -58,3 +58,40 @@ pub struct HeartbeatAnswer {
     /// The server's clock (RFC 3339).
     pub server_time: String,
 }
+
+/// `POST /v1/rekey/challenge` (empty body): a fresh challenge for the
+/// terminal's next re-key, valid for a few minutes and usable once.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RekeyChallenge {
+    /// 32 random bytes, hex.
+    pub challenge: String,
+    /// When it stops being accepted (RFC 3339).
+    pub expires_at: String,
+}
+
+/// `POST /v1/rekey`, sent with the current key: the new certificate and
+/// the new key's signature over the re-key statement (docs/protocol.md).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RekeyRequest {
+    /// The challenge from `POST /v1/rekey/challenge` (hex).
+    pub challenge: String,
+    /// The new self-signed client certificate (PEM).
+    pub certificate: String,
+    /// The new key's signature over the statement (base64, standard
+    /// alphabet with padding).
+    pub proof: String,
+}
+
+/// The answer to a re-key: the new key is recorded as the terminal's
+/// successor; the old one is refused from the new key's first use, or
+/// from `old_key_refused_after`, whichever comes first.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RekeyAnswer {
+    /// The new certificate's fingerprint (64 hex digits).
+    pub fingerprint: String,
+    /// The fingerprint it replaces.
+    pub previous_fingerprint: String,
+    /// The latest time the old key is still served (RFC 3339).
+    pub old_key_refused_after: String,
+}

@@ -22,6 +22,7 @@ mod metrics;
 mod paired;
 mod proxy;
 mod refusals;
+mod rekey;
 mod running;
 mod service_set;
 mod services;

@@ -13,6 +13,8 @@
 //!   are stripped, as are hop-by-hop headers.
 
 use std::borrow::Cow;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::SystemTime;
@@ -23,6 +25,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use axum::{Extension, Json, Router};
 use futures_util::future::{Either, Ready, ready};
+use pairgate_pki::TerminalFingerprint;
 use pairgate_proto::ErrorCode;
 use pairgate_proto::{HeartbeatAnswer, HeartbeatRequest, Me};
 use pairgate_store::{Store, Terminal};
@@ -41,6 +44,8 @@ pub(crate) struct Master {
     pub clock: pairgate_clock::Clock,
     /// Where suspected clones are reported.
     pub presence: Arc<crate::clones::Presence>,
+    /// How long an old key is served beside a proven successor at most.
+    pub rekey_overlap: std::time::Duration,
 }
 
 /// The paired terminal a request comes from.
@@ -54,21 +59,24 @@ pub(crate) fn router(master: Master) -> Router {
     Router::new()
         .route("/v1/me", get(me))
         .route("/v1/heartbeat", post(heartbeat))
+        .route("/v1/rekey/challenge", post(crate::rekey::challenge))
+        .route("/v1/rekey", post(crate::rekey::rekey))
         .route("/app", any(crate::proxy::proxy))
         .route("/app/{*rest}", any(crate::proxy::proxy))
         .fallback(no_route)
         .method_not_allowed_fallback(wrong_method)
-        .layer(RequirePairedLayer(master.paired.clone()))
+        .layer(RequirePairedLayer(master.clone()))
         .with_state(master)
 }
 
 /// The per-request check, as a layer over every route: a plain service
 /// rather than `from_fn`, which boxes a clone of the route and a future on
-/// every request.
+/// every request. Only a successor key's first request takes a boxed
+/// future: the switch to it is written to the store before it is served.
 #[derive(Clone)]
 struct RequirePaired<S> {
     inner: S,
-    paired: Arc<PairedSet>,
+    master: Master,
 }
 
 impl<S> tower::Layer<S> for RequirePairedLayer {
@@ -77,41 +85,103 @@ impl<S> tower::Layer<S> for RequirePairedLayer {
     fn layer(&self, inner: S) -> RequirePaired<S> {
         RequirePaired {
             inner,
-            paired: self.0.clone(),
+            master: self.0.clone(),
         }
     }
 }
 
 /// Makes [`RequirePaired`] services.
 #[derive(Clone)]
-struct RequirePairedLayer(Arc<PairedSet>);
+struct RequirePairedLayer(Master);
+
+type Boxed<E> = Pin<Box<dyn Future<Output = Result<Response, E>> + Send>>;
 
 impl<S> tower::Service<Request> for RequirePaired<S>
 where
-    S: tower::Service<Request, Response = Response>,
+    S: tower::Service<Request, Response = Response> + Clone + Send + 'static,
+    S::Future: Send,
 {
     type Response = Response;
     type Error = S::Error;
-    type Future = Either<Ready<Result<Response, S::Error>>, S::Future>;
+    type Future = Either<Ready<Result<Response, S::Error>>, Either<S::Future, Boxed<S::Error>>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, mut request: Request) -> Self::Future {
-        match paired_terminal(&self.paired, &request) {
-            Ok(terminal) => {
+        let now = self.master.clock.now();
+        match paired_terminal(&self.master.paired, &request, now) {
+            Ok(Found::Current(terminal)) => {
                 request.extensions_mut().insert(PairedPeer { terminal });
-                Either::Right(self.inner.call(request))
+                Either::Right(Either::Left(self.inner.call(request)))
+            }
+            Ok(Found::Successor(terminal, fingerprint)) => {
+                // The ready clone serves this request; the fresh one waits
+                // for readiness in the next poll_ready.
+                let fresh = self.inner.clone();
+                let mut inner = std::mem::replace(&mut self.inner, fresh);
+                let master = self.master.clone();
+                Either::Right(Either::Right(Box::pin(async move {
+                    match switch_to_successor(&master, &terminal, fingerprint, now).await {
+                        Ok(terminal) => {
+                            request.extensions_mut().insert(PairedPeer { terminal });
+                            inner.call(request).await
+                        }
+                        Err(refused) => Ok(refused.into_response()),
+                    }
+                })))
             }
             Err(refused) => Either::Left(ready(Ok(refused.into_response()))),
         }
     }
 }
 
+/// How a request's key was found in the paired set.
+enum Found {
+    /// The terminal's paired key.
+    Current(Arc<Terminal>),
+    /// A successor key the terminal proved and now uses for the first time.
+    Successor(Arc<Terminal>, TerminalFingerprint),
+}
+
+/// Makes `fingerprint` the terminal's paired key in the store (retiring
+/// the old one) and in this instance's set, then serves it; another
+/// instance may have switched it first.
+async fn switch_to_successor(
+    master: &Master,
+    terminal: &Terminal,
+    fingerprint: TerminalFingerprint,
+    now: SystemTime,
+) -> Result<Arc<Terminal>, ApiError> {
+    let serial = &terminal.serial;
+    if master
+        .store
+        .activate_successor(serial, &fingerprint, now)
+        .await?
+    {
+        tracing::info!(serial = %serial, fingerprint = %fingerprint, "terminal switched to its new key; the old one is refused");
+    }
+    let fresh = master.paired.refresh_serial(&master.store, serial).await?;
+    fresh
+        .filter(|t| t.paired_fingerprint == Some(fingerprint))
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::FORBIDDEN,
+                ErrorCode::NotPaired,
+                format!("certificate {fingerprint} is not paired with any terminal"),
+            )
+            .closing()
+        })
+}
+
 /// The paired terminal a request comes from, or why it is refused (the
 /// connection is closed after the answer).
-fn paired_terminal(paired: &PairedSet, request: &Request) -> Result<Arc<Terminal>, ApiError> {
+fn paired_terminal(
+    paired: &PairedSet,
+    request: &Request,
+    now: SystemTime,
+) -> Result<Found, ApiError> {
     if paired.stale() {
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -129,7 +199,7 @@ fn paired_terminal(paired: &PairedSet, request: &Request) -> Result<Arc<Terminal
         )
         .closing());
     };
-    paired.terminal(&peer.fingerprint).ok_or_else(|| {
+    let terminal = paired.terminal(&peer.fingerprint).ok_or_else(|| {
         ApiError::new(
             StatusCode::FORBIDDEN,
             ErrorCode::NotPaired,
@@ -139,7 +209,25 @@ fn paired_terminal(paired: &PairedSet, request: &Request) -> Result<Arc<Terminal
             ),
         )
         .closing()
-    })
+    })?;
+    if terminal.successor_fingerprint == Some(peer.fingerprint) {
+        return Ok(Found::Successor(terminal, peer.fingerprint));
+    }
+    let overlap_over = terminal
+        .successor_until
+        .is_some_and(|until| unix_millis(now) > until);
+    if terminal.successor_fingerprint.is_some() && overlap_over {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            ErrorCode::KeyReplaced,
+            format!(
+                "certificate {} was replaced by the terminal's new key; connect with that one",
+                peer.fingerprint
+            ),
+        )
+        .closing());
+    }
+    Ok(Found::Current(terminal))
 }
 
 /// No database round trip: the paired check already found the record.

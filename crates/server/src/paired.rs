@@ -25,23 +25,29 @@ use crate::metrics::Histogram;
 const MAX_INCREMENTAL: i64 = 1_000;
 
 /// The set, indexed both ways: a change names a serial, a request a
-/// fingerprint.
+/// fingerprint. A terminal that has proven a new key over the master and
+/// not used it yet is found by both keys (paired and successor).
 #[derive(Debug, Default)]
 struct Entries {
     by_fingerprint: HashMap<TerminalFingerprint, Arc<Terminal>>,
-    by_serial: HashMap<Serial, TerminalFingerprint>,
+    by_serial: HashMap<Serial, [Option<TerminalFingerprint>; 2]>,
 }
 
 impl Entries {
-    fn insert(&mut self, fingerprint: TerminalFingerprint, terminal: Arc<Terminal>) {
+    fn insert(&mut self, terminal: Arc<Terminal>) {
         self.remove(&terminal.serial);
-        self.by_serial.insert(terminal.serial.clone(), fingerprint);
-        self.by_fingerprint.insert(fingerprint, terminal);
+        let keys = [terminal.paired_fingerprint, terminal.successor_fingerprint];
+        for fingerprint in keys.iter().flatten() {
+            self.by_fingerprint.insert(*fingerprint, terminal.clone());
+        }
+        self.by_serial.insert(terminal.serial.clone(), keys);
     }
 
     fn remove(&mut self, serial: &Serial) {
-        if let Some(old) = self.by_serial.remove(serial) {
-            self.by_fingerprint.remove(&old);
+        if let Some(keys) = self.by_serial.remove(serial) {
+            for fingerprint in keys.iter().flatten() {
+                self.by_fingerprint.remove(fingerprint);
+            }
         }
     }
 }
@@ -49,8 +55,8 @@ impl Entries {
 impl FromIterator<(TerminalFingerprint, Terminal)> for Entries {
     fn from_iter<I: IntoIterator<Item = (TerminalFingerprint, Terminal)>>(rows: I) -> Self {
         let mut entries = Self::default();
-        for (fingerprint, terminal) in rows {
-            entries.insert(fingerprint, Arc::new(terminal));
+        for (_, terminal) in rows {
+            entries.insert(Arc::new(terminal));
         }
         entries
     }
@@ -190,13 +196,14 @@ impl PairedSet {
             .map
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(entry) = map.by_fingerprint.get_mut(fingerprint) {
-            let t = Arc::make_mut(entry);
+        if let Some(entry) = map.by_fingerprint.get(fingerprint) {
+            let mut t = Terminal::clone(entry);
             t.last_seen_at = Some(at);
             t.last_seen_address = Some(address.to_owned());
             if let Some(firmware) = firmware {
                 t.firmware = Some(firmware.to_owned());
             }
+            map.insert(Arc::new(t));
         }
     }
 
@@ -205,7 +212,7 @@ impl PairedSet {
         self.map
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .by_fingerprint
+            .by_serial
             .len()
     }
 
@@ -296,8 +303,32 @@ impl PairedSet {
             return Ok(None);
         };
         let terminal = Arc::new(terminal);
-        self.write().insert(*fingerprint, terminal.clone());
+        self.write().insert(terminal.clone());
         Ok(Some(terminal))
+    }
+
+    /// Re-reads terminal `serial` from the store now, as [`Self::admit`]
+    /// does (and as safely against a concurrent change): the master calls
+    /// it after this instance changed the terminal's keys, so that its
+    /// next request sees the change without waiting for the follower.
+    /// Connections with a key no longer served close.
+    pub(crate) async fn refresh_serial(
+        &self,
+        store: &Store,
+        serial: &Serial,
+    ) -> Result<Option<Arc<Terminal>>, StoreError> {
+        let _loaded = self.loaded.lock().await;
+        let row = store.paired_terminal_by_serial(serial).await?;
+        let terminal = row.map(Arc::new);
+        {
+            let mut map = self.write();
+            match &terminal {
+                Some(t) => map.insert(t.clone()),
+                None => map.remove(serial),
+            }
+        }
+        self.version.send_modify(|v| *v += 1);
+        Ok(terminal)
     }
 
     /// Brings the set up to the store's generation: the changes the log
@@ -355,8 +386,8 @@ impl PairedSet {
         {
             let mut map = self.write();
             for (serial, row) in rows {
-                match row.and_then(|t| Some((t.paired_fingerprint?, t))) {
-                    Some((fingerprint, terminal)) => map.insert(fingerprint, Arc::new(terminal)),
+                match row.filter(|t| t.paired_fingerprint.is_some()) {
+                    Some(terminal) => map.insert(Arc::new(terminal)),
                     None => map.remove(&serial),
                 }
             }

@@ -153,6 +153,7 @@ pub(crate) fn master(
         clock: clock.clone(),
         upstream,
         presence: presence.clone(),
+        rekey_overlap: std::time::Duration::from_secs(settings.rekey_overlap_secs),
     })
 }
 

@@ -27,6 +27,7 @@ mod operators;
 mod paired;
 mod pairing;
 mod proofs;
+mod rekey;
 mod sessions;
 mod step_up;
 mod terminals;
@@ -61,6 +62,7 @@ pub use pairing::{
     RequestFilter,
 };
 pub use proofs::{Changer, TrustChange};
+pub use rekey::{RecordedSuccessor, RekeyRefusal, TerminalKey};
 pub use sessions::{
     ApiToken, DEFAULT_TOKEN_LIFETIME, Session, SessionLimits, SessionStage, SessionStep,
 };

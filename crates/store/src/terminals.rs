@@ -139,6 +139,11 @@ pub struct Terminal {
     pub suspected_clone: bool,
     /// What raised the suspicion (JSON: addresses, times, counters).
     pub clone_evidence: Option<String>,
+    /// A new key proven over the master and not used yet: served beside
+    /// the paired one until its first use or `successor_until`.
+    pub successor_fingerprint: Option<TerminalFingerprint>,
+    /// Until when the paired key is served beside the successor (Unix ms).
+    pub successor_until: Option<i64>,
 }
 
 /// The columns `terminal()` reads, as a literal so queries stay static.
@@ -146,7 +151,8 @@ macro_rules! terminal_columns {
     () => {
         "serial, name, location, contact_name, contact_phone, state, paired_fingerprint, \
          paired_at, paired_by, last_seen_at, last_seen_address, firmware, vpn_profile, created_at, \
-         suspended_at, suspended_by, suspected_clone, clone_evidence"
+         suspended_at, suspended_by, suspected_clone, clone_evidence, successor_fingerprint, \
+         successor_until"
     };
 }
 
@@ -179,6 +185,10 @@ pub(crate) fn terminal(row: &sqlx::any::AnyRow) -> Result<Terminal, StoreError> 
         suspended_by: row.try_get("suspended_by")?,
         suspected_clone: row.try_get::<i64, _>("suspected_clone")? != 0,
         clone_evidence: row.try_get("clone_evidence")?,
+        successor_fingerprint: crate::parsed_opt(row, "successor_fingerprint", || {
+            format!("successor fingerprint of {serial}")
+        })?,
+        successor_until: row.try_get("successor_until")?,
     })
 }
 
@@ -409,19 +419,23 @@ impl Store {
         }
         sqlx::query(
             "UPDATE terminals SET state = 'unpaired', paired_fingerprint = NULL, suspended_at = NULL, \
-             suspended_by = NULL, suspected_clone = 0, clone_evidence = NULL, heartbeat_counter = NULL \
-             WHERE serial = $1",
+             suspended_by = NULL, suspected_clone = 0, clone_evidence = NULL, heartbeat_counter = NULL, \
+             successor_fingerprint = NULL, successor_until = NULL WHERE serial = $1",
         )
         .bind(serial.as_str())
         .execute(&mut *tx)
         .await?;
+        crate::rekey::retire_lineage(&mut tx, serial, at).await?;
         append(
             &mut tx,
             at,
             actor,
             "terminal.unpair",
             serial.as_str(),
-            &serde_json::json!({ "fingerprint": before.paired_fingerprint }),
+            &serde_json::json!({
+                "fingerprint": before.paired_fingerprint,
+                "successor_fingerprint": before.successor_fingerprint,
+            }),
         )
         .await?;
         bump_generation(&mut tx, self.backend, serial.as_str(), at).await?;

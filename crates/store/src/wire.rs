@@ -52,6 +52,7 @@ impl Terminal {
                 .clone_evidence
                 .as_deref()
                 .and_then(|e| serde_json::from_str(e).ok()),
+            successor_fingerprint: self.successor_fingerprint,
         }
     }
 }

@@ -87,70 +87,112 @@ pub struct Status {
 pub struct Agent {
     pub(crate) state: StateFile,
     pub(crate) store: Arc<dyn KeyStore>,
-    pub(crate) alias: Alias,
-    policy: TlsPolicy,
+    /// The identity's alias: the one the state names (a re-key moves it),
+    /// else the one given.
+    alias: std::sync::RwLock<Alias>,
+    pub(crate) policy: TlsPolicy,
 }
 
 impl Agent {
-    /// An agent on `state_dir` with the identity `alias` in `store`.
+    /// An agent on `state_dir` with the identity `alias` in `store`, or
+    /// the alias the state names once the identity exists (a re-key
+    /// moves the identity to a new alias).
     pub fn new(
         state_dir: &Path,
         store: Arc<dyn KeyStore>,
         alias: Alias,
         policy: TlsPolicy,
     ) -> Result<Self, TerminalError> {
+        let state = StateFile::new(state_dir)?;
+        let alias = match state.load().map(|s| s.alias) {
+            Ok(Some(named)) => Alias::new(&named)?,
+            // A damaged state shows itself at the first operation.
+            Ok(None) | Err(_) => alias,
+        };
         Ok(Self {
-            state: StateFile::new(state_dir)?,
+            state,
             store,
-            alias,
+            alias: std::sync::RwLock::new(alias),
             policy,
         })
+    }
+
+    /// The identity's alias.
+    pub fn alias(&self) -> Alias {
+        self.alias
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Moves the identity to `alias` (after a re-key).
+    pub(crate) fn set_alias(&self, alias: Alias) {
+        *self
+            .alias
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = alias;
     }
 
     /// First boot: a P-256 key inside the key store and a self-signed
     /// certificate (returns its fingerprint), or a CSR (returns its PEM).
     /// Run again, it keeps an existing key.
     pub fn init(&self, mode: &IdentityMode, now: SystemTime) -> Result<Init, TerminalError> {
-        match self.store.public_key(&self.alias) {
+        let alias = self.alias();
+        match self.store.public_key(&alias) {
             Ok(_) => {}
             Err(KeyStoreError::NoSuchAlias(_)) => {
-                self.store.generate_key(&self.alias, KeyAlgorithm::P256)?;
+                self.store.generate_key(&alias, KeyAlgorithm::P256)?;
             }
             Err(e) => return Err(e.into()),
         }
         let init = match mode {
             IdentityMode::SelfSigned => {
-                if self.store.certificate_chain(&self.alias)?.is_empty() {
-                    let subject = Subject::common_name(self.alias.as_str())
-                        .map_err(|e| TerminalError::Io(e.to_string()))?;
-                    pairgate_keystore::self_signed_certificate(
-                        self.store.as_ref(),
-                        &self.alias,
-                        &subject,
-                        now,
-                        3650,
-                    )?;
+                if self.store.certificate_chain(&alias)?.is_empty() {
+                    self.self_sign(&alias, now)?;
                 }
                 Init::Certified(self.fingerprint()?)
             }
             IdentityMode::Csr(subject) => {
-                let csr = pairgate_keystore::certificate_request(
-                    self.store.as_ref(),
-                    &self.alias,
-                    subject,
-                )?;
+                let csr =
+                    pairgate_keystore::certificate_request(self.store.as_ref(), &alias, subject)?;
                 Init::Csr(pairgate_pki::certificate::csr_pem(&csr))
             }
         };
         let mut state = self.state.load()?;
-        state.alias = Some(self.alias.to_string());
+        state.alias = Some(alias.to_string());
         self.state.save(&state)?;
         Ok(init)
     }
 
+    /// A self-signed client certificate (CN = the alias, ten years) for
+    /// the key of `alias`, signed inside the key store.
+    pub(crate) fn self_sign(
+        &self,
+        alias: &Alias,
+        now: SystemTime,
+    ) -> Result<rustls::pki_types::CertificateDer<'static>, TerminalError> {
+        let subject =
+            Subject::common_name(alias.as_str()).map_err(|e| TerminalError::Io(e.to_string()))?;
+        Ok(pairgate_keystore::self_signed_certificate(
+            self.store.as_ref(),
+            alias,
+            &subject,
+            now,
+            3650,
+        )?)
+    }
+
     /// The Terminal Certificate Fingerprint.
     pub fn fingerprint(&self) -> Result<TerminalFingerprint, TerminalError> {
-        match pairgate_keystore::terminal_fingerprint(self.store.as_ref(), &self.alias) {
+        self.fingerprint_of(&self.alias())
+    }
+
+    /// The fingerprint of `alias`'s certificate.
+    pub(crate) fn fingerprint_of(
+        &self,
+        alias: &Alias,
+    ) -> Result<TerminalFingerprint, TerminalError> {
+        match pairgate_keystore::terminal_fingerprint(self.store.as_ref(), alias) {
             Ok(fp) => Ok(fp),
             Err(KeyStoreError::NoSuchAlias(_)) => Err(TerminalError::NotInitialised),
             Err(KeyStoreError::NoCertificate(a)) => Err(TerminalError::NoCertificate(a)),
@@ -158,16 +200,25 @@ impl Agent {
         }
     }
 
-    fn identity(&self) -> Result<Arc<CertifiedKey>, TerminalError> {
-        self.fingerprint()?;
+    fn identity(&self, alias: &Alias) -> Result<Arc<CertifiedKey>, TerminalError> {
+        self.fingerprint_of(alias)?;
         Ok(pairgate_tls::alias_certified_key(
             self.store.clone(),
-            &self.alias,
+            alias,
         )?)
     }
 
     fn https(&self, trust: ServerTrust) -> Result<HttpsClient, TerminalError> {
-        let tls = TlsClient::new(Some(self.identity()?), trust, &self.policy)?;
+        self.https_as(&self.alias(), trust)
+    }
+
+    /// An HTTPS client presenting `alias`'s key.
+    pub(crate) fn https_as(
+        &self,
+        alias: &Alias,
+        trust: ServerTrust,
+    ) -> Result<HttpsClient, TerminalError> {
+        let tls = TlsClient::new(Some(self.identity(alias)?), trust, &self.policy)?;
         Ok(HttpsClient::new(tls))
     }
 
@@ -376,12 +427,12 @@ impl Agent {
         } else {
             format!("{authority}:443")
         };
-        let tls = TlsClient::new(Some(self.identity()?), trust, &self.policy)?;
+        let tls = TlsClient::new(Some(self.identity(&self.alias())?), trust, &self.policy)?;
         Ok(tls.connect(&addr, None).await?)
     }
 
     /// The paired configuration and the trust in its server pins.
-    fn paired(&self) -> Result<(PairedConfig, ServerTrust), TerminalError> {
+    pub(crate) fn paired(&self) -> Result<(PairedConfig, ServerTrust), TerminalError> {
         let state = self.state.load()?;
         let paired = state.paired.ok_or(TerminalError::NotPaired)?;
         let pins = paired

@@ -10,10 +10,12 @@
 mod agent;
 mod flow;
 pub mod gate;
+mod rekey;
 mod restore;
 pub mod state;
 
 pub use agent::{Agent, IdentityMode, Init, PairOptions, PairingDisplay, Status};
+pub use rekey::Rekeyed;
 pub use restore::{KeyCopy, RestorePoint, restore};
 pub use state::{PairedConfig, State};
 
@@ -63,6 +65,16 @@ pub enum TerminalError {
     /// The gate refused or answered something unexpected.
     #[error("{0}")]
     Gate(String),
+    /// The master refused a request of the agent's own protocol (re-key).
+    #[error("the master answered {status} {code}: {message}")]
+    Master {
+        /// HTTP status.
+        status: u16,
+        /// The error code, `PG-…`.
+        code: String,
+        /// For people.
+        message: String,
+    },
     /// The wait for approval ran out; the request is still open.
     #[error("pairing request {0} is still waiting for approval; run pair again to resume it")]
     StillWaiting(String),

@@ -137,7 +137,8 @@ impl Agent {
         passphrase: &Passphrase,
         now: SystemTime,
     ) -> Result<(Vec<u8>, RestorePoint), TerminalError> {
-        let fingerprint = self.fingerprint()?;
+        let alias = self.alias();
+        let fingerprint = self.fingerprint_of(&alias)?;
         let state = self.state.load()?;
         let key = match self.store.sealed_copy()? {
             Some(doc) => KeyCopy::Software {
@@ -153,11 +154,11 @@ impl Agent {
                 .duration_since(UNIX_EPOCH)
                 .map(|d| d.as_secs())
                 .unwrap_or(0),
-            alias: self.alias.to_string(),
+            alias: alias.to_string(),
             fingerprint: fingerprint.to_hex(),
             certificate_chain: self
                 .store
-                .certificate_chain(&self.alias)?
+                .certificate_chain(&alias)?
                 .iter()
                 .map(|c| B64.encode(c))
                 .collect(),

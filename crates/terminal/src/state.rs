@@ -60,6 +60,19 @@ pub struct State {
     /// the original shows itself by repeating or going back.
     #[serde(default)]
     pub heartbeat_counter: u64,
+    /// A re-key in progress: the new key is made and may have been
+    /// recorded by the server; the next `rekey` finds out which.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rekey: Option<PendingRekey>,
+}
+
+/// A new key made for a re-key that has not been switched to yet.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PendingRekey {
+    /// Its alias in the key store.
+    pub alias: String,
+    /// Its certificate's fingerprint (hex).
+    pub fingerprint: String,
 }
 
 /// A server pin learned at a gate address.

@@ -20,4 +20,5 @@ mod firmware;
 mod keys;
 mod manifests;
 mod operations;
+mod rekey;
 mod support;

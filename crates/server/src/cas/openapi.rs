@@ -154,7 +154,7 @@ fn schemas() -> Value {
                 "state": { "enum": ["registered", "paired", "unpaired", "suspended"] }, "paired_fingerprint": opt_string, "paired_at": opt_string,
                 "paired_by": opt_string, "last_seen_at": opt_string, "last_seen_address": opt_string, "firmware": opt_string,
                 "vpn_profile": string, "created_at": string, "suspended_at": opt_string, "suspended_by": opt_string,
-                "suspected_clone": { "type": "boolean" }, "clone_evidence": { "type": ["object", "null"] } } },
+                "suspected_clone": { "type": "boolean" }, "clone_evidence": { "type": ["object", "null"] }, "successor_fingerprint": opt_string } },
             "TerminalList": list("terminals", "Terminal"),
             "BulkResults": { "type": "object", "properties": { "results": { "type": "array", "items": { "type": "object", "properties": {
                 "id": string, "status": { "enum": ["approved", "rejected", "refused"] },

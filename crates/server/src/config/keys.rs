@@ -120,6 +120,10 @@ pub const SETTINGS: &[(&str, &str)] = &[
         "a master that has not reached the store for this long refuses every request (503 PG-STORE-UNAVAILABLE) until it does: it no longer knows who is unpaired (default 30; more than reconcile_secs)",
     ),
     (
+        "rekey_overlap_secs",
+        "after a terminal proves a new key over the master, its old key is served until the new one is first used, and at most this long (default 3600)",
+    ),
+    (
         "reconcile_secs",
         "how often a PostgreSQL server re-checks the paired set and the requests long polls wait for, besides NOTIFY (default 5)",
     ),

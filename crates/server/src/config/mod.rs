@@ -98,6 +98,8 @@ pub struct Settings {
     /// See [`SETTINGS`].
     pub stale_after_secs: u64,
     /// See [`SETTINGS`].
+    pub rekey_overlap_secs: u64,
+    /// See [`SETTINGS`].
     pub proxy_timeout_secs: u64,
     /// See [`SETTINGS`].
     pub upstream_connect_timeout_secs: u64,
@@ -213,6 +215,7 @@ impl Default for Settings {
             paired_poll_ms: 200,
             reconcile_secs: 5,
             stale_after_secs: 30,
+            rekey_overlap_secs: 3600,
             proxy_timeout_secs: 30,
             upstream_connect_timeout_secs: 5,
             upstream_idle_secs: 60,

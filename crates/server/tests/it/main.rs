@@ -28,5 +28,6 @@ mod metrics;
 mod outage;
 mod pairing;
 mod proxy;
+mod rekey;
 mod support;
 mod web;

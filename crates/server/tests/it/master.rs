@@ -18,9 +18,15 @@ use crate::support::{
 
 /// Pairs a fresh terminal for `serial`.
 pub(crate) async fn paired(f: &Fixture, serial: &str) -> TestTerminal {
+    let terminal = TestTerminal::new(serial);
+    paired_as(f, serial, &terminal).await;
+    terminal
+}
+
+/// Pairs `terminal` for `serial`.
+pub(crate) async fn paired_as(f: &Fixture, serial: &str, terminal: &TestTerminal) {
     f.register(serial).await;
     let mut op = Operator::create(&f.store, &format!("op-{}", serial.to_lowercase())).await;
-    let terminal = TestTerminal::new(serial);
     let p = terminal.start_pairing(&f.gate(""), serial).await;
     op.approve(&f.store, &p.id, p.code).await.unwrap();
     assert!(
@@ -31,7 +37,6 @@ pub(crate) async fn paired(f: &Fixture, serial: &str) -> TestTerminal {
             .is_some())
         .await
     );
-    terminal
 }
 
 async fn unknown_unpaired_and_superseded_get_403(db: Db) {

@@ -114,14 +114,22 @@ impl TestTerminal {
     /// A terminal whose certificate `tweak` changes (size, validity, CA
     /// flag) before it is signed.
     pub fn with(cn: &str, tweak: impl FnOnce(&mut rcgen::CertificateParams)) -> Self {
-        let key = rcgen::KeyPair::generate().unwrap();
+        Self::with_key(cn, &rcgen::KeyPair::generate().unwrap(), tweak)
+    }
+
+    /// A terminal with `key` and a certificate `tweak` changes.
+    pub fn with_key(
+        cn: &str,
+        key: &rcgen::KeyPair,
+        tweak: impl FnOnce(&mut rcgen::CertificateParams),
+    ) -> Self {
         let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
         params
             .distinguished_name
             .push(rcgen::DnType::CommonName, cn);
         params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
         tweak(&mut params);
-        let cert = params.self_signed(&key).unwrap();
+        let cert = params.self_signed(key).unwrap();
         let provider = TlsPolicy::default().provider();
         let certified = pairgate_tls::pem_certified_key(
             &provider,
@@ -133,6 +141,11 @@ impl TestTerminal {
             fingerprint: TerminalFingerprint::of_certificate(cert.der()),
             key: certified,
         }
+    }
+
+    /// Its certificate (DER).
+    pub fn certificate(&self) -> Vec<u8> {
+        self.key.cert[0].to_vec()
     }
 
     pub fn tls(&self, trust: ServerTrust) -> TlsClient {

@@ -503,7 +503,8 @@ impl Store {
         rule: Option<serde_json::Value>,
     ) -> Result<(), StoreError> {
         let other = sqlx::query(
-            "SELECT serial FROM terminals WHERE paired_fingerprint = $1 AND serial <> $2",
+            "SELECT serial FROM terminals WHERE (paired_fingerprint = $1 OR successor_fingerprint = $1) \
+             AND serial <> $2",
         )
         .bind(req.fingerprint.to_hex())
         .bind(req.serial.as_str())
@@ -523,7 +524,8 @@ impl Store {
         sqlx::query(
             "UPDATE terminals SET state = 'paired', paired_fingerprint = $1, paired_at = $2, paired_by = $3, \
              suspended_at = NULL, suspended_by = NULL, suspected_clone = 0, clone_evidence = NULL, \
-             heartbeat_counter = NULL, model = $5 WHERE serial = $4",
+             heartbeat_counter = NULL, model = $5, successor_fingerprint = NULL, successor_until = NULL \
+             WHERE serial = $4",
         )
         .bind(req.fingerprint.to_hex())
         .bind(at)
@@ -532,6 +534,7 @@ impl Store {
         .bind(model)
         .execute(&mut **tx)
         .await?;
+        crate::rekey::retire_lineage(tx, &req.serial, at).await?;
         let mut detail = serde_json::json!({
             "request": req.id, "fingerprint": req.fingerprint,
             "previous_fingerprint": previous, "flagged": req.flagged,

@@ -68,6 +68,8 @@ fn terminal(state: TerminalState, paired: Option<TerminalFingerprint>) -> Termin
         suspended_by: None,
         suspected_clone: false,
         clone_evidence: None,
+        successor_fingerprint: None,
+        successor_until: None,
     }
 }
 

@@ -1,0 +1,171 @@
+//! `pairgate terminal rekey` against a real `pairgate server` process, with
+//! the terminal's key in the software store and in SoftHSM2: the new key
+//! calls the master, the old key is deleted, a restore point taken before
+//! the re-key is refused by the master, and the audit log shows the
+//! lineage (`terminal.rekey`, then `terminal.rekey.activate`).
+
+use std::path::Path;
+
+use pairgate_testkit::temp_dir;
+
+use crate::support::{ServerProcess, fails, json, ok, pair_through};
+
+/// `pairgate --json terminal --state STATE [--keystore URI] ARGS…`.
+fn terminal<'a>(state: &'a str, keystore: Option<&'a str>, args: &[&'a str]) -> Vec<&'a str> {
+    let mut all = vec!["--json", "terminal", "--state", state];
+    if let Some(uri) = keystore {
+        all.extend(["--keystore", uri]);
+    }
+    all.extend_from_slice(args);
+    all
+}
+
+/// Re-keys the paired terminal in `state` and checks what the agent and
+/// the master then say; returns the new fingerprint.
+fn rekey_and_call(cwd: &Path, state: &str, keystore: Option<&str>, old: &str) -> String {
+    let done = json(&ok(cwd, &terminal(state, keystore, &["rekey"])));
+    let new = done["fingerprint"].as_str().unwrap().to_owned();
+    assert_ne!(new, old);
+    assert_eq!(done["previous_fingerprint"], old);
+    assert_eq!(done["alias"], "terminal.k2");
+    let me = json(&ok(
+        cwd,
+        &terminal(state, keystore, &["call", "GET", "/v1/me"]),
+    ));
+    assert_eq!(me["body"]["fingerprint"], new);
+    let status = json(&ok(cwd, &terminal(state, keystore, &["status"])));
+    assert_eq!(status["fingerprint"], new);
+    assert_eq!(status["alias"], "terminal.k2");
+    let keys = json(&ok(cwd, &terminal(state, keystore, &["keys", "list"])));
+    let aliases: Vec<&str> = keys
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["alias"].as_str().unwrap())
+        .collect();
+    assert_eq!(aliases, ["terminal.k2"], "the old key was not deleted");
+    let hb = json(&ok(cwd, &terminal(state, keystore, &["heartbeat"])));
+    assert_eq!(hb["status"], 200);
+    new
+}
+
+/// The audit's re-key records of `serial`: (action, fingerprint, previous).
+fn lineage(cwd: &Path, server: &ServerProcess, serial: &str) -> Vec<(String, String, String)> {
+    let audit = json(&server.admin(cwd, &["--json", "audit"]));
+    let mut out: Vec<(String, String, String)> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| {
+            r["subject"] == serial && r["action"].as_str().unwrap().starts_with("terminal.rekey")
+        })
+        .map(|r| {
+            let detail = &r["detail"];
+            (
+                r["action"].as_str().unwrap().to_owned(),
+                detail["fingerprint"].as_str().unwrap().to_owned(),
+                detail["previous_fingerprint"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn rekey_with_a_software_key_and_the_old_restore_point_is_refused() {
+    let dir = temp_dir();
+    let cwd = dir.path();
+    let server = ServerProcess::start(cwd, &cwd.join("server"), &["--gate-listen", "127.0.0.1:0"]);
+    let data = server.data.display().to_string();
+    let paired = pair_through(cwd, &["--data", &data], &server.gate, "ATM-K1");
+    let state = paired.state.as_str();
+    let passphrase = cwd.join("backup-pass");
+    std::fs::write(&passphrase, "a long backup passphrase").unwrap();
+    let pass = passphrase.display().to_string();
+    let before = cwd.join("before.restore").display().to_string();
+    let backup = [
+        "backup",
+        "--out",
+        &before,
+        "--backup-passphrase-file",
+        &pass,
+    ];
+    ok(cwd, &terminal(state, None, &backup));
+
+    let new = rekey_and_call(cwd, state, None, &paired.fingerprint);
+
+    // The identity from before the re-key, restored beside it: refused.
+    let old_copy = cwd.join("old-copy").display().to_string();
+    let restore = [
+        "restore",
+        "--from",
+        &before,
+        "--backup-passphrase-file",
+        &pass,
+    ];
+    let restored = json(&ok(cwd, &terminal(&old_copy, None, &restore)));
+    assert_eq!(restored["fingerprint"], paired.fingerprint);
+    let err = fails(cwd, &terminal(&old_copy, None, &["call", "GET", "/v1/me"]));
+    assert!(
+        err.contains("403") && err.contains("PG-NOT-PAIRED"),
+        "{err}"
+    );
+    // Nor can it re-key itself back in.
+    let err = fails(cwd, &terminal(&old_copy, None, &["rekey"]));
+    assert!(err.contains("PG-NOT-PAIRED"), "{err}");
+
+    let records = lineage(cwd, &server, "ATM-K1");
+    assert_eq!(
+        records,
+        [
+            (
+                "terminal.rekey".to_owned(),
+                new.clone(),
+                paired.fingerprint.clone()
+            ),
+            (
+                "terminal.rekey.activate".to_owned(),
+                new.clone(),
+                paired.fingerprint.clone()
+            ),
+        ]
+    );
+    // And once more: the lineage grows by one link.
+    let third = json(&ok(cwd, &terminal(state, None, &["rekey"])));
+    assert_eq!(third["previous_fingerprint"], new);
+    assert_eq!(third["alias"], "terminal.k3");
+    let me = json(&ok(cwd, &terminal(state, None, &["call", "GET", "/v1/me"])));
+    assert_eq!(me["body"]["fingerprint"], third["fingerprint"]);
+}
+
+#[test]
+fn rekey_with_the_key_in_softhsm() {
+    let dir = temp_dir();
+    let cwd = dir.path();
+    let token = crate::support::softhsm_token_uri(&cwd.join("terminal-pin"));
+    let server = ServerProcess::start(cwd, &cwd.join("server"), &["--gate-listen", "127.0.0.1:0"]);
+    server.admin(cwd, &["terminal", "add", "ATM-K2"]);
+    let created = json(&server.admin(
+        cwd,
+        &["--json", "operator", "create", "olga", "--role", "operator"],
+    ));
+    let uri = created["totp_uri"].as_str().unwrap().to_owned();
+    let state = cwd.join("terminal").display().to_string();
+    let init = json(&ok(cwd, &terminal(&state, Some(&token), &["init"])));
+    let old = init["fingerprint"].as_str().unwrap().to_owned();
+    let pair = terminal(
+        &state,
+        Some(&token),
+        &["pair", "--gate", &server.gate, "--serial", "ATM-K2"],
+    );
+    let (mut child, code, id) = crate::agent::start_pair(cwd, &pair);
+    crate::agent::approve(cwd, &server, "olga", &uri, &id, &code, 0);
+    assert!(child.wait().unwrap().success());
+
+    let new = rekey_and_call(cwd, &state, Some(&token), &old);
+    // No software key store was made: both keys lived in the token.
+    assert!(!Path::new(&state).join("keys").exists());
+    assert_eq!(lineage(cwd, &server, "ATM-K2").len(), 2);
+    assert_ne!(new, old);
+}

@@ -1,0 +1,193 @@
+//! Terminal re-key at the master (docs/protocol.md, "Re-key"): a paired
+//! terminal asks for a challenge with its current key, then sends a new
+//! self-signed certificate and the new key's signature over the re-key
+//! statement. The master checks the certificate and the proof before the
+//! store uses up the challenge and records the successor, so a replayed
+//! request, a request without a valid proof, and one for a key any
+//! terminal ever held are refused and change nothing.
+//!
+//! The switch happens on the successor's first request (see
+//! [`crate::master`]): the store makes it the paired key and retires the
+//! old one, which every master then refuses.
+
+use std::time::{Duration, SystemTime};
+
+use axum::Extension;
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use pairgate_pki::rekey::CHALLENGE_LEN;
+use pairgate_pki::{CertificateInfo, RekeyStatement, TerminalFingerprint};
+use pairgate_proto::{ErrorCode, RekeyAnswer, RekeyChallenge, RekeyRequest};
+use pairgate_store::RekeyRefusal;
+
+use crate::ApiError;
+use crate::http::{JsonBody, Peer, rfc3339, unix_millis};
+use crate::master::{Master, PairedPeer};
+
+/// How long a challenge is accepted.
+const CHALLENGE_TTL: Duration = Duration::from_secs(300);
+
+/// Largest certificate accepted in a re-key request, PEM.
+const MAX_CERTIFICATE_PEM: usize = 12 * 1024;
+
+fn refused(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> ApiError {
+    ApiError::new(status, code, message)
+}
+
+/// The re-key requests come from the terminal's paired key, not from a
+/// successor it has not switched to yet.
+fn current_key(peer: &Peer, paired: &PairedPeer) -> Result<(), ApiError> {
+    if paired.terminal.paired_fingerprint == Some(peer.fingerprint) {
+        Ok(())
+    } else {
+        Err(refused(
+            StatusCode::CONFLICT,
+            ErrorCode::Conflict,
+            "a re-key is asked for with the terminal's paired key",
+        ))
+    }
+}
+
+/// `POST /v1/rekey/challenge`.
+pub(crate) async fn challenge(
+    State(master): State<Master>,
+    Extension(peer): Extension<Peer>,
+    Extension(paired): Extension<PairedPeer>,
+) -> Result<Response, ApiError> {
+    current_key(&peer, &paired)?;
+    let mut bytes = [0u8; CHALLENGE_LEN];
+    aws_lc_rs::rand::fill(&mut bytes).map_err(|_| {
+        tracing::error!("the system random generator failed");
+        refused(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorCode::Internal,
+            "internal error; the server log has details",
+        )
+    })?;
+    let challenge = hex::encode(bytes);
+    let expires = master.clock.now() + CHALLENGE_TTL;
+    master
+        .store
+        .issue_rekey_challenge(
+            &paired.terminal.serial,
+            &peer.fingerprint,
+            &challenge,
+            expires,
+        )
+        .await?;
+    Ok(Json(RekeyChallenge {
+        challenge,
+        expires_at: rfc3339(unix_millis(expires)),
+    })
+    .into_response())
+}
+
+/// `POST /v1/rekey`.
+pub(crate) async fn rekey(
+    State(master): State<Master>,
+    Extension(peer): Extension<Peer>,
+    Extension(paired): Extension<PairedPeer>,
+    JsonBody(body): JsonBody<RekeyRequest>,
+) -> Result<Response, ApiError> {
+    current_key(&peer, &paired)?;
+    let now = master.clock.now();
+    let challenge = parse_challenge(&body.challenge)?;
+    let certificate = parse_certificate(&body.certificate, now)?;
+    let proof = base64::engine::general_purpose::STANDARD
+        .decode(body.proof.trim())
+        .map_err(|_| {
+            refused(
+                StatusCode::BAD_REQUEST,
+                ErrorCode::BadProof,
+                "proof is not base64",
+            )
+        })?;
+    let new = TerminalFingerprint::of_certificate(&certificate);
+    let serial = paired.terminal.serial.as_str();
+    let statement = RekeyStatement {
+        serial,
+        old: &peer.fingerprint,
+        new: &new,
+        challenge: &challenge,
+    };
+    let proven = statement
+        .verify(&certificate, &proof)
+        .map_err(|e| refused(StatusCode::FORBIDDEN, ErrorCode::BadProof, e.to_string()))?;
+    let recorded = master
+        .store
+        .record_successor(
+            &proven,
+            &body.challenge,
+            &certificate,
+            master.rekey_overlap,
+            now,
+        )
+        .await?;
+    let recorded = recorded.map_err(|refusal| match refusal {
+        RekeyRefusal::BadChallenge => refused(
+            StatusCode::FORBIDDEN,
+            ErrorCode::BadChallenge,
+            "the challenge is unknown, used, expired or another key's; ask for a new one",
+        ),
+        RekeyRefusal::NotCurrent => refused(
+            StatusCode::CONFLICT,
+            ErrorCode::Conflict,
+            "this key is no longer the terminal's paired key",
+        ),
+        RekeyRefusal::KeyInUse => refused(
+            StatusCode::CONFLICT,
+            ErrorCode::Conflict,
+            format!("key {new} is or was a terminal's key; make a new one"),
+        ),
+    })?;
+    tracing::info!(serial, fingerprint = %new, previous = %peer.fingerprint, "terminal re-keyed");
+    master
+        .paired
+        .refresh_serial(&master.store, &paired.terminal.serial)
+        .await?;
+    Ok(Json(RekeyAnswer {
+        fingerprint: recorded.fingerprint.to_hex(),
+        previous_fingerprint: recorded.previous.to_hex(),
+        old_key_refused_after: rfc3339(recorded.old_key_until),
+    })
+    .into_response())
+}
+
+fn parse_challenge(text: &str) -> Result<[u8; CHALLENGE_LEN], ApiError> {
+    let mut out = [0u8; CHALLENGE_LEN];
+    hex::decode_to_slice(text, &mut out).map_err(|_| {
+        refused(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::BadChallenge,
+            "challenge is not 64 hex digits",
+        )
+    })?;
+    Ok(out)
+}
+
+/// The new certificate: one PEM certificate with sound algorithms, no CA,
+/// valid now.
+fn parse_certificate(pem: &str, now: SystemTime) -> Result<Vec<u8>, ApiError> {
+    let bad = |why: String| refused(StatusCode::BAD_REQUEST, ErrorCode::Invalid, why);
+    if pem.len() > MAX_CERTIFICATE_PEM {
+        return Err(bad(format!(
+            "the certificate is over {MAX_CERTIFICATE_PEM} bytes"
+        )));
+    }
+    let mut certificates = pairgate_pki::certificate::parse_certificates(pem.as_bytes())
+        .map_err(|e| bad(format!("certificate: {e}")))?;
+    let (Some(der), true) = (certificates.pop(), certificates.is_empty()) else {
+        return Err(bad("send exactly one certificate, the new one".into()));
+    };
+    let der = der.to_vec();
+    let info = CertificateInfo::parse(&der).map_err(|e| bad(format!("certificate: {e}")))?;
+    if info.is_ca {
+        return Err(bad("a CA certificate cannot identify a terminal".into()));
+    }
+    info.check_validity(now)
+        .map_err(|e| bad(format!("the new certificate: {e}")))?;
+    Ok(der)
+}

@@ -1,0 +1,281 @@
+//! Re-key over the master (docs/protocol.md, "Re-key"): the terminal makes
+//! a new key inside its key store with a self-signed certificate, asks the
+//! master for a challenge with its current key, signs the re-key statement
+//! with the new key, and sends both over the current mutual-TLS session.
+//! Once the master has recorded the new key, the agent switches to it,
+//! proves it works with `GET /v1/me` (which retires the old key at the
+//! master), and deletes the old key.
+//!
+//! The new key is named in the state before anything is sent, so an agent
+//! stopped half-way finds out at its next re-key whether the master has
+//! recorded it (it is served: switch to it) or not (refused: delete it
+//! and start again).
+
+use std::time::SystemTime;
+
+use base64::Engine;
+use pairgate_keystore::{Alias, KeyStoreError};
+use pairgate_pki::rekey::{CHALLENGE_LEN, proof_scheme};
+use pairgate_pki::{KeyAlgorithm, RekeyStatement, TerminalFingerprint};
+use pairgate_proto::{ErrorBody, RekeyAnswer, RekeyChallenge, RekeyRequest};
+use pairgate_tls::client::ServerTrust;
+use pairgate_tls::https::{HttpsClient, HttpsResponse};
+
+use crate::state::PendingRekey;
+use crate::{Agent, TerminalError};
+
+/// What a re-key did.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Rekeyed {
+    /// The alias of the key now in use.
+    pub alias: String,
+    /// Its fingerprint.
+    pub fingerprint: String,
+    /// The fingerprint it replaced.
+    pub previous_fingerprint: String,
+    /// The alias of the replaced key, deleted from the key store.
+    pub previous_alias: String,
+}
+
+/// The master's refusal, with its code and message.
+fn refusal(r: &HttpsResponse) -> TerminalError {
+    match serde_json::from_slice::<ErrorBody>(&r.body) {
+        Ok(body) => TerminalError::Master {
+            status: r.status,
+            code: body.error.code.to_string(),
+            message: body.error.message,
+        },
+        Err(_) => TerminalError::Master {
+            status: r.status,
+            code: "?".into(),
+            message: String::from_utf8_lossy(&r.body).into_owned(),
+        },
+    }
+}
+
+fn read<T: serde::de::DeserializeOwned>(r: &HttpsResponse) -> Result<T, TerminalError> {
+    if r.status != 200 {
+        return Err(refusal(r));
+    }
+    serde_json::from_slice(&r.body).map_err(|e| {
+        TerminalError::Io(format!(
+            "the master's answer is not what the protocol says: {e}"
+        ))
+    })
+}
+
+/// The next alias for a new key: `<base>.k<n>` with the first free `n`.
+fn next_alias(current: &Alias, taken: &[String]) -> Result<Alias, TerminalError> {
+    let name = current.as_str();
+    let base = match name.rsplit_once(".k") {
+        Some((base, n)) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => base,
+        _ => name,
+    };
+    let base = &base[..base.len().min(48)];
+    for n in 2u32.. {
+        let candidate = format!("{base}.k{n}");
+        if !taken.contains(&candidate) {
+            return Ok(Alias::new(&candidate)?);
+        }
+    }
+    Err(TerminalError::Io("no free alias for the new key".into()))
+}
+
+impl Agent {
+    /// Replaces the terminal's key over the master (see the module doc).
+    pub async fn rekey(&self, now: SystemTime) -> Result<Rekeyed, TerminalError> {
+        let (paired, trust) = self.paired()?;
+        let old_alias = self.alias();
+        let old = self.fingerprint_of(&old_alias)?;
+        let master = paired.master_url.trim_end_matches('/').to_owned();
+        let pending = self.state.load()?.rekey;
+        if let Some(pending) = pending
+            && let Some(done) = self.resume(&pending, &master, &trust).await?
+        {
+            return self.switch(done, &old_alias, old, &master, &trust).await;
+        }
+        let taken: Vec<String> = self
+            .store
+            .aliases()?
+            .into_iter()
+            .map(|e| e.alias.to_string())
+            .collect();
+        let new_alias = next_alias(&old_alias, &taken)?;
+        self.store.generate_key(&new_alias, KeyAlgorithm::P256)?;
+        let certificate = self.self_sign(&new_alias, now)?;
+        let new = TerminalFingerprint::of_certificate(&certificate);
+        let mut state = self.state.load()?;
+        state.rekey = Some(PendingRekey {
+            alias: new_alias.to_string(),
+            fingerprint: new.to_hex(),
+        });
+        self.state.save(&state)?;
+
+        let current = self.https_as(&old_alias, trust.clone())?;
+        let sent = self
+            .send_rekey(
+                &current,
+                &master,
+                &paired.serial,
+                (&old, &new),
+                &new_alias,
+                &certificate,
+            )
+            .await;
+        if let Err(e) = sent {
+            // Refused: nothing was recorded, the new key goes. A lost
+            // answer may have been recorded: the pending key stays for
+            // the next re-key to find out.
+            if matches!(e, TerminalError::Master { .. }) {
+                self.discard(&new_alias)?;
+            }
+            return Err(e);
+        }
+        self.switch(new_alias, &old_alias, old, &master, &trust)
+            .await
+    }
+
+    /// Challenge, proof, and the re-key request.
+    async fn send_rekey(
+        &self,
+        current: &HttpsClient,
+        master: &str,
+        serial: &str,
+        (old, new): (&TerminalFingerprint, &TerminalFingerprint),
+        new_alias: &Alias,
+        certificate: &[u8],
+    ) -> Result<RekeyAnswer, TerminalError> {
+        let r = current
+            .request("POST", &format!("{master}/v1/rekey/challenge"), &[], None)
+            .await?;
+        let challenge: RekeyChallenge = read(&r)?;
+        let mut bytes = [0u8; CHALLENGE_LEN];
+        hex::decode_to_slice(&challenge.challenge, &mut bytes)
+            .map_err(|_| TerminalError::Io("the master's challenge is not 64 hex digits".into()))?;
+        let statement = RekeyStatement {
+            serial,
+            old,
+            new,
+            challenge: &bytes,
+        };
+        let proof = self.store.sign(
+            new_alias,
+            proof_scheme(KeyAlgorithm::P256),
+            &statement.message(),
+        )?;
+        let body = RekeyRequest {
+            challenge: challenge.challenge,
+            certificate: pairgate_pki::certificate::certificate_pem(certificate),
+            proof: base64::engine::general_purpose::STANDARD.encode(proof),
+        };
+        let json = serde_json::to_vec(&body).map_err(|e| TerminalError::Io(e.to_string()))?;
+        let r = current
+            .request(
+                "POST",
+                &format!("{master}/v1/rekey"),
+                &[("content-type", "application/json")],
+                Some(json),
+            )
+            .await?;
+        let answer: RekeyAnswer = read(&r)?;
+        if answer.fingerprint != new.to_hex() {
+            return Err(TerminalError::Io(format!(
+                "the master recorded key {}, not {new}",
+                answer.fingerprint
+            )));
+        }
+        Ok(answer)
+    }
+
+    /// A pending key from an interrupted re-key: `Some` when the master
+    /// serves it, `None` (deleted) when it refuses it.
+    async fn resume(
+        &self,
+        pending: &PendingRekey,
+        master: &str,
+        trust: &ServerTrust,
+    ) -> Result<Option<Alias>, TerminalError> {
+        let alias = Alias::new(&pending.alias)?;
+        let served = match self.https_as(&alias, trust.clone()) {
+            Ok(client) => {
+                let r = client
+                    .request("GET", &format!("{master}/v1/me"), &[], None)
+                    .await?;
+                r.status == 200
+            }
+            Err(TerminalError::NotInitialised | TerminalError::NoCertificate(_)) => false,
+            Err(e) => return Err(e),
+        };
+        if served {
+            return Ok(Some(alias));
+        }
+        self.discard(&alias)?;
+        Ok(None)
+    }
+
+    /// Moves the identity to `new_alias`, uses it once at the master (the
+    /// master then retires the old key), and deletes the old key.
+    async fn switch(
+        &self,
+        new_alias: Alias,
+        old_alias: &Alias,
+        old: TerminalFingerprint,
+        master: &str,
+        trust: &ServerTrust,
+    ) -> Result<Rekeyed, TerminalError> {
+        let new = self.fingerprint_of(&new_alias)?;
+        let mut state = self.state.load()?;
+        state.alias = Some(new_alias.to_string());
+        state.rekey = None;
+        self.state.save(&state)?;
+        self.set_alias(new_alias.clone());
+        let r = self
+            .https_as(&new_alias, trust.clone())?
+            .request("GET", &format!("{master}/v1/me"), &[], None)
+            .await?;
+        if r.status != 200 {
+            return Err(refusal(&r));
+        }
+        match self.store.delete(old_alias) {
+            Ok(()) | Err(KeyStoreError::NoSuchAlias(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+        Ok(Rekeyed {
+            alias: new_alias.to_string(),
+            fingerprint: new.to_hex(),
+            previous_fingerprint: old.to_hex(),
+            previous_alias: old_alias.to_string(),
+        })
+    }
+
+    /// Deletes a new key that will not be used, and forgets it.
+    fn discard(&self, alias: &Alias) -> Result<(), TerminalError> {
+        match self.store.delete(alias) {
+            Ok(()) | Err(KeyStoreError::NoSuchAlias(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let mut state = self.state.load()?;
+        state.rekey = None;
+        self.state.save(&state)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn new_aliases_count_up_from_the_base() {
+        let a = |s: &str| Alias::new(s).unwrap();
+        assert_eq!(next_alias(&a("terminal"), &[]).unwrap(), a("terminal.k2"));
+        assert_eq!(
+            next_alias(&a("terminal.k2"), &["terminal.k2".into()]).unwrap(),
+            a("terminal.k3")
+        );
+        let taken = vec!["t.k2".to_string(), "t.k3".to_string()];
+        assert_eq!(next_alias(&a("t"), &taken).unwrap(), a("t.k4"));
+        assert_eq!(next_alias(&a("x.kz"), &[]).unwrap(), a("x.kz.k2"));
+        let long = "a".repeat(64);
+        assert!(next_alias(&a(&long), &[]).unwrap().as_str().len() <= 64);
+    }
+}
