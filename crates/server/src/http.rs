@@ -91,19 +91,46 @@ pub(crate) struct ServeOptions {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// What time it is (certificate validity per request).
     pub clock: pairgate_clock::Clock,
+    /// How long after its certificate expired a terminal may still re-key
+    /// (the master; the gate refuses every expired certificate).
+    pub expired_grace: Option<Duration>,
+}
+
+/// The only requests served to a certificate that expired within the
+/// grace: the re-key.
+fn is_rekey(method: &hyper::Method, path: &str) -> bool {
+    method == hyper::Method::POST && matches!(path, "/v1/rekey/challenge" | "/v1/rekey")
 }
 
 /// Refuses a request whose certificate is outside its validity: a full
 /// handshake checks it, a resumed one does not, and a kept-alive
-/// connection may outlive it.
-fn outside_validity(peer: &Peer, now: SystemTime) -> Option<axum::response::Response> {
+/// connection may outlive it. A certificate that expired at most `grace`
+/// ago may still re-key (the master's re-key handler takes it only from a
+/// terminal's newest key).
+fn outside_validity(
+    peer: &Peer,
+    now: SystemTime,
+    grace: Option<Duration>,
+    (method, path): (&hyper::Method, &str),
+) -> Option<axum::response::Response> {
     use axum::response::IntoResponse;
-    (now < peer.valid.0 || now > peer.valid.1).then(|| {
+    let expired = now > peer.valid.1;
+    if expired && grace.is_some_and(|g| now <= peer.valid.1 + g) && is_rekey(method, path) {
+        return None;
+    }
+    let hint = match grace {
+        Some(g) if expired && now <= peer.valid.1 + g => {
+            "; an expired certificate may only re-key (POST /v1/rekey)"
+        }
+        Some(_) if expired => "; it expired longer ago than expired_grace_secs: pair again",
+        _ => "",
+    };
+    (now < peer.valid.0 || expired).then(|| {
         ApiError::new(
             StatusCode::FORBIDDEN,
             ErrorCode::CertExpired,
             format!(
-                "certificate {} is not valid now (valid from {} to {})",
+                "certificate {} is not valid now (valid from {} to {}){hint}",
                 peer.fingerprint,
                 rfc3339(unix_millis(peer.valid.0)),
                 rfc3339(unix_millis(peer.valid.1))
@@ -291,6 +318,7 @@ async fn serve_round(
         BodyLimit(options.body_limit, options.body_timeout),
     );
     let (clock, slot, counted) = (options.clock.clone(), upgrades.cloned(), activity.clone());
+    let grace = options.expired_grace;
     let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
         let has_body = !request.body().is_end_stream();
         counted.request(has_body);
@@ -298,7 +326,8 @@ async fn serve_round(
         let answer = move |response: axum::response::Response| {
             Ok::<_, std::convert::Infallible>(response.map(|b| Counted::answer(b, written)))
         };
-        if let Some(refused) = outside_validity(&peer, clock.now()) {
+        let route = (request.method(), request.uri().path());
+        if let Some(refused) = outside_validity(&peer, clock.now(), grace, route) {
             return Either::Left(ready(answer(refused)));
         }
         let body =

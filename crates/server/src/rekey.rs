@@ -21,7 +21,7 @@ use base64::Engine;
 use pairgate_pki::rekey::CHALLENGE_LEN;
 use pairgate_pki::{CertificateInfo, RekeyStatement, TerminalFingerprint};
 use pairgate_proto::{ErrorCode, RekeyAnswer, RekeyChallenge, RekeyRequest};
-use pairgate_store::RekeyRefusal;
+use pairgate_store::{RekeyRefusal, SuccessorRequest};
 
 use crate::ApiError;
 use crate::http::{JsonBody, Peer, rfc3339, unix_millis};
@@ -38,17 +38,27 @@ fn refused(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> A
 }
 
 /// The re-key requests come from the terminal's paired key, not from a
-/// successor it has not switched to yet.
-fn current_key(peer: &Peer, paired: &PairedPeer) -> Result<(), ApiError> {
-    if paired.terminal.paired_fingerprint == Some(peer.fingerprint) {
-        Ok(())
-    } else {
-        Err(refused(
+/// successor it has not switched to yet; with an expired certificate
+/// (which the request layer lets through within `expired_grace_secs`),
+/// only from the newest key of the terminal's lineage.
+fn current_key(peer: &Peer, paired: &PairedPeer, now: SystemTime) -> Result<(), ApiError> {
+    let terminal = &paired.terminal;
+    if terminal.paired_fingerprint != Some(peer.fingerprint) {
+        return Err(refused(
             StatusCode::CONFLICT,
             ErrorCode::Conflict,
             "a re-key is asked for with the terminal's paired key",
-        ))
+        ));
     }
+    if now > peer.valid.1 && terminal.successor_fingerprint.is_some() {
+        return Err(refused(
+            StatusCode::FORBIDDEN,
+            ErrorCode::CertExpired,
+            "this expired certificate is not the terminal's newest key; re-key with that one",
+        )
+        .closing());
+    }
+    Ok(())
 }
 
 /// `POST /v1/rekey/challenge`.
@@ -57,7 +67,7 @@ pub(crate) async fn challenge(
     Extension(peer): Extension<Peer>,
     Extension(paired): Extension<PairedPeer>,
 ) -> Result<Response, ApiError> {
-    current_key(&peer, &paired)?;
+    current_key(&peer, &paired, master.clock.now())?;
     let mut bytes = [0u8; CHALLENGE_LEN];
     aws_lc_rs::rand::fill(&mut bytes).map_err(|_| {
         tracing::error!("the system random generator failed");
@@ -92,8 +102,8 @@ pub(crate) async fn rekey(
     Extension(paired): Extension<PairedPeer>,
     JsonBody(body): JsonBody<RekeyRequest>,
 ) -> Result<Response, ApiError> {
-    current_key(&peer, &paired)?;
     let now = master.clock.now();
+    current_key(&peer, &paired, now)?;
     let challenge = parse_challenge(&body.challenge)?;
     let certificate = parse_certificate(&body.certificate, now)?;
     let proof = base64::engine::general_purpose::STANDARD
@@ -116,16 +126,15 @@ pub(crate) async fn rekey(
     let proven = statement
         .verify(&certificate, &proof)
         .map_err(|e| refused(StatusCode::FORBIDDEN, ErrorCode::BadProof, e.to_string()))?;
-    let recorded = master
-        .store
-        .record_successor(
-            &proven,
-            &body.challenge,
-            &certificate,
-            master.rekey_overlap,
-            now,
-        )
-        .await?;
+    let expired = now > peer.valid.1;
+    let request = SuccessorRequest {
+        proven: &proven,
+        challenge: &body.challenge,
+        certificate: &certificate,
+        overlap: master.rekey_overlap,
+        predecessor_expired: expired,
+    };
+    let recorded = master.store.record_successor(request, now).await?;
     let recorded = recorded.map_err(|refusal| match refusal {
         RekeyRefusal::BadChallenge => refused(
             StatusCode::FORBIDDEN,

@@ -180,16 +180,18 @@ pub(crate) fn serving(
     limiter: Arc<ConnectionLimiter>,
     metrics: &Arc<crate::metrics::Metrics>,
 ) -> Result<http::ServeOptions, ServerError> {
-    let tls = TlsServer::new(
-        identity.certified_key.clone(),
-        ClientAuth::AnyProvenKey,
-        policy,
-    )?;
     let (service, guard) = match listener {
         Listener::Gate => (crate::metrics::Service::Gate, None),
         Listener::Master(guard) => (crate::metrics::Service::Master, Some(guard)),
     };
     let master = guard.is_some();
+    // Only the master lets an expired certificate in, and only to re-key.
+    let expired_grace = master.then(|| Duration::from_secs(settings.expired_grace_secs));
+    let auth = match expired_grace {
+        Some(grace) => ClientAuth::AnyProvenKeyExpiredWithin(grace),
+        None => ClientAuth::AnyProvenKey,
+    };
+    let tls = TlsServer::new(identity.certified_key.clone(), auth, policy)?;
     Ok(http::ServeOptions {
         tls,
         server_pin: identity.pin,
@@ -205,6 +207,7 @@ pub(crate) fn serving(
         service,
         metrics: metrics.clone(),
         clock: policy.clock.clone(),
+        expired_grace,
     })
 }
 

@@ -62,7 +62,7 @@ pub use pairing::{
     RequestFilter,
 };
 pub use proofs::{Changer, TrustChange};
-pub use rekey::{RecordedSuccessor, RekeyRefusal, TerminalKey};
+pub use rekey::{RecordedSuccessor, RekeyRefusal, SuccessorRequest, TerminalKey};
 pub use sessions::{
     ApiToken, DEFAULT_TOKEN_LIFETIME, Session, SessionLimits, SessionStage, SessionStep,
 };

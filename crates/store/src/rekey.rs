@@ -43,6 +43,21 @@ pub enum RekeyRefusal {
     KeyInUse,
 }
 
+/// What [`Store::record_successor`] records.
+#[derive(Clone, Copy, Debug)]
+pub struct SuccessorRequest<'a> {
+    /// The new key, proven.
+    pub proven: &'a ProvenSuccessor,
+    /// The challenge the proof signed (hex), used up here.
+    pub challenge: &'a str,
+    /// The new certificate (DER).
+    pub certificate: &'a [u8],
+    /// How long the old key stays served beside the new one at most.
+    pub overlap: std::time::Duration,
+    /// The request came with an expired certificate (within the grace).
+    pub predecessor_expired: bool,
+}
+
 /// A successor just recorded.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RecordedSuccessor {
@@ -95,12 +110,16 @@ impl Store {
     /// is first used or `overlap` has passed. Audited as `terminal.rekey`.
     pub async fn record_successor(
         &self,
-        proven: &ProvenSuccessor,
-        challenge: &str,
-        certificate: &[u8],
-        overlap: std::time::Duration,
+        request: SuccessorRequest<'_>,
         now: SystemTime,
     ) -> Result<Result<RecordedSuccessor, RekeyRefusal>, StoreError> {
+        let SuccessorRequest {
+            proven,
+            challenge,
+            certificate,
+            overlap,
+            predecessor_expired,
+        } = request;
         let at = millis(now);
         let serial = Serial::new(&proven.serial)
             .map_err(|_| StoreError::Invalid(format!("serial {:?}", proven.serial)))?;
@@ -160,6 +179,7 @@ impl Store {
         let detail = serde_json::json!({
             "fingerprint": proven.fingerprint, "previous_fingerprint": proven.predecessor,
             "replaced_successor": terminal.successor_fingerprint, "old_key_until": until,
+            "previous_certificate_expired": predecessor_expired,
         });
         let actor = terminal_actor(serial.as_str());
         append(

@@ -22,8 +22,12 @@ pub enum ClientAuth {
     /// Any certificate with sound algorithms whose key the client proves
     /// in the handshake (self-signed is the norm): the gate.
     AnyProvenKey,
-    /// Only certificates the acceptor accepts: the master.
+    /// Only certificates the acceptor accepts.
     Accepting(Arc<dyn ClientCertAcceptor>),
+    /// Any proven key, also one whose certificate expired at most this
+    /// long ago: the master, which serves such a terminal nothing but its
+    /// re-key (the request layer refuses the rest).
+    AnyProvenKeyExpiredWithin(std::time::Duration),
 }
 
 /// A configured TLS server.
@@ -42,14 +46,17 @@ impl TlsServer {
         policy: &TlsPolicy,
     ) -> Result<Self, TlsError> {
         let provider = policy.provider();
-        let acceptor = match client_auth {
-            ClientAuth::AnyProvenKey => None,
-            ClientAuth::Accepting(a) => Some(a),
+        let (acceptor, expired_grace) = match client_auth {
+            ClientAuth::AnyProvenKey => (None, None),
+            ClientAuth::Accepting(a) => (Some(a), None),
+            ClientAuth::AnyProvenKeyExpiredWithin(grace) => (None, Some(grace)),
         };
         let verifier = Arc::new(ClientVerifier {
             acceptor,
             provider: provider.clone(),
             max_chain_bytes: policy.max_client_certificate_bytes,
+            expired_grace,
+            clock: policy.clock.clone(),
         });
         let mut config = ServerConfig::builder_with_provider(provider)
             .with_protocol_versions(policy.protocol_versions())?

@@ -150,6 +150,11 @@ pub(crate) struct ClientVerifier {
     pub provider: Arc<CryptoProvider>,
     /// The largest chain (leaf and intermediates) accepted, in DER bytes.
     pub max_chain_bytes: usize,
+    /// Accept a certificate that expired at most this long ago.
+    pub expired_grace: Option<std::time::Duration>,
+    /// What time it is (the server's clock, so validity in the handshake
+    /// and per request agree).
+    pub clock: pairgate_clock::Clock,
 }
 
 impl ClientCertVerifier for ClientVerifier {
@@ -169,7 +174,7 @@ impl ClientCertVerifier for ClientVerifier {
         &self,
         end_entity: &CertificateDer<'_>,
         intermediates: &[CertificateDer<'_>],
-        now: UnixTime,
+        _now: UnixTime,
     ) -> Result<ClientCertVerified, Error> {
         // Before anything is parsed or kept: a session stores the chain.
         let chain_bytes = intermediates
@@ -188,16 +193,25 @@ impl ClientCertVerifier for ClientVerifier {
                 info.fingerprint, info.subject
             ))));
         }
-        let now = std::time::UNIX_EPOCH + std::time::Duration::from_secs(now.as_secs());
-        info.check_validity(now).map_err(|e| match e {
-            pairgate_pki::CertificateError::Expired { .. } => {
-                Error::InvalidCertificate(CertificateError::Expired)
-            }
-            pairgate_pki::CertificateError::NotYetValid { .. } => {
-                Error::InvalidCertificate(CertificateError::NotValidYet)
-            }
-            other_error => other(Refused(other_error.to_string())),
-        })?;
+        let now = self.clock.now();
+        let expired_within_grace = || {
+            self.expired_grace
+                .is_some_and(|grace| now <= info.validity().1 + grace)
+        };
+        info.check_validity(now)
+            .or_else(|e| match e {
+                pairgate_pki::CertificateError::Expired { .. } if expired_within_grace() => Ok(()),
+                other_error => Err(other_error),
+            })
+            .map_err(|e| match e {
+                pairgate_pki::CertificateError::Expired { .. } => {
+                    Error::InvalidCertificate(CertificateError::Expired)
+                }
+                pairgate_pki::CertificateError::NotYetValid { .. } => {
+                    Error::InvalidCertificate(CertificateError::NotValidYet)
+                }
+                other_error => other(Refused(other_error.to_string())),
+            })?;
         if let Some(acceptor) = &self.acceptor {
             let fingerprint = TerminalFingerprint::of_certificate(end_entity);
             acceptor

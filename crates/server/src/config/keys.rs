@@ -124,6 +124,10 @@ pub const SETTINGS: &[(&str, &str)] = &[
         "after a terminal proves a new key over the master, its old key is served until the new one is first used, and at most this long (default 3600)",
     ),
     (
+        "expired_grace_secs",
+        "a terminal whose certificate expired at most this long ago may still re-key at the master, with its newest key, and nothing else; beyond it, it pairs again (default 7776000, 90 days; 0: never)",
+    ),
+    (
         "reconcile_secs",
         "how often a PostgreSQL server re-checks the paired set and the requests long polls wait for, besides NOTIFY (default 5)",
     ),

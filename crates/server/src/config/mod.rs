@@ -100,6 +100,8 @@ pub struct Settings {
     /// See [`SETTINGS`].
     pub rekey_overlap_secs: u64,
     /// See [`SETTINGS`].
+    pub expired_grace_secs: u64,
+    /// See [`SETTINGS`].
     pub proxy_timeout_secs: u64,
     /// See [`SETTINGS`].
     pub upstream_connect_timeout_secs: u64,
@@ -216,6 +218,7 @@ impl Default for Settings {
             reconcile_secs: 5,
             stale_after_secs: 30,
             rekey_overlap_secs: 3600,
+            expired_grace_secs: 90 * 86_400,
             proxy_timeout_secs: 30,
             upstream_connect_timeout_secs: 5,
             upstream_idle_secs: 60,

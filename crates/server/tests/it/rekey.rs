@@ -54,6 +54,41 @@ impl NewKey {
         base64::engine::general_purpose::STANDARD.encode(signature.as_ref())
     }
 
+    /// A terminal whose certificate an acquirer's CA issued, valid from a
+    /// month before `now` until `not_after`.
+    fn ca_issued(cn: &str, now: SystemTime, not_after: SystemTime) -> Self {
+        let rng = SystemRandom::new();
+        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &rng).unwrap();
+        let signer =
+            EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, pkcs8.as_ref()).unwrap();
+        let key = rcgen::KeyPair::try_from(pkcs8.as_ref()).unwrap();
+        let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca.distinguished_name
+            .push(rcgen::DnType::CommonName, "Acquirer Terminal CA");
+        let issuer = rcgen::Issuer::new(ca, rcgen::KeyPair::generate().unwrap());
+        let mut leaf = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        leaf.distinguished_name.push(rcgen::DnType::CommonName, cn);
+        leaf.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        leaf.not_before = (now - Duration::from_secs(30 * 86_400)).into();
+        leaf.not_after = not_after.into();
+        let cert = leaf.signed_by(&key, &issuer).unwrap();
+        let provider = pairgate_tls::TlsPolicy::default().provider();
+        let certified = pairgate_tls::pem_certified_key(
+            &provider,
+            cert.pem().as_bytes(),
+            key.serialize_pem().as_bytes(),
+        )
+        .unwrap();
+        Self {
+            terminal: TestTerminal {
+                fingerprint: TerminalFingerprint::of_certificate(cert.der()),
+                key: certified,
+            },
+            signer,
+        }
+    }
+
     fn pem(&self) -> String {
         pairgate_pki::certificate::certificate_pem(&self.terminal.certificate())
     }
@@ -278,6 +313,72 @@ async fn old_key_refused_after_the_overlap_and_unpair_ends_both(db: Db) {
         lineage.iter().all(|k| k.retired_at.is_some()),
         "{lineage:?}"
     );
+}
+
+async fn expired_certificates_may_only_rekey_within_the_grace(db: Db) {
+    let start = SystemTime::now();
+    let clock = Clock::manual(start);
+    let f = Fixture::start_with_clock(db, clock.clone(), |_| {}).await;
+    let trust = || ServerTrust::Pins(vec![f.server.pin]);
+    let expires = start + Duration::from_secs(86_400);
+    let late = NewKey::ca_issued("ATM-E1", start, expires);
+    paired_as(&f, "ATM-E1", &late.terminal).await;
+    let lost = NewKey::ca_issued("ATM-E2", start, expires);
+    paired_as(&f, "ATM-E2", &lost.terminal).await;
+
+    // Ten days after expiry: nothing but the re-key is served.
+    clock.advance(Duration::from_secs(11 * 86_400));
+    let client = late.terminal.https(trust());
+    let r = get(&client, &f.master("/v1/me")).await;
+    assert_error(&r, 403, "PG-CERT-EXPIRED");
+    assert!(
+        json(&r)["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("may only re-key")
+    );
+    let r = post(&client, &f.master("/v1/heartbeat"), &serde_json::json!({})).await;
+    assert_error(&r, 403, "PG-CERT-EXPIRED");
+    let new = NewKey::make("ATM-E1 k2");
+    let c = challenge(&f, &client).await;
+    let proof = new.proof("ATM-E1", &late.terminal.fingerprint, &c);
+    let r = send(&f, &client, &body(&c, &new.pem(), &proof)).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let r = get(&new.terminal.https(trust()), &f.master("/v1/me")).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let audit = actions(&f).await;
+    let rekey = audit.iter().find(|(a, _)| a == "terminal.rekey").unwrap();
+    assert_eq!(rekey.1["previous_certificate_expired"], true);
+    // The older key of the lineage, still within the grace: refused.
+    let r = post(
+        &client,
+        &f.master("/v1/rekey/challenge"),
+        &serde_json::json!({}),
+    )
+    .await;
+    assert_error(&r, 403, "PG-NOT-PAIRED");
+
+    // A hundred days after expiry, beyond the 90-day grace: the handshake
+    // or the request is refused; the terminal pairs again.
+    clock.advance(Duration::from_secs(90 * 86_400));
+    let lost_client = lost.terminal.https(trust());
+    let url = f.master("/v1/rekey/challenge");
+    match lost_client.request("POST", &url, &[], None).await {
+        Err(_) => {}
+        Ok(r) => assert_error(&r, 403, "PG-CERT-EXPIRED"),
+    }
+    let serial = Serial::new("ATM-E2").unwrap();
+    assert!(f.store.key_lineage(&serial).await.unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_certificates_may_only_rekey_sqlite() {
+    expired_certificates_may_only_rekey_within_the_grace(Db::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_certificates_may_only_rekey_postgres() {
+    expired_certificates_may_only_rekey_within_the_grace(Db::Postgres).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,7 +4,7 @@
 //! clients that stall in the handshake.
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use pairgate_pki::{KeyAlgorithm, TerminalFingerprint};
 use pairgate_testkit::{openssl_output, temp_dir};
@@ -15,7 +15,7 @@ use rustls::pki_types::CertificateDer;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::support::{Backend, Identity, exchange, identity, serve};
+use crate::support::{Backend, Identity, exchange, identity, identity_from, serve};
 
 /// The master's rule in miniature: a set of paired fingerprints.
 #[derive(Debug, Default)]
@@ -86,6 +86,54 @@ async fn master_style_server_accepts_only_what_the_acceptor_accepts() {
     }
     let err = seen.recv().await.unwrap().result.unwrap_err();
     assert!(err.to_lowercase().contains("certificate"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_client_certificates_pass_only_within_the_grace() {
+    let day = Duration::from_secs(86_400);
+    let server_id = identity(Backend::Software, KeyAlgorithm::P256, "master");
+    let start = SystemTime::now() - 40 * day;
+    // Valid for 30 days from 40 days ago: expired 10 days ago.
+    let late = identity_from(Backend::Software, KeyAlgorithm::P256, "late", start, 30);
+    // Expired 20 days ago.
+    let later = identity_from(Backend::Software, KeyAlgorithm::P256, "later", start, 20);
+    let policy = TlsPolicy::default();
+    let trust = ServerTrust::Pins(vec![server_id.pin]);
+    let grace = ClientAuth::AnyProvenKeyExpiredWithin(15 * day);
+    let (with_grace, mut seen) = serve(gate_server(&server_id, grace, &policy)).await;
+    let mut stream = late
+        .client(trust.clone(), &policy)
+        .connect(&with_grace.to_string(), None)
+        .await
+        .unwrap();
+    assert!(
+        exchange(&mut stream)
+            .await
+            .contains(&late.fingerprint.to_hex())
+    );
+    assert_eq!(seen.recv().await.unwrap().result.unwrap(), late.fingerprint);
+    // Beyond the grace; and without one, the gate's way.
+    assert_refused_as_expired(&later, &with_grace, &mut seen, &policy, &trust).await;
+    let (strict, mut strict_seen) =
+        serve(gate_server(&server_id, ClientAuth::AnyProvenKey, &policy)).await;
+    assert_refused_as_expired(&late, &strict, &mut strict_seen, &policy, &trust).await;
+}
+
+async fn assert_refused_as_expired(
+    id: &Identity,
+    addr: &std::net::SocketAddr,
+    seen: &mut tokio::sync::mpsc::UnboundedReceiver<crate::support::Seen>,
+    policy: &TlsPolicy,
+    trust: &ServerTrust,
+) {
+    let client = id.client(trust.clone(), policy);
+    if let Ok(mut s) = client.connect(&addr.to_string(), None).await {
+        let mut buf = Vec::new();
+        let _ = s.write_all(b"ping\n").await;
+        assert!(s.read_to_end(&mut buf).await.is_err() || buf.is_empty());
+    }
+    let err = seen.recv().await.unwrap().result.unwrap_err();
+    assert!(err.to_lowercase().contains("expired"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

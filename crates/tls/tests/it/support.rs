@@ -122,9 +122,21 @@ fn certified(
 
 /// A key of `algorithm` with a self-signed client certificate.
 pub fn identity(backend: Backend, algorithm: KeyAlgorithm, cn: &str) -> Identity {
+    identity_from(backend, algorithm, cn, SystemTime::now(), 30)
+}
+
+/// A key of `algorithm` with a self-signed client certificate valid for
+/// `days` from `start`.
+pub fn identity_from(
+    backend: Backend,
+    algorithm: KeyAlgorithm,
+    cn: &str,
+    start: SystemTime,
+    days: u32,
+) -> Identity {
     certified(backend, algorithm, "identity", |store, alias| {
         let subject = Subject::common_name(cn).unwrap();
-        self_signed_certificate(store, alias, &subject, SystemTime::now(), 30).unwrap();
+        self_signed_certificate(store, alias, &subject, start, days).unwrap();
     })
 }
 
