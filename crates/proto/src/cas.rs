@@ -210,6 +210,31 @@ pub struct BlockedKeyView {
     pub blocked_at: Timestamp,
 }
 
+/// One key of a terminal's lineage (`GET /terminals/{serial}/keys`).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TerminalKeyView {
+    /// Its certificate's fingerprint.
+    pub fingerprint: TerminalFingerprint,
+    /// The key it replaced; `null` for the key the terminal paired with.
+    pub predecessor: Option<TerminalFingerprint>,
+    /// When the server recorded it.
+    pub recorded_at: Timestamp,
+    /// When it was first used (for the paired key: when paired).
+    pub activated_at: Option<Timestamp>,
+    /// When the master stopped serving it.
+    pub retired_at: Option<Timestamp>,
+    /// Its certificate's end of validity.
+    pub not_after: Timestamp,
+}
+
+/// `GET /terminals/{serial}/keys`: the keys since the terminal last
+/// paired, oldest first (empty until its first re-key).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TerminalKeys {
+    /// Oldest first.
+    pub keys: Vec<TerminalKeyView>,
+}
+
 /// `GET /blocked-keys`.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct BlockedKeys {

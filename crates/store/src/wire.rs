@@ -94,6 +94,20 @@ impl PairingRequest {
     }
 }
 
+impl crate::TerminalKey {
+    /// The key as the API shows it.
+    pub fn view(&self) -> cas::TerminalKeyView {
+        cas::TerminalKeyView {
+            fingerprint: self.fingerprint,
+            predecessor: self.predecessor,
+            recorded_at: Timestamp(self.recorded_at),
+            activated_at: self.activated_at.map(Timestamp),
+            retired_at: self.retired_at.map(Timestamp),
+            not_after: Timestamp(self.not_after),
+        }
+    }
+}
+
 impl BlockedKey {
     /// The blocked key as the API shows it.
     pub fn view(&self) -> BlockedKeyView {

@@ -32,6 +32,7 @@ pub fn router() -> Router<Cas> {
         .route("/openapi.json", get(super::openapi::document))
         .route("/terminals", get(list_terminals).post(create_terminal))
         .route("/terminals/{serial}", get(terminal))
+        .route("/terminals/{serial}/keys", get(terminal_keys))
         .route("/terminals/{serial}/unpair", post(unpair))
         .route("/terminals/{serial}/suspend", post(suspend))
         .route("/terminals/{serial}/resume", post(resume))
@@ -157,6 +158,28 @@ async fn terminal(
         )
         .into_response(),
     }
+}
+
+async fn terminal_keys(
+    State(cas): State<Cas>,
+    headers: HeaderMap,
+    JsonPath(s): JsonPath<String>,
+) -> Response {
+    tri!(bearer(&cas, &headers).await);
+    let s = tri!(serial(&s));
+    if tri!(store(cas.store.terminal(&s).await)).is_none() {
+        return ApiError::new(
+            StatusCode::NOT_FOUND,
+            ErrorCode::NotFound,
+            format!("no terminal {}", s.as_str()),
+        )
+        .into_response();
+    }
+    let keys = tri!(store(cas.store.key_lineage(&s).await));
+    Json(pairgate_proto::cas::TerminalKeys {
+        keys: keys.iter().map(pairgate_store::TerminalKey::view).collect(),
+    })
+    .into_response()
 }
 
 async fn unpair(

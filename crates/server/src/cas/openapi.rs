@@ -85,6 +85,10 @@ fn paths() -> Value {
             "get": { "summary": "One terminal", "parameters": [{ "name": "serial", "in": "path", "required": true, "schema": string }],
                      "responses": with_errors(json!({ "200": ok("Terminal") }), error_responses()) },
         },
+        "/terminals/{serial}/keys": {
+            "get": { "summary": "The terminal's key lineage since it last paired, oldest first (empty until its first re-key)", "parameters": serial,
+                     "responses": with_errors(json!({ "200": ok("TerminalKeyList") }), error_responses()) },
+        },
         "/terminals/{serial}/unpair": {
             "post": { "summary": "Unpair (operator, admin; fresh TOTP)", "parameters": [{ "name": "serial", "in": "path", "required": true, "schema": string }],
                       "requestBody": body("Totp"),
@@ -162,6 +166,9 @@ fn schemas() -> Value {
             "NewBlock": { "type": "object", "required": ["fingerprint", "reason"], "properties": { "fingerprint": string, "reason": string } },
             "BlockedKey": { "type": "object", "properties": { "fingerprint": string, "reason": string, "blocked_by": string, "blocked_at": string } },
             "BlockedKeyList": list("blocked_keys", "BlockedKey"),
+            "TerminalKey": { "type": "object", "properties": { "fingerprint": string, "predecessor": opt_string, "recorded_at": string,
+                "activated_at": opt_string, "retired_at": opt_string, "not_after": string } },
+            "TerminalKeyList": list("keys", "TerminalKey"),
             "Unblocked": { "type": "object", "properties": { "fingerprint": string, "blocked": { "type": "boolean" } } },
             "PairingRequest": { "type": "object", "properties": {
                 "id": string, "serial": string, "fingerprint": string, "state": { "enum": ["pending", "approved", "rejected", "expired", "superseded"] },

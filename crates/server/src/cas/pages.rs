@@ -393,12 +393,13 @@ pub(super) async fn terminal_view(
     let Ok(serial) = Serial::new(serial) else {
         return super::refused(who, StatusCode::NOT_FOUND, "Terminal", "No such terminal.");
     };
-    let (t, history) = match tokio::try_join!(
+    let (t, history, keys) = match tokio::try_join!(
         cas.store.terminal(&serial),
-        cas.store.pairing_requests_for(&serial, 50)
+        cas.store.pairing_requests_for(&serial, 50),
+        cas.store.key_lineage(&serial)
     ) {
-        Ok((Some(t), h)) => (t, h),
-        Ok((None, _)) => {
+        Ok((Some(t), h, k)) => (t, h, k),
+        Ok((None, _, _)) => {
             return super::refused(who, StatusCode::NOT_FOUND, "Terminal", "No such terminal.");
         }
         Err(e) => return super::internal(&e),
@@ -419,6 +420,9 @@ pub(super) async fn terminal_view(
             dt { "Location" } dd { (t.location) }
             dt { "Contact" } dd { (t.contact_name) " " (t.contact_phone) }
             dt { "Fingerprint" } dd.fp { (t.paired_fingerprint.map(|f| f.grouped()).unwrap_or_else(|| "—".into())) }
+            @if let Some(next) = t.successor_fingerprint {
+                dt { "New key" } dd.fp { (next.grouped()) " (proven by re-key, not used yet)" }
+            }
             dt { "Paired" } dd { (when(t.paired_at)) @if let Some(by) = &t.paired_by { " by " (by) } }
             dt { "Last seen" } dd { (when(t.last_seen_at)) @if let Some(a) = &t.last_seen_address { " from " (a) } }
             dt { "Firmware" } dd { (t.firmware.as_deref().unwrap_or("—")) }
@@ -433,6 +437,22 @@ pub(super) async fn terminal_view(
                 label { "Your current TOTP code" input name="totp" autocomplete="one-time-code" inputmode="numeric" required; }
                 button.danger type="submit" { "Unpair" }
             }
+        }
+        @if !keys.is_empty() {
+            h2 { "Keys" }
+            p.muted { "The terminal replaced its key over the master (re-key); each key names the one it replaced." }
+            div.table-wrap { table id="key-lineage" {
+                tr { th { "Fingerprint" } th { "Replaced" } th { "Recorded" } th { "In use since" } th { "Retired" } }
+                @for k in &keys {
+                    tr {
+                        td.fp { (grouped(k.fingerprint.to_hex().get(..16).unwrap_or_default())) "…" }
+                        td.fp { @if let Some(p) = k.predecessor { (grouped(p.to_hex().get(..16).unwrap_or_default())) "…" } @else { "— (paired)" } }
+                        td { (when(Some(k.recorded_at))) }
+                        td { (when(k.activated_at)) }
+                        td { (when(k.retired_at)) }
+                    }
+                }
+            } }
         }
         h2 { "Pairing history" }
         div.table-wrap { table {

@@ -177,6 +177,33 @@ async fn old_refused_once_the_new_key_is_used(db: Db) {
     assert_eq!(lineage[1].fingerprint, new.terminal.fingerprint);
     assert_eq!(lineage[1].predecessor, Some(old.fingerprint));
     assert!(lineage[1].activated_at.is_some() && lineage[1].retired_at.is_none());
+    // The API shows the lineage.
+    let (_, token) = f
+        .store
+        .create_api_token_for(
+            "op-atm-r1",
+            "lineage",
+            &pairgate_store::AdminAction::local("admin"),
+            SystemTime::now(),
+        )
+        .await
+        .unwrap();
+    let web = crate::web::Web::new(f.server.cas_addr);
+    let keys = web
+        .api("GET", "/terminals/ATM-R1/keys", Some(&token), None)
+        .await
+        .json();
+    assert_eq!(keys["keys"][0]["fingerprint"], old.fingerprint.to_hex());
+    assert_eq!(keys["keys"][0]["predecessor"], serde_json::Value::Null);
+    assert_eq!(keys["keys"][1]["predecessor"], old.fingerprint.to_hex());
+    assert_eq!(
+        keys["keys"][1]["fingerprint"],
+        new.terminal.fingerprint.to_hex()
+    );
+    let r = web
+        .api("GET", "/terminals/NOPE/keys", Some(&token), None)
+        .await;
+    assert_eq!(r.status, 404);
     let audit = actions(&f).await;
     let rekey = audit.iter().find(|(a, _)| a == "terminal.rekey").unwrap();
     assert_eq!(rekey.1["previous_fingerprint"], old.fingerprint.to_hex());
@@ -298,10 +325,13 @@ async fn old_key_refused_after_the_overlap_and_unpair_ends_both(db: Db) {
 
     // Unpaired before the new key was used: neither key is served.
     f.unpair("ATM-R4").await;
+    // (A request racing the unpair may see its connection closed.)
     let new_client = new.terminal.https(trust());
+    let url = f.master("/v1/me");
     assert!(
         crate::support::eventually(Duration::from_secs(3), async || {
-            get(&new_client, &f.master("/v1/me")).await.status == 403
+            let r = new_client.request("GET", &url, &[], None).await;
+            r.is_ok_and(|r| r.status == 403)
         })
         .await
     );
