@@ -13,7 +13,7 @@ use clap::{Subcommand, ValueEnum};
 use pairgate_keystore::Passphrase;
 use pairgate_pki::{PairingCode, Subject};
 use pairgate_terminal::{
-    Agent, IdentityMode, Init, KeyCopy, PairOptions, PairingDisplay, RestorePoint,
+    Agent, IdentityMode, Init, KeyCopy, PairOptions, PairingDisplay, Rekeyed, RestorePoint,
 };
 use pairgate_tls::TlsPolicy;
 use serde_json::json;
@@ -83,6 +83,10 @@ pub enum AgentCommand {
         /// Firmware now running.
         #[arg(long)]
         firmware: Option<String>,
+        /// Re-key first when the certificate ends within this many days
+        /// (less a jitter fixed by its fingerprint); 0: never.
+        #[arg(long, default_value_t = 30)]
+        renew_before_days: u64,
     },
     /// Writes a restore point (identity and state, age-encrypted with
     /// PAIRGATE_BACKUP_PASSPHRASE or --backup-passphrase-file). With a
@@ -108,7 +112,16 @@ pub enum AgentCommand {
     /// Replaces the terminal's key over the master: a new key in the key
     /// store, proven to the master with the current one; the old key is
     /// then refused by the master and deleted here.
-    Rekey,
+    Rekey {
+        /// Only when the certificate is due for renewal (within
+        /// --renew-before-days of its end, less a jitter fixed by its
+        /// fingerprint).
+        #[arg(long)]
+        if_due: bool,
+        /// The renewal window in days.
+        #[arg(long, default_value_t = 30)]
+        renew_before_days: u64,
+    },
     /// Wipes keys, certificates, trust store, pins and pairing state.
     FactoryReset {
         /// Answer the confirmation question with yes.
@@ -240,7 +253,10 @@ pub fn run(args: &TerminalArgs, command: &AgentCommand, out: &Output) -> Result<
             pair(&agent()?, &options, out)
         }
         AgentCommand::Status => status(&agent()?, out),
-        AgentCommand::Heartbeat { firmware } => heartbeat(&agent()?, firmware.as_deref(), out),
+        AgentCommand::Heartbeat {
+            firmware,
+            renew_before_days,
+        } => heartbeat(&agent()?, firmware.as_deref(), *renew_before_days, out),
         AgentCommand::Call { method, path, data } => {
             call(&agent()?, method, path, data.as_deref(), out)
         }
@@ -252,7 +268,10 @@ pub fn run(args: &TerminalArgs, command: &AgentCommand, out: &Output) -> Result<
             from,
             backup_passphrase_file,
         } => restore(args, from, backup_passphrase_file.as_deref(), out),
-        AgentCommand::Rekey => rekey(&agent()?, out),
+        AgentCommand::Rekey {
+            if_due,
+            renew_before_days,
+        } => rekey(&agent()?, if_due.then(|| days(*renew_before_days)), out),
         AgentCommand::FactoryReset { yes } => factory_reset(agent, *yes, out),
     }
 }
@@ -341,20 +360,59 @@ fn call(agent: &Agent, method: &str, path: &str, data: Option<&str>, out: &Outpu
     Ok(())
 }
 
-fn rekey(agent: &Agent, out: &Output) -> Result<()> {
-    let done = runtime()?.block_on(agent.rekey(SystemTime::now()))?;
-    out.print(
-        format!(
-            "re-keyed: key {} ({}) replaces {} ({}), which the master now refuses and which was deleted",
-            done.alias, done.fingerprint, done.previous_alias, done.previous_fingerprint
+fn days(n: u64) -> Duration {
+    Duration::from_secs(n.saturating_mul(86_400))
+}
+
+fn rekeyed_text(done: &Rekeyed) -> String {
+    format!(
+        "re-keyed: key {} ({}) replaces {} ({}), which the master now refuses and which was deleted",
+        done.alias, done.fingerprint, done.previous_alias, done.previous_fingerprint
+    )
+}
+
+/// `rekey`, or with `if_due` only when the certificate is due.
+fn rekey(agent: &Agent, if_due: Option<Duration>, out: &Output) -> Result<()> {
+    let now = SystemTime::now();
+    let done = match if_due {
+        Some(window) => runtime()?.block_on(agent.rekey_if_due(now, window))?,
+        None => Some(runtime()?.block_on(agent.rekey(now))?),
+    };
+    match done {
+        Some(done) => out.print(rekeyed_text(&done), json!(done)),
+        None => out.print(
+            "not due: the certificate is not yet within the renewal window",
+            json!({ "rekeyed": false }),
         ),
-        json!(done),
-    );
+    }
     Ok(())
 }
 
-fn heartbeat(agent: &Agent, firmware: Option<&str>, out: &Output) -> Result<()> {
-    let r = runtime()?.block_on(agent.heartbeat(firmware))?;
+fn heartbeat(
+    agent: &Agent,
+    firmware: Option<&str>,
+    renew_before_days: u64,
+    out: &Output,
+) -> Result<()> {
+    let runtime = runtime()?;
+    // A failed renewal does not hold the heartbeat back: the old key
+    // works until it expires, and the next heartbeat tries again.
+    let rekeyed = match renew_before_days {
+        0 => None,
+        n => match runtime.block_on(agent.rekey_if_due(SystemTime::now(), days(n))) {
+            Ok(done) => done,
+            Err(e) => {
+                eprintln!(
+                    "renewing the terminal key failed ({e}); sending the heartbeat with the current key"
+                );
+                None
+            }
+        },
+    };
+    if let Some(done) = &rekeyed {
+        eprintln!("{}", rekeyed_text(done));
+    }
+    let r = runtime.block_on(agent.heartbeat(firmware))?;
     let text = String::from_utf8_lossy(&r.body).into_owned();
     if !(200..300).contains(&r.status) {
         bail!("the master answered {}: {text}", r.status);
@@ -362,7 +420,7 @@ fn heartbeat(agent: &Agent, firmware: Option<&str>, out: &Output) -> Result<()> 
     let counter = agent.status()?.heartbeat_counter;
     out.print(
         format!("heartbeat sent (counter {counter})"),
-        json!({ "status": r.status, "counter": counter }),
+        json!({ "status": r.status, "counter": counter, "rekeyed": rekeyed }),
     );
     Ok(())
 }

@@ -171,6 +171,24 @@ enum pairgate_status pairgate_agent_pair(const struct pairgate_agent *agent, con
 // `agent` is a live handle; `status_json` is valid for one write.
 enum pairgate_status pairgate_agent_status(const struct pairgate_agent *agent, char **status_json);
 
+// Replaces the agent's key over the master (docs/protocol.md, "Re-key"):
+// a new key made in the key store and proven with the current one; the
+// master then refuses the old key, which is deleted. With
+// `renew_before_secs` above 0, only when the certificate ends within
+// that many seconds (less a jitter fixed by its fingerprint, so a fleet
+// does not re-key at once); with 0, at once. Call it from the firmware's
+// daily housekeeping.
+//
+// `*result_json` gets `{"alias", "fingerprint", "previous_fingerprint",
+// "previous_alias"}`, or `null` when the certificate was not due.
+//
+// Ownership: `*result_json` is a new string; free it with
+// `pairgate_string_free`.
+//
+// # Safety
+// `agent` is a live handle; `result_json` is valid for one write.
+enum pairgate_status pairgate_agent_rekey(const struct pairgate_agent *agent, uint64_t renew_before_secs, char **result_json);
+
 // Calls the master over mutual TLS with the paired server pins: `method`
 // (`GET`, `POST`, …) on `path` (e.g. `/v1/me`) with `body_len` bytes of
 // JSON body (none when 0). A call that reached the master succeeds

@@ -287,6 +287,47 @@ pub unsafe extern "C" fn pairgate_agent_status(
     })
 }
 
+/// Replaces the agent's key over the master (docs/protocol.md, "Re-key"):
+/// a new key made in the key store and proven with the current one; the
+/// master then refuses the old key, which is deleted. With
+/// `renew_before_secs` above 0, only when the certificate ends within
+/// that many seconds (less a jitter fixed by its fingerprint, so a fleet
+/// does not re-key at once); with 0, at once. Call it from the firmware's
+/// daily housekeeping.
+///
+/// `*result_json` gets `{"alias", "fingerprint", "previous_fingerprint",
+/// "previous_alias"}`, or `null` when the certificate was not due.
+///
+/// Ownership: `*result_json` is a new string; free it with
+/// `pairgate_string_free`.
+///
+/// # Safety
+/// `agent` is a live handle; `result_json` is valid for one write.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn pairgate_agent_rekey(
+    agent: *const PairgateAgent,
+    renew_before_secs: u64,
+    result_json: *mut *mut c_char,
+) -> PairgateStatus {
+    guard(|| {
+        // SAFETY: the caller's contract.
+        let handle = unsafe { handle(agent) }?;
+        let agent = handle.lock();
+        let now = std::time::SystemTime::now();
+        let done = match renew_before_secs {
+            0 => Some(handle.runtime.block_on(agent.rekey(now))?),
+            secs => {
+                let window = std::time::Duration::from_secs(secs);
+                handle.runtime.block_on(agent.rekey_if_due(now, window))?
+            }
+        };
+        let json = serde_json::to_string(&done)
+            .map_err(|e| Failure::new(PairgateStatus::Internal, e.to_string()))?;
+        // SAFETY: the caller's contract.
+        unsafe { put_string(result_json, json, "result_json") }
+    })
+}
+
 /// Calls the master over mutual TLS with the paired server pins: `method`
 /// (`GET`, `POST`, …) on `path` (e.g. `/v1/me`) with `body_len` bytes of
 /// JSON body (none when 0). A call that reached the master succeeds

@@ -15,7 +15,7 @@ mod restore;
 pub mod state;
 
 pub use agent::{Agent, IdentityMode, Init, PairOptions, PairingDisplay, Status};
-pub use rekey::Rekeyed;
+pub use rekey::{Rekeyed, renewal_due_at};
 pub use restore::{KeyCopy, RestorePoint, restore};
 pub use state::{PairedConfig, State};
 

@@ -11,7 +11,7 @@
 //! recorded it (it is served: switch to it) or not (refused: delete it
 //! and start again).
 
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use base64::Engine;
 use pairgate_keystore::{Alias, KeyStoreError};
@@ -81,7 +81,47 @@ fn next_alias(current: &Alias, taken: &[String]) -> Result<Alias, TerminalError>
     Err(TerminalError::Io("no free alias for the new key".into()))
 }
 
+/// When a certificate valid until `not_after` is due for renewal: within
+/// `renew_before` of its end, less a jitter of up to a quarter of that
+/// window fixed by its fingerprint, so a fleet whose certificates were
+/// issued together does not re-key in the same minute (and a terminal
+/// asked again after a restart finds the same time).
+pub fn renewal_due_at(
+    not_after: SystemTime,
+    renew_before: Duration,
+    fingerprint: &TerminalFingerprint,
+) -> SystemTime {
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&fingerprint.as_bytes()[..8]);
+    let spread = renew_before.as_secs() / 4 + 1;
+    let jitter = Duration::from_secs(u64::from_be_bytes(first) % spread);
+    not_after
+        .checked_sub(renew_before)
+        .unwrap_or(SystemTime::UNIX_EPOCH)
+        + jitter
+}
+
 impl Agent {
+    /// Re-keys when the certificate is due for renewal (see
+    /// [`renewal_due_at`]); `None` when it is not yet.
+    pub async fn rekey_if_due(
+        &self,
+        now: SystemTime,
+        renew_before: Duration,
+    ) -> Result<Option<Rekeyed>, TerminalError> {
+        let alias = self.alias();
+        let chain = self.store.certificate_chain(&alias)?;
+        let leaf = chain
+            .first()
+            .ok_or_else(|| TerminalError::NoCertificate(alias.to_string()))?;
+        let (_, not_after) = pairgate_pki::CertificateInfo::parse(leaf)?.validity();
+        let fingerprint = TerminalFingerprint::of_certificate(leaf);
+        if now < renewal_due_at(not_after, renew_before, &fingerprint) {
+            return Ok(None);
+        }
+        self.rekey(now).await.map(Some)
+    }
+
     /// Replaces the terminal's key over the master (see the module doc).
     pub async fn rekey(&self, now: SystemTime) -> Result<Rekeyed, TerminalError> {
         let (paired, trust) = self.paired()?;
@@ -263,6 +303,28 @@ impl Agent {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn renewal_falls_in_the_first_quarter_of_the_window_by_fingerprint() {
+        let end = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000_000);
+        let window = Duration::from_secs(30 * 86_400);
+        let a = TerminalFingerprint::from_bytes([1; 32]);
+        let b = TerminalFingerprint::from_bytes([9; 32]);
+        for fp in [&a, &b] {
+            let due = renewal_due_at(end, window, fp);
+            assert!(
+                due >= end - window && due <= end - window + window / 4,
+                "{due:?}"
+            );
+            assert_eq!(due, renewal_due_at(end, window, fp));
+        }
+        assert_ne!(
+            renewal_due_at(end, window, &a),
+            renewal_due_at(end, window, &b)
+        );
+        let early = SystemTime::UNIX_EPOCH + Duration::from_secs(10);
+        assert!(renewal_due_at(early, window, &a) >= SystemTime::UNIX_EPOCH);
+    }
 
     #[test]
     fn new_aliases_count_up_from_the_base() {

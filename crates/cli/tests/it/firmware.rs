@@ -300,6 +300,16 @@ fn a_c_program_pairs_and_calls_with_its_key_in_softhsm() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(text.contains("ok the stream carried GET /v1/me"), "{text}");
+    assert!(text.contains("ok GET /v1/me with the new key"), "{text}");
+    // The re-key from C is in the server's audit log, key to key.
+    let audit = json(&server.admin(cwd, &["--json", "audit"]));
+    let rekeyed = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["action"] == "terminal.rekey.activate")
+        .unwrap_or_else(|| panic!("no terminal.rekey.activate in {audit}"));
+    assert_eq!(rekeyed["detail"]["previous_fingerprint"], me["fingerprint"]);
     assert!(text.contains("\"serial\":\"ATM-C\""), "{text}");
 }
 

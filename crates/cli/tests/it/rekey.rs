@@ -169,3 +169,65 @@ fn rekey_with_the_key_in_softhsm() {
     assert_eq!(lineage(cwd, &server, "ATM-K2").len(), 2);
     assert_ne!(new, old);
 }
+
+#[test]
+fn a_ca_issued_certificate_near_its_end_is_renewed_by_the_heartbeat() {
+    let dir = temp_dir();
+    let cwd = dir.path();
+    let server = ServerProcess::start(cwd, &cwd.join("server"), &["--gate-listen", "127.0.0.1:0"]);
+    server.admin(cwd, &["terminal", "add", "ATM-K3"]);
+    let created = json(&server.admin(
+        cwd,
+        &["--json", "operator", "create", "olga", "--role", "operator"],
+    ));
+    let uri = created["totp_uri"].as_str().unwrap().to_owned();
+    let state = cwd.join("terminal").display().to_string();
+    let csr_mode = ["init", "--mode", "csr", "--subject", "CN=ATM-K3"];
+    let init = json(&ok(cwd, &terminal(&state, None, &csr_mode)));
+    std::fs::write(cwd.join("atm.csr"), init["csr"].as_str().unwrap()).unwrap();
+    ok(cwd, &["ca", "init", "--dir", "ca"]);
+    // Twenty days left: inside the default 30-day renewal window.
+    let sign = [
+        "--json", "ca", "sign-csr", "--dir", "ca", "--days", "20", "atm.csr",
+    ];
+    let issued = json(&ok(cwd, &sign));
+    std::fs::write(
+        cwd.join("leaf.pem"),
+        issued["certificate"].as_str().unwrap(),
+    )
+    .unwrap();
+    ok(
+        cwd,
+        &terminal(&state, None, &["keys", "import-cert", "leaf.pem"]),
+    );
+    let old = json(&ok(cwd, &terminal(&state, None, &["status"])))["fingerprint"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let pair = terminal(
+        &state,
+        None,
+        &["pair", "--gate", &server.gate, "--serial", "ATM-K3"],
+    );
+    let (mut child, code, id) = crate::agent::start_pair(cwd, &pair);
+    crate::agent::approve(cwd, &server, "olga", &uri, &id, &code, 0);
+    assert!(child.wait().unwrap().success());
+
+    // Not due within a 10-day window; due within the default 30 days.
+    let not_due = ["rekey", "--if-due", "--renew-before-days", "10"];
+    let r = json(&ok(cwd, &terminal(&state, None, &not_due)));
+    assert_eq!(r["rekeyed"], false);
+    let hb = json(&ok(cwd, &terminal(&state, None, &["heartbeat"])));
+    assert_eq!(hb["status"], 200);
+    assert_eq!(hb["rekeyed"]["previous_fingerprint"], old);
+    let new = hb["rekeyed"]["fingerprint"].as_str().unwrap().to_owned();
+    let me = json(&ok(
+        cwd,
+        &terminal(&state, None, &["call", "GET", "/v1/me"]),
+    ));
+    assert_eq!(me["body"]["fingerprint"], new);
+    // The new certificate has years left: the next heartbeat keeps it.
+    let hb = json(&ok(cwd, &terminal(&state, None, &["heartbeat"])));
+    assert_eq!(hb["rekeyed"], serde_json::Value::Null);
+    assert_eq!(lineage(cwd, &server, "ATM-K3").len(), 2);
+}

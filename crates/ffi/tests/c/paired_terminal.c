@@ -1,7 +1,8 @@
+#define _GNU_SOURCE /* memmem */
 /*
  * Exercises libpairgate on a terminal that examples/c/pair_and_call.c has
- * paired: bad arguments, status, a master call with a body, a raw
- * mutual-TLS stream, factory reset. Prints one line per check; exits 1 at
+ * paired: bad arguments, status, a master call with a body, a re-key, a
+ * raw mutual-TLS stream, factory reset. Prints one line per check; exits 1 at
  * the first that fails.
  *
  *   paired_terminal STATE_DIR KEYSTORE
@@ -61,6 +62,29 @@ int main(int argc, char **argv)
                   == PAIRGATE_STATUS_OK
               && http_status == 200,
           "POST /v1/heartbeat");
+    pairgate_bytes_free(body);
+    /* Re-key: not due within a day of a ten-year certificate; at once
+     * with 0, after which the master knows the terminal by the new key. */
+    char *rekeyed = NULL;
+    check(pairgate_agent_rekey(agent, 86400, &rekeyed) == PAIRGATE_STATUS_OK
+              && strcmp(rekeyed, "null") == 0,
+          "rekey not due");
+    pairgate_string_free(rekeyed);
+    check(pairgate_agent_rekey(agent, 0, &rekeyed) == PAIRGATE_STATUS_OK
+              && strstr(rekeyed, "\"previous_fingerprint\":\"") != NULL,
+          "rekey");
+    printf("rekeyed %s\n", rekeyed);
+    const char *fingerprint = strstr(rekeyed, "\"fingerprint\":\"");
+    char expected[96] = {0};
+    if (fingerprint != NULL) {
+        snprintf(expected, sizeof expected, "%.80s", fingerprint);
+    }
+    pairgate_string_free(rekeyed);
+    check(pairgate_agent_call(agent, "GET", "/v1/me", NULL, 0, &http_status, &body)
+                  == PAIRGATE_STATUS_OK
+              && http_status == 200 && body.len > 0
+              && memmem(body.data, body.len, expected, strlen(expected)) != NULL,
+          "GET /v1/me with the new key");
     pairgate_bytes_free(body);
     check(pairgate_agent_call(agent, "GET", "/v1/no-such-route", NULL, 0, &http_status, &body)
                   == PAIRGATE_STATUS_OK
