@@ -387,6 +387,6 @@ mod tests {
                 );
             }
         }
-        assert_eq!(routes, 25);
+        assert_eq!(routes, 26);
     }
 }
