@@ -21,6 +21,17 @@ use serde_json::json;
 use crate::output::Output;
 use crate::terminal::TerminalArgs;
 
+/// How `pair` trusts the server.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum Trust {
+    /// Pin the server key at first contact, confirmed by the pairing code.
+    #[default]
+    Pins,
+    /// The trust store: the server's certificate is there or chains to an
+    /// entry (each admitted under the firmware-roots rule); no pin.
+    TrustStore,
+}
+
 /// How `init` certifies the key.
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum Mode {
@@ -64,6 +75,10 @@ pub enum AgentCommand {
         /// request stays open; pair again to resume it).
         #[arg(long)]
         timeout: Option<u64>,
+        /// pins (default: the key seen at first contact, confirmed by the
+        /// code) or trust-store.
+        #[arg(long, value_enum, default_value = "pins")]
+        trust: Trust,
     },
     /// Identity, pin and pairing state.
     Status,
@@ -240,6 +255,7 @@ pub fn run(args: &TerminalArgs, command: &AgentCommand, out: &Output) -> Result<
             firmware,
             forget_pin,
             timeout,
+            trust,
         } => {
             let options = PairOptions {
                 gate: with_gate_port(gate),
@@ -249,6 +265,7 @@ pub fn run(args: &TerminalArgs, command: &AgentCommand, out: &Output) -> Result<
                 forget_pin: *forget_pin,
                 poll_wait: Duration::from_secs(25),
                 give_up_after: timeout.map(Duration::from_secs),
+                trust_store: *trust == Trust::TrustStore,
             };
             pair(&agent()?, &options, out)
         }

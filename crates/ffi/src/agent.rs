@@ -246,6 +246,7 @@ pub unsafe extern "C" fn pairgate_agent_pair(
             forget_pin: false,
             poll_wait: Duration::from_secs(25),
             give_up_after: (timeout_secs > 0).then(|| Duration::from_secs(timeout_secs.into())),
+            trust_store: false,
         };
         let display = CallbackDisplay {
             callback: on_code,

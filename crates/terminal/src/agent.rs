@@ -62,6 +62,11 @@ pub struct PairOptions {
     /// Stop waiting for approval after this long (the request stays open
     /// and a later `pair` resumes it).
     pub give_up_after: Option<Duration>,
+    /// Trust the server by the terminal's trust store (the seed's model:
+    /// its certificate is there or chains to an entry, each admitted
+    /// under the firmware-roots rule) instead of pinning it at first
+    /// contact.
+    pub trust_store: bool,
 }
 
 /// The agent's view of itself.
@@ -251,20 +256,27 @@ impl Agent {
         display: &dyn PairingDisplay,
     ) -> Result<PairedConfig, TerminalError> {
         let fingerprint = self.fingerprint()?;
+        // In trust-store mode no pin decides: the trust store does.
+        let trusted = if options.trust_store {
+            Some(self.trusted()?)
+        } else {
+            None
+        };
         let start = flow::start(
             self.state.load()?,
             &options.gate,
             &options.serial,
-            options.forget_pin,
+            options.forget_pin || options.trust_store,
             Nonce::random,
         )?;
         let (mut state, known_pin, nonce) = (start.state, start.known_pin, start.nonce);
         // Saved before it is sent: a restart sends the same commitment.
         self.state.save(&state)?;
 
-        let trust = match known_pin {
-            Some(pin) => ServerTrust::Pins(vec![pin]),
-            None => ServerTrust::FirstContact,
+        let trust = match (&trusted, known_pin) {
+            (Some(certs), _) => ServerTrust::TrustStore(certs.clone()),
+            (None, Some(pin)) => ServerTrust::Pins(vec![pin]),
+            (None, None) => ServerTrust::FirstContact,
         };
         let gate_url = format!("https://{}", options.gate);
         let hello = gate::Hello {
@@ -287,7 +299,10 @@ impl Agent {
             } => (request_id, server_nonce),
         };
         self.state.save(&state)?;
-        let pinned = self.https(ServerTrust::Pins(vec![pin]))?;
+        let pinned = match trusted {
+            Some(certs) => self.https(ServerTrust::TrustStore(certs))?,
+            None => self.https(ServerTrust::Pins(vec![pin]))?,
+        };
         match gate::reveal(&pinned, &gate_url, &id, &nonce).await {
             Err(e @ TerminalError::Gate(_)) => {
                 flow::on_reveal_refused(&mut state);
@@ -361,7 +376,11 @@ impl Agent {
         options: &PairOptions,
         config: &TerminalConfig,
     ) -> Result<PairedConfig, TerminalError> {
-        let paired = flow::finish(state, &options.gate, &options.serial, config)?;
+        let mut paired = flow::finish(state, &options.gate, &options.serial, config)?;
+        if options.trust_store {
+            paired.trust_store = true;
+            state.paired = Some(paired.clone());
+        }
         self.state.save(state)?;
         Ok(paired)
     }
@@ -431,10 +450,27 @@ impl Agent {
         Ok(tls.connect(&addr, None).await?)
     }
 
-    /// The paired configuration and the trust in its server pins.
+    /// The certificates of the trust store; refused when it is empty.
+    fn trusted(&self) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, TerminalError> {
+        let trusted = self.store.trusted()?;
+        if trusted.is_empty() {
+            return Err(TerminalError::Gate(
+                "the trust store is empty: add the server's certificate, or its CA's, signed by \
+                 a firmware root (`pairgate terminal trust add`)"
+                    .into(),
+            ));
+        }
+        Ok(trusted)
+    }
+
+    /// The paired configuration and the trust in its server: the pins, or
+    /// the trust store when paired in trust-store mode.
     pub(crate) fn paired(&self) -> Result<(PairedConfig, ServerTrust), TerminalError> {
         let state = self.state.load()?;
         let paired = state.paired.ok_or(TerminalError::NotPaired)?;
+        if paired.trust_store {
+            return Ok((paired, ServerTrust::TrustStore(self.trusted()?)));
+        }
         let pins = paired
             .server_pins
             .iter()

@@ -188,6 +188,7 @@ pub(crate) fn finish(
         server_pins: config.server_pins.iter().map(SpkiPin::to_hex).collect(),
         vpn_profile: config.vpn_profile.clone(),
         heartbeat_counter: config.heartbeat_counter,
+        trust_store: false,
     };
     state.pending = None;
     state.paired = Some(paired.clone());

@@ -41,6 +41,10 @@ pub struct PairedConfig {
     /// The server takes a heartbeat counter.
     #[serde(default)]
     pub heartbeat_counter: bool,
+    /// The server is trusted by the terminal's trust store (its
+    /// certificate is there or chains to an entry), not by pins.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub trust_store: bool,
 }
 
 /// The whole state.

@@ -22,3 +22,4 @@ mod manifests;
 mod operations;
 mod rekey;
 mod support;
+mod trust_store;
