@@ -95,10 +95,12 @@ pub fn renewal_due_at(
     first.copy_from_slice(&fingerprint.as_bytes()[..8]);
     let spread = renew_before.as_secs() / 4 + 1;
     let jitter = Duration::from_secs(u64::from_be_bytes(first) % spread);
-    not_after
-        .checked_sub(renew_before)
-        .unwrap_or(SystemTime::UNIX_EPOCH)
-        + jitter
+    // (SystemTime goes before 1970 on Unix: counted from the epoch, so a
+    // window longer than the certificate's age since then starts at it.)
+    let end = not_after
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    SystemTime::UNIX_EPOCH + end.saturating_sub(renew_before) + jitter
 }
 
 impl Agent {
