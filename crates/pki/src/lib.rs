@@ -19,6 +19,7 @@ pub mod issued;
 pub mod manifest;
 pub mod pairing;
 pub mod rekey;
+pub mod rotation;
 pub mod subject;
 pub mod trust;
 pub mod validity;

@@ -24,6 +24,7 @@ pub mod error;
 pub mod gate;
 pub mod manifests;
 pub mod master;
+pub mod server_keys;
 mod timestamp;
 
 pub use config::TerminalConfig;
