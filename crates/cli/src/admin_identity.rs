@@ -52,6 +52,17 @@ pub enum IdentityCommand {
         #[arg(long, value_name = "FILE")]
         passphrase_file: Option<PathBuf>,
     },
+    /// Announces a new server key: made in the identity key store and
+    /// signed for by the current key. Terminals pin it at their next
+    /// heartbeat; `activate` then switches to it, with no new pairing.
+    Rotate {
+        /// Days from now before it may be activated (the statement's start).
+        #[arg(long, default_value_t = 0)]
+        not_before_days: u64,
+    },
+    /// Makes the announced key the server identity: every instance
+    /// presents it within reconcile_secs.
+    Activate,
     /// Makes FILE's identity this machine's: its key store must hold no
     /// key yet, and the store must record no other identity.
     Import {
@@ -89,7 +100,8 @@ async fn install(
     info.check_validity(SystemTime::now())
         .context("the chain's leaf is not valid now")?;
     let keys = pairgate_server::identity::open_existing(uri, pass_file)?;
-    let alias = pairgate_keystore::Alias::new(pairgate_server::identity::SERVER_ALIAS)?;
+    let recorded = store.recorded_identity().await?;
+    let alias = pairgate_server::identity::alias_for(keys.as_ref(), recorded)?;
     let pin = keys.public_key(&alias)?.pin();
     let previous = keys.certificate_chain(&alias)?;
     pairgate_keystore::import_certificate_chain(keys.as_ref(), &alias, &input)?;
@@ -135,9 +147,10 @@ pub async fn run(
     let pass_file = settings.identity_passphrase_file();
     match command {
         IdentityCommand::Csr { out: file, subject } => {
-            let store = pairgate_server::identity::open_existing(&uri, &pass_file)?;
-            let alias = pairgate_keystore::Alias::new(pairgate_server::identity::SERVER_ALIAS)?;
-            let csr = pairgate_keystore::certificate_request(store.as_ref(), &alias, &subject)?;
+            let recorded = store.recorded_identity().await?;
+            let keys = pairgate_server::identity::open_existing(&uri, &pass_file)?;
+            let alias = pairgate_server::identity::alias_for(keys.as_ref(), recorded)?;
+            let csr = pairgate_keystore::certificate_request(keys.as_ref(), &alias, &subject)?;
             let pem = pairgate_pki::certificate::csr_pem(&csr);
             crate::ca::write_private(&file, pem.as_bytes())?;
             out.print(
@@ -149,6 +162,10 @@ pub async fn run(
                 json!({ "file": file.display().to_string(), "csr": pem }),
             );
         }
+        IdentityCommand::Rotate { not_before_days } => {
+            crate::admin_rotation::rotate(store, settings, not_before_days, actor, out).await?
+        }
+        IdentityCommand::Activate => crate::admin_rotation::activate(store, actor, out).await?,
         IdentityCommand::Install { chain } => {
             install(store, &uri, &pass_file, &chain, actor, out).await?
         }
@@ -157,7 +174,9 @@ pub async fn run(
             passphrase_file,
         } => {
             let passphrase = export_passphrase(passphrase_file.as_deref())?;
-            let (encrypted, pin) = identity_export::export(&uri, &pass_file, &passphrase)?;
+            let recorded = store.recorded_identity().await?;
+            let (encrypted, pin) =
+                identity_export::export(&uri, &pass_file, &passphrase, recorded)?;
             crate::ca::write_private(&file, &encrypted)?;
             store
                 .audit_identity_event(

@@ -10,6 +10,7 @@ mod admin_identity;
 mod admin_keys;
 mod admin_operators;
 mod admin_pairing;
+mod admin_rotation;
 mod admin_tokens;
 mod admin_vendors;
 mod ca;

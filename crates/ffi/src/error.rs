@@ -80,9 +80,8 @@ impl From<TerminalError> for Failure {
     fn from(e: TerminalError) -> Self {
         let status = match &e {
             TerminalError::KeyStore(_) => PairgateStatus::KeyStore,
-            TerminalError::Tls(pairgate_tls::TlsError::PinMismatch(_)) => {
-                PairgateStatus::ServerKeyMismatch
-            }
+            TerminalError::Tls(pairgate_tls::TlsError::PinMismatch(_))
+            | TerminalError::ServerKey(_) => PairgateStatus::ServerKeyMismatch,
             TerminalError::Tls(_) => PairgateStatus::Tls,
             TerminalError::Certificate(_) => PairgateStatus::Certificate,
             TerminalError::Io(_) | TerminalError::NotFresh(_) | TerminalError::RestorePoint(_) => {

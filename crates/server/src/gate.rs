@@ -82,9 +82,19 @@ pub(crate) fn router(gate: Gate) -> Router {
         .route("/v1/pairing", post(open))
         .route("/v1/pairing/{id}", get(status))
         .route("/v1/pairing/{id}/reveal", post(reveal))
+        .route("/v1/server-keys", get(server_keys))
         .fallback(no_route)
         .method_not_allowed_fallback(wrong_method)
         .with_state(gate)
+}
+
+/// `GET /v1/server-keys`: any client, since a terminal that meets a key
+/// it does not know asks here for the chain of rotation statements.
+async fn server_keys(
+    State(gate): State<Gate>,
+    Extension(peer): Extension<Peer>,
+) -> Result<Response, ApiError> {
+    crate::server_keys::answer(&gate.store, peer.server_pin).await
 }
 
 /// The configuration a paired terminal receives.

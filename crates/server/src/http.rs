@@ -72,7 +72,7 @@ pub(crate) trait ConnectionGuard: Send + Sync {
 #[derive(Clone)]
 pub(crate) struct ServeOptions {
     pub tls: TlsServer,
-    pub server_pin: SpkiPin,
+    pub server_pin: Arc<crate::identity::CurrentPin>,
     pub body_limit: usize,
     pub body_timeout: Duration,
     pub header_timeout: Duration,
@@ -203,7 +203,7 @@ async fn handshake(
         fingerprint,
         certificate: options.keep_certificate.then(|| Arc::new(certificate)),
         address,
-        server_pin: options.server_pin,
+        server_pin: options.server_pin.get(),
         valid,
     };
     Some((stream, peer))

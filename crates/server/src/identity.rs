@@ -29,6 +29,84 @@ pub const CERT_DAYS: u32 = 397;
 /// Renew when less than this is left.
 const RENEW_BEFORE: Duration = Duration::from_secs(30 * 86_400);
 
+/// The pin of the identity gate and master present now: a rotation's
+/// activation moves it while they serve.
+#[derive(Debug)]
+pub(crate) struct CurrentPin(std::sync::RwLock<SpkiPin>);
+
+impl CurrentPin {
+    /// Starting at `pin`.
+    pub(crate) fn new(pin: SpkiPin) -> Self {
+        Self(std::sync::RwLock::new(pin))
+    }
+
+    /// The pin now.
+    pub(crate) fn get(&self) -> SpkiPin {
+        *self
+            .0
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn set(&self, pin: SpkiPin) {
+        *self
+            .0
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = pin;
+    }
+}
+
+/// Follows the identity the store records: when a rotation's activation
+/// moves it, loads that key from the identity key store and presents it
+/// on `servers` (gate and master) from the next handshake on, checking
+/// every `every` until `shutdown`.
+pub(crate) async fn follow(
+    settings: crate::Settings,
+    store: pairgate_store::Store,
+    current: Arc<CurrentPin>,
+    servers: Vec<pairgate_tls::server::TlsServer>,
+    (every, clock): (Duration, pairgate_clock::Clock),
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(every) => {}
+            _ = shutdown.changed() => return,
+        }
+        let recorded = match store.recorded_identity().await {
+            Ok(Some(pin)) if pin != current.get() => pin,
+            Ok(_) => continue,
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the recorded server identity failed");
+                continue;
+            }
+        };
+        let (uri, pass) = (
+            settings.identity_keystore(),
+            settings.identity_passphrase_file(),
+        );
+        let (names, now) = (settings.server_names.clone(), clock.now());
+        let loaded = tokio::task::spawn_blocking(move || {
+            load_pinned(&uri, &pass, &names, now, Creating::Refused, Some(recorded))
+        })
+        .await;
+        match loaded {
+            Ok(Ok(identity)) if identity.pin == recorded => {
+                for server in &servers {
+                    server.replace_identity(identity.certified_key.clone());
+                }
+                tracing::info!(pin = %recorded, previous = %current.get(), "server key rotated: presenting the activated key");
+                current.set(recorded);
+            }
+            Ok(Ok(identity)) => {
+                tracing::error!(recorded = %recorded, found = %identity.pin, "the store's server identity was rotated to a key this instance's key store does not hold; still presenting the old key: give this instance the rotated key store")
+            }
+            Ok(Err(e)) => tracing::error!(error = %e, "loading the rotated server key failed"),
+            Err(e) => tracing::error!(error = %e, "loading the rotated server key failed"),
+        }
+    }
+}
+
 /// The loaded identity.
 #[derive(Clone, Debug)]
 pub struct ServerIdentity {
@@ -97,6 +175,41 @@ pub fn load(
     now: SystemTime,
     creating: Creating,
 ) -> Result<ServerIdentity, ServerError> {
+    load_pinned(
+        keystore_uri,
+        passphrase_file,
+        server_names,
+        now,
+        creating,
+        None,
+    )
+}
+
+/// The alias of the key whose pin is `want` (the identity the store
+/// records: after a rotation, the key it announced), else
+/// [`SERVER_ALIAS`].
+pub fn alias_for(store: &dyn KeyStore, want: Option<SpkiPin>) -> Result<Alias, ServerError> {
+    if let Some(want) = want
+        && let Some(entry) = store
+            .aliases()?
+            .into_iter()
+            .find(|e| e.public_key_pin == want)
+    {
+        return Ok(entry.alias);
+    }
+    Ok(Alias::new(SERVER_ALIAS)?)
+}
+
+/// [`load`], presenting the key whose pin is `want` when the key store
+/// holds it.
+pub fn load_pinned(
+    keystore_uri: &str,
+    passphrase_file: &Path,
+    server_names: &[String],
+    now: SystemTime,
+    creating: Creating,
+    want: Option<SpkiPin>,
+) -> Result<ServerIdentity, ServerError> {
     let uri: KeyStoreUri = keystore_uri.parse()?;
     let create = creating == Creating::Allowed;
     let missing = |what: String| {
@@ -124,7 +237,7 @@ pub fn load(
         }
         Err(e) => return Err(e.into()),
     };
-    let alias = Alias::new(SERVER_ALIAS)?;
+    let alias = alias_for(store.as_ref(), want)?;
     let public = match store.public_key(&alias) {
         Ok(public) => public,
         Err(pairgate_keystore::KeyStoreError::NoSuchAlias(_)) if create => {

@@ -14,12 +14,11 @@ use age::secrecy::SecretString;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use pairgate_keystore::software::SoftwareKeyStore;
-use pairgate_keystore::{Alias, KeyStore, KeyStoreUri, Passphrase};
+use pairgate_keystore::{KeyStore, KeyStoreUri, Passphrase};
 use pairgate_pki::SpkiPin;
 use zeroize::Zeroizing;
 
 use crate::ServerError;
-use crate::identity::SERVER_ALIAS;
 
 /// The format tag inside the encrypted file.
 const FORMAT: &str = "pairgate-identity-export/1";
@@ -55,6 +54,7 @@ pub fn export(
     keystore_uri: &str,
     passphrase_file: &Path,
     export_passphrase: &Passphrase,
+    recorded: Option<SpkiPin>,
 ) -> Result<(Vec<u8>, SpkiPin), ServerError> {
     let uri: KeyStoreUri = keystore_uri.parse()?;
     if let KeyStoreUri::Pkcs11(_) = uri {
@@ -69,7 +69,9 @@ pub fn export(
         .ok_or_else(|| failed("the identity passphrase file is not text"))?
         .to_owned();
     let store = pairgate_keystore::open(&uri, Some(store_passphrase), false)?;
-    let pin = store.public_key(&Alias::new(SERVER_ALIAS)?)?.pin();
+    // After a rotation the identity is the key the store records.
+    let alias = crate::identity::alias_for(store.as_ref(), recorded)?;
+    let pin = store.public_key(&alias)?.pin();
     let sealed = store
         .sealed_copy()?
         .ok_or_else(|| failed("this key store cannot be copied"))?;
@@ -172,14 +174,16 @@ pub fn import(
 fn stage(opened: &Opened, staging: &Path) -> Result<SpkiPin, ServerError> {
     let passphrase = Passphrase::new(opened.store_passphrase.to_vec())?;
     let store = SoftwareKeyStore::restore(staging, &opened.sealed, passphrase)?;
-    let pin = store.public_key(&Alias::new(SERVER_ALIAS)?)?.pin();
-    if pin != opened.pin {
+    let held = store.aliases()?;
+    if !held.iter().any(|e| e.public_key_pin == opened.pin) {
+        let pins: Vec<String> = held.iter().map(|e| e.public_key_pin.to_hex()).collect();
         return Err(failed(format!(
-            "the exported key is {pin}, not the {} the export names",
+            "the exported keys are {}, not the {} the export names",
+            pins.join(", "),
             opened.pin
         )));
     }
-    Ok(pin)
+    Ok(opened.pin)
 }
 
 #[cfg(test)]
@@ -199,7 +203,7 @@ mod tests {
         crate::identity::load(&uri, &pass, &names, now, crate::identity::Creating::Allowed)
             .unwrap();
         let secret = Passphrase::new(b"an export passphrase".to_vec()).unwrap();
-        let (file, pin) = export(&uri, &pass, &secret).unwrap();
+        let (file, pin) = export(&uri, &pass, &secret, None).unwrap();
         let mut opened = open(&file, &secret).unwrap();
         assert_eq!(opened.pin, pin);
         opened.pin = SpkiPin::from_bytes([7; 32]);

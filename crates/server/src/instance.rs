@@ -184,10 +184,12 @@ impl Instance {
         let (shutdown, shutdown_rx) = watch::channel(false);
         let listeners = Listeners::bind(settings, services).await?;
         let metrics = Arc::new(metrics::Metrics::default());
+        let current_pin = Arc::new(crate::identity::CurrentPin::new(identity.pin));
         let at = running::Shared {
             settings,
             store: &store,
             identity: &identity,
+            current_pin: &current_pin,
             policy: &policy,
             clock: &clock,
             shutdown: &shutdown_rx,

@@ -24,6 +24,7 @@ mod proxy;
 mod refusals;
 mod rekey;
 mod running;
+mod server_keys;
 mod service_set;
 mod services;
 mod waiters;

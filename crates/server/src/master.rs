@@ -61,6 +61,14 @@ pub(crate) fn router(master: Master) -> Router {
         .route("/v1/heartbeat", post(heartbeat))
         .route("/v1/rekey/challenge", post(crate::rekey::challenge))
         .route("/v1/rekey", post(crate::rekey::rekey))
+        .route(
+            "/v1/server-keys",
+            get(
+                async |State(m): State<Master>, Extension(peer): Extension<Peer>| {
+                    crate::server_keys::answer(&m.store, peer.server_pin).await
+                },
+            ),
+        )
         .route("/app", any(crate::proxy::proxy))
         .route("/app/{*rest}", any(crate::proxy::proxy))
         .fallback(no_route)

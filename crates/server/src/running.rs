@@ -56,6 +56,8 @@ pub(crate) struct Shared<'a> {
     pub settings: &'a Settings,
     pub store: &'a Store,
     pub identity: &'a ServerIdentity,
+    /// The pin gate and master present now (a rotation moves it).
+    pub current_pin: &'a Arc<crate::identity::CurrentPin>,
     pub policy: &'a TlsPolicy,
     pub clock: &'a Clock,
     pub shutdown: &'a watch::Receiver<bool>,
@@ -86,7 +88,7 @@ pub(crate) fn terminals(
         services::serving(
             settings,
             listener,
-            at.identity,
+            (at.identity, at.current_pin),
             at.policy,
             limiter,
             at.metrics,
@@ -141,6 +143,21 @@ pub(crate) fn terminals(
             master_at.listener,
             track(master::router(master), Service::Master),
             master_serving,
+            at.shutdown.clone(),
+        )));
+    }
+    let servers: Vec<TlsServer> = [&out.gate_tls, &out.master_tls]
+        .into_iter()
+        .flatten()
+        .cloned()
+        .collect();
+    if !servers.is_empty() {
+        out.tasks.push(tokio::spawn(crate::identity::follow(
+            settings.clone(),
+            store.clone(),
+            at.current_pin.clone(),
+            servers,
+            (Duration::from_secs(settings.reconcile_secs), clock.clone()),
             at.shutdown.clone(),
         )));
     }

@@ -54,10 +54,11 @@ pub(crate) async fn identity(
     let pass = settings.identity_passphrase_file();
     let names = settings.server_names.clone();
     let now = clock.now();
-    let loaded =
-        tokio::task::spawn_blocking(move || identity::load(&uri, &pass, &names, now, creating))
-            .await
-            .map_err(|e| ServerError::Identity(e.to_string()))??;
+    let loaded = tokio::task::spawn_blocking(move || {
+        identity::load_pinned(&uri, &pass, &names, now, creating, recorded)
+    })
+    .await
+    .map_err(|e| ServerError::Identity(e.to_string()))??;
     match recorded {
         Some(pin) => identity::check_recorded(&loaded, pin)?,
         None => {
@@ -175,7 +176,7 @@ pub(crate) enum Listener {
 pub(crate) fn serving(
     settings: &Settings,
     listener: Listener,
-    identity: &ServerIdentity,
+    (identity, current_pin): (&ServerIdentity, &Arc<crate::identity::CurrentPin>),
     policy: &TlsPolicy,
     limiter: Arc<ConnectionLimiter>,
     metrics: &Arc<crate::metrics::Metrics>,
@@ -194,7 +195,7 @@ pub(crate) fn serving(
     let tls = TlsServer::new(identity.certified_key.clone(), auth, policy)?;
     Ok(http::ServeOptions {
         tls,
-        server_pin: identity.pin,
+        server_pin: current_pin.clone(),
         body_limit: count(settings.max_body_bytes),
         body_timeout: Duration::from_secs(settings.body_timeout_secs),
         header_timeout: Duration::from_secs(settings.header_timeout_secs),

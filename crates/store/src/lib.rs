@@ -28,6 +28,7 @@ mod paired;
 mod pairing;
 mod proofs;
 mod rekey;
+mod rotations;
 mod sessions;
 mod step_up;
 mod terminals;
@@ -63,6 +64,7 @@ pub use pairing::{
 };
 pub use proofs::{Changer, TrustChange};
 pub use rekey::{RecordedSuccessor, RekeyRefusal, SuccessorRequest, TerminalKey};
+pub use rotations::StoredRotation;
 pub use sessions::{
     ApiToken, DEFAULT_TOKEN_LIFETIME, Session, SessionLimits, SessionStage, SessionStep,
 };

@@ -213,7 +213,7 @@ impl Agent {
         )?)
     }
 
-    fn https(&self, trust: ServerTrust) -> Result<HttpsClient, TerminalError> {
+    pub(crate) fn https(&self, trust: ServerTrust) -> Result<HttpsClient, TerminalError> {
         self.https_as(&self.alias(), trust)
     }
 
@@ -400,10 +400,24 @@ impl Agent {
         } else {
             &[]
         };
-        Ok(self
+        match self
             .https(trust)?
-            .request(method, &url, headers, body)
-            .await?)
+            .request(method, &url, headers, body.clone())
+            .await
+        {
+            // A key no pin names: the server may have rotated while this
+            // terminal slept. Follow the chain from the gate, then retry
+            // once with the pins it allows.
+            Err(pairgate_tls::TlsError::PinMismatch(m)) if !paired.trust_store => {
+                self.recover_server_key(m.presented).await?;
+                let (_, trust) = self.paired()?;
+                Ok(self
+                    .https(trust)?
+                    .request(method, &url, headers, body)
+                    .await?)
+            }
+            other => Ok(other?),
+        }
     }
 
     /// Sends a heartbeat to the master: the firmware, if given, and the
@@ -424,7 +438,13 @@ impl Agent {
             counter,
         };
         let json = serde_json::to_vec(&body).map_err(|e| TerminalError::Io(e.to_string()))?;
-        self.call("POST", "/v1/heartbeat", Some(json)).await
+        let answer = self.call("POST", "/v1/heartbeat", Some(json)).await?;
+        // A server that announces its next key has the terminal pin it
+        // now; a failure here keeps the pins and shows at the next call.
+        if answer.status == 200 {
+            let _ = self.follow_server_keys().await;
+        }
+        Ok(answer)
     }
 
     /// A mutual-TLS connection to the master, checked against the paired

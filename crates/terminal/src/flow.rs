@@ -189,6 +189,7 @@ pub(crate) fn finish(
         vpn_profile: config.vpn_profile.clone(),
         heartbeat_counter: config.heartbeat_counter,
         trust_store: false,
+        server_key_seq: 0,
     };
     state.pending = None;
     state.paired = Some(paired.clone());

@@ -12,6 +12,7 @@ mod flow;
 pub mod gate;
 mod rekey;
 mod restore;
+mod server_keys;
 pub mod state;
 
 pub use agent::{Agent, IdentityMode, Init, PairOptions, PairingDisplay, Status};
@@ -65,6 +66,11 @@ pub enum TerminalError {
     /// The gate refused or answered something unexpected.
     #[error("{0}")]
     Gate(String),
+    /// The server presented a key no chain of rotation statements from a
+    /// held pin announces (or a statement did not verify): refused, and
+    /// the pins are kept.
+    #[error("the server's key is not trusted: {0}")]
+    ServerKey(#[from] pairgate_pki::rotation::RotationError),
     /// The master refused a request of the agent's own protocol (re-key).
     #[error("the master answered {status} {code}: {message}")]
     Master {

@@ -38,7 +38,7 @@ pub struct Rekeyed {
 }
 
 /// The master's refusal, with its code and message.
-fn refusal(r: &HttpsResponse) -> TerminalError {
+pub(crate) fn refusal(r: &HttpsResponse) -> TerminalError {
     match serde_json::from_slice::<ErrorBody>(&r.body) {
         Ok(body) => TerminalError::Master {
             status: r.status,

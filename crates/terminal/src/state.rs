@@ -45,6 +45,14 @@ pub struct PairedConfig {
     /// certificate is there or chains to an entry), not by pins.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub trust_store: bool,
+    /// The server key rotation the first pin came from (0: the key paired
+    /// with).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub server_key_seq: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// The whole state.

@@ -30,12 +30,29 @@ pub enum ClientAuth {
     AnyProvenKeyExpiredWithin(std::time::Duration),
 }
 
+/// The identity a server presents, replaceable while it serves (a server
+/// key rotation takes effect without a restart).
+#[derive(Debug)]
+struct IdentitySlot(std::sync::RwLock<Arc<CertifiedKey>>);
+
+impl rustls::server::ResolvesServerCert for IdentitySlot {
+    fn resolve(&self, _: rustls::server::ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(
+            self.0
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone(),
+        )
+    }
+}
+
 /// A configured TLS server.
 #[derive(Clone, Debug)]
 pub struct TlsServer {
     config: Arc<ServerConfig>,
     policy: TlsPolicy,
     sessions: Arc<TtlServerSessionStore>,
+    identity: Arc<IdentitySlot>,
 }
 
 impl TlsServer {
@@ -58,10 +75,11 @@ impl TlsServer {
             expired_grace,
             clock: policy.clock.clone(),
         });
+        let identity = Arc::new(IdentitySlot(std::sync::RwLock::new(identity)));
         let mut config = ServerConfig::builder_with_provider(provider)
             .with_protocol_versions(policy.protocol_versions())?
             .with_client_cert_verifier(verifier)
-            .with_cert_resolver(Arc::new(SingleCertAndKey::from(identity)));
+            .with_cert_resolver(identity.clone());
         let sessions = Arc::new(TtlServerSessionStore::new(
             policy.session_lifetime,
             policy.session_cache_size,
@@ -83,7 +101,18 @@ impl TlsServer {
             config,
             policy: policy.clone(),
             sessions,
+            identity,
         })
+    }
+
+    /// Presents `identity` from the next handshake on (connections and
+    /// sessions made with the old one are left alone).
+    pub fn replace_identity(&self, identity: Arc<CertifiedKey>) {
+        *self
+            .identity
+            .0
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = identity;
     }
 
     /// The rustls configuration.

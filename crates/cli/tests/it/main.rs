@@ -21,5 +21,6 @@ mod keys;
 mod manifests;
 mod operations;
 mod rekey;
+mod rotation;
 mod support;
 mod trust_store;

@@ -1,0 +1,185 @@
+//! Server key rotation against a real `pairgate server` process: twenty
+//! paired terminals; the server rotates its key twice (`pairgate admin
+//! identity rotate`, then `activate`) while terminal X is stopped; the
+//! other nineteen keep calling the master throughout and never pair
+//! again; X, started after both rotations, meets a key it does not pin,
+//! follows the chain of statements from the gate and calls the master.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use pairgate_testkit::temp_dir;
+
+use crate::support::{ServerProcess, json, ok};
+
+const TERMINALS: usize = 20;
+
+fn terminal<'a>(state: &'a str, args: &[&'a str]) -> Vec<&'a str> {
+    let mut all = vec!["--json", "terminal", "--state", state];
+    all.extend_from_slice(args);
+    all
+}
+
+/// Registers and pairs `n` terminals (one approving operator each, so no
+/// TOTP code is used twice); returns their state directories.
+fn pair_many(cwd: &Path, server: &ServerProcess, n: usize) -> Vec<String> {
+    (0..n)
+        .map(|i| {
+            let serial = format!("ATM-{i:02}");
+            server.admin(cwd, &["terminal", "add", &serial]);
+            let operator = format!("op{i}");
+            let created = json(&server.admin(
+                cwd,
+                &[
+                    "--json", "operator", "create", &operator, "--role", "operator",
+                ],
+            ));
+            let uri = created["totp_uri"].as_str().unwrap().to_owned();
+            let state = cwd.join(format!("t{i}")).display().to_string();
+            ok(cwd, &terminal(&state, &["init"]));
+            let pair = terminal(
+                &state,
+                &["pair", "--gate", &server.gate, "--serial", &serial],
+            );
+            let (mut child, code, id) = crate::agent::start_pair(cwd, &pair);
+            crate::agent::approve(cwd, server, &operator, &uri, &id, &code, 0);
+            assert!(child.wait().unwrap().success(), "{serial} did not pair");
+            state
+        })
+        .collect()
+}
+
+/// The pins a terminal holds.
+fn pins(cwd: &Path, state: &str) -> Vec<String> {
+    let status = json(&ok(cwd, &terminal(state, &["status"])));
+    status["paired"]["server_pins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// Every terminal sends a heartbeat (a master call, which also follows
+/// the server's keys); each must succeed.
+fn heartbeats(cwd: &Path, states: &[String]) {
+    for state in states {
+        let hb = json(&ok(
+            cwd,
+            &terminal(state, &["heartbeat", "--renew-before-days", "0"]),
+        ));
+        assert_eq!(hb["status"], 200, "{state}: {hb}");
+    }
+}
+
+/// Heartbeats until every terminal pins only `pin` (the master presents
+/// it once the instance has followed the activation).
+fn until_all_pin(cwd: &Path, states: &[String], pin: &str) {
+    for state in states {
+        let started = Instant::now();
+        loop {
+            heartbeats(cwd, std::slice::from_ref(state));
+            if pins(cwd, state) == [pin] {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "{state} still pins {:?}, not only {pin}",
+                pins(cwd, state)
+            );
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+}
+
+#[test]
+fn terminals_follow_two_rotations_and_one_that_slept_follows_the_chain() {
+    let dir = temp_dir();
+    let cwd = dir.path();
+    let extra = ["--gate-listen", "127.0.0.1:0", "--set", "reconcile_secs=1"];
+    let server = ServerProcess::start(cwd, &cwd.join("server"), &extra);
+    let data = server.data.display().to_string();
+    let states = pair_many(cwd, &server, TERMINALS);
+    let (sleeper, awake) = states.split_first().unwrap();
+    let original = server.pin.clone();
+    assert_eq!(pins(cwd, sleeper), [original.as_str()]);
+
+    let mut current = original.clone();
+    for seq in 1..=2 {
+        let rotated = json(&ok(
+            cwd,
+            &["--json", "admin", "--data", &data, "identity", "rotate"],
+        ));
+        assert_eq!(rotated["seq"], seq);
+        assert_eq!(rotated["pin"], current);
+        let next = rotated["next_pin"].as_str().unwrap().to_owned();
+        // Announced: every awake terminal pins both keys at its heartbeat.
+        heartbeats(cwd, awake);
+        for state in awake {
+            assert_eq!(pins(cwd, state), [current.as_str(), next.as_str()]);
+        }
+        let activated = json(&ok(
+            cwd,
+            &["--json", "admin", "--data", &data, "identity", "activate"],
+        ));
+        assert_eq!(activated["pin"], next);
+        // Served within reconcile_secs; calls go on meanwhile.
+        until_all_pin(cwd, awake, &next);
+        current = next;
+    }
+
+    // X slept through both: its pin is the first key's.
+    assert_eq!(pins(cwd, sleeper), [original.as_str()]);
+    let me = json(&ok(cwd, &terminal(sleeper, &["call", "GET", "/v1/me"])));
+    assert_eq!(me["status"], 200);
+    assert_eq!(me["body"]["serial"], "ATM-00");
+    assert_eq!(pins(cwd, sleeper), [current.as_str()]);
+    let status = json(&ok(cwd, &terminal(sleeper, &["status"])));
+    assert_eq!(status["paired"]["server_key_seq"], 2);
+
+    // Nobody paired again; the audit shows both rotations.
+    let pending = json(&server.admin(cwd, &["--json", "requests", "--pending"]));
+    assert_eq!(pending.as_array().unwrap().len(), 0);
+    let audit = server.admin(cwd, &["--json", "audit", "--limit", "1000"]);
+    assert_eq!(audit.matches("\"server.rotation_announced\"").count(), 2);
+    assert_eq!(audit.matches("\"server.rotation_activated\"").count(), 2);
+    assert_eq!(audit.matches("\"pairing.approve\"").count(), TERMINALS);
+
+    // Nothing to activate; one announcement at a time.
+    let admin = ["admin", "--data", data.as_str(), "identity"];
+    let err = crate::support::fails(cwd, &crate::support::joined(&admin, &["activate"]));
+    assert!(err.contains("no rotation is announced"), "{err}");
+    ok(cwd, &crate::support::joined(&admin, &["rotate"]));
+    let err = crate::support::fails(cwd, &crate::support::joined(&admin, &["rotate"]));
+    assert!(err.contains("announced and not activated"), "{err}");
+}
+
+/// A server at the terminal's addresses presenting a key no statement from
+/// its pin announces (here: another server, as a thief of the addresses
+/// would be) is refused at the master and at the gate, and the terminal
+/// keeps its pin: it still refuses that server afterwards.
+#[test]
+fn an_unannounced_key_is_refused_and_the_pin_kept() {
+    let dir = temp_dir();
+    let cwd = dir.path();
+    let server = ServerProcess::start(cwd, &cwd.join("server"), &["--gate-listen", "127.0.0.1:0"]);
+    let states = pair_many(cwd, &server, 1);
+    let state = &states[0];
+    let impostor = ServerProcess::start(
+        cwd,
+        &cwd.join("impostor"),
+        &["--gate-listen", "127.0.0.1:0"],
+    );
+    let file = Path::new(state).join("state.json");
+    let mut saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    saved["paired"]["master_url"] = impostor.master_url.clone().into();
+    saved["paired"]["gate"] = impostor.gate.clone().into();
+    std::fs::write(&file, serde_json::to_vec_pretty(&saved).unwrap()).unwrap();
+    for _ in 0..2 {
+        let err = crate::support::fails(cwd, &terminal(state, &["call", "GET", "/v1/me"]));
+        assert!(err.contains("not announced by a chain"), "{err}");
+        assert!(err.contains(&impostor.pin), "{err}");
+        assert_eq!(pins(cwd, state), [server.pin.as_str()]);
+    }
+}

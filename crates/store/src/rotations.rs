@@ -1,0 +1,174 @@
+//! Server key rotation (issue 17): the statements by which the current
+//! server key announces the next, and the switch to it. Announcing and
+//! activating are each one transaction with their audit record; the
+//! activation moves the recorded identity (`server_identity.pin`), which
+//! every instance watches and follows without a restart.
+
+use std::time::SystemTime;
+
+use pairgate_pki::SpkiPin;
+use pairgate_proto::server_keys::Rotation;
+use sqlx::Row;
+
+use crate::audit::append;
+use crate::{Actor, Store, StoreError, millis};
+
+/// A stored rotation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredRotation {
+    /// The statement as the wire carries it.
+    pub rotation: Rotation,
+    /// When the next key became the identity (Unix ms).
+    pub activated_at: Option<i64>,
+}
+
+impl Store {
+    /// Every rotation, oldest first.
+    pub async fn rotations(&self) -> Result<Vec<StoredRotation>, StoreError> {
+        let rows =
+            sqlx::query("SELECT seq, statement, activated_at FROM server_rotations ORDER BY seq")
+                .fetch_all(self.pool())
+                .await?;
+        rows.iter()
+            .map(|row| {
+                let seq: i64 = row.try_get("seq")?;
+                let text: String = row.try_get("statement")?;
+                let rotation: Rotation = serde_json::from_str(&text)
+                    .map_err(|e| StoreError::Corrupt(format!("rotation {seq}: {e}")))?;
+                Ok(StoredRotation {
+                    rotation,
+                    activated_at: row.try_get("activated_at")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Records `rotation`, signed by the recorded identity and numbered one
+    /// after the last, as announced; audited (`server.rotation_announced`).
+    /// Refused while another rotation waits for activation.
+    pub async fn announce_rotation(
+        &self,
+        rotation: &Rotation,
+        actor: &Actor,
+        now: SystemTime,
+    ) -> Result<(), StoreError> {
+        let signed = rotation.signed().map_err(StoreError::Invalid)?;
+        let (previous, next) = (signed.statement.previous_pin(), signed.statement.next_pin());
+        let at = millis(now);
+        let mut tx = self.begin_write().await?;
+        // Serialises announcements with the identity's row.
+        let recorded: Option<String> =
+            sqlx::query("UPDATE server_identity SET pin = pin WHERE id = 1 RETURNING pin")
+                .fetch_optional(&mut *tx)
+                .await?
+                .map(|row| row.try_get("pin"))
+                .transpose()?;
+        if recorded.as_deref() != Some(previous.to_hex().as_str()) {
+            return Err(StoreError::Conflict(format!(
+                "the statement is signed by {previous}, not by the server identity the store \
+                 records ({})",
+                recorded.unwrap_or_else(|| "none".into())
+            )));
+        }
+        let row = sqlx::query(
+            "SELECT COALESCE(MAX(seq), 0) AS last, \
+             SUM(CASE WHEN activated_at IS NULL THEN 1 ELSE 0 END) AS pending \
+             FROM server_rotations",
+        )
+        .fetch_one(&mut *tx)
+        .await?;
+        let last: i64 = row.try_get("last")?;
+        let pending: Option<i64> = row.try_get("pending")?;
+        if pending.unwrap_or(0) > 0 {
+            return Err(StoreError::Conflict(format!(
+                "rotation {last} is announced and not activated: activate it first"
+            )));
+        }
+        let seq = i64::try_from(rotation.seq).unwrap_or(i64::MAX);
+        if seq != last + 1 {
+            return Err(StoreError::Invalid(format!(
+                "the statement is rotation {seq}; the next is {}",
+                last + 1
+            )));
+        }
+        let statement =
+            serde_json::to_string(rotation).map_err(|e| StoreError::Invalid(e.to_string()))?;
+        sqlx::query(
+            "INSERT INTO server_rotations (seq, previous_pin, next_pin, statement, created_at) \
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(seq)
+        .bind(previous.to_hex())
+        .bind(next.to_hex())
+        .bind(&statement)
+        .bind(at)
+        .execute(&mut *tx)
+        .await?;
+        let detail = serde_json::json!({
+            "seq": seq, "pin": previous, "next_pin": next, "not_before": rotation.not_before,
+        });
+        append(
+            &mut tx,
+            at,
+            actor,
+            "server.rotation_announced",
+            &next.to_hex(),
+            &detail,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Makes the announced key the server identity; audited
+    /// (`server.rotation_activated`). Returns the new pin.
+    pub async fn activate_rotation(
+        &self,
+        actor: &Actor,
+        now: SystemTime,
+    ) -> Result<SpkiPin, StoreError> {
+        let at = millis(now);
+        let mut tx = self.begin_write().await?;
+        let Some(row) = sqlx::query(
+            "SELECT seq, previous_pin, next_pin FROM server_rotations WHERE activated_at IS NULL",
+        )
+        .fetch_optional(&mut *tx)
+        .await?
+        else {
+            return Err(StoreError::Conflict(
+                "no rotation is announced: run `pairgate admin identity rotate` first".into(),
+            ));
+        };
+        let seq: i64 = row.try_get("seq")?;
+        let previous: SpkiPin = crate::parsed(&row, "previous_pin", || "previous pin".into())?;
+        let next: SpkiPin = crate::parsed(&row, "next_pin", || "next pin".into())?;
+        let moved = sqlx::query("UPDATE server_identity SET pin = $1 WHERE id = 1 AND pin = $2")
+            .bind(next.to_hex())
+            .bind(previous.to_hex())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if moved != 1 {
+            return Err(StoreError::Conflict(format!(
+                "the recorded identity is no longer {previous}, which signed rotation {seq}"
+            )));
+        }
+        sqlx::query("UPDATE server_rotations SET activated_at = $1 WHERE seq = $2")
+            .bind(at)
+            .bind(seq)
+            .execute(&mut *tx)
+            .await?;
+        let detail = serde_json::json!({ "seq": seq, "pin": next, "previous_pin": previous });
+        append(
+            &mut tx,
+            at,
+            actor,
+            "server.rotation_activated",
+            &next.to_hex(),
+            &detail,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(next)
+    }
+}
