@@ -96,7 +96,14 @@ fn until_all_pin(cwd: &Path, states: &[String], pin: &str) {
 fn terminals_follow_two_rotations_and_one_that_slept_follows_the_chain() {
     let dir = temp_dir();
     let cwd = dir.path();
-    let extra = ["--gate-listen", "127.0.0.1:0", "--set", "reconcile_secs=1"];
+    let extra = [
+        "--gate-listen",
+        "127.0.0.1:0",
+        "--set",
+        "reconcile_secs=1",
+        "--set",
+        "audit_checkpoint_secs=1",
+    ];
     let server = ServerProcess::start(cwd, &cwd.join("server"), &extra);
     let data = server.data.display().to_string();
     let states = pair_many(cwd, &server, TERMINALS);
@@ -152,6 +159,24 @@ fn terminals_follow_two_rotations_and_one_that_slept_follows_the_chain() {
     ok(cwd, &crate::support::joined(&admin, &["rotate"]));
     let err = crate::support::fails(cwd, &crate::support::joined(&admin, &["rotate"]));
     assert!(err.contains("announced and not activated"), "{err}");
+
+    // Restarted, the server presents the rotated key from the start and
+    // signs the audit log's checkpoints with it: the log verifies across
+    // checkpoints signed by the first key and by the third.
+    drop(server);
+    let restarted = ServerProcess::start(cwd, Path::new(&data), &extra);
+    assert_eq!(restarted.pin, current);
+    restarted.admin(cwd, &["terminal", "add", "ATM-AFTER"]);
+    let started = Instant::now();
+    loop {
+        let verified = json(&restarted.admin(cwd, &["--json", "audit", "verify"]));
+        assert_eq!(verified["intact"], true, "{verified}");
+        if verified["unanchored"] == 0 {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(15), "{verified}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
 }
 
 /// A server at the terminal's addresses presenting a key no statement from

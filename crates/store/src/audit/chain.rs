@@ -85,9 +85,10 @@ impl Checkpoint {
         self.hashes.get(index * 64..index * 64 + 64)
     }
 
-    /// Checks the signature, that the key is the one pinned, and that the
+    /// Checks the signature, that the key is one of the server's (`pins`:
+    /// its identity, and every key a rotation announced), and that the
     /// hash list fits the range; the reason when not.
-    pub fn verify(&self, pin: &SpkiPin) -> Result<(), String> {
+    pub fn verify(&self, pins: &[SpkiPin]) -> Result<(), String> {
         let count = self.last_seq - self.first_seq + 1;
         if self.first_seq < 1
             || count < 1
@@ -100,7 +101,7 @@ impl Checkpoint {
             ));
         }
         let spki = hex::decode(&self.spki).map_err(|_| "checkpoint key is not hex".to_owned())?;
-        if SpkiPin::of_spki(&spki) != *pin {
+        if !pins.contains(&SpkiPin::of_spki(&spki)) {
             return Err(format!(
                 "checkpoint {}..{} is signed by a key other than the server's",
                 self.first_seq, self.last_seq
@@ -153,7 +154,7 @@ impl AuditVerification {
 /// the records it covers). Stops at the first problem.
 #[derive(Debug)]
 pub struct ChainVerifier {
-    pin: Option<SpkiPin>,
+    pins: Option<Vec<SpkiPin>>,
     prev: String,
     next_seq: i64,
     current: Option<Checkpoint>,
@@ -162,11 +163,12 @@ pub struct ChainVerifier {
 
 impl ChainVerifier {
     /// A verifier starting at record `from_seq` whose predecessor has hash
-    /// `prev` (1 and [`GENESIS`] for a full check). With `pin`, checkpoints
-    /// must be signed by that key; without, they are not consulted.
-    pub fn new(pin: Option<SpkiPin>, from_seq: i64, prev: &str) -> Self {
+    /// `prev` (1 and [`GENESIS`] for a full check). With `pins`,
+    /// checkpoints must be signed by one of those keys (the server's, before
+    /// and after its rotations); without, they are not consulted.
+    pub fn new(pins: Option<Vec<SpkiPin>>, from_seq: i64, prev: &str) -> Self {
         Self {
-            pin,
+            pins,
             prev: prev.to_owned(),
             next_seq: from_seq,
             current: None,
@@ -178,8 +180,8 @@ impl ChainVerifier {
     }
 
     /// A verifier for the whole log.
-    pub fn full(pin: Option<SpkiPin>) -> Self {
-        Self::new(pin, 1, GENESIS)
+    pub fn full(pins: Option<Vec<SpkiPin>>) -> Self {
+        Self::new(pins, 1, GENESIS)
     }
 
     fn broken(&mut self, seq: i64, reason: String) {
@@ -196,13 +198,13 @@ impl ChainVerifier {
 
     /// Takes a checkpoint, which must come before the records it covers.
     pub fn checkpoint(&mut self, checkpoint: Checkpoint) {
-        let Some(pin) = self.pin else {
+        let Some(pins) = &self.pins else {
             return;
         };
         if self.is_broken() {
             return;
         }
-        if let Err(reason) = checkpoint.verify(&pin) {
+        if let Err(reason) = checkpoint.verify(pins) {
             self.broken(checkpoint.first_seq.max(self.next_seq), reason);
             return;
         }

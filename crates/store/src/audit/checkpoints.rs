@@ -62,11 +62,11 @@ struct SignedRun<'a> {
 
 /// A verifier for the records after `last` (all records when there is no
 /// checkpoint yet), once `last` itself verifies under `pin`.
-fn continuing(pin: SpkiPin, last: Option<&Checkpoint>) -> Result<ChainVerifier, StoreError> {
+fn continuing(pins: Vec<SpkiPin>, last: Option<&Checkpoint>) -> Result<ChainVerifier, StoreError> {
     let Some(c) = last else {
-        return Ok(ChainVerifier::full(Some(pin)));
+        return Ok(ChainVerifier::full(Some(pins)));
     };
-    let mut own = ChainVerifier::new(Some(pin), c.first_seq, "");
+    let mut own = ChainVerifier::new(Some(pins.clone()), c.first_seq, "");
     own.checkpoint(c.clone());
     if own.is_broken() {
         let reason = own.finish_file().reason.unwrap_or_default();
@@ -75,7 +75,7 @@ fn continuing(pin: SpkiPin, last: Option<&Checkpoint>) -> Result<ChainVerifier, 
         )));
     }
     let prev = c.hash_of(c.last_seq).unwrap_or_default();
-    Ok(ChainVerifier::new(Some(pin), c.last_seq + 1, prev))
+    Ok(ChainVerifier::new(Some(pins), c.last_seq + 1, prev))
 }
 
 impl Store {
@@ -187,12 +187,35 @@ impl Store {
         &self,
         pin: &SpkiPin,
     ) -> Result<AuditVerification, StoreError> {
-        self.verify_full(Some(*pin)).await
+        let pins = self.server_key_family(*pin).await?;
+        self.verify_full(Some(pins)).await
     }
 
-    async fn verify_full(&self, pin: Option<SpkiPin>) -> Result<AuditVerification, StoreError> {
+    /// `pin` and every key a server key rotation named: a checkpoint signed
+    /// by any of them is the server's (each rotation was signed by the
+    /// identity of its time, and recorded only then).
+    async fn server_key_family(&self, pin: SpkiPin) -> Result<Vec<SpkiPin>, StoreError> {
+        let rows = sqlx::query("SELECT previous_pin, next_pin FROM server_rotations")
+            .fetch_all(&self.pool)
+            .await?;
+        let mut pins = vec![pin];
+        for row in &rows {
+            for column in ["previous_pin", "next_pin"] {
+                let other: SpkiPin = crate::parsed(row, column, || "rotation pin".into())?;
+                if !pins.contains(&other) {
+                    pins.push(other);
+                }
+            }
+        }
+        Ok(pins)
+    }
+
+    async fn verify_full(
+        &self,
+        pins: Option<Vec<SpkiPin>>,
+    ) -> Result<AuditVerification, StoreError> {
         let (head_seq, head_hash) = self.audit_head().await?;
-        let mut v = ChainVerifier::full(pin);
+        let mut v = ChainVerifier::full(pins);
         self.feed(&mut v, 1, head_seq).await?;
         Ok(v.finish(head_seq, &head_hash))
     }
@@ -218,7 +241,8 @@ impl Store {
                 .transpose()?
                 .unwrap_or_default()
         };
-        let mut v = ChainVerifier::new(Some(*pin), from, &prev);
+        let pins = self.server_key_family(*pin).await?;
+        let mut v = ChainVerifier::new(Some(pins), from, &prev);
         self.feed(&mut v, from, head_seq).await?;
         let mut out = v.finish(head_seq, &head_hash);
         if out.anchored_through == 0 && from > 1 {
@@ -237,7 +261,9 @@ impl Store {
         signer: &dyn CheckpointSigner,
         now: SystemTime,
     ) -> Result<Option<i64>, StoreError> {
-        let pin = SpkiPin::of_spki(signer.spki());
+        let pins = self
+            .server_key_family(SpkiPin::of_spki(signer.spki()))
+            .await?;
         let mut signed = None;
         loop {
             let (head_seq, _) = self.audit_head().await?;
@@ -248,7 +274,7 @@ impl Store {
             }
             let to = head_seq.min(anchored + MAX_RUN);
             let hashes = self
-                .checked_run(continuing(pin, last.as_ref())?, anchored, to)
+                .checked_run(continuing(pins.clone(), last.as_ref())?, anchored, to)
                 .await?;
             let at = millis(now);
             let message = Checkpoint::message(anchored + 1, to, at, &hashes);

@@ -92,7 +92,7 @@ impl Store {
 /// the same checks as [`Store::verify_audit_anchored`]. A line that is not
 /// part of the format is an error naming it.
 pub fn verify_export(input: impl BufRead, pin: &SpkiPin) -> Result<AuditVerification, StoreError> {
-    let mut v = ChainVerifier::full(Some(*pin));
+    let mut v = ChainVerifier::full(Some(vec![*pin]));
     let mut head = None;
     for (index, line) in input.lines().enumerate() {
         let n = index + 1;
