@@ -72,7 +72,7 @@ pub(crate) trait ConnectionGuard: Send + Sync {
 #[derive(Clone)]
 pub(crate) struct ServeOptions {
     pub tls: TlsServer,
-    pub server_pin: Arc<crate::identity::CurrentPin>,
+    pub server_pin: Arc<crate::identity::Presented>,
     pub body_limit: usize,
     pub body_timeout: Duration,
     pub header_timeout: Duration,

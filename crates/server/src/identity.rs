@@ -27,43 +27,56 @@ pub const SERVER_ALIAS: &str = "pairgate-server";
 /// days browsers and the CA/Browser Forum accept for a server certificate.
 pub const CERT_DAYS: u32 = 397;
 /// Renew when less than this is left.
-const RENEW_BEFORE: Duration = Duration::from_secs(30 * 86_400);
+pub(crate) const RENEW_BEFORE: Duration = Duration::from_secs(30 * 86_400);
 
-/// The pin of the identity gate and master present now: a rotation's
-/// activation moves it while they serve.
+/// The identity gate and master present now, its pin and certificate: a
+/// rotation's activation or a certificate renewal replaces it while they
+/// serve.
 #[derive(Debug)]
-pub(crate) struct CurrentPin(std::sync::RwLock<SpkiPin>);
+pub(crate) struct Presented(std::sync::RwLock<(SpkiPin, ServedCertificate)>);
 
-impl CurrentPin {
-    /// Starting at `pin`.
-    pub(crate) fn new(pin: SpkiPin) -> Self {
-        Self(std::sync::RwLock::new(pin))
+impl Presented {
+    /// Starting with `identity`.
+    pub(crate) fn new(identity: &ServerIdentity) -> Self {
+        Self(std::sync::RwLock::new((identity.pin, identity.certificate)))
     }
 
-    /// The pin now.
-    pub(crate) fn get(&self) -> SpkiPin {
+    fn read(&self) -> (SpkiPin, ServedCertificate) {
         *self
             .0
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn set(&self, pin: SpkiPin) {
+    /// The pin now.
+    pub(crate) fn get(&self) -> SpkiPin {
+        self.read().0
+    }
+
+    /// The certificate now.
+    pub(crate) fn certificate(&self) -> ServedCertificate {
+        self.read().1
+    }
+
+    fn set(&self, identity: &ServerIdentity) {
         *self
             .0
             .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = pin;
+            .unwrap_or_else(std::sync::PoisonError::into_inner) =
+            (identity.pin, identity.certificate);
     }
 }
 
 /// Follows the identity the store records: when a rotation's activation
-/// moves it, loads that key from the identity key store and presents it
-/// on `servers` (gate and master) from the next handshake on, checking
-/// every `every` until `shutdown`.
+/// moves it, or when the self-signed certificate comes within
+/// [`RENEW_BEFORE`] of its end (renewed on the same key, as at start),
+/// loads the identity from the key store and presents it on `servers`
+/// (gate and master) from the next handshake on, checking every `every`
+/// until `shutdown`.
 pub(crate) async fn follow(
     settings: crate::Settings,
     store: pairgate_store::Store,
-    current: Arc<CurrentPin>,
+    current: Arc<Presented>,
     servers: Vec<pairgate_tls::server::TlsServer>,
     (every, clock): (Duration, pairgate_clock::Clock),
     mut shutdown: tokio::sync::watch::Receiver<bool>,
@@ -73,8 +86,10 @@ pub(crate) async fn follow(
             () = tokio::time::sleep(every) => {}
             _ = shutdown.changed() => return,
         }
+        let served = current.certificate();
+        let renew = !served.operator_issued && clock.now() + RENEW_BEFORE > served.not_after;
         let recorded = match store.recorded_identity().await {
-            Ok(Some(pin)) if pin != current.get() => pin,
+            Ok(Some(pin)) if pin != current.get() || renew => pin,
             Ok(_) => continue,
             Err(e) => {
                 tracing::warn!(error = %e, "reading the recorded server identity failed");
@@ -95,8 +110,12 @@ pub(crate) async fn follow(
                 for server in &servers {
                     server.replace_identity(identity.certified_key.clone());
                 }
-                tracing::info!(pin = %recorded, previous = %current.get(), "server key rotated: presenting the activated key");
-                current.set(recorded);
+                if recorded == current.get() {
+                    tracing::info!(pin = %recorded, "server certificate renewed on the same key");
+                } else {
+                    tracing::info!(pin = %recorded, previous = %current.get(), "server key rotated: presenting the activated key");
+                }
+                current.set(&identity);
             }
             Ok(Ok(identity)) => {
                 tracing::error!(recorded = %recorded, found = %identity.pin, "the store's server identity was rotated to a key this instance's key store does not hold; still presenting the old key: give this instance the rotated key store")

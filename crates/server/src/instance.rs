@@ -145,7 +145,7 @@ fn observed(
         paired: paired.cloned(),
         connections: connections.clone(),
         upstream,
-        certificate: at.identity.certificate,
+        certificate: at.presented.clone(),
         clock: at.clock.clone(),
     };
     tasks.push(metrics::endpoint::spawn(
@@ -184,12 +184,12 @@ impl Instance {
         let (shutdown, shutdown_rx) = watch::channel(false);
         let listeners = Listeners::bind(settings, services).await?;
         let metrics = Arc::new(metrics::Metrics::default());
-        let current_pin = Arc::new(crate::identity::CurrentPin::new(identity.pin));
+        let presented = Arc::new(crate::identity::Presented::new(&identity));
         let at = running::Shared {
             settings,
             store: &store,
             identity: &identity,
-            current_pin: &current_pin,
+            presented: &presented,
             policy: &policy,
             clock: &clock,
             shutdown: &shutdown_rx,

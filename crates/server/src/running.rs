@@ -57,7 +57,7 @@ pub(crate) struct Shared<'a> {
     pub store: &'a Store,
     pub identity: &'a ServerIdentity,
     /// The pin gate and master present now (a rotation moves it).
-    pub current_pin: &'a Arc<crate::identity::CurrentPin>,
+    pub presented: &'a Arc<crate::identity::Presented>,
     pub policy: &'a TlsPolicy,
     pub clock: &'a Clock,
     pub shutdown: &'a watch::Receiver<bool>,
@@ -88,7 +88,7 @@ pub(crate) fn terminals(
         services::serving(
             settings,
             listener,
-            (at.identity, at.current_pin),
+            (at.identity, at.presented),
             at.policy,
             limiter,
             at.metrics,
@@ -155,7 +155,7 @@ pub(crate) fn terminals(
         out.tasks.push(tokio::spawn(crate::identity::follow(
             settings.clone(),
             store.clone(),
-            at.current_pin.clone(),
+            at.presented.clone(),
             servers,
             (Duration::from_secs(settings.reconcile_secs), clock.clone()),
             at.shutdown.clone(),
@@ -183,7 +183,13 @@ pub(crate) async fn operators(
     let first_run_password = cas::first_run(at.store, &first_run_file, at.clock.now())
         .await?
         .map(cas::FirstRunPassword);
-    let state = services::cas(settings, at.store, at.identity.pin, audit_checked, at.clock);
+    let state = services::cas(
+        settings,
+        at.store,
+        (at.identity.pin, at.presented),
+        audit_checked,
+        at.clock,
+    );
     let tls = services::cas_tls(settings, at.identity, at.policy)?;
     let scheme = if settings.cas_tls { "https" } else { "http" };
     let task = tokio::spawn(cas::serve(

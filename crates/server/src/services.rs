@@ -83,7 +83,7 @@ pub(crate) async fn identity(
 pub(crate) fn cas(
     settings: &Settings,
     store: &Store,
-    server_pin: SpkiPin,
+    (server_pin, presented): (SpkiPin, &Arc<crate::identity::Presented>),
     audit_checked: audit_anchor::LastFullCheck,
     clock: &Clock,
 ) -> cas::Cas {
@@ -106,6 +106,7 @@ pub(crate) fn cas(
         first_run_file: Some(Arc::new(settings.data_dir.join(cas::FIRST_RUN_FILE))),
         hosts: Arc::new(settings.cas_hosts()),
         server_pin,
+        presented: presented.clone(),
         audit_checked,
         clock: clock.clone(),
     }
@@ -176,7 +177,7 @@ pub(crate) enum Listener {
 pub(crate) fn serving(
     settings: &Settings,
     listener: Listener,
-    (identity, current_pin): (&ServerIdentity, &Arc<crate::identity::CurrentPin>),
+    (identity, presented): (&ServerIdentity, &Arc<crate::identity::Presented>),
     policy: &TlsPolicy,
     limiter: Arc<ConnectionLimiter>,
     metrics: &Arc<crate::metrics::Metrics>,
@@ -195,7 +196,7 @@ pub(crate) fn serving(
     let tls = TlsServer::new(identity.certified_key.clone(), auth, policy)?;
     Ok(http::ServeOptions {
         tls,
-        server_pin: current_pin.clone(),
+        server_pin: presented.clone(),
         body_limit: count(settings.max_body_bytes),
         body_timeout: Duration::from_secs(settings.body_timeout_secs),
         header_timeout: Duration::from_secs(settings.header_timeout_secs),

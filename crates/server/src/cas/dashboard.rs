@@ -29,6 +29,32 @@ fn alert_link(kind: AlertKind, subject: &str) -> Markup {
     }
 }
 
+/// A certificate the operator's CA issued is never replaced by pairgate:
+/// from 30 days before its end, the dashboard says so (as do the log and
+/// `/metrics`).
+fn certificate_banner(
+    served: crate::identity::ServedCertificate,
+    now: std::time::SystemTime,
+) -> Markup {
+    if !served.operator_issued {
+        return html! {};
+    }
+    let until = crate::http::rfc3339(crate::http::unix_millis(served.not_after));
+    let text = match served.not_after.duration_since(now) {
+        Err(_) => format!(
+            "The server certificate your CA issued expired on {until}. It is still served; \
+             install a renewed chain with `pairgate admin identity install`."
+        ),
+        Ok(left) if left < crate::identity::RENEW_BEFORE => format!(
+            "The server certificate your CA issued expires on {until}, in {} days. Install a \
+             renewed chain with `pairgate admin identity install`.",
+            left.as_secs() / 86_400
+        ),
+        Ok(_) => return html! {},
+    };
+    html! { div id="certificate-expiry" { (super::html::flash(super::html::Flash::Error, &text)) } }
+}
+
 fn alerts(fleet: &FleetView, now: i64) -> Markup {
     html! {
         h2 { "Alerts" }
@@ -104,6 +130,7 @@ pub async fn dashboard(State(cas): State<Cas>, who: SignedIn) -> Response {
         "Dashboard",
         Some(&who.viewer()),
         html! {
+            (certificate_banner(cas.presented.certificate(), cas.clock.now()))
             div.cards {
                 @for (state, n) in &counts {
                     a.card href={ "/terminals?state=" (state.as_str()) } {
@@ -138,4 +165,38 @@ pub async fn dashboard(State(cas): State<Cas>, who: SignedIn) -> Response {
         },
     )
     .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, SystemTime};
+
+    use crate::identity::ServedCertificate;
+
+    #[test]
+    fn the_banner_warns_of_an_operator_issued_certificate_from_30_days_before_its_end() {
+        let now = SystemTime::now();
+        let day = Duration::from_secs(86_400);
+        let banner = |days_left: i64, operator_issued: bool| {
+            let not_after = if days_left >= 0 {
+                now + day * u32::try_from(days_left).unwrap_or(0)
+            } else {
+                now - day * u32::try_from(-days_left).unwrap_or(0)
+            };
+            let served = ServedCertificate {
+                not_after,
+                operator_issued,
+            };
+            super::certificate_banner(served, now).into_string()
+        };
+        assert!(
+            banner(10, true).contains("expires on"),
+            "{}",
+            banner(10, true)
+        );
+        assert!(banner(-3, true).contains("expired on"));
+        assert!(banner(-3, true).contains("still served"));
+        assert_eq!(banner(40, true), "");
+        assert_eq!(banner(10, false), "");
+    }
 }

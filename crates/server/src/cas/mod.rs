@@ -105,6 +105,9 @@ pub struct Cas {
     pub server_pin: pairgate_pki::SpkiPin,
     /// The last full check of the audit log against its checkpoints.
     pub audit_checked: crate::audit_anchor::LastFullCheck,
+    /// The server identity presented now (its certificate's expiry is
+    /// shown on the dashboard).
+    pub(crate) presented: Arc<crate::identity::Presented>,
     /// What time it is.
     pub clock: pairgate_clock::Clock,
 }

@@ -34,7 +34,7 @@ pub(crate) struct Sources {
     pub paired: Option<Arc<PairedSet>>,
     pub connections: [Arc<ConnectionLimiter>; 3],
     pub upstream: Option<Arc<crate::proxy::Upstream>>,
-    pub certificate: crate::identity::ServedCertificate,
+    pub certificate: Arc<crate::identity::Presented>,
     pub clock: Clock,
 }
 
@@ -100,7 +100,7 @@ async fn metrics(State(sources): State<Sources>) -> Response {
         1.0,
     );
     store_gauges(&sources, &mut out).await;
-    let certificate = sources.certificate;
+    let certificate = sources.certificate.certificate();
     let not_after = certificate
         .not_after
         .duration_since(std::time::UNIX_EPOCH)

@@ -94,3 +94,46 @@ fn an_operator_issued_chain_is_served_as_given_even_expired() {
         assert_eq!(loaded.certificate.not_after, served.validity().1);
     }
 }
+
+/// A running server renews its self-signed certificate on the same key
+/// once it comes within 30 days of its end, without a restart: `/metrics`
+/// shows the new end and terminals pinning the key still connect.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_server_renews_its_self_signed_certificate() {
+    use crate::support::{Db, Fixture, TestTerminal, eventually};
+    let clock = pairgate_server::Clock::manual(SystemTime::now());
+    let f = Fixture::start_with_clock(Db::Sqlite, clock.clone(), |s| s.reconcile_secs = 1).await;
+    let not_after = async || {
+        let r = crate::web::Web::new(f.server.metrics_addr.unwrap())
+            .get("/metrics")
+            .await;
+        r.body
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("pairgate_server_certificate_not_after_seconds ")?
+                    .parse::<f64>()
+                    .ok()
+            })
+            .unwrap()
+    };
+    let first = not_after().await;
+    clock.advance(DAY * 380);
+    assert!(
+        eventually(Duration::from_secs(10), async || not_after().await
+            > first + 300.0 * 86_400.0)
+        .await,
+        "the certificate was not renewed"
+    );
+    let t = TestTerminal::new("probe");
+    let r = t
+        .https(pairgate_tls::client::ServerTrust::Pins(vec![f.server.pin]))
+        .request(
+            "POST",
+            &f.gate("/v1/pairing"),
+            &[("content-type", "application/json")],
+            Some(b"{}".to_vec()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.server_pin, Some(f.server.pin));
+}
