@@ -37,6 +37,9 @@ enum AdminCommand {
     /// The server identity: export it to a new machine, import it there.
     #[command(subcommand)]
     Identity(crate::admin_identity::IdentityCommand),
+    /// The terminal CA that certifies re-key CSRs (CA mode).
+    #[command(subcommand)]
+    TerminalCa(crate::admin_terminal_ca::TerminalCaCommand),
     /// Vendor keys that sign manifests.
     #[command(subcommand)]
     Vendor(crate::admin_vendors::VendorCommand),
@@ -174,6 +177,9 @@ async fn command(
         AdminCommand::Key(command) => crate::admin_keys::run(store, command, &actor, out).await,
         AdminCommand::Identity(command) => {
             crate::admin_identity::run(store, settings, command, &actor, out).await
+        }
+        AdminCommand::TerminalCa(command) => {
+            crate::admin_terminal_ca::run(store, settings, command, &actor, out).await
         }
         AdminCommand::Vendor(command) => crate::admin_vendors::vendor(store, command, out).await,
         AdminCommand::Manifest(command) => {

@@ -11,6 +11,7 @@ mod admin_keys;
 mod admin_operators;
 mod admin_pairing;
 mod admin_rotation;
+mod admin_terminal_ca;
 mod admin_tokens;
 mod admin_vendors;
 mod ca;

@@ -53,7 +53,8 @@ pub struct RekeyStatement<'a> {
     pub serial: &'a str,
     /// The fingerprint of the certificate it is paired with now.
     pub old: &'a TerminalFingerprint,
-    /// The fingerprint of the new certificate.
+    /// The fingerprint of the new certificate (in CA mode: the SHA-256
+    /// of the CSR's DER, since the certificate does not exist yet).
     pub new: &'a TerminalFingerprint,
     /// The server's challenge.
     pub challenge: &'a [u8; CHALLENGE_LEN],
@@ -71,7 +72,80 @@ pub struct ProvenSuccessor {
     pub serial: String,
 }
 
+/// A CSR whose key signed the statement (CA mode): the server issues its
+/// certificate, then [`ProvenCsr::issued`] makes the successor.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProvenCsr {
+    spki_der: Vec<u8>,
+    predecessor: TerminalFingerprint,
+    serial: String,
+}
+
+impl ProvenCsr {
+    /// The CSR's public key (DER SubjectPublicKeyInfo), to certify.
+    pub fn spki_der(&self) -> &[u8] {
+        &self.spki_der
+    }
+
+    /// The successor: `certificate` (DER), which must certify the CSR's key.
+    pub fn issued(self, certificate: &[u8]) -> Result<ProvenSuccessor, RekeyProofError> {
+        let (_, cert) = X509Certificate::from_der(certificate)
+            .map_err(|e| RekeyProofError::Certificate(e.to_string()))?;
+        if cert.public_key().raw != self.spki_der.as_slice() {
+            return Err(RekeyProofError::Certificate(
+                "the issued certificate is not for the requested key".into(),
+            ));
+        }
+        Ok(ProvenSuccessor {
+            fingerprint: TerminalFingerprint::of_certificate(certificate),
+            predecessor: self.predecessor,
+            serial: self.serial,
+        })
+    }
+}
+
+/// Picks the verification algorithm for a terminal key.
+fn terminal_key_verification(
+    spki: &x509_parser::x509::SubjectPublicKeyInfo<'_>,
+) -> Result<&'static dyn VerificationAlgorithm, RekeyProofError> {
+    match spki.parsed() {
+        Ok(PublicKey::EC(_)) if is_p256(spki) => Ok(&ECDSA_P256_SHA256_ASN1),
+        Ok(PublicKey::RSA(rsa)) if rsa.key_size() >= 2048 => Ok(&RSA_PSS_2048_8192_SHA256),
+        Ok(_) => Err(RekeyProofError::UnsupportedKey(
+            spki.algorithm.algorithm.to_id_string(),
+        )),
+        Err(e) => Err(RekeyProofError::Certificate(e.to_string())),
+    }
+}
+
 impl RekeyStatement<'_> {
+    /// CA mode: checks `signature` over this statement, whose `new` is the
+    /// SHA-256 of `csr` (DER), with the CSR's key; the CSR's own
+    /// signature must verify too.
+    pub fn verify_csr(&self, csr: &[u8], signature: &[u8]) -> Result<ProvenCsr, RekeyProofError> {
+        use x509_parser::certification_request::X509CertificationRequest;
+        if TerminalFingerprint::of_certificate(csr) != *self.new {
+            return Err(RekeyProofError::Certificate(
+                "the CSR's digest is not the one the statement names".into(),
+            ));
+        }
+        let (_, request) = X509CertificationRequest::from_der(csr)
+            .map_err(|e| RekeyProofError::Certificate(format!("CSR: {e}")))?;
+        request.verify_signature().map_err(|_| {
+            RekeyProofError::Certificate("the CSR's signature does not verify".into())
+        })?;
+        let spki = &request.certification_request_info.subject_pki;
+        let algorithm = terminal_key_verification(spki)?;
+        UnparsedPublicKey::new(algorithm, &spki.subject_public_key.data)
+            .verify(&self.message(), signature)
+            .map_err(|_| RekeyProofError::BadSignature)?;
+        Ok(ProvenCsr {
+            spki_der: spki.raw.to_vec(),
+            predecessor: *self.old,
+            serial: self.serial.to_owned(),
+        })
+    }
+
     /// The bytes signed: the context, then each field length-prefixed.
     pub fn message(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(CONTEXT.len() + 4 * 2 + self.serial.len() + 96);
@@ -104,16 +178,7 @@ impl RekeyStatement<'_> {
         let (_, cert) = X509Certificate::from_der(certificate)
             .map_err(|e| RekeyProofError::Certificate(e.to_string()))?;
         let spki = cert.public_key();
-        let algorithm: &'static dyn VerificationAlgorithm = match spki.parsed() {
-            Ok(PublicKey::EC(_)) if is_p256(spki) => &ECDSA_P256_SHA256_ASN1,
-            Ok(PublicKey::RSA(rsa)) if rsa.key_size() >= 2048 => &RSA_PSS_2048_8192_SHA256,
-            Ok(_) => {
-                return Err(RekeyProofError::UnsupportedKey(
-                    spki.algorithm.algorithm.to_id_string(),
-                ));
-            }
-            Err(e) => return Err(RekeyProofError::Certificate(e.to_string())),
-        };
+        let algorithm = terminal_key_verification(spki)?;
         UnparsedPublicKey::new(algorithm, &spki.subject_public_key.data)
             .verify(&self.message(), signature)
             .map_err(|_| RekeyProofError::BadSignature)?;

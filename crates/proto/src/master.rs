@@ -67,6 +67,9 @@ pub struct RekeyChallenge {
     pub challenge: String,
     /// When it stops being accepted (RFC 3339).
     pub expires_at: String,
+    /// The server certifies re-key CSRs with its terminal CA (CA mode).
+    #[serde(default)]
+    pub issues_certificates: bool,
 }
 
 /// `POST /v1/rekey`, sent with the current key: the new certificate and
@@ -76,8 +79,13 @@ pub struct RekeyChallenge {
 pub struct RekeyRequest {
     /// The challenge from `POST /v1/rekey/challenge` (hex).
     pub challenge: String,
-    /// The new self-signed client certificate (PEM).
-    pub certificate: String,
+    /// The new self-signed client certificate (PEM); or
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate: Option<String>,
+    /// a CSR (PEM) for the server's terminal CA to certify (when the
+    /// challenge said `issues_certificates`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub csr: Option<String>,
     /// The new key's signature over the statement (base64, standard
     /// alphabet with padding).
     pub proof: String,
@@ -94,4 +102,7 @@ pub struct RekeyAnswer {
     pub previous_fingerprint: String,
     /// The latest time the old key is still served (RFC 3339).
     pub old_key_refused_after: String,
+    /// CA mode: the issued certificate and the CA's (PEM, leaf first).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate_chain: Option<String>,
 }

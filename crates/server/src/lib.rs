@@ -27,6 +27,7 @@ mod running;
 mod server_keys;
 mod service_set;
 mod services;
+mod terminal_ca;
 mod waiters;
 
 use std::net::SocketAddr;

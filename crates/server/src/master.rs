@@ -46,6 +46,8 @@ pub(crate) struct Master {
     pub presence: Arc<crate::clones::Presence>,
     /// How long an old key is served beside a proven successor at most.
     pub rekey_overlap: std::time::Duration,
+    /// The terminal CA that certifies re-key CSRs, when configured.
+    pub terminal_ca: Option<Arc<crate::terminal_ca::TerminalCa>>,
 }
 
 /// The paired terminal a request comes from.

@@ -91,6 +91,7 @@ pub(crate) async fn challenge(
     Ok(Json(RekeyChallenge {
         challenge,
         expires_at: rfc3339(unix_millis(expires)),
+        issues_certificates: master.terminal_ca.is_some(),
     })
     .into_response())
 }
@@ -105,7 +106,6 @@ pub(crate) async fn rekey(
     let now = master.clock.now();
     current_key(&peer, &paired, now)?;
     let challenge = parse_challenge(&body.challenge)?;
-    let certificate = parse_certificate(&body.certificate, now)?;
     let proof = base64::engine::general_purpose::STANDARD
         .decode(body.proof.trim())
         .map_err(|_| {
@@ -115,17 +115,70 @@ pub(crate) async fn rekey(
                 "proof is not base64",
             )
         })?;
-    let new = TerminalFingerprint::of_certificate(&certificate);
     let serial = paired.terminal.serial.as_str();
-    let statement = RekeyStatement {
-        serial,
-        old: &peer.fingerprint,
-        new: &new,
-        challenge: &challenge,
+    let bad_proof = |e: pairgate_pki::RekeyProofError| {
+        refused(StatusCode::FORBIDDEN, ErrorCode::BadProof, e.to_string())
     };
-    let proven = statement
-        .verify(&certificate, &proof)
-        .map_err(|e| refused(StatusCode::FORBIDDEN, ErrorCode::BadProof, e.to_string()))?;
+    let (proven, certificate, chain) = match (&body.certificate, &body.csr) {
+        (Some(pem), None) => {
+            let certificate = parse_certificate(pem, now)?;
+            let new = TerminalFingerprint::of_certificate(&certificate);
+            let statement = RekeyStatement {
+                serial,
+                old: &peer.fingerprint,
+                new: &new,
+                challenge: &challenge,
+            };
+            let proven = statement.verify(&certificate, &proof).map_err(bad_proof)?;
+            (proven, certificate, None)
+        }
+        (None, Some(pem)) => {
+            let Some(ca) = master.terminal_ca.clone() else {
+                return Err(refused(
+                    StatusCode::BAD_REQUEST,
+                    ErrorCode::Invalid,
+                    "this server has no terminal CA: send a self-signed certificate",
+                ));
+            };
+            let csr = pairgate_pki::certificate::parse_csr(pem.as_bytes())
+                .map_err(|e| refused(StatusCode::BAD_REQUEST, ErrorCode::Invalid, e.to_string()))?;
+            let new = TerminalFingerprint::of_certificate(&csr);
+            let statement = RekeyStatement {
+                serial,
+                old: &peer.fingerprint,
+                new: &new,
+                challenge: &challenge,
+            };
+            let proven_csr = statement.verify_csr(&csr, &proof).map_err(bad_proof)?;
+            // The CA key may be in an HSM: signed off the async workers.
+            let (spki, owner) = (proven_csr.spki_der().to_vec(), serial.to_owned());
+            let issued = tokio::task::spawn_blocking(move || ca.issue(&spki, &owner, now))
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|r| r)
+                .map_err(|why| {
+                    tracing::error!(error = %why, "the terminal CA could not issue");
+                    refused(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        ErrorCode::Internal,
+                        "internal error; the server log has details",
+                    )
+                })?;
+            let [leaf, ca_cert] = issued;
+            let proven = proven_csr.issued(&leaf).map_err(bad_proof)?;
+            let pem = [&leaf, &ca_cert]
+                .map(|c| pairgate_pki::certificate::certificate_pem(c))
+                .concat();
+            (proven, leaf.to_vec(), Some(pem))
+        }
+        _ => {
+            return Err(refused(
+                StatusCode::BAD_REQUEST,
+                ErrorCode::Invalid,
+                "send the new key's certificate or a CSR, one of them",
+            ));
+        }
+    };
     let expired = now > peer.valid.1;
     let request = SuccessorRequest {
         proven: &proven,
@@ -149,10 +202,13 @@ pub(crate) async fn rekey(
         RekeyRefusal::KeyInUse => refused(
             StatusCode::CONFLICT,
             ErrorCode::Conflict,
-            format!("key {new} is or was a terminal's key; make a new one"),
+            format!(
+                "key {} is or was a terminal's key; make a new one",
+                proven.fingerprint
+            ),
         ),
     })?;
-    tracing::info!(serial, fingerprint = %new, previous = %peer.fingerprint, "terminal re-keyed");
+    tracing::info!(serial, fingerprint = %recorded.fingerprint, previous = %peer.fingerprint, "terminal re-keyed");
     master
         .paired
         .refresh_serial(&master.store, &paired.terminal.serial)
@@ -161,6 +217,7 @@ pub(crate) async fn rekey(
         fingerprint: recorded.fingerprint.to_hex(),
         previous_fingerprint: recorded.previous.to_hex(),
         old_key_refused_after: rfc3339(recorded.old_key_until),
+        certificate_chain: chain,
     })
     .into_response())
 }

@@ -144,25 +144,16 @@ impl Agent {
             .collect();
         let new_alias = next_alias(&old_alias, &taken)?;
         self.store.generate_key(&new_alias, KeyAlgorithm::P256)?;
-        let certificate = self.self_sign(&new_alias, now)?;
-        let new = TerminalFingerprint::of_certificate(&certificate);
         let mut state = self.state.load()?;
         state.rekey = Some(PendingRekey {
             alias: new_alias.to_string(),
-            fingerprint: new.to_hex(),
+            fingerprint: String::new(),
         });
         self.state.save(&state)?;
 
         let current = self.https_as(&old_alias, trust.clone())?;
         let sent = self
-            .send_rekey(
-                &current,
-                &master,
-                &paired.serial,
-                (&old, &new),
-                &new_alias,
-                &certificate,
-            )
+            .send_rekey(&current, &master, (&paired.serial, &old), &new_alias, now)
             .await;
         if let Err(e) = sent {
             // Refused: nothing was recorded, the new key goes. A lost
@@ -177,15 +168,16 @@ impl Agent {
             .await
     }
 
-    /// Challenge, proof, and the re-key request.
+    /// Challenge, the new key's certificate (self-signed, or a CSR the
+    /// server's terminal CA certifies when the challenge says it does),
+    /// proof, and the re-key request.
     async fn send_rekey(
         &self,
         current: &HttpsClient,
         master: &str,
-        serial: &str,
-        (old, new): (&TerminalFingerprint, &TerminalFingerprint),
+        (serial, old): (&str, &TerminalFingerprint),
         new_alias: &Alias,
-        certificate: &[u8],
+        now: SystemTime,
     ) -> Result<RekeyAnswer, TerminalError> {
         let r = current
             .request("POST", &format!("{master}/v1/rekey/challenge"), &[], None)
@@ -194,10 +186,22 @@ impl Agent {
         let mut bytes = [0u8; CHALLENGE_LEN];
         hex::decode_to_slice(&challenge.challenge, &mut bytes)
             .map_err(|_| TerminalError::Io("the master's challenge is not 64 hex digits".into()))?;
+        let (new, certificate, csr) = if challenge.issues_certificates {
+            let subject = pairgate_pki::Subject::common_name(serial)
+                .map_err(|e| TerminalError::Io(e.to_string()))?;
+            let csr =
+                pairgate_keystore::certificate_request(self.store.as_ref(), new_alias, &subject)?;
+            let digest = TerminalFingerprint::of_certificate(&csr);
+            (digest, None, Some(pairgate_pki::certificate::csr_pem(&csr)))
+        } else {
+            let cert = self.self_sign(new_alias, now)?;
+            let pem = pairgate_pki::certificate::certificate_pem(&cert);
+            (TerminalFingerprint::of_certificate(&cert), Some(pem), None)
+        };
         let statement = RekeyStatement {
             serial,
             old,
-            new,
+            new: &new,
             challenge: &bytes,
         };
         let proof = self.store.sign(
@@ -207,7 +211,8 @@ impl Agent {
         )?;
         let body = RekeyRequest {
             challenge: challenge.challenge,
-            certificate: pairgate_pki::certificate::certificate_pem(certificate),
+            certificate,
+            csr,
             proof: base64::engine::general_purpose::STANDARD.encode(proof),
         };
         let json = serde_json::to_vec(&body).map_err(|e| TerminalError::Io(e.to_string()))?;
@@ -220,9 +225,17 @@ impl Agent {
             )
             .await?;
         let answer: RekeyAnswer = read(&r)?;
-        if answer.fingerprint != new.to_hex() {
+        if let Some(chain) = &answer.certificate_chain {
+            // Refused unless the leaf certifies the new key.
+            pairgate_keystore::import_certificate_chain(
+                self.store.as_ref(),
+                new_alias,
+                chain.as_bytes(),
+            )?;
+        }
+        if answer.fingerprint != self.fingerprint_of(new_alias)?.to_hex() {
             return Err(TerminalError::Io(format!(
-                "the master recorded key {}, not {new}",
+                "the master recorded key {}, not this terminal's new one",
                 answer.fingerprint
             )));
         }

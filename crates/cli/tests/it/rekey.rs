@@ -231,3 +231,73 @@ fn a_ca_issued_certificate_near_its_end_is_renewed_by_the_heartbeat() {
     assert_eq!(hb["rekeyed"], serde_json::Value::Null);
     assert_eq!(lineage(cwd, &server, "ATM-K3").len(), 2);
 }
+
+/// CA mode: the server holds a terminal CA (`admin terminal-ca init`,
+/// `terminal_ca_alias`); a re-key sends a CSR, and the new certificate is
+/// the CA's, with the subject the server fixed (the serial).
+#[test]
+fn a_server_with_a_terminal_ca_certifies_the_new_key() {
+    let dir = temp_dir();
+    let cwd = dir.path();
+    let data = cwd.join("server").display().to_string();
+    ok(cwd, &["server", "init", "--data", &data]);
+    let made = json(&ok(
+        cwd,
+        &["--json", "admin", "--data", &data, "terminal-ca", "init"],
+    ));
+    assert_eq!(made["alias"], "pairgate-terminal-ca");
+    let again = fails(cwd, &["admin", "--data", &data, "terminal-ca", "init"]);
+    assert!(again.contains("already holds"), "{again}");
+    let extra = [
+        "--gate-listen",
+        "127.0.0.1:0",
+        "--set",
+        "terminal_ca_alias=pairgate-terminal-ca",
+    ];
+    let server = ServerProcess::start(cwd, Path::new(&data), &extra);
+    let paired = pair_through(cwd, &["--data", &data], &server.gate, "ATM-K4");
+    let state = paired.state.as_str();
+    let done = json(&ok(cwd, &terminal(state, None, &["rekey"])));
+    let new = done["fingerprint"].as_str().unwrap().to_owned();
+    let me = json(&ok(cwd, &terminal(state, None, &["call", "GET", "/v1/me"])));
+    assert_eq!(me["body"]["fingerprint"], new);
+    // The chain the agent installed: the CA's leaf for the serial, and
+    // the CA.
+    let chain = ok(
+        cwd,
+        &[
+            "terminal",
+            "--state",
+            state,
+            "keys",
+            "cert",
+            "--alias",
+            "terminal.k2",
+        ],
+    );
+    assert_eq!(chain.matches("BEGIN CERTIFICATE").count(), 2, "{chain}");
+    std::fs::write(cwd.join("leaf.pem"), &chain).unwrap();
+    let shown = std::process::Command::new("openssl")
+        .args([
+            "x509",
+            "-in",
+            "leaf.pem",
+            "-noout",
+            "-subject",
+            "-issuer",
+            "-ext",
+            "extendedKeyUsage",
+        ])
+        .current_dir(cwd)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&shown.stdout);
+    assert!(
+        text.contains("CN=ATM-K4") || text.contains("CN = ATM-K4"),
+        "{text}"
+    );
+    assert!(text.contains("pairgate terminal CA"), "{text}");
+    assert!(text.contains("Client Authentication"), "{text}");
+    let audit = server.admin(cwd, &["--json", "audit"]);
+    assert!(audit.contains("server.terminal_ca_created"), "{audit}");
+}

@@ -128,6 +128,14 @@ pub const SETTINGS: &[(&str, &str)] = &[
         "a terminal whose certificate expired at most this long ago may still re-key at the master, with its newest key, and nothing else; beyond it, it pairs again (default 7776000, 90 days; 0: never)",
     ),
     (
+        "terminal_ca_alias",
+        "alias of the terminal CA in the identity key store (`pairgate admin terminal-ca init`): re-key CSRs are certified by it (CA mode); empty: terminals re-key with self-signed certificates (default empty)",
+    ),
+    (
+        "terminal_cert_days",
+        "lifetime of the certificates the terminal CA issues, in days (default 365)",
+    ),
+    (
         "reconcile_secs",
         "how often a PostgreSQL server re-checks the paired set and the requests long polls wait for, besides NOTIFY (default 5)",
     ),

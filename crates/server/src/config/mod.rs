@@ -102,6 +102,10 @@ pub struct Settings {
     /// See [`SETTINGS`].
     pub expired_grace_secs: u64,
     /// See [`SETTINGS`].
+    pub terminal_ca_alias: String,
+    /// See [`SETTINGS`].
+    pub terminal_cert_days: u64,
+    /// See [`SETTINGS`].
     pub proxy_timeout_secs: u64,
     /// See [`SETTINGS`].
     pub upstream_connect_timeout_secs: u64,
@@ -219,6 +223,8 @@ impl Default for Settings {
             stale_after_secs: 30,
             rekey_overlap_secs: 3600,
             expired_grace_secs: 90 * 86_400,
+            terminal_ca_alias: String::new(),
+            terminal_cert_days: 365,
             proxy_timeout_secs: 30,
             upstream_connect_timeout_secs: 5,
             upstream_idle_secs: 60,

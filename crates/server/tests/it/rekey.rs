@@ -260,6 +260,13 @@ async fn requests_without_proof_are_refused_and_change_nothing(db: Db) {
     )
     .await;
     assert_error(&r, 400, "PG-BAD-JSON");
+    let r = post(
+        &client,
+        &f.master("/v1/rekey"),
+        &serde_json::json!({ "challenge": c, "certificate": new.pem(), "proof": "", "extra": 1 }),
+    )
+    .await;
+    assert_error(&r, 400, "PG-BAD-JSON");
     assert_error(
         &send(&f, &client, &body(&c, &new.pem(), "")).await,
         403,
@@ -269,6 +276,28 @@ async fn requests_without_proof_are_refused_and_change_nothing(db: Db) {
         &send(&f, &client, &body(&c, &new.pem(), "%%")).await,
         400,
         "PG-BAD-PROOF",
+    );
+    // A CSR to a server without a terminal CA; neither or both forms.
+    let csr = serde_json::json!({ "challenge": c, "csr": "x", "proof": "AAAA" });
+    let r = post(&client, &f.master("/v1/rekey"), &csr).await;
+    assert_error(&r, 400, "PG-INVALID");
+    assert!(
+        json(&r)["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("no terminal CA")
+    );
+    let neither = serde_json::json!({ "challenge": c, "proof": "AAAA" });
+    assert_error(
+        &post(&client, &f.master("/v1/rekey"), &neither).await,
+        400,
+        "PG-INVALID",
+    );
+    let both = serde_json::json!({ "challenge": c, "certificate": new.pem(), "csr": "x", "proof": "AAAA" });
+    assert_error(
+        &post(&client, &f.master("/v1/rekey"), &both).await,
+        400,
+        "PG-INVALID",
     );
     // A challenge the server never gave.
     let made_up = "cd".repeat(32);
