@@ -118,7 +118,9 @@ async fn verify_database(
     server_pin: Option<SpkiPin>,
     out: &Output,
 ) -> Result<()> {
-    let pin = match server_pin {
+    // The identity the store records (after a rotation, the current key);
+    // checkpoints of earlier identities verify under it too.
+    let pin = match server_pin.or(store.recorded_identity().await?) {
         Some(pin) => pin,
         None => match pairgate_server::identity::existing_pin(
             &settings.identity_keystore(),

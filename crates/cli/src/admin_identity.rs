@@ -63,6 +63,26 @@ pub enum IdentityCommand {
     /// Makes the announced key the server identity: every instance
     /// presents it within reconcile_secs.
     Activate,
+    /// Makes the operator's offline recovery key and writes it to FILE,
+    /// encrypted under the export passphrase; terminals carry its pin.
+    RecoveryKey {
+        /// The file to write (created; an existing one is refused).
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        /// Reads the passphrase from FILE (else PAIRGATE_EXPORT_PASSPHRASE).
+        #[arg(long, value_name = "FILE")]
+        passphrase_file: Option<PathBuf>,
+    },
+    /// After the server key was lost or stolen: a new server key, made the
+    /// identity at once by a rotation the recovery key signs.
+    Recover {
+        /// The recovery key file `recovery-key` wrote.
+        #[arg(long, value_name = "FILE")]
+        recovery_key: PathBuf,
+        /// Reads the passphrase from FILE (else PAIRGATE_EXPORT_PASSPHRASE).
+        #[arg(long, value_name = "FILE")]
+        passphrase_file: Option<PathBuf>,
+    },
     /// Makes FILE's identity this machine's: its key store must hold no
     /// key yet, and the store must record no other identity.
     Import {
@@ -74,7 +94,7 @@ pub enum IdentityCommand {
     },
 }
 
-fn export_passphrase(file: Option<&Path>) -> Result<Passphrase> {
+pub(crate) fn export_passphrase(file: Option<&Path>) -> Result<Passphrase> {
     if let Some(file) = file {
         return Ok(Passphrase::from_file(file)?);
     }
@@ -166,6 +186,20 @@ pub async fn run(
             crate::admin_rotation::rotate(store, settings, not_before_days, actor, out).await?
         }
         IdentityCommand::Activate => crate::admin_rotation::activate(store, actor, out).await?,
+        IdentityCommand::RecoveryKey {
+            out: file,
+            passphrase_file,
+        } => {
+            crate::admin_recovery::create(store, &file, passphrase_file.as_deref(), actor, out)
+                .await?
+        }
+        IdentityCommand::Recover {
+            recovery_key,
+            passphrase_file,
+        } => {
+            let pass = passphrase_file.as_deref();
+            crate::admin_recovery::recover(store, settings, &recovery_key, pass, actor, out).await?
+        }
         IdentityCommand::Install { chain } => {
             install(store, &uri, &pass_file, &chain, actor, out).await?
         }

@@ -10,6 +10,7 @@ mod admin_identity;
 mod admin_keys;
 mod admin_operators;
 mod admin_pairing;
+mod admin_recovery;
 mod admin_rotation;
 mod admin_terminal_ca;
 mod admin_tokens;

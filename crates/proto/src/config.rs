@@ -10,6 +10,10 @@ pub struct TerminalConfig {
     pub master_url: String,
     /// SPKI pins of the server keys (64 hex digits each on the wire).
     pub server_pins: Vec<SpkiPin>,
+    /// Pins of the operator's offline recovery keys, which may sign a
+    /// rotation when the server key is lost or stolen.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recovery_pins: Vec<SpkiPin>,
     /// VPN profile text (may be empty).
     #[serde(default)]
     pub vpn_profile: String,

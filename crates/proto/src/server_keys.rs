@@ -18,6 +18,10 @@ pub struct ServerKeys {
     /// Every rotation statement, oldest first.
     #[serde(default)]
     pub rotations: Vec<Rotation>,
+    /// The pins of the operator's offline recovery keys: a rotation one of
+    /// them signs is followed like one the server key signs.
+    #[serde(default)]
+    pub recovery: Vec<SpkiPin>,
 }
 
 /// One rotation statement on the wire.

@@ -97,14 +97,16 @@ async fn server_keys(
     crate::server_keys::answer(&gate.store, peer.server_pin).await
 }
 
-/// The configuration a paired terminal receives.
-fn config(gate: &Gate, peer: &Peer, terminal: &Terminal) -> TerminalConfig {
-    TerminalConfig {
+/// The configuration a paired terminal receives, with the operator's
+/// recovery pins.
+async fn config(gate: &Gate, peer: &Peer, terminal: &Terminal) -> Result<TerminalConfig, ApiError> {
+    Ok(TerminalConfig {
         master_url: gate.master_url.clone(),
         server_pins: vec![peer.server_pin],
+        recovery_pins: gate.store.recovery_pins().await?,
         vpn_profile: terminal.vpn_profile.clone(),
         heartbeat_counter: true,
-    }
+    })
 }
 
 async fn open(
@@ -132,7 +134,7 @@ async fn open(
         Ok(Opened::Paired(terminal)) => Ok((
             StatusCode::OK,
             Json(OpenAnswer::Paired {
-                config: config(&gate, &peer, &terminal),
+                config: config(&gate, &peer, &terminal).await?,
             }),
         )
             .into_response()),
@@ -319,7 +321,7 @@ async fn status(
                 .map(Arc::new),
         };
         match terminal {
-            Some(terminal) => config_now = Some(config(&gate, &peer, &terminal)),
+            Some(terminal) => config_now = Some(config(&gate, &peer, &terminal).await?),
             // Unpaired since: the protocol's closest status.
             None => status = PairingStatus::Rejected,
         }

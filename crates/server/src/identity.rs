@@ -388,6 +388,21 @@ pub fn open_existing(
     Ok(pairgate_keystore::open(&uri, pass, false)?)
 }
 
+/// The identity key store, created (with its passphrase file, for the
+/// software store) when missing: for `pairgate admin identity recover`
+/// on a machine whose key was lost with its store.
+pub fn open_or_create(
+    keystore_uri: &str,
+    passphrase_file: &Path,
+) -> Result<Box<dyn KeyStore>, ServerError> {
+    let uri: KeyStoreUri = keystore_uri.parse()?;
+    let pass = match uri {
+        KeyStoreUri::File(_) => Some(passphrase(passphrase_file)?),
+        KeyStoreUri::Pkcs11(_) => None,
+    };
+    Ok(pairgate_keystore::open(&uri, pass, true)?)
+}
+
 /// The pin of an identity that already exists, creating nothing: for
 /// commands that check what the server signed (`pairgate admin audit
 /// verify`).

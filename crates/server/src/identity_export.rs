@@ -82,9 +82,33 @@ pub fn export(
         store_passphrase: B64.encode(text.as_bytes()),
     };
     let plaintext = Zeroizing::new(serde_json::to_vec(&exported).map_err(failed)?);
-    let recipient = age::scrypt::Recipient::new(secret(export_passphrase)?);
-    let encrypted = age::encrypt(&recipient, &plaintext).map_err(failed)?;
-    Ok((encrypted, pin))
+    Ok((seal(&plaintext, export_passphrase)?, pin))
+}
+
+/// Encrypts `plaintext` under `passphrase` (age, scrypt): identity exports
+/// and the operator's offline recovery key.
+pub fn seal(plaintext: &[u8], passphrase: &Passphrase) -> Result<Vec<u8>, ServerError> {
+    let recipient = age::scrypt::Recipient::new(secret(passphrase)?);
+    age::encrypt(&recipient, plaintext).map_err(failed)
+}
+
+/// Decrypts what [`seal`] made; `what` names it in errors.
+pub fn unseal(
+    encrypted: &[u8],
+    passphrase: &Passphrase,
+    what: &str,
+) -> Result<Zeroizing<Vec<u8>>, ServerError> {
+    let identity = age::scrypt::Identity::new(secret(passphrase)?);
+    Ok(Zeroizing::new(age::decrypt(&identity, encrypted).map_err(
+        |e| match e {
+            age::DecryptError::DecryptionFailed
+            | age::DecryptError::KeyDecryptionFailed
+            | age::DecryptError::NoMatchingKeys => {
+                failed(format!("wrong passphrase for this {what}"))
+            }
+            other => failed(format!("not a pairgate {what}: {other}")),
+        },
+    )?))
 }
 
 /// What an export holds, decrypted and checked.
@@ -97,13 +121,7 @@ pub struct Opened {
 
 /// Decrypts an export with `export_passphrase`.
 pub fn open(encrypted: &[u8], export_passphrase: &Passphrase) -> Result<Opened, ServerError> {
-    let identity = age::scrypt::Identity::new(secret(export_passphrase)?);
-    let plaintext = Zeroizing::new(age::decrypt(&identity, encrypted).map_err(|e| match e {
-        age::DecryptError::DecryptionFailed
-        | age::DecryptError::KeyDecryptionFailed
-        | age::DecryptError::NoMatchingKeys => failed("wrong passphrase for this identity export"),
-        other => failed(format!("not a pairgate identity export: {other}")),
-    })?);
+    let plaintext = unseal(encrypted, export_passphrase, "identity export")?;
     let exported: Exported =
         serde_json::from_slice(&plaintext).map_err(|_| failed("not a pairgate identity export"))?;
     if exported.format != FORMAT {

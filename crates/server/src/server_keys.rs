@@ -14,7 +14,11 @@ use crate::ApiError;
 
 /// The answer for a connection on which this instance presented `presented`.
 pub(crate) async fn answer(store: &Store, presented: SpkiPin) -> Result<Response, ApiError> {
-    let (rotations, recorded) = tokio::try_join!(store.rotations(), store.recorded_identity())?;
+    let (rotations, recorded, recovery) = tokio::try_join!(
+        store.rotations(),
+        store.recorded_identity(),
+        store.recovery_pins()
+    )?;
     let announced = rotations
         .iter()
         .filter(|r| r.activated_at.is_none())
@@ -26,6 +30,7 @@ pub(crate) async fn answer(store: &Store, presented: SpkiPin) -> Result<Response
         current: presented,
         next,
         rotations: rotations.into_iter().map(|r| r.rotation).collect(),
+        recovery,
     })
     .into_response())
 }

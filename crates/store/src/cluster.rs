@@ -134,6 +134,7 @@ impl Store {
                 "the store's server identity is {recorded}, not {pin}"
             )));
         }
+        crate::rotations::remember_identity(&mut tx, &pin.to_hex(), at).await?;
         append(
             &mut tx,
             at,

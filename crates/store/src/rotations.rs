@@ -153,6 +153,7 @@ impl Store {
                 "the recorded identity is no longer {previous}, which signed rotation {seq}"
             )));
         }
+        remember_identity(&mut tx, &next.to_hex(), at).await?;
         sqlx::query("UPDATE server_rotations SET activated_at = $1 WHERE seq = $2")
             .bind(at)
             .bind(seq)
@@ -171,4 +172,141 @@ impl Store {
         tx.commit().await?;
         Ok(next)
     }
+}
+
+impl Store {
+    /// The pins of the operator's recovery keys.
+    pub async fn recovery_pins(&self) -> Result<Vec<SpkiPin>, StoreError> {
+        let rows = sqlx::query("SELECT pin FROM recovery_keys ORDER BY created_at, pin")
+            .fetch_all(self.pool())
+            .await?;
+        rows.iter()
+            .map(|row| crate::parsed(row, "pin", || "recovery pin".into()))
+            .collect()
+    }
+
+    /// Records a recovery key's pin; audited (`server.recovery_key_created`).
+    pub async fn add_recovery_pin(
+        &self,
+        pin: SpkiPin,
+        actor: &Actor,
+        now: SystemTime,
+    ) -> Result<(), StoreError> {
+        let at = millis(now);
+        let mut tx = self.begin_write().await?;
+        sqlx::query("INSERT INTO recovery_keys (pin, created_at) VALUES ($1, $2)")
+            .bind(pin.to_hex())
+            .bind(at)
+            .execute(&mut *tx)
+            .await?;
+        let detail = serde_json::json!({ "recovery_pin": pin });
+        append(
+            &mut tx,
+            at,
+            actor,
+            "server.recovery_key_created",
+            &pin.to_hex(),
+            &detail,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Recovery: `rotation`, signed by a recorded recovery key, numbered
+    /// one after the last, is recorded and activated at once (the server
+    /// identity moves to its key); a rotation announced and not activated
+    /// is dropped. Audited (`server.recovered`).
+    pub async fn recover_identity(
+        &self,
+        rotation: &Rotation,
+        actor: &Actor,
+        now: SystemTime,
+    ) -> Result<SpkiPin, StoreError> {
+        let signed = rotation.signed().map_err(StoreError::Invalid)?;
+        let (signer, next) = (signed.statement.previous_pin(), signed.statement.next_pin());
+        let at = millis(now);
+        let mut tx = self.begin_write().await?;
+        let known = sqlx::query("SELECT pin FROM recovery_keys WHERE pin = $1")
+            .bind(signer.to_hex())
+            .fetch_optional(&mut *tx)
+            .await?;
+        if known.is_none() {
+            return Err(StoreError::Conflict(format!(
+                "{signer} is not a recovery key this server recorded"
+            )));
+        }
+        let dropped = sqlx::query("DELETE FROM server_rotations WHERE activated_at IS NULL")
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        let last: i64 = sqlx::query("SELECT COALESCE(MAX(seq), 0) AS last FROM server_rotations")
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get("last")?;
+        let seq = i64::try_from(rotation.seq).unwrap_or(i64::MAX);
+        if seq != last + 1 {
+            return Err(StoreError::Invalid(format!(
+                "the statement is rotation {seq}; the next is {}",
+                last + 1
+            )));
+        }
+        let statement =
+            serde_json::to_string(rotation).map_err(|e| StoreError::Invalid(e.to_string()))?;
+        sqlx::query(
+            "INSERT INTO server_rotations (seq, previous_pin, next_pin, statement, created_at, \
+             activated_at) VALUES ($1, $2, $3, $4, $5, $5)",
+        )
+        .bind(seq)
+        .bind(signer.to_hex())
+        .bind(next.to_hex())
+        .bind(&statement)
+        .bind(at)
+        .execute(&mut *tx)
+        .await?;
+        let moved: Option<String> =
+            sqlx::query("UPDATE server_identity SET pin = $1 WHERE id = 1 RETURNING pin")
+                .bind(next.to_hex())
+                .fetch_optional(&mut *tx)
+                .await?
+                .map(|row| row.try_get("pin"))
+                .transpose()?;
+        if moved.is_none() {
+            return Err(StoreError::Conflict(
+                "the store records no server identity".into(),
+            ));
+        }
+        remember_identity(&mut tx, &next.to_hex(), at).await?;
+        let detail = serde_json::json!({
+            "seq": seq, "pin": next, "recovery_pin": signer, "dropped_announcements": dropped,
+        });
+        append(
+            &mut tx,
+            at,
+            actor,
+            "server.recovered",
+            &next.to_hex(),
+            &detail,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(next)
+    }
+}
+
+/// Keeps `pin` among the keys that have been the server identity.
+pub(crate) async fn remember_identity(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    pin: &str,
+    at: i64,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO server_identity_history (pin, since) VALUES ($1, $2) \
+         ON CONFLICT (pin) DO NOTHING",
+    )
+    .bind(pin)
+    .bind(at)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }

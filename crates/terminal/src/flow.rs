@@ -190,6 +190,7 @@ pub(crate) fn finish(
         heartbeat_counter: config.heartbeat_counter,
         trust_store: false,
         server_key_seq: 0,
+        recovery_pins: config.recovery_pins.iter().map(SpkiPin::to_hex).collect(),
     };
     state.pending = None;
     state.paired = Some(paired.clone());
@@ -214,6 +215,7 @@ mod tests {
         TerminalConfig {
             master_url: "https://master:7743".into(),
             server_pins: vec![pin(9)],
+            recovery_pins: Vec::new(),
             vpn_profile: String::new(),
             heartbeat_counter: true,
         }

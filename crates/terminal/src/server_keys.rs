@@ -14,14 +14,17 @@ use pairgate_tls::https::HttpsResponse;
 
 use crate::{Agent, TerminalError};
 
-/// The pins held and the rotation they came from.
+fn parsed(pins: &[String]) -> Vec<SpkiPin> {
+    pins.iter().filter_map(|p| p.parse().ok()).collect()
+}
+
+/// The pins a chain may start from: the server keys held and the
+/// operator's recovery keys, at the rotation the terminal follows.
 fn held(paired: &crate::PairedConfig) -> PinSet {
+    let mut pins = parsed(&paired.server_pins);
+    pins.extend(parsed(&paired.recovery_pins));
     PinSet {
-        pins: paired
-            .server_pins
-            .iter()
-            .filter_map(|p| p.parse().ok())
-            .collect(),
+        pins,
         seq: paired.server_key_seq,
     }
 }
@@ -81,14 +84,31 @@ impl Agent {
             .map_err(TerminalError::Io)?;
         let mut state = self.state.load()?;
         let paired = state.paired.as_mut().ok_or(TerminalError::NotPaired)?;
-        let before = held(paired);
-        let after = advance(&before, keys.current, keys.next, &rotations)?;
-        if after == before {
-            return Ok(false);
+        let after = advance(&held(paired), keys.current, keys.next, &rotations)?;
+        let pins: Vec<String> = after.pins.iter().map(SpkiPin::to_hex).collect();
+        // Recovery pins are learned only from the master over a pinned
+        // connection (not from a gate met after a key change), and add to
+        // those held; none is dropped.
+        let mut recovery = paired.recovery_pins.clone();
+        let learned = if presented.is_none() {
+            keys.recovery.as_slice()
+        } else {
+            &[]
+        };
+        for pin in learned.iter().map(SpkiPin::to_hex) {
+            if !recovery.contains(&pin) {
+                recovery.push(pin);
+            }
         }
-        paired.server_pins = after.pins.iter().map(SpkiPin::to_hex).collect();
-        paired.server_key_seq = after.seq;
-        self.state.save(&state)?;
-        Ok(true)
+        let changed = pins != paired.server_pins
+            || after.seq != paired.server_key_seq
+            || recovery != paired.recovery_pins;
+        if changed {
+            paired.server_pins = pins;
+            paired.server_key_seq = after.seq;
+            paired.recovery_pins = recovery;
+            self.state.save(&state)?;
+        }
+        Ok(changed)
     }
 }

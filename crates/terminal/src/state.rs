@@ -49,6 +49,10 @@ pub struct PairedConfig {
     /// with).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub server_key_seq: u64,
+    /// Pins (hex) of the operator's offline recovery keys: a rotation one
+    /// of them signs is followed like one a pinned server key signs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recovery_pins: Vec<String>,
 }
 
 fn is_zero(n: &u64) -> bool {

@@ -23,7 +23,12 @@ fn terminal<'a>(state: &'a str, args: &[&'a str]) -> Vec<&'a str> {
 /// Registers and pairs `n` terminals (one approving operator each, so no
 /// TOTP code is used twice); returns their state directories.
 fn pair_many(cwd: &Path, server: &ServerProcess, n: usize) -> Vec<String> {
-    (0..n)
+    pair_range(cwd, server, 0..n)
+}
+
+/// [`pair_many`] for terminals numbered `range`.
+fn pair_range(cwd: &Path, server: &ServerProcess, range: std::ops::Range<usize>) -> Vec<String> {
+    range
         .map(|i| {
             let serial = format!("ATM-{i:02}");
             server.admin(cwd, &["terminal", "add", &serial]);
@@ -206,5 +211,103 @@ fn an_unannounced_key_is_refused_and_the_pin_kept() {
         assert!(err.contains("not announced by a chain"), "{err}");
         assert!(err.contains(&impostor.pin), "{err}");
         assert_eq!(pins(cwd, state), [server.pin.as_str()]);
+    }
+}
+
+/// Points a terminal's state at `server`'s addresses (a server restarted
+/// on the same machine at the same addresses, which a test cannot pick).
+fn point_at(state: &str, server: &ServerProcess) {
+    let file = Path::new(state).join("state.json");
+    let mut saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    saved["paired"]["master_url"] = server.master_url.clone().into();
+    saved["paired"]["gate"] = server.gate.clone().into();
+    std::fs::write(&file, serde_json::to_vec_pretty(&saved).unwrap()).unwrap();
+}
+
+/// The server key is lost with its key store; the operator's offline
+/// recovery key signs a rotation to a new key, and terminals that learned
+/// its pin at pairing or at a heartbeat follow it without pairing again.
+#[test]
+fn a_lost_server_key_is_recovered_with_the_offline_recovery_key() {
+    let dir = temp_dir();
+    let cwd = dir.path();
+    let extra = [
+        "--gate-listen",
+        "127.0.0.1:0",
+        "--set",
+        "audit_checkpoint_secs=1",
+    ];
+    let server = ServerProcess::start(cwd, &cwd.join("server"), &extra);
+    let data = server.data.clone();
+    let data_arg = data.display().to_string();
+    let admin = ["--json", "admin", "--data", data_arg.as_str(), "identity"];
+    let earlier = pair_range(cwd, &server, 0..1);
+    std::fs::write(cwd.join("pass"), "an offline recovery passphrase").unwrap();
+    let create = [
+        "recovery-key",
+        "--out",
+        "recovery.key",
+        "--passphrase-file",
+        "pass",
+    ];
+    let made = json(&ok(cwd, &crate::support::joined(&admin, &create)));
+    let recovery_pin = made["recovery_pin"].as_str().unwrap().to_owned();
+    let later = pair_range(cwd, &server, 1..2);
+    let recovery = |state: &str| {
+        json(&ok(cwd, &terminal(state, &["status"])))["paired"]["recovery_pins"].clone()
+    };
+    assert_eq!(recovery(&later[0]), serde_json::json!([recovery_pin]));
+    heartbeats(cwd, &earlier);
+    assert_eq!(recovery(&earlier[0]), serde_json::json!([recovery_pin]));
+
+    // The key store and its passphrase are gone.
+    drop(server);
+    std::fs::remove_dir_all(data.join("identity")).unwrap();
+    std::fs::remove_file(data.join("identity.passphrase")).unwrap();
+    std::fs::write(cwd.join("wrong"), "not the recovery passphrase").unwrap();
+    let wrong = [
+        "recover",
+        "--recovery-key",
+        "recovery.key",
+        "--passphrase-file",
+        "wrong",
+    ];
+    let err = crate::support::fails(cwd, &crate::support::joined(&admin, &wrong));
+    assert!(err.contains("wrong passphrase"), "{err}");
+    let recover = [
+        "recover",
+        "--recovery-key",
+        "recovery.key",
+        "--passphrase-file",
+        "pass",
+    ];
+    let recovered = json(&ok(cwd, &crate::support::joined(&admin, &recover)));
+    let new_pin = recovered["pin"].as_str().unwrap().to_owned();
+    let restarted = ServerProcess::start(cwd, &data, &extra);
+    assert_eq!(restarted.pin, new_pin);
+    for state in earlier.iter().chain(&later) {
+        point_at(state, &restarted);
+        let me = json(&ok(cwd, &terminal(state, &["call", "GET", "/v1/me"])));
+        assert_eq!(me["status"], 200, "{state}: {me}");
+        assert_eq!(pins(cwd, state), [new_pin.as_str()]);
+    }
+    let audit = restarted.admin(cwd, &["--json", "audit"]);
+    assert!(
+        audit.contains("server.recovery_key_created") && audit.contains("server.recovered"),
+        "{audit}"
+    );
+    let pending = json(&restarted.admin(cwd, &["--json", "requests", "--pending"]));
+    assert_eq!(pending.as_array().unwrap().len(), 0);
+    // The audit log stays signed across the lost key and the new one.
+    let started = Instant::now();
+    loop {
+        let verified = json(&restarted.admin(cwd, &["--json", "audit", "verify"]));
+        assert_eq!(verified["intact"], true, "{verified}");
+        if verified["unanchored"] == 0 {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(15), "{verified}");
+        std::thread::sleep(Duration::from_millis(300));
     }
 }

@@ -191,20 +191,22 @@ impl Store {
         self.verify_full(Some(pins)).await
     }
 
-    /// `pin` and every key a server key rotation named: a checkpoint signed
-    /// by any of them is the server's (each rotation was signed by the
-    /// identity of its time, and recorded only then).
+    /// `pin`, every key that has been the server identity, and every key
+    /// a rotation announced: a checkpoint signed by any of them is the
+    /// server's (each was recorded by the identity of its time, or by the
+    /// operator's recovery key).
     async fn server_key_family(&self, pin: SpkiPin) -> Result<Vec<SpkiPin>, StoreError> {
-        let rows = sqlx::query("SELECT previous_pin, next_pin FROM server_rotations")
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = sqlx::query(
+            "SELECT pin FROM server_identity_history \
+             UNION SELECT next_pin AS pin FROM server_rotations",
+        )
+        .fetch_all(&self.pool)
+        .await?;
         let mut pins = vec![pin];
         for row in &rows {
-            for column in ["previous_pin", "next_pin"] {
-                let other: SpkiPin = crate::parsed(row, column, || "rotation pin".into())?;
-                if !pins.contains(&other) {
-                    pins.push(other);
-                }
+            let other: SpkiPin = crate::parsed(row, "pin", || "server key pin".into())?;
+            if !pins.contains(&other) {
+                pins.push(other);
             }
         }
         Ok(pins)
