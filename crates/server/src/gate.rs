@@ -97,12 +97,24 @@ async fn server_keys(
     crate::server_keys::answer(&gate.store, peer.server_pin).await
 }
 
-/// The configuration a paired terminal receives, with the operator's
-/// recovery pins.
+/// The configuration a paired terminal receives: the server key it paired
+/// with and the next one when a rotation is announced, and the
+/// operator's recovery pins.
 async fn config(gate: &Gate, peer: &Peer, terminal: &Terminal) -> Result<TerminalConfig, ApiError> {
+    let mut server_pins = vec![peer.server_pin];
+    let announced = gate
+        .store
+        .rotations()
+        .await?
+        .into_iter()
+        .filter(|r| r.activated_at.is_none())
+        .filter_map(|r| r.rotation.signed().ok())
+        .map(|s| s.statement.next_pin())
+        .filter(|pin| *pin != peer.server_pin);
+    server_pins.extend(announced);
     Ok(TerminalConfig {
         master_url: gate.master_url.clone(),
-        server_pins: vec![peer.server_pin],
+        server_pins,
         recovery_pins: gate.store.recovery_pins().await?,
         vpn_profile: terminal.vpn_profile.clone(),
         heartbeat_counter: true,

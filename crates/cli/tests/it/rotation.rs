@@ -311,3 +311,49 @@ fn a_lost_server_key_is_recovered_with_the_offline_recovery_key() {
         std::thread::sleep(Duration::from_millis(300));
     }
 }
+
+/// The same rotation with the server identity in a SoftHSM2 token: the
+/// next key is made and the statement signed inside the token.
+#[test]
+fn a_rotation_with_the_server_key_in_softhsm() {
+    let dir = temp_dir();
+    let cwd = dir.path();
+    let token = crate::support::softhsm_token_uri(&cwd.join("server-pin"));
+    let identity = format!("identity_keystore={token}");
+    let extra = [
+        "--gate-listen",
+        "127.0.0.1:0",
+        "--set",
+        "reconcile_secs=1",
+        "--set",
+        identity.as_str(),
+    ];
+    let server = ServerProcess::start(cwd, &cwd.join("server"), &extra);
+    let data = server.data.display().to_string();
+    let states = pair_many(cwd, &server, 1);
+    let admin = |args: &[&str]| {
+        let mut all = vec![
+            "--json",
+            "admin",
+            "--data",
+            data.as_str(),
+            "--set",
+            identity.as_str(),
+            "identity",
+        ];
+        all.extend_from_slice(args);
+        json(&ok(cwd, &all))
+    };
+    let rotated = admin(&["rotate"]);
+    let next = rotated["next_pin"].as_str().unwrap().to_owned();
+    heartbeats(cwd, &states);
+    assert_eq!(pins(cwd, &states[0]), [server.pin.as_str(), next.as_str()]);
+    // Paired while a rotation is announced: the configuration pins both.
+    let late = pair_range(cwd, &server, 1..2);
+    assert_eq!(pins(cwd, &late[0]), [server.pin.as_str(), next.as_str()]);
+    admin(&["activate"]);
+    let all: Vec<String> = states.iter().chain(&late).cloned().collect();
+    until_all_pin(cwd, &all, &next);
+    // No software key store was made for the server: both keys are in the token.
+    assert!(!cwd.join("server/identity").exists());
+}
