@@ -12,12 +12,11 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use anyhow::{Context, Result, bail};
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair};
-use pairgate_keystore::{Alias, KeyStoreError};
+use pairgate_pki::SpkiPin;
 use pairgate_pki::rotation::{RotationStatement, SignedRotation};
-use pairgate_pki::{KeyAlgorithm, SpkiPin};
 use pairgate_proto::server_keys::Rotation;
 use pairgate_server::Settings;
-use pairgate_server::identity::{self, Creating, SERVER_ALIAS};
+use pairgate_server::identity;
 use pairgate_server::identity_export::{seal, unseal};
 use pairgate_store::{Actor, Store};
 use rcgen::PublicKeyData;
@@ -110,12 +109,7 @@ pub async fn recover(
         settings.identity_passphrase_file(),
     );
     let keys = identity::open_or_create(&uri, &pass_file)?;
-    let alias = Alias::new(&format!("{SERVER_ALIAS}.r{seq}"))?;
-    match keys.delete(&alias) {
-        Ok(()) | Err(KeyStoreError::NoSuchAlias(_)) => {}
-        Err(e) => return Err(e.into()),
-    }
-    let next = keys.generate_key(&alias, KeyAlgorithm::P256)?;
+    let (alias, next) = crate::admin_rotation::next_server_key(keys.as_ref(), seq)?;
     let now = SystemTime::now();
     let statement = RotationStatement {
         seq,
@@ -145,15 +139,7 @@ pub async fn recover(
         );
     }
     drop(keys);
-    let names = settings.server_names.clone();
-    identity::load_pinned(
-        &uri,
-        &pass_file,
-        &names,
-        now,
-        Creating::Refused,
-        Some(next.pin()),
-    )?;
+    crate::admin_rotation::certify(settings, next.pin(), now)?;
     out.print(
         format!(
             "server identity recovered: key {} (rotation {seq}, signed by recovery key {})\n  running instances present it within reconcile_secs; terminals follow it from the gate\n",

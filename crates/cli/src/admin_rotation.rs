@@ -62,14 +62,7 @@ pub async fn rotate(
             "this identity key store holds no key with the recorded pin {recorded}: run the command where the server's identity is"
         );
     }
-    let next_alias = Alias::new(&format!("{SERVER_ALIAS}.r{seq}"))?;
-    // A key left by an announcement that was not recorded was never
-    // announced: it goes.
-    match keys.delete(&next_alias) {
-        Ok(()) | Err(KeyStoreError::NoSuchAlias(_)) => {}
-        Err(e) => return Err(e.into()),
-    }
-    let next = keys.generate_key(&next_alias, KeyAlgorithm::P256)?;
+    let (next_alias, next) = next_server_key(keys.as_ref(), seq)?;
     let now = SystemTime::now();
     let current = (&current_alias, &current);
     let numbering = (seq, not_before_days);
@@ -78,17 +71,8 @@ pub async fn rotate(
         let _ = keys.delete(&next_alias);
         return Err(e.context("the rotation was not announced; the key made for it was deleted"));
     }
-    // Its certificate, so that every instance only reads the key store.
     drop(keys);
-    let names = settings.server_names.clone();
-    identity::load_pinned(
-        &uri,
-        &pass_file,
-        &names,
-        now,
-        Creating::Refused,
-        Some(next.pin()),
-    )?;
+    certify(settings, next.pin(), now)?;
     out.print(
         format!(
             "rotation {seq} announced: server key {} will replace {recorded}\n  terminals learn it at their next heartbeat; then run `pairgate admin identity activate`\n",
@@ -96,6 +80,38 @@ pub async fn rotate(
         ),
         json!({ "seq": seq, "pin": recorded.to_hex(), "next_pin": next.pin().to_hex(), "alias": next_alias.to_string() }),
     );
+    Ok(())
+}
+
+/// The key of rotation `seq`, made in the identity key store under
+/// `pairgate-server.r<seq>`. A key left there by a rotation that was not
+/// recorded was never announced: it goes first.
+pub(crate) fn next_server_key(
+    keys: &dyn KeyStore,
+    seq: u64,
+) -> Result<(Alias, pairgate_keystore::PublicKeyInfo)> {
+    let alias = Alias::new(&format!("{SERVER_ALIAS}.r{seq}"))?;
+    match keys.delete(&alias) {
+        Ok(()) | Err(KeyStoreError::NoSuchAlias(_)) => {}
+        Err(e) => return Err(e.into()),
+    }
+    let public = keys.generate_key(&alias, KeyAlgorithm::P256)?;
+    Ok((alias, public))
+}
+
+/// The self-signed certificate of the key `pin`, made now, so that every
+/// instance only reads the key store when it switches to it.
+pub(crate) fn certify(
+    settings: &Settings,
+    pin: pairgate_pki::SpkiPin,
+    now: SystemTime,
+) -> Result<()> {
+    let (uri, pass_file) = (
+        settings.identity_keystore(),
+        settings.identity_passphrase_file(),
+    );
+    let names = settings.server_names.clone();
+    identity::load_pinned(&uri, &pass_file, &names, now, Creating::Refused, Some(pin))?;
     Ok(())
 }
 

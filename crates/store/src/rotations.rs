@@ -84,26 +84,7 @@ impl Store {
                 "rotation {last} is announced and not activated: activate it first"
             )));
         }
-        let seq = i64::try_from(rotation.seq).unwrap_or(i64::MAX);
-        if seq != last + 1 {
-            return Err(StoreError::Invalid(format!(
-                "the statement is rotation {seq}; the next is {}",
-                last + 1
-            )));
-        }
-        let statement =
-            serde_json::to_string(rotation).map_err(|e| StoreError::Invalid(e.to_string()))?;
-        sqlx::query(
-            "INSERT INTO server_rotations (seq, previous_pin, next_pin, statement, created_at) \
-             VALUES ($1, $2, $3, $4, $5)",
-        )
-        .bind(seq)
-        .bind(previous.to_hex())
-        .bind(next.to_hex())
-        .bind(&statement)
-        .bind(at)
-        .execute(&mut *tx)
-        .await?;
+        let seq = insert_rotation(&mut tx, rotation, last, (at, false)).await?;
         let detail = serde_json::json!({
             "seq": seq, "pin": previous, "next_pin": next, "not_before": rotation.not_before,
         });
@@ -244,26 +225,7 @@ impl Store {
             .fetch_one(&mut *tx)
             .await?
             .try_get("last")?;
-        let seq = i64::try_from(rotation.seq).unwrap_or(i64::MAX);
-        if seq != last + 1 {
-            return Err(StoreError::Invalid(format!(
-                "the statement is rotation {seq}; the next is {}",
-                last + 1
-            )));
-        }
-        let statement =
-            serde_json::to_string(rotation).map_err(|e| StoreError::Invalid(e.to_string()))?;
-        sqlx::query(
-            "INSERT INTO server_rotations (seq, previous_pin, next_pin, statement, created_at, \
-             activated_at) VALUES ($1, $2, $3, $4, $5, $5)",
-        )
-        .bind(seq)
-        .bind(signer.to_hex())
-        .bind(next.to_hex())
-        .bind(&statement)
-        .bind(at)
-        .execute(&mut *tx)
-        .await?;
+        let seq = insert_rotation(&mut tx, rotation, last, (at, true)).await?;
         let moved: Option<String> =
             sqlx::query("UPDATE server_identity SET pin = $1 WHERE id = 1 RETURNING pin")
                 .bind(next.to_hex())
@@ -309,4 +271,37 @@ pub(crate) async fn remember_identity(
     .execute(&mut **tx)
     .await?;
     Ok(())
+}
+
+/// Inserts `rotation`, which must be numbered one after `last`, recorded
+/// at `at` and activated then when `activated`; returns its number.
+async fn insert_rotation(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    rotation: &Rotation,
+    last: i64,
+    (at, activated): (i64, bool),
+) -> Result<i64, StoreError> {
+    let signed = rotation.signed().map_err(StoreError::Invalid)?;
+    let seq = i64::try_from(rotation.seq).unwrap_or(i64::MAX);
+    if seq != last + 1 {
+        return Err(StoreError::Invalid(format!(
+            "the statement is rotation {seq}; the next is {}",
+            last + 1
+        )));
+    }
+    let statement =
+        serde_json::to_string(rotation).map_err(|e| StoreError::Invalid(e.to_string()))?;
+    sqlx::query(
+        "INSERT INTO server_rotations (seq, previous_pin, next_pin, statement, created_at, \
+         activated_at) VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(seq)
+    .bind(signed.statement.previous_pin().to_hex())
+    .bind(signed.statement.next_pin().to_hex())
+    .bind(&statement)
+    .bind(at)
+    .bind(activated.then_some(at))
+    .execute(&mut **tx)
+    .await?;
+    Ok(seq)
 }

@@ -172,12 +172,18 @@ fn terminals_follow_two_rotations_and_one_that_slept_follows_the_chain() {
     let restarted = ServerProcess::start(cwd, Path::new(&data), &extra);
     assert_eq!(restarted.pin, current);
     restarted.admin(cwd, &["terminal", "add", "ATM-AFTER"]);
+    until_signed_throughout(cwd, &restarted);
+}
+
+/// Waits until the audit log verifies with every record under a signed
+/// checkpoint.
+fn until_signed_throughout(cwd: &Path, server: &ServerProcess) {
     let started = Instant::now();
     loop {
-        let verified = json(&restarted.admin(cwd, &["--json", "audit", "verify"]));
+        let verified = json(&server.admin(cwd, &["--json", "audit", "verify"]));
         assert_eq!(verified["intact"], true, "{verified}");
         if verified["unanchored"] == 0 {
-            break;
+            return;
         }
         assert!(started.elapsed() < Duration::from_secs(15), "{verified}");
         std::thread::sleep(Duration::from_millis(300));
@@ -300,16 +306,7 @@ fn a_lost_server_key_is_recovered_with_the_offline_recovery_key() {
     let pending = json(&restarted.admin(cwd, &["--json", "requests", "--pending"]));
     assert_eq!(pending.as_array().unwrap().len(), 0);
     // The audit log stays signed across the lost key and the new one.
-    let started = Instant::now();
-    loop {
-        let verified = json(&restarted.admin(cwd, &["--json", "audit", "verify"]));
-        assert_eq!(verified["intact"], true, "{verified}");
-        if verified["unanchored"] == 0 {
-            break;
-        }
-        assert!(started.elapsed() < Duration::from_secs(15), "{verified}");
-        std::thread::sleep(Duration::from_millis(300));
-    }
+    until_signed_throughout(cwd, &restarted);
 }
 
 /// The same rotation with the server identity in a SoftHSM2 token: the
