@@ -233,33 +233,46 @@ pub async fn run(
             file,
             passphrase_file,
         } => {
-            let passphrase = export_passphrase(passphrase_file.as_deref())?;
-            let encrypted =
-                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
-            let opened = identity_export::open(&encrypted, &passphrase)?;
-            if let Some(recorded) = store.recorded_identity().await?
-                && recorded != opened.pin
-            {
-                bail!(
-                    "the export holds identity {}, but the store records {recorded}, the one terminals pin; nothing was written",
-                    opened.pin
-                );
-            }
-            let pin = identity_export::import(&opened, &uri, &pass_file)?;
-            store
-                .audit_identity_event(
-                    "server.identity_imported",
-                    pin,
-                    json!({}),
-                    actor,
-                    SystemTime::now(),
-                )
-                .await?;
-            out.print(
-                format!("server identity {pin} imported into {uri}\n"),
-                json!({ "pin": pin.to_hex(), "identity_keystore": uri }),
-            );
+            let pass = passphrase_file.as_deref();
+            import(store, (&uri, &pass_file), (&file, pass), actor, out).await?
         }
     }
+    Ok(())
+}
+
+/// `identity import`: refused when the export holds another identity than
+/// the one the store records; audited.
+async fn import(
+    store: &Store,
+    (uri, pass_file): (&str, &Path),
+    (file, passphrase_file): (&Path, Option<&Path>),
+    actor: &Actor,
+    out: &Output,
+) -> Result<()> {
+    let passphrase = export_passphrase(passphrase_file)?;
+    let encrypted = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+    let opened = identity_export::open(&encrypted, &passphrase)?;
+    if let Some(recorded) = store.recorded_identity().await?
+        && recorded != opened.pin
+    {
+        bail!(
+            "the export holds identity {}, but the store records {recorded}, the one terminals pin; nothing was written",
+            opened.pin
+        );
+    }
+    let pin = identity_export::import(&opened, uri, pass_file)?;
+    store
+        .audit_identity_event(
+            "server.identity_imported",
+            pin,
+            json!({}),
+            actor,
+            SystemTime::now(),
+        )
+        .await?;
+    out.print(
+        format!("server identity {pin} imported into {uri}\n"),
+        json!({ "pin": pin.to_hex(), "identity_keystore": uri }),
+    );
     Ok(())
 }

@@ -10,6 +10,7 @@
 //! [`crate::master`]): the store makes it the paired key and retires the
 //! old one, which every master then refuses.
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use axum::Extension;
@@ -19,13 +20,14 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use pairgate_pki::rekey::CHALLENGE_LEN;
-use pairgate_pki::{CertificateInfo, RekeyStatement, TerminalFingerprint};
+use pairgate_pki::{CertificateInfo, ProvenSuccessor, RekeyStatement, TerminalFingerprint};
 use pairgate_proto::{ErrorCode, RekeyAnswer, RekeyChallenge, RekeyRequest};
 use pairgate_store::{RekeyRefusal, SuccessorRequest};
 
 use crate::ApiError;
 use crate::http::{JsonBody, Peer, rfc3339, unix_millis};
 use crate::master::{Master, PairedPeer};
+use crate::terminal_ca::TerminalCa;
 
 /// How long a challenge is accepted.
 const CHALLENGE_TTL: Duration = Duration::from_secs(300);
@@ -116,61 +118,19 @@ pub(crate) async fn rekey(
             )
         })?;
     let serial = paired.terminal.serial.as_str();
-    let bad_proof = |e: pairgate_pki::RekeyProofError| {
-        refused(StatusCode::FORBIDDEN, ErrorCode::BadProof, e.to_string())
+    let proof = Proof {
+        serial,
+        old: &peer.fingerprint,
+        challenge: &challenge,
+        signature: &proof,
+        now,
     };
     let (proven, certificate, chain) = match (&body.certificate, &body.csr) {
         (Some(pem), None) => {
-            let certificate = parse_certificate(pem, now)?;
-            let new = TerminalFingerprint::of_certificate(&certificate);
-            let statement = RekeyStatement {
-                serial,
-                old: &peer.fingerprint,
-                new: &new,
-                challenge: &challenge,
-            };
-            let proven = statement.verify(&certificate, &proof).map_err(bad_proof)?;
+            let (proven, certificate) = proof.self_signed(pem)?;
             (proven, certificate, None)
         }
-        (None, Some(pem)) => {
-            let Some(ca) = master.terminal_ca.clone() else {
-                return Err(refused(
-                    StatusCode::BAD_REQUEST,
-                    ErrorCode::Invalid,
-                    "this server has no terminal CA: send a self-signed certificate",
-                ));
-            };
-            let csr = pairgate_pki::certificate::parse_csr(pem.as_bytes())
-                .map_err(|e| refused(StatusCode::BAD_REQUEST, ErrorCode::Invalid, e.to_string()))?;
-            let new = TerminalFingerprint::of_certificate(&csr);
-            let statement = RekeyStatement {
-                serial,
-                old: &peer.fingerprint,
-                new: &new,
-                challenge: &challenge,
-            };
-            let proven_csr = statement.verify_csr(&csr, &proof).map_err(bad_proof)?;
-            // The CA key may be in an HSM: signed off the async workers.
-            let (spki, owner) = (proven_csr.spki_der().to_vec(), serial.to_owned());
-            let issued = tokio::task::spawn_blocking(move || ca.issue(&spki, &owner, now))
-                .await
-                .map_err(|e| e.to_string())
-                .and_then(|r| r)
-                .map_err(|why| {
-                    tracing::error!(error = %why, "the terminal CA could not issue");
-                    refused(
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        ErrorCode::Internal,
-                        "internal error; the server log has details",
-                    )
-                })?;
-            let [leaf, ca_cert] = issued;
-            let proven = proven_csr.issued(&leaf).map_err(bad_proof)?;
-            let pem = [&leaf, &ca_cert]
-                .map(|c| pairgate_pki::certificate::certificate_pem(c))
-                .concat();
-            (proven, leaf.to_vec(), Some(pem))
-        }
+        (None, Some(pem)) => proof.certified(master.terminal_ca.clone(), pem).await?,
         _ => {
             return Err(refused(
                 StatusCode::BAD_REQUEST,
@@ -256,4 +216,85 @@ fn parse_certificate(pem: &str, now: SystemTime) -> Result<Vec<u8>, ApiError> {
     info.check_validity(now)
         .map_err(|e| bad(format!("the new certificate: {e}")))?;
     Ok(der)
+}
+
+/// What a re-key request proves with, before its new key's form is read.
+struct Proof<'a> {
+    serial: &'a str,
+    old: &'a TerminalFingerprint,
+    challenge: &'a [u8; CHALLENGE_LEN],
+    signature: &'a [u8],
+    now: SystemTime,
+}
+
+fn bad_proof(e: pairgate_pki::RekeyProofError) -> ApiError {
+    refused(StatusCode::FORBIDDEN, ErrorCode::BadProof, e.to_string())
+}
+
+impl Proof<'_> {
+    fn statement<'s>(&'s self, new: &'s TerminalFingerprint) -> RekeyStatement<'s> {
+        RekeyStatement {
+            serial: self.serial,
+            old: self.old,
+            new,
+            challenge: self.challenge,
+        }
+    }
+
+    /// A self-signed new certificate (PEM) and the proof its key made.
+    fn self_signed(&self, pem: &str) -> Result<(ProvenSuccessor, Vec<u8>), ApiError> {
+        let certificate = parse_certificate(pem, self.now)?;
+        let new = TerminalFingerprint::of_certificate(&certificate);
+        let proven = self
+            .statement(&new)
+            .verify(&certificate, self.signature)
+            .map_err(bad_proof)?;
+        Ok((proven, certificate))
+    }
+
+    /// CA mode: the CSR's key proven, then certified by the terminal CA;
+    /// the successor, its certificate and the chain (PEM) for the terminal.
+    async fn certified(
+        &self,
+        ca: Option<Arc<TerminalCa>>,
+        pem: &str,
+    ) -> Result<(ProvenSuccessor, Vec<u8>, Option<String>), ApiError> {
+        let Some(ca) = ca else {
+            return Err(refused(
+                StatusCode::BAD_REQUEST,
+                ErrorCode::Invalid,
+                "this server has no terminal CA: send a self-signed certificate",
+            ));
+        };
+        let csr = pairgate_pki::certificate::parse_csr(pem.as_bytes())
+            .map_err(|e| refused(StatusCode::BAD_REQUEST, ErrorCode::Invalid, e.to_string()))?;
+        let new = TerminalFingerprint::of_certificate(&csr);
+        let proven_csr = self
+            .statement(&new)
+            .verify_csr(&csr, self.signature)
+            .map_err(bad_proof)?;
+        // The CA key may be in an HSM: signed off the async workers.
+        let (spki, owner, now) = (
+            proven_csr.spki_der().to_vec(),
+            self.serial.to_owned(),
+            self.now,
+        );
+        let [leaf, ca_cert] = tokio::task::spawn_blocking(move || ca.issue(&spki, &owner, now))
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|r| r)
+            .map_err(|why| {
+                tracing::error!(error = %why, "the terminal CA could not issue");
+                refused(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    ErrorCode::Internal,
+                    "internal error; the server log has details",
+                )
+            })?;
+        let proven = proven_csr.issued(&leaf).map_err(bad_proof)?;
+        let chain = [&leaf, &ca_cert]
+            .map(|c| pairgate_pki::certificate::certificate_pem(c))
+            .concat();
+        Ok((proven, leaf.to_vec(), Some(chain)))
+    }
 }
