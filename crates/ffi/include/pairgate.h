@@ -189,6 +189,17 @@ enum pairgate_status pairgate_agent_status(const struct pairgate_agent *agent, c
 // `agent` is a live handle; `result_json` is valid for one write.
 enum pairgate_status pairgate_agent_rekey(const struct pairgate_agent *agent, uint64_t renew_before_secs, char **result_json);
 
+// Asks the master for the server's keys and pins an announced next key
+// when a chain of rotation statements from a held pin allows it (what
+// `pairgate-agent heartbeat` does after each heartbeat; docs/protocol.md,
+// "Server key rotation"). `*changed` is 1 when the pins changed. A
+// terminal that never calls it still follows a rotation, from the gate,
+// when a call meets the new key.
+//
+// # Safety
+// `agent` is a live handle; `changed` is NULL or valid for one write.
+enum pairgate_status pairgate_agent_follow_server_keys(const struct pairgate_agent *agent, uint8_t *changed);
+
 // Calls the master over mutual TLS with the paired server pins: `method`
 // (`GET`, `POST`, …) on `path` (e.g. `/v1/me`) with `body_len` bytes of
 // JSON body (none when 0). A call that reached the master succeeds

@@ -329,6 +329,33 @@ pub unsafe extern "C" fn pairgate_agent_rekey(
     })
 }
 
+/// Asks the master for the server's keys and pins an announced next key
+/// when a chain of rotation statements from a held pin allows it (what
+/// `pairgate-agent heartbeat` does after each heartbeat; docs/protocol.md,
+/// "Server key rotation"). `*changed` is 1 when the pins changed. A
+/// terminal that never calls it still follows a rotation, from the gate,
+/// when a call meets the new key.
+///
+/// # Safety
+/// `agent` is a live handle; `changed` is NULL or valid for one write.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn pairgate_agent_follow_server_keys(
+    agent: *const PairgateAgent,
+    changed: *mut u8,
+) -> PairgateStatus {
+    guard(|| {
+        // SAFETY: the caller's contract.
+        let handle = unsafe { handle(agent) }?;
+        let agent = handle.lock();
+        let moved = handle.runtime.block_on(agent.follow_server_keys())?;
+        if !changed.is_null() {
+            // SAFETY: non-NULL, writable by the caller's contract.
+            unsafe { changed.write(u8::from(moved)) };
+        }
+        Ok(())
+    })
+}
+
 /// Calls the master over mutual TLS with the paired server pins: `method`
 /// (`GET`, `POST`, …) on `path` (e.g. `/v1/me`) with `body_len` bytes of
 /// JSON body (none when 0). A call that reached the master succeeds

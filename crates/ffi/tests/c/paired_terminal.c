@@ -63,6 +63,11 @@ int main(int argc, char **argv)
               && http_status == 200,
           "POST /v1/heartbeat");
     pairgate_bytes_free(body);
+    /* No rotation announced: the pins stay. */
+    uint8_t changed = 2;
+    check(pairgate_agent_follow_server_keys(agent, &changed) == PAIRGATE_STATUS_OK && changed == 0,
+          "follow server keys (none announced)");
+
     /* Re-key: not due within a day of a ten-year certificate; at once
      * with 0, after which the master knows the terminal by the new key. */
     char *rekeyed = NULL;
