@@ -236,27 +236,7 @@ fn an_acquirer_issued_chain_is_installed_and_served() {
     let init = json(&ok(cwd, &["--json", "server", "init", "--data", &data]));
     ok(cwd, &["ca", "init", "--dir", "ca"]);
     let admin = ["admin", "--data", &data];
-    ok(
-        cwd,
-        &joined(&admin, &["identity", "csr", "--out", "identity.csr"]),
-    );
-    let sign = [
-        "ca",
-        "sign-server-cert",
-        "--dir",
-        "ca",
-        "--dns",
-        "localhost",
-        "--ip",
-        "127.0.0.1",
-        "--csr",
-        "identity.csr",
-        "--json",
-    ];
-    let issued = json(&ok(cwd, &sign));
-    let ca_pem = std::fs::read_to_string(cwd.join("ca/ca.pem")).unwrap();
-    let chain = format!("{}{ca_pem}", issued["certificate"].as_str().unwrap());
-    std::fs::write(cwd.join("chain.pem"), &chain).unwrap();
+    crate::support::issue_identity_chain(cwd, &data);
     // A chain for another key is refused.
     let other = [
         "ca",

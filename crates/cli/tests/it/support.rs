@@ -332,3 +332,36 @@ pub fn pair_through(cwd: &Path, admin: &[&str], gate: &str, serial: &str) -> Pai
         code,
     }
 }
+
+/// Has `pairgate ca` (in `cwd/ca`) issue the server identity of `data` a
+/// certificate for localhost and 127.0.0.1 from the identity's CSR, and
+/// writes the chain (leaf, then the CA) to `cwd/chain.pem`.
+pub fn issue_identity_chain(cwd: &Path, data: &str) {
+    let csr = [
+        "admin",
+        "--data",
+        data,
+        "identity",
+        "csr",
+        "--out",
+        "identity.csr",
+    ];
+    ok(cwd, &csr);
+    let sign = [
+        "--json",
+        "ca",
+        "sign-server-cert",
+        "--dir",
+        "ca",
+        "--dns",
+        "localhost",
+        "--ip",
+        "127.0.0.1",
+        "--csr",
+        "identity.csr",
+    ];
+    let issued = json(&ok(cwd, &sign));
+    let ca_pem = std::fs::read_to_string(cwd.join("ca/ca.pem")).unwrap();
+    let chain = format!("{}{ca_pem}", issued["certificate"].as_str().unwrap());
+    std::fs::write(cwd.join("chain.pem"), &chain).unwrap();
+}

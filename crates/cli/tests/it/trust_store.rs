@@ -15,28 +15,8 @@ use crate::support::{ServerProcess, fails, joined, json, ok};
 fn server_with_issued_chain(cwd: &Path, name: &str) -> ServerProcess {
     let data = cwd.join(name).display().to_string();
     ok(cwd, &["--json", "server", "init", "--data", &data]);
+    crate::support::issue_identity_chain(cwd, &data);
     let admin = ["admin", "--data", &data];
-    ok(
-        cwd,
-        &joined(&admin, &["identity", "csr", "--out", "identity.csr"]),
-    );
-    let sign = [
-        "--json",
-        "ca",
-        "sign-server-cert",
-        "--dir",
-        "ca",
-        "--dns",
-        "localhost",
-        "--ip",
-        "127.0.0.1",
-        "--csr",
-        "identity.csr",
-    ];
-    let issued = json(&ok(cwd, &sign));
-    let ca_pem = std::fs::read_to_string(cwd.join("ca/ca.pem")).unwrap();
-    let chain = format!("{}{ca_pem}", issued["certificate"].as_str().unwrap());
-    std::fs::write(cwd.join("chain.pem"), &chain).unwrap();
     ok(cwd, &joined(&admin, &["identity", "install", "chain.pem"]));
     ServerProcess::start(cwd, Path::new(&data), &["--gate-listen", "127.0.0.1:0"])
 }
