@@ -33,6 +33,7 @@ mod sessions;
 mod step_up;
 mod terminals;
 mod views;
+mod vpn;
 mod wire;
 
 use std::path::Path;
@@ -71,6 +72,7 @@ pub use sessions::{
 pub use step_up::{StepUpLimits, StepUpLock};
 pub use terminals::{NewTerminal, PairedRows, Serial, Terminal, TerminalState};
 pub use views::{Page, TerminalFilter};
+pub use vpn::AddressPool;
 
 /// Which database a store runs on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -20,3 +20,4 @@ mod request_pages;
 mod step_up;
 mod support;
 mod terminals;
+mod vpn;
