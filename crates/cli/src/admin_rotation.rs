@@ -12,7 +12,7 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
-use pairgate_keystore::{Alias, KeyStore, KeyStoreError};
+use pairgate_keystore::{Alias, KeyStore};
 use pairgate_pki::KeyAlgorithm;
 use pairgate_pki::rotation::{RotationStatement, SignedRotation, statement_scheme};
 use pairgate_proto::server_keys::Rotation;
@@ -84,17 +84,18 @@ pub async fn rotate(
 }
 
 /// The key of rotation `seq`, made in the identity key store under
-/// `pairgate-server.r<seq>`. A key left there by a rotation that was not
-/// recorded was never announced: it goes first.
+/// `pairgate-server.r<seq>-<random>`: an alias of its own per attempt, so
+/// that two operators rotating at once never touch each other's key (the
+/// store records one of their statements, and the other deletes its key).
+/// Instances find the identity's key by its pin, not by its alias.
 pub(crate) fn next_server_key(
     keys: &dyn KeyStore,
     seq: u64,
 ) -> Result<(Alias, pairgate_keystore::PublicKeyInfo)> {
-    let alias = Alias::new(&format!("{SERVER_ALIAS}.r{seq}"))?;
-    match keys.delete(&alias) {
-        Ok(()) | Err(KeyStoreError::NoSuchAlias(_)) => {}
-        Err(e) => return Err(e.into()),
-    }
+    let mut random = [0u8; 4];
+    aws_lc_rs::rand::fill(&mut random)
+        .map_err(|_| anyhow::anyhow!("the system random generator failed"))?;
+    let alias = Alias::new(&format!("{SERVER_ALIAS}.r{seq}-{}", hex::encode(random)))?;
     let public = keys.generate_key(&alias, KeyAlgorithm::P256)?;
     Ok((alias, public))
 }
