@@ -191,6 +191,32 @@ impl SignatureScheme {
     }
 }
 
+/// How pairgate's own signed statements (re-key proofs, server key
+/// rotations) are verified for a key: ECDSA P-256 with SHA-256 (DER), or
+/// RSA-PSS with SHA-256 for RSA of 2048 bits or more; the key's
+/// description when it is neither.
+pub(crate) fn statement_verification(
+    spki: &x509_parser::x509::SubjectPublicKeyInfo<'_>,
+) -> Result<&'static dyn aws_lc_rs::signature::VerificationAlgorithm, String> {
+    use aws_lc_rs::signature::{ECDSA_P256_SHA256_ASN1, RSA_PSS_2048_8192_SHA256};
+    use x509_parser::public_key::PublicKey;
+    let p256 = spki
+        .algorithm
+        .parameters
+        .as_ref()
+        .and_then(|p| p.as_oid().ok())
+        .is_some_and(|oid| oid.to_id_string() == "1.2.840.10045.3.1.7");
+    match spki.parsed() {
+        Ok(PublicKey::EC(_)) if p256 => Ok(&ECDSA_P256_SHA256_ASN1),
+        Ok(PublicKey::RSA(rsa)) if rsa.key_size() >= 2048 => Ok(&RSA_PSS_2048_8192_SHA256),
+        Ok(_) => Err(format!(
+            "a {} key, not P-256 or RSA of 2048 bits or more",
+            spki.algorithm.algorithm.to_id_string()
+        )),
+        Err(e) => Err(format!("the key does not parse: {e}")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,11 +10,8 @@
 //! with [`RekeyStatement::verify`], which returns the [`ProvenSuccessor`]
 //! that the store requires to record the new key.
 
-use aws_lc_rs::signature::{
-    ECDSA_P256_SHA256_ASN1, RSA_PSS_2048_8192_SHA256, UnparsedPublicKey, VerificationAlgorithm,
-};
+use aws_lc_rs::signature::{UnparsedPublicKey, VerificationAlgorithm};
 use x509_parser::prelude::{FromDer, X509Certificate};
-use x509_parser::public_key::PublicKey;
 
 use crate::{KeyAlgorithm, SignatureScheme, TerminalFingerprint};
 
@@ -31,7 +28,7 @@ pub enum RekeyProofError {
     #[error("the new certificate does not parse: {0}")]
     Certificate(String),
     /// The new key is of a kind the proof cannot use.
-    #[error("the new key is {0}; a terminal key is P-256 or RSA (2048 bits or more)")]
+    #[error("the new key is unusable: {0}")]
     UnsupportedKey(String),
     /// The signature does not verify with the new certificate's key.
     #[error("the proof of possession does not verify with the new certificate's key")]
@@ -104,18 +101,10 @@ impl ProvenCsr {
     }
 }
 
-/// Picks the verification algorithm for a terminal key.
 fn terminal_key_verification(
     spki: &x509_parser::x509::SubjectPublicKeyInfo<'_>,
 ) -> Result<&'static dyn VerificationAlgorithm, RekeyProofError> {
-    match spki.parsed() {
-        Ok(PublicKey::EC(_)) if is_p256(spki) => Ok(&ECDSA_P256_SHA256_ASN1),
-        Ok(PublicKey::RSA(rsa)) if rsa.key_size() >= 2048 => Ok(&RSA_PSS_2048_8192_SHA256),
-        Ok(_) => Err(RekeyProofError::UnsupportedKey(
-            spki.algorithm.algorithm.to_id_string(),
-        )),
-        Err(e) => Err(RekeyProofError::Certificate(e.to_string())),
-    }
+    crate::algorithm::statement_verification(spki).map_err(RekeyProofError::UnsupportedKey)
 }
 
 impl RekeyStatement<'_> {
@@ -188,14 +177,6 @@ impl RekeyStatement<'_> {
             serial: self.serial.to_owned(),
         })
     }
-}
-
-fn is_p256(spki: &x509_parser::x509::SubjectPublicKeyInfo<'_>) -> bool {
-    spki.algorithm
-        .parameters
-        .as_ref()
-        .and_then(|p| p.as_oid().ok())
-        .is_some_and(|oid| oid.to_id_string() == "1.2.840.10045.3.1.7")
 }
 
 #[cfg(test)]

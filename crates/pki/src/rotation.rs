@@ -15,11 +15,8 @@
 
 use std::collections::HashMap;
 
-use aws_lc_rs::signature::{
-    ECDSA_P256_SHA256_ASN1, RSA_PSS_2048_8192_SHA256, UnparsedPublicKey, VerificationAlgorithm,
-};
+use aws_lc_rs::signature::{UnparsedPublicKey, VerificationAlgorithm};
 use x509_parser::prelude::FromDer;
-use x509_parser::public_key::PublicKey;
 use x509_parser::x509::SubjectPublicKeyInfo;
 
 use crate::{KeyAlgorithm, SignatureScheme, SpkiPin};
@@ -116,18 +113,7 @@ fn verification(
     if !rest.is_empty() {
         return Err(key("trailing bytes after the key".into()));
     }
-    let p256 = spki
-        .algorithm
-        .parameters
-        .as_ref()
-        .and_then(|p| p.as_oid().ok())
-        .is_some_and(|oid| oid.to_id_string() == "1.2.840.10045.3.1.7");
-    let algorithm: &'static dyn VerificationAlgorithm = match spki.parsed() {
-        Ok(PublicKey::EC(_)) if p256 => &ECDSA_P256_SHA256_ASN1,
-        Ok(PublicKey::RSA(rsa)) if rsa.key_size() >= 2048 => &RSA_PSS_2048_8192_SHA256,
-        Ok(_) => return Err(key("not a P-256 or RSA (2048+) key".into())),
-        Err(e) => return Err(key(e.to_string())),
-    };
+    let algorithm = crate::algorithm::statement_verification(&spki).map_err(key)?;
     Ok((algorithm, spki.subject_public_key.data.to_vec()))
 }
 
