@@ -114,14 +114,20 @@ pub async fn reveal(
 
 /// The gate's JSON error as a [`TerminalError::Gate`].
 pub(crate) fn gate_error(r: &HttpsResponse) -> TerminalError {
-    let (code, message) = match serde_json::from_slice::<ErrorBody>(&r.body) {
+    let (code, message) = error_body(r);
+    TerminalError::Gate(format!("the gate answered {} {code}: {message}", r.status))
+}
+
+/// The code and message of an error answer (`?` and the raw body when it
+/// is not the protocol's error body).
+pub(crate) fn error_body(r: &HttpsResponse) -> (String, String) {
+    match serde_json::from_slice::<ErrorBody>(&r.body) {
         Ok(body) => (body.error.code.to_string(), body.error.message),
         Err(_) => (
             "?".to_owned(),
             String::from_utf8_lossy(&r.body).into_owned(),
         ),
-    };
-    TerminalError::Gate(format!("the gate answered {} {code}: {message}", r.status))
+    }
 }
 
 /// A gate answer's body as `T`.

@@ -17,7 +17,7 @@ use base64::Engine;
 use pairgate_keystore::{Alias, KeyStoreError};
 use pairgate_pki::rekey::{CHALLENGE_LEN, proof_scheme};
 use pairgate_pki::{KeyAlgorithm, RekeyStatement, TerminalFingerprint};
-use pairgate_proto::{ErrorBody, RekeyAnswer, RekeyChallenge, RekeyRequest};
+use pairgate_proto::{RekeyAnswer, RekeyChallenge, RekeyRequest};
 use pairgate_tls::client::ServerTrust;
 use pairgate_tls::https::{HttpsClient, HttpsResponse};
 
@@ -39,17 +39,11 @@ pub struct Rekeyed {
 
 /// The master's refusal, with its code and message.
 pub(crate) fn refusal(r: &HttpsResponse) -> TerminalError {
-    match serde_json::from_slice::<ErrorBody>(&r.body) {
-        Ok(body) => TerminalError::Master {
-            status: r.status,
-            code: body.error.code.to_string(),
-            message: body.error.message,
-        },
-        Err(_) => TerminalError::Master {
-            status: r.status,
-            code: "?".into(),
-            message: String::from_utf8_lossy(&r.body).into_owned(),
-        },
+    let (code, message) = crate::gate::error_body(r);
+    TerminalError::Master {
+        status: r.status,
+        code,
+        message,
     }
 }
 
