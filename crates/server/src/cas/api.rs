@@ -149,15 +149,19 @@ async fn terminal(
 ) -> Response {
     tri!(bearer(&cas, &headers).await);
     let s = tri!(serial(&s));
-    match tri!(store(cas.store.terminal(&s).await)) {
-        Some(t) => Json(t.view()).into_response(),
-        None => ApiError::new(
+    Json(tri!(existing(&cas, &s).await).view()).into_response()
+}
+
+/// Terminal `s`, or `404`.
+async fn existing(cas: &Cas, s: &Serial) -> Result<Terminal, Response> {
+    store(cas.store.terminal(s).await)?.ok_or_else(|| {
+        ApiError::new(
             StatusCode::NOT_FOUND,
             ErrorCode::NotFound,
             format!("no terminal {}", s.as_str()),
         )
-        .into_response(),
-    }
+        .into_response()
+    })
 }
 
 async fn terminal_keys(
@@ -167,14 +171,7 @@ async fn terminal_keys(
 ) -> Response {
     tri!(bearer(&cas, &headers).await);
     let s = tri!(serial(&s));
-    if tri!(store(cas.store.terminal(&s).await)).is_none() {
-        return ApiError::new(
-            StatusCode::NOT_FOUND,
-            ErrorCode::NotFound,
-            format!("no terminal {}", s.as_str()),
-        )
-        .into_response();
-    }
+    tri!(existing(&cas, &s).await);
     let keys = tri!(store(cas.store.key_lineage(&s).await));
     Json(pairgate_proto::cas::TerminalKeys {
         keys: keys.iter().map(pairgate_store::TerminalKey::view).collect(),
