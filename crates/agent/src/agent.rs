@@ -434,10 +434,23 @@ fn heartbeat(
     if !(200..300).contains(&r.status) {
         bail!("the master answered {}: {text}", r.status);
     }
+    // A server that announces its next key has the terminal pin it now. A
+    // refusal keeps the pins (the server is trusted no further) and is
+    // shown, since it means a statement that does not verify.
+    let pins_changed = match runtime.block_on(agent.follow_server_keys()) {
+        Ok(changed) => changed,
+        Err(e) => {
+            eprintln!("the server's announced keys were not followed: {e}");
+            false
+        }
+    };
     let counter = agent.status()?.heartbeat_counter;
     out.print(
         format!("heartbeat sent (counter {counter})"),
-        json!({ "status": r.status, "counter": counter, "rekeyed": rekeyed }),
+        json!({
+            "status": r.status, "counter": counter, "rekeyed": rekeyed,
+            "server_pins_changed": pins_changed,
+        }),
     );
     Ok(())
 }

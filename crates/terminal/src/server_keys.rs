@@ -1,6 +1,7 @@
 //! Following the server's key (docs/protocol.md, "Server key rotation"):
-//! at each heartbeat the agent asks the master for its keys and pins the
-//! next key once a chain of statements from a pin it holds announces it;
+//! [`Agent::follow_server_keys`] (which `pairgate terminal heartbeat` runs
+//! after each heartbeat) asks the master for its keys and pins the next
+//! key once a chain of statements from a pin it holds announces it;
 //! a master presenting a key the agent does not pin (it slept through the
 //! announcement) sends it to the gate for the chain, and the key is
 //! accepted only if every link, starting at a held pin, verifies. In
