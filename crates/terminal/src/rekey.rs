@@ -141,7 +141,6 @@ impl Agent {
         let mut state = self.state.load()?;
         state.rekey = Some(PendingRekey {
             alias: new_alias.to_string(),
-            fingerprint: String::new(),
         });
         self.state.save(&state)?;
 
@@ -237,7 +236,8 @@ impl Agent {
     }
 
     /// A pending key from an interrupted re-key: `Some` when the master
-    /// serves it, `None` (deleted) when it refuses it.
+    /// serves it, `None` (deleted) when it refuses it (403) or it has no
+    /// certificate; an error, keeping it, when the master cannot say.
     async fn resume(
         &self,
         pending: &PendingRekey,
@@ -250,7 +250,14 @@ impl Agent {
                 let r = client
                     .request("GET", &format!("{master}/v1/me"), &[], None)
                     .await?;
-                r.status == 200
+                match r.status {
+                    200 => true,
+                    // The master does not know this key: it goes.
+                    403 => false,
+                    // Not an answer about the key (the master cannot reach
+                    // its store, say): the key stays for the next try.
+                    _ => return Err(refusal(&r)),
+                }
             }
             Err(TerminalError::NotInitialised | TerminalError::NoCertificate(_)) => false,
             Err(e) => return Err(e),

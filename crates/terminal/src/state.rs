@@ -85,10 +85,9 @@ pub struct State {
 /// A new key made for a re-key that has not been switched to yet.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PendingRekey {
-    /// Its alias in the key store.
+    /// Its alias in the key store (the master knows it, if at all, by
+    /// the certificate under that alias).
     pub alias: String,
-    /// Its certificate's fingerprint (hex).
-    pub fingerprint: String,
 }
 
 /// A server pin learned at a gate address.

@@ -301,3 +301,54 @@ fn a_server_with_a_terminal_ca_certifies_the_new_key() {
     let audit = server.admin(cwd, &["--json", "audit"]);
     assert!(audit.contains("server.terminal_ca_created"), "{audit}");
 }
+
+/// An agent stopped in the middle of a re-key left a new key the master
+/// never recorded: the next `rekey` finds the master refusing it, deletes
+/// it and re-keys afresh.
+#[test]
+fn an_interrupted_rekey_the_master_never_recorded_starts_afresh() {
+    let dir = temp_dir();
+    let cwd = dir.path();
+    let server = ServerProcess::start(cwd, &cwd.join("server"), &["--gate-listen", "127.0.0.1:0"]);
+    let data = server.data.display().to_string();
+    let paired = pair_through(cwd, &["--data", &data], &server.gate, "ATM-K5");
+    let state = paired.state.as_str();
+    // The half-done re-key: a key and certificate under the next alias,
+    // named in the state, unknown to the master.
+    let alias = ["--alias", "terminal.k2"];
+    ok(
+        cwd,
+        &terminal(
+            state,
+            None,
+            &[&["keys", "generate"][..], &alias[..]].concat(),
+        ),
+    );
+    let made = json(&ok(
+        cwd,
+        &terminal(
+            state,
+            None,
+            &[&["keys", "self-signed"][..], &alias[..]].concat(),
+        ),
+    ));
+    let stray = made["certificate"]["fingerprint"]
+        .as_str()
+        .unwrap()
+        .replace(':', "")
+        .to_lowercase();
+    let file = Path::new(state).join("state.json");
+    let mut saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    saved["rekey"] = serde_json::json!({ "alias": "terminal.k2" });
+    std::fs::write(&file, serde_json::to_vec_pretty(&saved).unwrap()).unwrap();
+
+    let done = json(&ok(cwd, &terminal(state, None, &["rekey"])));
+    assert_eq!(done["alias"], "terminal.k2");
+    assert_eq!(done["previous_fingerprint"], paired.fingerprint);
+    assert_ne!(done["fingerprint"], stray);
+    let me = json(&ok(cwd, &terminal(state, None, &["call", "GET", "/v1/me"])));
+    assert_eq!(me["body"]["fingerprint"], done["fingerprint"]);
+    let status = json(&ok(cwd, &terminal(state, None, &["status"])));
+    assert_eq!(status["alias"], "terminal.k2");
+}
