@@ -137,6 +137,9 @@ pub enum AgentCommand {
         #[arg(long, default_value_t = 30)]
         renew_before_days: u64,
     },
+    /// The terminal's VPN: its profile, and the tunnel.
+    #[command(subcommand)]
+    Vpn(crate::vpn::VpnCommand),
     /// Wipes keys, certificates, trust store, pins and pairing state.
     FactoryReset {
         /// Answer the confirmation question with yes.
@@ -184,7 +187,7 @@ fn agent(args: &TerminalArgs) -> Result<Agent> {
     )?)
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime> {
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
     // Multi-threaded: HSM signing runs under block_in_place.
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -289,6 +292,10 @@ pub fn run(args: &TerminalArgs, command: &AgentCommand, out: &Output) -> Result<
             if_due,
             renew_before_days,
         } => rekey(&agent()?, if_due.then(|| days(*renew_before_days)), out),
+        AgentCommand::Vpn(command) => {
+            let state = args.state.as_deref().context("give --state DIR")?;
+            crate::vpn::run(&agent()?, state, command, out)
+        }
         AgentCommand::FactoryReset { yes } => factory_reset(agent, *yes, out),
     }
 }
@@ -326,15 +333,37 @@ fn pair(agent: &Agent, options: &PairOptions, out: &Output) -> Result<()> {
     let printer = Printer {
         json: out.is_json(),
     };
-    let paired = runtime()?.block_on(agent.pair(options, &printer))?;
+    let rt = runtime()?;
+    let paired = rt.block_on(agent.pair(options, &printer))?;
+    // The VPN profile, from the gate: the master may be reachable only
+    // through it. A failure leaves the pairing; `vpn profile` retries.
+    let vpn = match paired.vpn {
+        Some(_) if paired.vpn_profile.is_empty() => Some(
+            rt.block_on(agent.vpn_enrol(pairgate_terminal::vpn::Via::Gate))
+                .map_err(|e| e.to_string()),
+        ),
+        _ => None,
+    };
+    let vpn_text = match &vpn {
+        Some(Ok(s)) => format!(
+            "\nVPN: {} address {}",
+            s.vpn_type,
+            s.address.as_deref().unwrap_or("-")
+        ),
+        Some(Err(e)) => format!("\nVPN: not enrolled ({e}); run `pairgate terminal vpn profile`"),
+        None => String::new(),
+    };
     out.print(
         format!(
-            "paired as {}\nmaster: {}\nserver pins: {}",
+            "paired as {}\nmaster: {}\nserver pins: {}{vpn_text}",
             paired.serial,
             paired.master_url,
             paired.server_pins.join(", ")
         ),
-        json!({ "status": "paired", "config": paired }),
+        json!({
+            "status": "paired", "config": paired,
+            "vpn": vpn.map(|r| r.map_or_else(|e| json!({ "error": e }), |s| json!(s))),
+        }),
     );
     Ok(())
 }

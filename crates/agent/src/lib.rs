@@ -13,6 +13,7 @@
 mod agent;
 pub mod output;
 pub mod terminal;
+mod vpn;
 
 pub use crate::output::Output;
 pub use crate::terminal::{TerminalArgs, run};

@@ -108,8 +108,26 @@ enum AdminCommand {
     },
 }
 
+/// The settings of a server that exists: only `pairgate server` makes a
+/// data directory, so a mistyped --data must not answer from a new,
+/// empty database.
+pub(crate) fn existing(args: &SettingsArgs) -> Result<pairgate_server::Settings> {
+    let settings = args.load(Vec::new())?;
+    if let pairgate_server::DatabaseLocation::DataDir(dir) = settings.database() {
+        let db = dir.join("pairgate.db");
+        if !db.is_file() {
+            bail!(
+                "{} holds no pairgate database ({} is missing): check --data, or start `pairgate server` there first",
+                dir.display(),
+                db.display()
+            );
+        }
+    }
+    Ok(settings)
+}
+
 /// Who the audit log names for changes made here without an operator.
-fn cli_actor() -> Actor {
+pub(crate) fn cli_actor() -> Actor {
     let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
     Actor::new(format!("cli:{user}"))
 }
@@ -127,19 +145,7 @@ pub fn run(args: AdminArgs, out: &Output) -> Result<()> {
     {
         return crate::admin_audit::verify_file(file, *server_pin, out);
     }
-    let settings = args.settings.load(Vec::new())?;
-    // Only `pairgate server` makes a data directory: a mistyped --data
-    // must not answer from a new, empty database.
-    if let pairgate_server::DatabaseLocation::DataDir(dir) = settings.database() {
-        let db = dir.join("pairgate.db");
-        if !db.is_file() {
-            bail!(
-                "{} holds no pairgate database ({} is missing): check --data, or start `pairgate server` there first",
-                dir.display(),
-                db.display()
-            );
-        }
-    }
+    let settings = existing(&args.settings)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -46,6 +46,36 @@ pub async fn run(
         "" => DEFAULT_ALIAS,
         set => set,
     };
+    let (certificate, pin, described) = make_ca(
+        store,
+        settings,
+        (name, &subject, days),
+        "server.terminal_ca_created",
+        actor,
+    )
+    .await?;
+    let pem = pairgate_pki::certificate::certificate_pem(&certificate);
+    out.print(
+        format!(
+            "terminal CA {name} created in {}\n  set terminal_ca_alias = \"{name}\" and restart: re-keying terminals then get certificates it issues\n{pem}",
+            described
+        ),
+        json!({ "alias": name, "certificate": pem, "key_pin": pin }),
+    );
+    Ok(())
+}
+
+/// Makes a CA key `alias` in the identity key store (PKCS#11 allowed) and
+/// its self-signed CA certificate, audited as `action`; refused when the
+/// alias holds a key. On any failure the key is deleted. Returns the
+/// certificate, the key's pin (hex) and where the key is.
+pub(crate) async fn make_ca(
+    store: &Store,
+    settings: &Settings,
+    (name, subject, days): (&str, &Subject, u32),
+    action: &str,
+    actor: &Actor,
+) -> Result<(pairgate_pki::CertificateDer<'static>, String, String)> {
     let alias = Alias::new(name)?;
     let keys = pairgate_server::identity::open_existing(
         &settings.identity_keystore(),
@@ -62,7 +92,7 @@ pub async fn run(
         .map_err(anyhow::Error::from)
         .and_then(|signer| {
             Ok(
-                CertificateAuthority::new_root(signer, &subject, SystemTime::now(), days)?
+                CertificateAuthority::new_root(signer, subject, SystemTime::now(), days)?
                     .certificate()
                     .clone(),
             )
@@ -74,13 +104,7 @@ pub async fn run(
     let detail = json!({ "alias": name, "subject": subject.to_string(), "days": days });
     let audited = match &made {
         Ok(_) => store
-            .audit_identity_event(
-                "server.terminal_ca_created",
-                public.pin(),
-                detail,
-                actor,
-                SystemTime::now(),
-            )
+            .audit_identity_event(action, public.pin(), detail, actor, SystemTime::now())
             .await
             .map_err(anyhow::Error::from),
         Err(_) => Ok(()),
@@ -90,16 +114,8 @@ pub async fn run(
         (Ok(certificate), Ok(())) => certificate,
         (Err(e), _) | (Ok(_), Err(e)) => {
             let _ = keys.delete(&alias);
-            return Err(e.context("the terminal CA was not created"));
+            return Err(e.context("the CA was not created"));
         }
     };
-    let pem = pairgate_pki::certificate::certificate_pem(&certificate);
-    out.print(
-        format!(
-            "terminal CA {name} created in {}\n  set terminal_ca_alias = \"{name}\" and restart: re-keying terminals then get certificates it issues\n{pem}",
-            keys.describe()
-        ),
-        json!({ "alias": name, "certificate": pem, "key_pin": public.pin().to_hex() }),
-    );
-    Ok(())
+    Ok((certificate, public.pin().to_hex(), keys.describe()))
 }

@@ -17,6 +17,8 @@ mod admin_tokens;
 mod admin_vendors;
 mod ca;
 mod server;
+mod vpn;
+mod vpn_server;
 
 use clap::{Parser, Subcommand};
 use pairgate_agent::Output;
@@ -51,6 +53,9 @@ enum Command {
     Terminal(pairgate_agent::TerminalArgs),
     /// A development certificate authority in the acquirer's role.
     Ca(ca::CaArgs),
+    /// The VPN server's side of terminals' VPN profiles: keys, its
+    /// configuration, and keeping it current from the store.
+    Vpn(vpn::VpnArgs),
     /// Benchmarks, each beside a peer or ceiling measured in the same run.
     Bench(pairgate_bench::BenchArgs),
 }
@@ -63,6 +68,7 @@ fn main() -> std::process::ExitCode {
         Command::Admin(args) => admin::run(args, &out),
         Command::Terminal(args) => pairgate_agent::run(args, &out),
         Command::Ca(args) => ca::run(args, &out),
+        Command::Vpn(args) => vpn::run(args, &out),
         Command::Bench(args) => pairgate_bench::run(args, &BenchOutput(&out)),
     };
     match result {

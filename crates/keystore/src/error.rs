@@ -115,6 +115,9 @@ pub enum KeyStoreError {
     /// A cryptographic operation failed.
     #[error("cryptographic failure: {0}")]
     Crypto(&'static str),
+    /// A WireGuard key file cannot be used.
+    #[error("WireGuard key: {0}")]
+    WireGuard(String),
 }
 
 impl KeyStoreError {

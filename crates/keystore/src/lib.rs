@@ -22,6 +22,7 @@ mod public_key;
 mod signer;
 pub mod software;
 mod uri;
+pub mod wireguard;
 
 use std::fmt;
 
@@ -125,6 +126,43 @@ pub trait KeyStore: Send + Sync + fmt::Debug {
     /// async callers move it off their executor's worker.
     fn is_hardware(&self) -> bool {
         false
+    }
+
+    /// Where another program (OpenVPN) finds `alias`'s key and leaf
+    /// certificate through PKCS#11, the key staying on the token; `None`
+    /// for a store no other program can reach.
+    fn pkcs11_reference(&self, alias: &Alias) -> Result<Option<Pkcs11Reference>, KeyStoreError> {
+        let _ = alias;
+        Ok(None)
+    }
+}
+
+/// A key on a PKCS#11 token, as another program names it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Pkcs11Reference {
+    /// The module (`pkcs11-providers`).
+    pub module: std::path::PathBuf,
+    /// An RFC 7512 URI of the certificate: token, manufacturer, model,
+    /// serial and `CKA_ID` (`pkcs11-id`).
+    pub certificate_uri: String,
+    /// The token's label, as the program's PIN prompt names it.
+    pub token_label: String,
+    /// The file holding the user PIN.
+    pub pin_file: std::path::PathBuf,
+}
+
+impl Pkcs11Reference {
+    /// The user PIN, for the program that logs in to the same token (as
+    /// OpenVPN asks for it over its management socket).
+    pub fn pin(&self) -> Result<zeroize::Zeroizing<String>, KeyStoreError> {
+        let secret = Passphrase::from_file(&self.pin_file)?;
+        let text = std::str::from_utf8(secret.expose()).map_err(|_| {
+            KeyStoreError::Pkcs11(format!(
+                "the PIN in {} is not UTF-8",
+                self.pin_file.display()
+            ))
+        })?;
+        Ok(zeroize::Zeroizing::new(text.to_owned()))
     }
 }
 

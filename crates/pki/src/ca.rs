@@ -69,6 +69,15 @@ impl RequestedKey {
         Self::from_spki_with_subject(spki.raw, subject)
     }
 
+    /// The DER SubjectPublicKeyInfo of a CSR that passes [`Self::from_csr`]'s
+    /// checks (its signature proves the requester holds the key).
+    pub fn proven_spki(csr_der: &[u8]) -> Result<Vec<u8>, CaError> {
+        Self::from_csr(csr_der)?;
+        let (_, csr) = X509CertificationRequest::from_der(csr_der)
+            .map_err(|e| CaError::MalformedCsr(e.to_string()))?;
+        Ok(csr.certification_request_info.subject_pki.raw.to_vec())
+    }
+
     /// A key given as a DER SubjectPublicKeyInfo (no proof of possession:
     /// for keys whose holder the CA operator already trusts).
     pub fn from_spki(spki_der: &[u8], subject: &Subject) -> Result<Self, CaError> {
@@ -189,6 +198,44 @@ impl<S: SigningKey> CertificateAuthority<S> {
         }
         validity(&mut params, now, days);
         self.sign(&params, &request.key)
+    }
+
+    /// A CRL listing `revoked` (certificate serials in hex, with when
+    /// each was revoked), numbered `number`, valid from `now` for
+    /// `valid_for`: DER. A serial that is not hex is refused.
+    pub fn revocation_list(
+        &self,
+        revoked: &[(String, SystemTime)],
+        number: u64,
+        now: SystemTime,
+        valid_for: std::time::Duration,
+    ) -> Result<Vec<u8>, CaError> {
+        let revoked_certs = revoked
+            .iter()
+            .map(|(serial, at)| {
+                let bytes = hex::decode(serial)
+                    .map_err(|_| CaError::Build(format!("serial {serial:?} is not hex")))?;
+                Ok(rcgen::RevokedCertParams {
+                    serial_number: rcgen::SerialNumber::from(bytes),
+                    revocation_time: ::time::OffsetDateTime::from(*at),
+                    reason_code: Some(rcgen::RevocationReason::CessationOfOperation),
+                    invalidity_date: None,
+                })
+            })
+            .collect::<Result<Vec<_>, CaError>>()?;
+        let this_update = ::time::OffsetDateTime::from(now) - ::time::Duration::minutes(5);
+        let params = rcgen::CertificateRevocationListParams {
+            this_update,
+            next_update: ::time::OffsetDateTime::from(now + valid_for),
+            crl_number: rcgen::SerialNumber::from(number.to_be_bytes().to_vec()),
+            issuing_distribution_point: None,
+            revoked_certs,
+            key_identifier_method: rcgen::KeyIdMethod::Sha256,
+        };
+        let crl = params
+            .signed_by(&self.issuer)
+            .map_err(|e| CaError::Build(e.to_string()))?;
+        Ok(crl.der().to_vec())
     }
 
     fn sign(

@@ -301,6 +301,11 @@ pub fn certificate_pem(der: &[u8]) -> String {
     pem_block("CERTIFICATE", der)
 }
 
+/// PEM text of a DER CRL.
+pub fn crl_pem(der: &[u8]) -> String {
+    pem_block("X509 CRL", der)
+}
+
 /// PEM text of a DER CSR.
 pub fn csr_pem(der: &[u8]) -> String {
     pem_block("CERTIFICATE REQUEST", der)

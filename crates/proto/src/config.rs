@@ -14,9 +14,15 @@ pub struct TerminalConfig {
     /// rotation when the server key is lost or stolen.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub recovery_pins: Vec<SpkiPin>,
-    /// VPN profile text (may be empty).
+    /// VPN profile text, without a private key (empty until the terminal
+    /// has enrolled; see [`crate::vpn`]).
     #[serde(default)]
     pub vpn_profile: String,
+    /// The VPN the server offers, if any: the terminal makes its key and
+    /// enrols with `POST /v1/vpn` (at the gate right after pairing, or at
+    /// the master).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vpn: Option<crate::vpn::VpnType>,
     /// The server takes a `counter` in heartbeats (see docs/protocol.md):
     /// the terminal keeps one and sends it one higher each time.
     #[serde(default)]

@@ -26,6 +26,7 @@ pub mod manifests;
 pub mod master;
 pub mod server_keys;
 mod timestamp;
+pub mod vpn;
 
 pub use config::TerminalConfig;
 pub use error::{ErrorBody, ErrorCode, ErrorDetail};
@@ -34,3 +35,4 @@ pub use master::{
     HeartbeatAnswer, HeartbeatRequest, Me, RekeyAnswer, RekeyChallenge, RekeyRequest,
 };
 pub use timestamp::Timestamp;
+pub use vpn::{VpnEnrolment, VpnStatus, VpnType};

@@ -38,6 +38,9 @@ pub enum ServerError {
         /// Why.
         source: std::io::Error,
     },
+    /// The VPN's files or keys.
+    #[error("VPN: {0}")]
+    Vpn(String),
 }
 
 /// One error answer.

@@ -52,6 +52,8 @@ pub(crate) struct Gate {
     pub paired: Option<Arc<crate::paired::PairedSet>>,
     /// Long polls waiting for a decision.
     pub waiters: Arc<crate::waiters::Waiters>,
+    /// The VPN offered to paired terminals, if any.
+    pub vpn: Option<Arc<crate::vpn::Vpn>>,
 }
 
 fn rate_limited(why: &str) -> ApiError {
@@ -83,6 +85,10 @@ pub(crate) fn router(gate: Gate) -> Router {
         .route("/v1/pairing/{id}", get(status))
         .route("/v1/pairing/{id}/reveal", post(reveal))
         .route("/v1/server-keys", get(server_keys))
+        .route(
+            "/v1/vpn",
+            get(crate::vpn::routes::gate_status).post(crate::vpn::routes::gate_enrol),
+        )
         .fallback(no_route)
         .method_not_allowed_fallback(wrong_method)
         .with_state(gate)
@@ -117,6 +123,7 @@ async fn config(gate: &Gate, peer: &Peer, terminal: &Terminal) -> Result<Termina
         server_pins,
         recovery_pins: gate.store.recovery_pins().await?,
         vpn_profile: terminal.vpn_profile.clone(),
+        vpn: gate.vpn.as_ref().map(|v| v.settings().vpn_type),
         heartbeat_counter: true,
     })
 }

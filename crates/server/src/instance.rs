@@ -185,7 +185,12 @@ impl Instance {
         let listeners = Listeners::bind(settings, services).await?;
         let metrics = Arc::new(metrics::Metrics::default());
         let presented = Arc::new(crate::identity::Presented::new(&identity));
+        let vpn = match services.gate || services.master {
+            true => crate::vpn::Vpn::load(settings, &store).await?.map(Arc::new),
+            false => None,
+        };
         let at = running::Shared {
+            vpn: vpn.as_ref(),
             settings,
             store: &store,
             identity: &identity,

@@ -27,13 +27,14 @@ mod running;
 mod server_keys;
 mod service_set;
 mod services;
-mod terminal_ca;
+pub mod terminal_ca;
+pub mod vpn;
 mod waiters;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-pub use config::{DatabaseLocation, Settings};
+pub use config::{DatabaseLocation, Settings, VpnSettings};
 pub use error::{ApiError, ServerError};
 pub use http::{Peer, rfc3339, unix_millis};
 pub use identity::ServerIdentity;

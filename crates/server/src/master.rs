@@ -48,6 +48,8 @@ pub(crate) struct Master {
     pub rekey_overlap: std::time::Duration,
     /// The terminal CA that certifies re-key CSRs, when configured.
     pub terminal_ca: Option<Arc<crate::terminal_ca::TerminalCa>>,
+    /// The VPN offered to paired terminals, if any.
+    pub vpn: Option<Arc<crate::vpn::Vpn>>,
 }
 
 /// The paired terminal a request comes from.
@@ -70,6 +72,10 @@ pub(crate) fn router(master: Master) -> Router {
                     crate::server_keys::answer(&m.store, peer.server_pin).await
                 },
             ),
+        )
+        .route(
+            "/v1/vpn",
+            get(crate::vpn::routes::master_status).post(crate::vpn::routes::master_enrol),
         )
         .route("/app", any(crate::proxy::proxy))
         .route("/app/{*rest}", any(crate::proxy::proxy))

@@ -62,6 +62,8 @@ pub(crate) struct Shared<'a> {
     pub clock: &'a Clock,
     pub shutdown: &'a watch::Receiver<bool>,
     pub metrics: &'a Arc<crate::metrics::Metrics>,
+    /// The VPN offered to paired terminals, if any.
+    pub vpn: Option<&'a Arc<crate::vpn::Vpn>>,
 }
 
 /// The gate and the master, serving: their TLS servers (for their
@@ -119,6 +121,10 @@ pub(crate) fn terminals(
             &waiters,
             clock,
         );
+        let gate = gate::Gate {
+            vpn: at.vpn.cloned(),
+            ..gate
+        };
         let gate_serving = serving(Listener::Gate, gate_limiter)?;
         out.gate_tls = Some(gate_serving.tls.clone());
         out.tasks.push(tokio::spawn(http::serve(
@@ -131,7 +137,10 @@ pub(crate) fn terminals(
     if let Some(master_at) = master_at {
         let presence =
             crate::clones::Presence::start(store.clone(), settings.clone_action(), clock.clone());
-        let master = services::master(settings, store, paired, &presence, clock)?;
+        let master = master::Master {
+            vpn: at.vpn.cloned(),
+            ..services::master(settings, store, paired, &presence, clock)?
+        };
         out.upstream = master.upstream.clone();
         let guard = crate::clones::MasterGuard {
             paired: paired.clone(),

@@ -135,6 +135,7 @@ pub(crate) fn gate(
         clock: clock.clone(),
         paired: paired.cloned(),
         waiters: waiters.clone(),
+        vpn: None,
     }
 }
 
@@ -157,6 +158,7 @@ pub(crate) fn master(
         presence: presence.clone(),
         rekey_overlap: std::time::Duration::from_secs(settings.rekey_overlap_secs),
         terminal_ca: crate::terminal_ca::TerminalCa::from_settings(settings)?.map(Arc::new),
+        vpn: None,
     })
 }
 

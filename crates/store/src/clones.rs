@@ -283,5 +283,6 @@ async fn suspend(
         .bind(serial.as_str())
         .execute(&mut **tx)
         .await?;
-    Ok(())
+    // The VPN server must not admit what the master refuses.
+    crate::vpn_credentials::revoke_in(tx, serial, "suspend", by, at, false).await
 }

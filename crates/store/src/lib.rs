@@ -34,6 +34,7 @@ mod step_up;
 mod terminals;
 mod views;
 mod vpn;
+mod vpn_credentials;
 mod wire;
 
 use std::path::Path;
@@ -73,6 +74,7 @@ pub use step_up::{StepUpLimits, StepUpLock};
 pub use terminals::{NewTerminal, PairedRows, Serial, Terminal, TerminalState};
 pub use views::{Page, TerminalFilter};
 pub use vpn::AddressPool;
+pub use vpn_credentials::{NewVpnCredential, VpnCredential};
 
 /// Which database a store runs on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -426,6 +426,7 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         crate::rekey::retire_lineage(&mut tx, serial, at).await?;
+        crate::vpn_credentials::revoke_in(&mut tx, serial, "unpair", actor, at, true).await?;
         append(
             &mut tx,
             at,

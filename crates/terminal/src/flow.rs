@@ -187,6 +187,7 @@ pub(crate) fn finish(
         master_url: config.master_url.clone(),
         server_pins: config.server_pins.iter().map(SpkiPin::to_hex).collect(),
         vpn_profile: config.vpn_profile.clone(),
+        vpn: config.vpn,
         heartbeat_counter: config.heartbeat_counter,
         trust_store: false,
         server_key_seq: 0,
@@ -217,6 +218,7 @@ mod tests {
             server_pins: vec![pin(9)],
             recovery_pins: Vec::new(),
             vpn_profile: String::new(),
+            vpn: None,
             heartbeat_counter: true,
         }
     }

@@ -14,6 +14,7 @@ mod rekey;
 mod restore;
 mod server_keys;
 pub mod state;
+pub mod vpn;
 
 pub use agent::{Agent, IdentityMode, Init, PairOptions, PairingDisplay, Status};
 pub use rekey::{Rekeyed, renewal_due_at};

@@ -36,8 +36,11 @@ pub struct PairedConfig {
     pub master_url: String,
     /// SPKI pins (hex) of the server keys.
     pub server_pins: Vec<String>,
-    /// VPN profile text.
+    /// VPN profile text, without a private key (the server's).
     pub vpn_profile: String,
+    /// The VPN the server offers, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vpn: Option<pairgate_proto::VpnType>,
     /// The server takes a heartbeat counter.
     #[serde(default)]
     pub heartbeat_counter: bool,
@@ -117,6 +120,11 @@ impl StateFile {
         Ok(Self {
             path: dir.join(STATE_FILE),
         })
+    }
+
+    /// The state directory.
+    pub fn dir(&self) -> &Path {
+        self.path.parent().unwrap_or(Path::new("."))
     }
 
     /// Reads the state; a missing file is the empty state.

@@ -262,6 +262,14 @@ impl KeyStore for Pkcs11KeyStore {
         true
     }
 
+    fn pkcs11_reference(
+        &self,
+        alias: &Alias,
+    ) -> Result<Option<crate::Pkcs11Reference>, KeyStoreError> {
+        self.public_key(alias)?;
+        token::reference(&self.ctx, self.slot, &self.uri, &key_id(alias)).map(Some)
+    }
+
     fn generate_key(
         &self,
         alias: &Alias,

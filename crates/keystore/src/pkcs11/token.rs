@@ -51,15 +51,20 @@ pub(super) fn module_path(uri: &Pkcs11Uri) -> Result<PathBuf, KeyStoreError> {
         })
 }
 
-pub(super) fn read_pin(uri: &Pkcs11Uri) -> Result<AuthPin, KeyStoreError> {
-    let path = uri
-        .pin_source
+/// The file holding the user PIN: the URI's `pin-source`, else the
+/// environment's.
+fn pin_file(uri: &Pkcs11Uri) -> Result<PathBuf, KeyStoreError> {
+    uri.pin_source
         .clone()
         .or_else(|| std::env::var_os(PIN_FILE_ENV).map(PathBuf::from))
         .ok_or_else(|| KeyStoreError::InvalidUri {
             uri: uri.to_string(),
             reason: format!("no PIN: add pin-source=file:PATH or set {PIN_FILE_ENV}"),
-        })?;
+        })
+}
+
+pub(super) fn read_pin(uri: &Pkcs11Uri) -> Result<AuthPin, KeyStoreError> {
+    let path = pin_file(uri)?;
     let passphrase = crate::Passphrase::from_file(&path)?;
     let pin = std::str::from_utf8(passphrase.expose()).map_err(|_| {
         KeyStoreError::Pkcs11(format!("the PIN in {} is not UTF-8", path.display()))
@@ -155,4 +160,46 @@ pub fn provision_token(
         .map_err(ck("setting the user PIN"))?;
     session.logout().map_err(ck("logging out"))?;
     Ok(())
+}
+
+/// Percent-encodes a PKCS#11 URI attribute value (RFC 7512): every byte
+/// but the unreserved ones.
+fn uri_value(bytes: &[u8]) -> String {
+    bytes
+        .iter()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                char::from(*b).to_string()
+            }
+            other => format!("%{other:02X}"),
+        })
+        .collect()
+}
+
+/// How another program names the certificate with `CKA_ID` `id` on the
+/// token in `slot`.
+pub(super) fn reference(
+    ctx: &Pkcs11,
+    slot: Slot,
+    uri: &Pkcs11Uri,
+    id: &[u8],
+) -> Result<crate::Pkcs11Reference, KeyStoreError> {
+    let info = ctx
+        .get_token_info(slot)
+        .map_err(super::ck("reading the token's information"))?;
+    let pin_file = pin_file(uri)?;
+    let certificate_uri = format!(
+        "pkcs11:model={};manufacturer={};serial={};token={};id={};type=cert",
+        uri_value(info.model().trim_end().as_bytes()),
+        uri_value(info.manufacturer_id().trim_end().as_bytes()),
+        uri_value(info.serial_number().trim_end().as_bytes()),
+        uri_value(info.label().trim_end().as_bytes()),
+        uri_value(id),
+    );
+    Ok(crate::Pkcs11Reference {
+        module: module_path(uri)?,
+        certificate_uri,
+        token_label: info.label().trim_end().to_owned(),
+        pin_file,
+    })
 }

@@ -28,6 +28,7 @@ impl Settings {
             })?;
         }
         self.service_set()?;
+        self.vpn()?;
         if self.stale_after_secs <= self.reconcile_secs {
             return Err(ConfigError::Invalid(format!(
                 "stale_after_secs = {} must be more than reconcile_secs = {}: a master checks \

@@ -136,6 +136,39 @@ pub const SETTINGS: &[(&str, &str)] = &[
         "lifetime of the certificates the terminal CA issues, in days (default 365)",
     ),
     (
+        "vpn_type",
+        "the VPN paired terminals get a profile for: \"openvpn\", \"wireguard\" or \"none\" (default none); see docs/operations.md, VPN",
+    ),
+    (
+        "vpn_endpoint",
+        "where terminals reach the VPN server, host:port (required with a vpn_type)",
+    ),
+    (
+        "vpn_pool_v4",
+        "IPv4 pool of tunnel addresses: the first host is the VPN server's, the others go to terminals, one each (default 10.8.0.0/24)",
+    ),
+    (
+        "vpn_pool_v6",
+        "IPv6 pool of tunnel addresses, if any (default empty)",
+    ),
+    (
+        "vpn_routes",
+        "networks routed through the tunnel besides the pools, as CIDR (default none)",
+    ),
+    ("vpn_dns", "DNS servers given to terminals (default none)"),
+    (
+        "vpn_keepalive_secs",
+        "keepalive interval of the tunnel, 1 to 3600 seconds (default 25)",
+    ),
+    (
+        "vpn_ca_alias",
+        "OpenVPN: alias of the VPN CA in the identity key store, made by `pairgate vpn init` (default pairgate-vpn-ca)",
+    ),
+    (
+        "vpn_cert_days",
+        "OpenVPN: lifetime of terminals' VPN certificates, in days (default 365)",
+    ),
+    (
         "reconcile_secs",
         "how often a PostgreSQL server re-checks the paired set and the requests long polls wait for, besides NOTIFY (default 5)",
     ),

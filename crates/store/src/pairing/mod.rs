@@ -535,6 +535,7 @@ impl Store {
         .execute(&mut **tx)
         .await?;
         crate::rekey::retire_lineage(tx, &req.serial, at).await?;
+        crate::vpn_credentials::revoke_in(tx, &req.serial, "repair", actor, at, false).await?;
         let mut detail = serde_json::json!({
             "request": req.id, "fingerprint": req.fingerprint,
             "previous_fingerprint": previous, "flagged": req.flagged,

@@ -1,0 +1,246 @@
+//! The terminal's VPN (issue 19): its VPN key is made here and never
+//! sent. WireGuard: an X25519 key in `vpn-wireguard.key` in the state
+//! directory (0600); only its public key goes to the server. OpenVPN: a
+//! key under alias `vpn` in the key store and a CSR signed inside it; the
+//! server's VPN CA certifies it and the certificate is kept beside the
+//! key. The server answers with a profile holding no private key; the
+//! agent completes it where it writes the file: WireGuard's `PrivateKey`,
+//! or OpenVPN's `pkcs11-providers`/`pkcs11-id`, which name the key on the
+//! token without taking it off.
+
+use std::path::{Path, PathBuf};
+
+use pairgate_keystore::wireguard::WireGuardKey;
+use pairgate_keystore::{Alias, KeyStoreError};
+use pairgate_pki::KeyAlgorithm;
+use pairgate_proto::{VpnEnrolment, VpnStatus, VpnType};
+use pairgate_tls::https::HttpsResponse;
+use zeroize::Zeroizing;
+
+use crate::{Agent, TerminalError};
+
+/// The key-store alias of the OpenVPN key.
+pub const VPN_ALIAS: &str = "vpn";
+/// The WireGuard key's file in the state directory.
+pub const WIREGUARD_KEY_FILE: &str = "vpn-wireguard.key";
+
+/// Where to enrol.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Via {
+    /// The gate, right after pairing (the master may be reachable only
+    /// through the VPN).
+    Gate,
+    /// The master.
+    Master,
+}
+
+/// A profile ready to be written: the server's text with the key's place.
+pub struct VpnProfile {
+    /// OpenVPN or WireGuard.
+    pub vpn_type: VpnType,
+    /// The terminal's tunnel address.
+    pub address: String,
+    /// The VPN server's tunnel address.
+    pub server_address: String,
+    /// The file's text; for WireGuard it holds the private key.
+    pub text: Zeroizing<String>,
+    /// OpenVPN on a token: the token, whose PIN `vpn up` gives OpenVPN
+    /// when it asks.
+    pub token: Option<pairgate_keystore::Pkcs11Reference>,
+}
+
+fn read_status(r: &HttpsResponse) -> Result<VpnStatus, TerminalError> {
+    if r.status != 200 {
+        return Err(crate::rekey::refusal(r));
+    }
+    serde_json::from_slice(&r.body).map_err(|e| {
+        TerminalError::Io(format!(
+            "the server's VPN answer is not what the protocol says: {e}"
+        ))
+    })
+}
+
+impl Agent {
+    fn wireguard_key_path(&self) -> PathBuf {
+        self.state.dir().join(WIREGUARD_KEY_FILE)
+    }
+
+    /// `method /v1/vpn` at the gate or the master.
+    async fn vpn_request(
+        &self,
+        via: Via,
+        method: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<VpnStatus, TerminalError> {
+        let r = match via {
+            Via::Master => self.call(method, "/v1/vpn", body).await?,
+            Via::Gate => {
+                let (paired, trust) = self.paired()?;
+                let url = format!("https://{}/v1/vpn", paired.gate);
+                let headers: &[(&str, &str)] = match body {
+                    Some(_) => &[("content-type", "application/json")],
+                    None => &[],
+                };
+                self.https(trust)?
+                    .request(method, &url, headers, body)
+                    .await?
+            }
+        };
+        read_status(&r)
+    }
+
+    /// The server's view of this terminal's VPN (`GET /v1/vpn`).
+    pub async fn vpn_status(&self, via: Via) -> Result<VpnStatus, TerminalError> {
+        self.vpn_request(via, "GET", None).await
+    }
+
+    /// Makes the VPN key if there is none and sends its public half (or
+    /// a CSR) to the server, which answers with the profile; OpenVPN's
+    /// certificate is stored beside the key. The profile is kept in the
+    /// state.
+    pub async fn vpn_enrol(&self, via: Via) -> Result<VpnStatus, TerminalError> {
+        let (paired, _) = self.paired()?;
+        let vpn_type = paired.vpn.ok_or_else(|| {
+            TerminalError::Io("the server offers no VPN (its configuration names none)".into())
+        })?;
+        let body = match vpn_type {
+            VpnType::WireGuard => {
+                let path = self.wireguard_key_path();
+                let key = match path.exists() {
+                    true => WireGuardKey::load(&path)?,
+                    false => WireGuardKey::generate(&path)?,
+                };
+                VpnEnrolment {
+                    wireguard_public_key: Some(key.public_base64()),
+                    csr: None,
+                }
+            }
+            VpnType::OpenVpn => {
+                let alias = Alias::new(VPN_ALIAS)?;
+                match self.store.public_key(&alias) {
+                    Ok(_) => {}
+                    Err(KeyStoreError::NoSuchAlias(_)) => {
+                        self.store.generate_key(&alias, KeyAlgorithm::P256)?;
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+                let subject = pairgate_pki::Subject::common_name(&paired.serial)
+                    .map_err(|e| TerminalError::Io(e.to_string()))?;
+                let csr =
+                    pairgate_keystore::certificate_request(self.store.as_ref(), &alias, &subject)?;
+                VpnEnrolment {
+                    wireguard_public_key: None,
+                    csr: Some(pairgate_pki::certificate::csr_pem(&csr)),
+                }
+            }
+        };
+        let json = serde_json::to_vec(&body).map_err(|e| TerminalError::Io(e.to_string()))?;
+        let status = self.vpn_request(via, "POST", Some(json)).await?;
+        if let Some(certificate) = &status.certificate {
+            // Refused unless it certifies the key made here.
+            pairgate_keystore::import_certificate_chain(
+                self.store.as_ref(),
+                &Alias::new(VPN_ALIAS)?,
+                certificate.as_bytes(),
+            )?;
+        }
+        let mut state = self.state.load()?;
+        if let Some(p) = state.paired.as_mut() {
+            p.vpn_profile.clone_from(&status.profile);
+        }
+        self.state.save(&state)?;
+        Ok(status)
+    }
+
+    /// The profile to write: asked of the master (enrolling first when
+    /// the terminal holds no credential the server admits), completed
+    /// with the key's place.
+    pub async fn vpn_profile(&self) -> Result<VpnProfile, TerminalError> {
+        let mut status = self.vpn_status(Via::Master).await?;
+        if !status.enrolled {
+            status = self.vpn_enrol(Via::Master).await?;
+        }
+        self.complete(status)
+    }
+
+    fn complete(&self, status: VpnStatus) -> Result<VpnProfile, TerminalError> {
+        let address = status.address.clone().unwrap_or_default();
+        let server_address = status.server_address.clone().unwrap_or_default();
+        let (text, token) = match status.vpn_type {
+            VpnType::WireGuard => {
+                let key = WireGuardKey::load(&self.wireguard_key_path())?;
+                (
+                    with_private_key(&status.profile, &key.private_base64())?,
+                    None,
+                )
+            }
+            VpnType::OpenVpn => {
+                let alias = Alias::new(VPN_ALIAS)?;
+                let reference = self.store.pkcs11_reference(&alias)?.ok_or_else(|| {
+                    TerminalError::Io(
+                        "OpenVPN reaches the VPN key only on a PKCS#11 token: this terminal's key \
+                         store is software (docs/operations.md, VPN, says what to do)"
+                            .into(),
+                    )
+                })?;
+                let text = format!(
+                    "{}pkcs11-providers {}\npkcs11-id '{}'\n",
+                    status.profile,
+                    reference.module.display(),
+                    reference.certificate_uri
+                );
+                (Zeroizing::new(text), Some(reference))
+            }
+        };
+        Ok(VpnProfile {
+            vpn_type: status.vpn_type,
+            address,
+            server_address,
+            text,
+            token,
+        })
+    }
+}
+
+/// The wg-quick profile with `PrivateKey` under `[Interface]`; refused
+/// when the server's text already names a key or has no interface.
+fn with_private_key(profile: &str, key: &str) -> Result<Zeroizing<String>, TerminalError> {
+    if profile.lines().any(|l| {
+        l.trim_start()
+            .to_ascii_lowercase()
+            .starts_with("privatekey")
+    }) {
+        return Err(TerminalError::Io(
+            "the server's WireGuard profile names a private key: refused".into(),
+        ));
+    }
+    let (head, tail) = profile.split_once("[Interface]\n").ok_or_else(|| {
+        TerminalError::Io("the server's WireGuard profile has no [Interface]".into())
+    })?;
+    Ok(Zeroizing::new(format!(
+        "{head}[Interface]\nPrivateKey = {key}\n{tail}"
+    )))
+}
+
+/// Writes a profile to `path`, mode 0600, replacing it atomically.
+pub fn write_profile(path: &Path, profile: &VpnProfile) -> Result<(), TerminalError> {
+    pairgate_keystore::write_atomic(path, profile.text.as_bytes())?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_private_key_goes_under_the_interface_and_only_there() {
+        let text = "# p\n[Interface]\nAddress = 10.8.0.2/24\n\n[Peer]\nPublicKey = S\n";
+        let done = with_private_key(text, "K").unwrap();
+        assert_eq!(
+            done.as_str(),
+            "# p\n[Interface]\nPrivateKey = K\nAddress = 10.8.0.2/24\n\n[Peer]\nPublicKey = S\n"
+        );
+        assert!(with_private_key("[Interface]\nPrivateKey = X\n", "K").is_err());
+        assert!(with_private_key("[Peer]\n", "K").is_err());
+    }
+}
