@@ -36,9 +36,17 @@ pub enum VpnCommand {
         #[arg(long)]
         out: PathBuf,
     },
-    /// Enrols again with a fresh look at the server (`POST /v1/vpn`).
-    Enrol,
-    /// Brings the tunnel up with the profile (wg-quick or openvpn).
+    /// Enrols (again): sends the VPN key's public half or a CSR and
+    /// keeps the profile the server answers with.
+    Enrol {
+        /// Through the gate, as right after pairing (the master may be
+        /// reachable only through the VPN), instead of the master.
+        #[arg(long)]
+        gate: bool,
+    },
+    /// Brings the tunnel up (wg-quick or openvpn) with the profile the
+    /// server gave last, without asking the master (which may be
+    /// reachable only through the tunnel); asks it when there is none.
     Up,
     /// Takes the tunnel down.
     Down,
@@ -75,12 +83,13 @@ pub fn run(agent: &Agent, state: &Path, command: &VpnCommand, out: &Output) -> R
     let rt = crate::agent::runtime()?;
     match command {
         VpnCommand::Profile { out: file } => {
-            let profile = rt.block_on(agent.vpn_profile())?;
+            let profile = rt.block_on(agent.vpn_profile(false))?;
             write_profile(file, &profile)?;
             print_profile(&profile, file, out);
         }
-        VpnCommand::Enrol => {
-            let status = rt.block_on(agent.vpn_enrol(Via::Master))?;
+        VpnCommand::Enrol { gate } => {
+            let via = if *gate { Via::Gate } else { Via::Master };
+            let status = rt.block_on(agent.vpn_enrol(via))?;
             out.print(
                 format!(
                     "enrolled: {} address {}",
@@ -91,7 +100,7 @@ pub fn run(agent: &Agent, state: &Path, command: &VpnCommand, out: &Output) -> R
             );
         }
         VpnCommand::Up => {
-            let profile = rt.block_on(agent.vpn_profile())?;
+            let profile = rt.block_on(agent.vpn_profile(true))?;
             let file = profile_path(state, profile.vpn_type);
             let dir = file.parent().unwrap_or(state);
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -208,7 +217,12 @@ fn openvpn_up(profile: &VpnProfile, file: &Path, dir: &Path) -> Result<()> {
             ),
         }
     };
-    manage(stream, profile.token.as_ref(), started).with_context(|| format!("openvpn (see {log})"))
+    let managed = manage(stream, profile.token.as_ref(), started);
+    if managed.is_err() {
+        // Not left retrying in the background.
+        let _ = openvpn_down(dir);
+    }
+    managed.with_context(|| format!("openvpn (see {log})"))
 }
 
 /// Speaks OpenVPN's management protocol until `>STATE:…,CONNECTED`.
@@ -239,6 +253,14 @@ fn manage(
         }
         if line.starts_with(">STATE:") && line.contains(",CONNECTED,") {
             return Ok(());
+        }
+        // A refusal (a revoked certificate fails the handshake) makes
+        // OpenVPN start over: stop it rather than let it retry for ever.
+        if line.starts_with(">STATE:")
+            && (line.contains(",RECONNECTING,") || line.contains(",EXITING,"))
+        {
+            writer.write_all(b"signal SIGTERM\n")?;
+            bail!("the VPN server refused the connection ({})", line.trim());
         }
         if let Some(rest) = line.strip_prefix(">PASSWORD:Need '") {
             let what = rest.split('\'').next().unwrap_or_default();

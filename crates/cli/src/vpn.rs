@@ -17,6 +17,7 @@ use pairgate_keystore::wireguard::WireGuardKey;
 use pairgate_pki::Subject;
 use pairgate_proto::VpnType;
 use pairgate_server::terminal_ca::TerminalCa;
+use pairgate_server::vpn::sync::VpnKeys;
 use pairgate_server::vpn::{INIT, profile, sync};
 use pairgate_server::{Settings, VpnSettings};
 use pairgate_store::Store;
@@ -68,7 +69,7 @@ enum VpnCommand {
         #[arg(long)]
         dir: PathBuf,
         /// Shell command run after a change, e.g.
-        /// `wg syncconf wg0 DIR/wg-peers.conf`.
+        /// `wg syncconf wg0 DIR/wg-server.conf`.
         #[arg(long)]
         hook: Option<String>,
         /// Full sync at least this often, in seconds; changes the store
@@ -78,6 +79,9 @@ enum VpnCommand {
         /// Sync once and exit.
         #[arg(long)]
         once: bool,
+        /// WireGuard: the server key's file.
+        #[arg(long)]
+        key_file: Option<PathBuf>,
     },
 }
 
@@ -123,11 +127,13 @@ pub fn run(args: VpnArgs, out: &Output) -> Result<()> {
                 hook,
                 interval,
                 once,
+                key_file,
             } => {
+                let keys = vpn_keys(&settings, &vpn, key_file.as_deref())?;
                 let every = Duration::from_secs(interval.max(1));
                 run_sync(
                     &store,
-                    &settings,
+                    &keys,
                     &vpn,
                     &dir,
                     (hook.as_deref(), every, once),
@@ -202,16 +208,20 @@ async fn init(
     Ok(())
 }
 
-/// The VPN CA, for OpenVPN.
-fn vpn_ca(settings: &Settings, vpn: &VpnSettings) -> Result<Option<TerminalCa>> {
+/// What signs or names the VPN server's side: the VPN CA (OpenVPN) or
+/// the server's key (WireGuard; refused when the file is missing, not a
+/// key, or readable by others).
+fn vpn_keys(settings: &Settings, vpn: &VpnSettings, key_file: Option<&Path>) -> Result<VpnKeys> {
     Ok(match vpn.vpn_type {
-        VpnType::OpenVpn => Some(TerminalCa::open(
+        VpnType::OpenVpn => VpnKeys::OpenVpn(TerminalCa::open(
             settings,
             &vpn.ca_alias,
             vpn.cert_days,
             INIT,
         )?),
-        VpnType::WireGuard => None,
+        VpnType::WireGuard => {
+            VpnKeys::WireGuard(WireGuardKey::load(&wireguard_key_file(settings, key_file))?)
+        }
     })
 }
 
@@ -224,22 +234,18 @@ async fn server_config(
     out: &Output,
 ) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let ca = vpn_ca(settings, vpn)?;
-    let text = match (vpn.vpn_type, &ca) {
-        (VpnType::OpenVpn, Some(ca)) => {
+    let keys = vpn_keys(settings, vpn, key_file)?;
+    let text = match &keys {
+        VpnKeys::OpenVpn(ca) => {
             crate::vpn_server::openvpn_files(vpn, ca, dir)?;
             profile::openvpn_server(vpn, dir)
         }
-        _ => {
-            let key_file = wireguard_key_file(settings, key_file);
-            // Refused when the file is missing, not a key, or readable
-            // by others.
-            WireGuardKey::load(&key_file)?;
+        VpnKeys::WireGuard(_) => {
             let credentials = store.vpn_credentials(vpn.vpn_type.as_str()).await?;
-            profile::wireguard_server(vpn, &key_file, &credentials)
+            profile::wireguard_server(vpn, &wireguard_key_file(settings, key_file), &credentials)
         }
     };
-    let synced = sync::sync_once(vpn, store, ca.as_ref(), dir, SystemTime::now()).await?;
+    let synced = sync::sync_once(vpn, store, &keys, dir, SystemTime::now()).await?;
     out.print(
         text.clone(),
         json!({ "type": vpn.vpn_type, "config": text, "dir": dir, "admitted": synced.admitted }),
@@ -249,13 +255,12 @@ async fn server_config(
 
 async fn run_sync(
     store: &Store,
-    settings: &Settings,
+    keys: &VpnKeys,
     vpn: &VpnSettings,
     dir: &Path,
     (hook, every, once): (Option<&str>, Duration, bool),
     out: &Output,
 ) -> Result<()> {
-    let ca = vpn_ca(settings, vpn)?;
     let mut generation = None;
     let mut last_full = Instant::now();
     let mut first = true;
@@ -263,7 +268,7 @@ async fn run_sync(
         let now_generation = store.paired_generation().await.ok();
         let due = first || last_full.elapsed() >= every || now_generation != generation;
         if due {
-            let synced = sync::sync_once(vpn, store, ca.as_ref(), dir, SystemTime::now()).await?;
+            let synced = sync::sync_once(vpn, store, keys, dir, SystemTime::now()).await?;
             if synced.changed || first {
                 if let Some(command) = hook {
                     run_hook(command)?;

@@ -142,9 +142,10 @@ pub trait KeyStore: Send + Sync + fmt::Debug {
 pub struct Pkcs11Reference {
     /// The module (`pkcs11-providers`).
     pub module: std::path::PathBuf,
-    /// An RFC 7512 URI of the certificate: token, manufacturer, model,
-    /// serial and `CKA_ID` (`pkcs11-id`).
-    pub certificate_uri: String,
+    /// The certificate as pkcs11-helper serializes it (OpenVPN's
+    /// `pkcs11-id`): token manufacturer, model, serial and label, and the
+    /// `CKA_ID` the key shares with it.
+    pub serialized_id: String,
     /// The token's label, as the program's PIN prompt names it.
     pub token_label: String,
     /// The file holding the user PIN.

@@ -83,6 +83,11 @@ pub struct State {
     /// recorded by the server; the next `rekey` finds out which.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rekey: Option<PendingRekey>,
+    /// The VPN credential and profile the server gave (no private key):
+    /// `vpn up` uses it without asking the master, which may be
+    /// reachable only through the VPN.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vpn: Option<pairgate_proto::VpnStatus>,
 }
 
 /// A new key made for a re-key that has not been switched to yet.

@@ -148,14 +148,19 @@ impl Agent {
         if let Some(p) = state.paired.as_mut() {
             p.vpn_profile.clone_from(&status.profile);
         }
+        state.vpn = Some(status.clone());
         self.state.save(&state)?;
         Ok(status)
     }
 
-    /// The profile to write: asked of the master (enrolling first when
-    /// the terminal holds no credential the server admits), completed
-    /// with the key's place.
-    pub async fn vpn_profile(&self) -> Result<VpnProfile, TerminalError> {
+    /// The profile to write, completed with the key's place: the one the
+    /// server gave last when `local` and there is one (the master may be
+    /// reachable only through the VPN), else asked of the master,
+    /// enrolling first when the terminal holds no credential it admits.
+    pub async fn vpn_profile(&self, local: bool) -> Result<VpnProfile, TerminalError> {
+        if local && let Some(held) = self.state.load()?.vpn.filter(|s| s.enrolled) {
+            return self.complete(held);
+        }
         let mut status = self.vpn_status(Via::Master).await?;
         if !status.enrolled {
             status = self.vpn_enrol(Via::Master).await?;
@@ -187,7 +192,7 @@ impl Agent {
                     "{}pkcs11-providers {}\npkcs11-id '{}'\n",
                     status.profile,
                     reference.module.display(),
-                    reference.certificate_uri
+                    reference.serialized_id
                 );
                 (Zeroizing::new(text), Some(reference))
             }

@@ -162,16 +162,15 @@ pub fn provision_token(
     Ok(())
 }
 
-/// Percent-encodes a PKCS#11 URI attribute value (RFC 7512): every byte
-/// but the unreserved ones.
-fn uri_value(bytes: &[u8]) -> String {
+/// Escapes a token field for a pkcs11-helper serialized id: every byte
+/// but letters and digits as `\xNN`, which its reader takes for any
+/// byte (so `/`, the separator, never appears inside a field).
+fn helper_field(bytes: &[u8]) -> String {
     bytes
         .iter()
         .map(|b| match b {
-            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                char::from(*b).to_string()
-            }
-            other => format!("%{other:02X}"),
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' => char::from(*b).to_string(),
+            other => format!("\\x{other:02X}"),
         })
         .collect()
 }
@@ -188,18 +187,33 @@ pub(super) fn reference(
         .get_token_info(slot)
         .map_err(super::ck("reading the token's information"))?;
     let pin_file = pin_file(uri)?;
-    let certificate_uri = format!(
-        "pkcs11:model={};manufacturer={};serial={};token={};id={};type=cert",
-        uri_value(info.model().trim_end().as_bytes()),
-        uri_value(info.manufacturer_id().trim_end().as_bytes()),
-        uri_value(info.serial_number().trim_end().as_bytes()),
-        uri_value(info.label().trim_end().as_bytes()),
-        uri_value(id),
+    // pkcs11-helper's serialized id (what `openvpn --show-pkcs11-ids`
+    // prints): manufacturer/model/serial/label/CKA_ID in hex. Its reader
+    // of RFC 7512 URIs refuses CKA_IDs such as ours.
+    let serialized_id = format!(
+        "{}/{}/{}/{}/{}",
+        helper_field(info.manufacturer_id().trim_end().as_bytes()),
+        helper_field(info.model().trim_end().as_bytes()),
+        helper_field(info.serial_number().trim_end().as_bytes()),
+        helper_field(info.label().trim_end().as_bytes()),
+        hex::encode_upper(id),
     );
     Ok(crate::Pkcs11Reference {
         module: module_path(uri)?,
-        certificate_uri,
+        serialized_id,
         token_label: info.label().trim_end().to_owned(),
         pin_file,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn helper_fields_escape_all_but_letters_and_digits() {
+        assert_eq!(
+            super::helper_field(b"SoftHSM project"),
+            "SoftHSM\\x20project"
+        );
+        assert_eq!(super::helper_field(b"a/b-c"), "a\\x2Fb\\x2Dc");
+    }
 }

@@ -144,8 +144,7 @@ impl Vpn {
                     .map_err(|e| internal(&e.to_string()))?;
                 let ca_pem = pairgate_pki::certificate::certificate_pem(&chain[1]);
                 let leaf_pem = pairgate_pki::certificate::certificate_pem(&chain[0]);
-                let text =
-                    profile::openvpn_client(&self.settings, serial.as_str(), &ca_pem, &leaf_pem);
+                let text = profile::openvpn_client(&self.settings, serial.as_str(), &ca_pem);
                 (text, Some(leaf_pem), Some(leaf.serial))
             }
             _ => {

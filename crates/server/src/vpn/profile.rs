@@ -86,10 +86,10 @@ pub fn wireguard_client(
     out
 }
 
-/// A terminal's `.ovpn` profile with the CA and its client certificate
-/// and no key: the agent names the key's place (PKCS#11) when it writes
-/// the file.
-pub fn openvpn_client(vpn: &VpnSettings, serial: &str, ca_pem: &str, cert_pem: &str) -> String {
+/// A terminal's `.ovpn` profile with the CA and neither its certificate
+/// nor its key: the agent names their place on its token (PKCS#11) when
+/// it writes the file; the certificate travels beside the profile.
+pub fn openvpn_client(vpn: &VpnSettings, serial: &str, ca_pem: &str) -> String {
     let (host, port) = vpn
         .endpoint
         .rsplit_once(':')
@@ -97,10 +97,9 @@ pub fn openvpn_client(vpn: &VpnSettings, serial: &str, ca_pem: &str, cert_pem: &
     format!(
         "# pairgate VPN profile of {serial} (OpenVPN); the agent adds the key's place\n\
          client\ndev tun\nproto udp\nremote {host} {port}\nnobind\npersist-tun\n\
-         remote-cert-tls server\ntls-version-min 1.2\nverb 3\n\
-         <ca>\n{}\n</ca>\n<cert>\n{}\n</cert>\n",
-        ca_pem.trim(),
-        cert_pem.trim()
+         remote-cert-tls server\ntls-version-min 1.2\nhand-window 20\nverb 3\n\
+         <ca>\n{}\n</ca>\n",
+        ca_pem.trim()
     )
 }
 
@@ -109,11 +108,9 @@ fn active(credentials: &[VpnCredential]) -> impl Iterator<Item = &VpnCredential>
     credentials.iter().filter(|c| c.revoked_at.is_none())
 }
 
-/// The WireGuard peers every admitted terminal is, in `wg syncconf`
-/// form (no interface keys: those stay as they are).
-pub fn wireguard_peers(credentials: &[VpnCredential]) -> String {
-    let mut out =
-        String::from("# pairgate: the admitted terminals; `wg syncconf` takes it\n[Interface]\n");
+/// One `[Peer]` section per admitted terminal.
+fn peer_sections(credentials: &[VpnCredential]) -> String {
+    let mut out = String::new();
     for c in active(credentials) {
         let mut allowed = vec![single(&c.address)];
         allowed.extend(c.address_v6.as_deref().map(single));
@@ -128,6 +125,26 @@ pub fn wireguard_peers(credentials: &[VpnCredential]) -> String {
     out
 }
 
+fn listen_port(vpn: &VpnSettings) -> &str {
+    vpn.endpoint.rsplit_once(':').map_or("51820", |(_, p)| p)
+}
+
+/// The VPN server's interface in `wg syncconf` form: its key and port and
+/// every admitted terminal as a peer. It holds the server's private key,
+/// so it is written 0600 on the VPN server's machine.
+pub fn wireguard_sync(
+    vpn: &VpnSettings,
+    private_key: &str,
+    credentials: &[VpnCredential],
+) -> zeroize::Zeroizing<String> {
+    zeroize::Zeroizing::new(format!(
+        "# pairgate: the VPN server and the admitted terminals, for `wg syncconf`\n\
+         [Interface]\nPrivateKey = {private_key}\nListenPort = {}\n{}",
+        listen_port(vpn),
+        peer_sections(credentials)
+    ))
+}
+
 /// The VPN server's wg-quick interface: its addresses and port, its key
 /// read from `key_file` when it comes up, and every admitted terminal.
 pub fn wireguard_server(
@@ -135,7 +152,6 @@ pub fn wireguard_server(
     key_file: &Path,
     credentials: &[VpnCredential],
 ) -> String {
-    let port = vpn.endpoint.rsplit_once(':').map_or("51820", |(_, p)| p);
     let mut addresses = vec![server_address(vpn)];
     if let Some(v6) = vpn.pool_v6 {
         addresses.push(format!(
@@ -144,15 +160,13 @@ pub fn wireguard_server(
             prefix_of(&v6.to_string())
         ));
     }
-    let peers = wireguard_peers(credentials);
-    let peers = peers
-        .split_once("[Interface]\n")
-        .map_or("", |(_, rest)| rest);
     format!(
         "# pairgate VPN server (wg-quick); `pairgate vpn sync` keeps the peers current\n\
-         [Interface]\nAddress = {}\nListenPort = {port}\nPostUp = wg set %i private-key {}\n{peers}",
+         [Interface]\nAddress = {}\nListenPort = {}\nPostUp = wg set %i private-key {}\n{}",
         addresses.join(", "),
-        key_file.display()
+        listen_port(vpn),
+        key_file.display(),
+        peer_sections(credentials)
     )
 }
 
@@ -239,11 +253,9 @@ mod tests {
         assert!(wg.contains("AllowedIPs = 10.8.0.0/24, fd00:8::/112, 192.168.40.0/24\n"));
         assert!(wg.contains("Endpoint = 192.0.2.1:51820\nAllowedIPs"));
         assert!(!wg.contains("PrivateKey ="));
-        let ovpn = openvpn_client(&v, "ATM-1", "CA", "CERT");
-        assert!(
-            ovpn.contains("remote 192.0.2.1 51820\n") && ovpn.contains("<cert>\nCERT\n</cert>")
-        );
-        assert!(!ovpn.contains("<key>"));
+        let ovpn = openvpn_client(&v, "ATM-1", "CA");
+        assert!(ovpn.contains("remote 192.0.2.1 51820\n") && ovpn.contains("<ca>\nCA\n</ca>"));
+        assert!(!ovpn.contains("<key>") && !ovpn.contains("<cert>"));
         assert_eq!(
             openvpn_ccd(&v, "10.8.0.7/24"),
             "ifconfig-push 10.8.0.7 255.255.255.0\n"

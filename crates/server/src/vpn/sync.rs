@@ -11,7 +11,6 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use pairgate_proto::VpnType;
 use pairgate_store::{Store, VpnCredential};
 
 use super::profile;
@@ -22,8 +21,16 @@ use crate::{ServerError, VpnSettings};
 const CRL_VALID: Duration = Duration::from_secs(7 * 86_400);
 const CRL_RENEW_BEFORE: Duration = Duration::from_secs(86_400);
 
-/// The peers file of WireGuard.
-pub const WIREGUARD_PEERS: &str = "wg-peers.conf";
+/// WireGuard's file for `wg syncconf`.
+pub const WIREGUARD_SYNC: &str = "wg-server.conf";
+
+/// What signs or names the VPN server's side.
+pub enum VpnKeys {
+    /// WireGuard: the server's key.
+    WireGuard(pairgate_keystore::wireguard::WireGuardKey),
+    /// OpenVPN: the VPN CA, which signs the CRL.
+    OpenVpn(TerminalCa),
+}
 
 /// What one sync did.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
@@ -53,7 +60,7 @@ pub fn write_if_changed(path: &Path, content: &[u8]) -> Result<bool, ServerError
 pub async fn sync_once(
     vpn: &VpnSettings,
     store: &Store,
-    ca: Option<&TerminalCa>,
+    keys: &VpnKeys,
     dir: &Path,
     now: SystemTime,
 ) -> Result<Synced, ServerError> {
@@ -64,14 +71,12 @@ pub async fn sync_once(
         .filter(|c| c.revoked_at.is_none())
         .count();
     let revoked = credentials.len() - admitted;
-    let changed = match vpn.vpn_type {
-        VpnType::WireGuard => {
-            let text = profile::wireguard_peers(&credentials);
-            write_if_changed(&dir.join(WIREGUARD_PEERS), text.as_bytes())?
+    let changed = match keys {
+        VpnKeys::WireGuard(key) => {
+            let text = profile::wireguard_sync(vpn, &key.private_base64(), &credentials);
+            write_if_changed(&dir.join(WIREGUARD_SYNC), text.as_bytes())?
         }
-        VpnType::OpenVpn => {
-            let ca = ca
-                .ok_or_else(|| ServerError::Identity("the OpenVPN sync needs the VPN CA".into()))?;
+        VpnKeys::OpenVpn(ca) => {
             let clients = sync_ccd(vpn, &credentials, &dir.join("ccd"))?;
             let crl = sync_crl(ca, &credentials, &dir.join("crl.pem"), now)?;
             clients || crl
