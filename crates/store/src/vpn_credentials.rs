@@ -34,6 +34,8 @@ pub struct VpnCredential {
     pub address: String,
     /// Its IPv6 tunnel address, when there is an IPv6 pool.
     pub address_v6: Option<String>,
+    /// The profile the terminal received (no private key in it).
+    pub profile: String,
     /// When it was issued (Unix ms).
     pub issued_at: i64,
     /// When it was revoked (Unix ms), if it was.
@@ -65,7 +67,7 @@ pub struct NewVpnCredential<'a> {
 macro_rules! columns {
     () => {
         "serial, kind, public_key, certificate, certificate_serial, address, address_v6, \
-         issued_at, revoked_at, revoked_reason"
+         profile, issued_at, revoked_at, revoked_reason"
     };
 }
 
@@ -79,6 +81,7 @@ fn credential(row: &AnyRow) -> Result<VpnCredential, StoreError> {
         certificate_serial: row.try_get("certificate_serial")?,
         address: row.try_get("address")?,
         address_v6: row.try_get("address_v6")?,
+        profile: row.try_get("profile")?,
         issued_at: row.try_get("issued_at")?,
         revoked_at: row.try_get("revoked_at")?,
         revoked_reason: row.try_get("revoked_reason")?,
@@ -165,7 +168,7 @@ impl Store {
         let row = sqlx::query(concat!(
             "INSERT INTO vpn_credentials (id, ",
             columns!(),
-            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL, NULL) RETURNING ",
+            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, NULL, NULL) RETURNING ",
             columns!()
         ))
         .bind(id)
@@ -176,6 +179,7 @@ impl Store {
         .bind(new.certificate_serial)
         .bind(new.address)
         .bind(new.address_v6)
+        .bind(new.profile)
         .bind(at)
         .fetch_one(&mut *tx)
         .await?;

@@ -90,10 +90,10 @@ impl Vpn {
         terminal: &Terminal,
     ) -> Result<VpnStatus, ApiError> {
         let credential = store.vpn_credential(&terminal.serial).await?;
-        Ok(self.answer(credential.as_ref(), &terminal.vpn_profile))
+        Ok(self.answer(credential.as_ref()))
     }
 
-    fn answer(&self, credential: Option<&VpnCredential>, profile: &str) -> VpnStatus {
+    fn answer(&self, credential: Option<&VpnCredential>) -> VpnStatus {
         VpnStatus {
             vpn_type: self.settings.vpn_type,
             enrolled: credential.is_some(),
@@ -101,7 +101,7 @@ impl Vpn {
             address_v6: credential.and_then(|c| c.address_v6.clone()),
             server_address: Some(profile::server_address(&self.settings)),
             certificate: credential.and_then(|c| c.certificate.clone()),
-            profile: credential.map_or_else(String::new, |_| profile.to_owned()),
+            profile: credential.map_or_else(String::new, |c| c.profile.clone()),
         }
     }
 
@@ -119,7 +119,7 @@ impl Vpn {
         let key = self.key(&body)?;
         let held = store.vpn_credential(&terminal.serial).await?;
         if let Some(held) = held.as_ref().filter(|h| h.public_key == key.public) {
-            return Ok(self.answer(Some(held), &terminal.vpn_profile));
+            return Ok(self.answer(Some(held)));
         }
         let serial = &terminal.serial;
         let v4 = store
@@ -171,7 +171,7 @@ impl Vpn {
         let recorded = store
             .issue_vpn_credential(serial, fingerprint, &new, actor, now)
             .await?;
-        Ok(self.answer(Some(&recorded), &text))
+        Ok(self.answer(Some(&recorded)))
     }
 
     /// The key a body presents, checked against the server's VPN type.

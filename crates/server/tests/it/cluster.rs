@@ -15,7 +15,7 @@ fn only(names: &[&str]) -> ServiceSet {
 
 /// The fixture's settings for another instance: its own data directory
 /// and ports, the same database (on SQLite, the first one's file).
-fn another(f: &Fixture, name: &str) -> Settings {
+pub(crate) fn another(f: &Fixture, name: &str) -> Settings {
     let mut database_url = f.settings.database_url.clone();
     if database_url.is_empty() {
         database_url = format!(
@@ -32,7 +32,7 @@ fn another(f: &Fixture, name: &str) -> Settings {
 
 /// `settings` presenting the identity of `f`'s server (copied by path, as
 /// an operator copies the files or names one HSM).
-fn sharing_identity(f: &Fixture, mut settings: Settings) -> Settings {
+pub(crate) fn sharing_identity(f: &Fixture, mut settings: Settings) -> Settings {
     settings.identity_keystore = f.settings.identity_keystore();
     settings.identity_passphrase_file = f.settings.identity_passphrase_file().display().to_string();
     settings

@@ -30,4 +30,5 @@ mod pairing;
 mod proxy;
 mod rekey;
 mod support;
+mod vpn;
 mod web;

@@ -36,6 +36,17 @@ impl Fixture {
     /// A server reading `clock`: a test moves a manual one forward
     /// instead of sleeping.
     pub async fn start_with_clock(db: Db, clock: Clock, tweak: impl FnOnce(&mut Settings)) -> Self {
+        Self::start_prepared(db, clock, tweak, async |_| {}).await
+    }
+
+    /// A server started after `prepare` wrote to its fresh store (what
+    /// an operator's commands record before the first start).
+    pub async fn start_prepared(
+        db: Db,
+        clock: Clock,
+        tweak: impl FnOnce(&mut Settings),
+        prepare: impl AsyncFnOnce(&Store),
+    ) -> Self {
         let dir = temp_dir();
         let mut settings = Settings {
             data_dir: dir.path().join("data"),
@@ -50,6 +61,8 @@ impl Fixture {
             settings.database_url = pairgate_testkit::fresh_postgres_database().await;
         }
         tweak(&mut settings);
+        std::fs::create_dir_all(&settings.data_dir).unwrap();
+        prepare(&pairgate_server::open_store(&settings).await.unwrap()).await;
         let server = Server::start_with_clock(&settings, clock).await.unwrap();
         let store = pairgate_server::open_store(&settings).await.unwrap();
         Self {

@@ -11,6 +11,7 @@ CREATE TABLE vpn_credentials (
     certificate_serial TEXT,
     address TEXT NOT NULL,
     address_v6 TEXT,
+    profile TEXT NOT NULL,
     issued_at BIGINT NOT NULL,
     revoked_at BIGINT,
     revoked_reason TEXT
