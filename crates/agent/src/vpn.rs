@@ -272,8 +272,11 @@ fn manage(
             let answer = Zeroizing::new(format!("password \"{what}\" \"{}\"\n", escaped.as_str()));
             writer.write_all(answer.as_bytes())?;
         }
+        if line.starts_with(">PASSWORD:Verification Failed: 'Auth'") {
+            bail!("the VPN server refused this terminal (AUTH_FAILED)");
+        }
         if line.starts_with(">PASSWORD:Verification Failed") {
-            bail!("openvpn refused the PIN: {}", line.trim());
+            bail!("the token refused the PIN: {}", line.trim());
         }
     }
     bail!("openvpn did not connect within {CONNECT_TIMEOUT:?}")
