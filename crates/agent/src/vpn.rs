@@ -16,7 +16,7 @@ use anyhow::{Context, Result, bail};
 use clap::Subcommand;
 use pairgate_proto::VpnType;
 use pairgate_terminal::Agent;
-use pairgate_terminal::vpn::{Via, VpnProfile, write_profile};
+use pairgate_terminal::vpn::{Fallback, Via, VpnProfile, write_profile};
 use serde_json::json;
 use zeroize::Zeroizing;
 
@@ -45,9 +45,14 @@ pub enum VpnCommand {
         gate: bool,
     },
     /// Brings the tunnel up (wg-quick or openvpn) with the profile the
-    /// server gave last, without asking the master (which may be
-    /// reachable only through the tunnel); asks it when there is none.
-    Up,
+    /// master gives (enrolling again when it no longer admits the
+    /// terminal's credential), or the one it gave last when it cannot be
+    /// reached: it may be reachable only through the tunnel.
+    Up {
+        /// Use the profile the server gave last without asking.
+        #[arg(long)]
+        offline: bool,
+    },
     /// Takes the tunnel down.
     Down,
     /// The server's view and the tunnel's.
@@ -83,7 +88,7 @@ pub fn run(agent: &Agent, state: &Path, command: &VpnCommand, out: &Output) -> R
     let rt = crate::agent::runtime()?;
     match command {
         VpnCommand::Profile { out: file } => {
-            let profile = rt.block_on(agent.vpn_profile(false))?;
+            let profile = rt.block_on(agent.vpn_profile(Fallback::None))?;
             write_profile(file, &profile)?;
             print_profile(&profile, file, out);
         }
@@ -99,8 +104,13 @@ pub fn run(agent: &Agent, state: &Path, command: &VpnCommand, out: &Output) -> R
                 json!({ "vpn": status }),
             );
         }
-        VpnCommand::Up => {
-            let profile = rt.block_on(agent.vpn_profile(true))?;
+        VpnCommand::Up { offline } => {
+            let fallback = if *offline {
+                Fallback::Only
+            } else {
+                Fallback::Held
+            };
+            let profile = rt.block_on(agent.vpn_profile(fallback))?;
             let file = profile_path(state, profile.vpn_type);
             let dir = file.parent().unwrap_or(state);
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;

@@ -3,7 +3,8 @@
 //! it; the server answers with a profile that holds no private key.
 //!
 //! - `GET /v1/vpn` (gate and master, paired terminals) → [`VpnStatus`];
-//! - `POST /v1/vpn` [`VpnEnrolment`] → [`VpnStatus`] with the profile.
+//! - `POST /v1/vpn` [`VpnEnrolment`] → [`VpnStatus`] with the profile;
+//! - the CAS API's [`TerminalVpn`].
 
 /// The kinds of VPN a server may offer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -85,6 +86,38 @@ pub struct VpnStatus {
     /// key's place when it writes the file.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub profile: String,
+}
+
+/// A VPN credential as the CAS API shows it (`GET
+/// /api/v1/terminals/{serial}/vpn`): what the server admits, never a
+/// private key.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct VpnCredentialView {
+    /// `openvpn` or `wireguard`.
+    #[serde(rename = "type")]
+    pub vpn_type: String,
+    /// WireGuard: the public key (base64); OpenVPN: the key's SPKI pin.
+    pub public_key: String,
+    /// OpenVPN: the certificate's serial number (hex).
+    pub certificate_serial: Option<String>,
+    /// The tunnel address with the pool's prefix.
+    pub address: String,
+    /// The IPv6 tunnel address, if any.
+    pub address_v6: Option<String>,
+    /// When it was issued.
+    pub issued_at: crate::Timestamp,
+    /// When it was revoked, if it was.
+    pub revoked_at: Option<crate::Timestamp>,
+    /// Why: `unpair`, `suspend`, `repair`, `replaced` or `regenerate`.
+    pub revoked_reason: Option<String>,
+}
+
+/// A terminal's VPN credentials, newest first: the active one (if any)
+/// and those revoked.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TerminalVpn {
+    /// Newest first.
+    pub credentials: Vec<VpnCredentialView>,
 }
 
 #[cfg(test)]

@@ -108,6 +108,7 @@ pub(crate) fn cas(
         server_pin,
         presented: presented.clone(),
         audit_checked,
+        vpn: settings.vpn().ok().flatten().map(Arc::new),
         clock: clock.clone(),
     }
 }

@@ -225,6 +225,51 @@ impl Store {
         .transpose()
     }
 
+    /// Terminal `serial`'s credentials, newest first.
+    pub async fn vpn_history(&self, serial: &Serial) -> Result<Vec<VpnCredential>, StoreError> {
+        sqlx::query(concat!(
+            "SELECT ",
+            columns!(),
+            " FROM vpn_credentials WHERE serial = $1 ORDER BY issued_at DESC"
+        ))
+        .bind(serial.as_str())
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(credential)
+        .collect()
+    }
+
+    /// An operator revokes terminal `serial`'s VPN credential (with a
+    /// fresh second factor), so that the terminal makes a new key and
+    /// enrols again; audited (`vpn.revoked`, reason `regenerate`). Refused
+    /// when it holds none.
+    pub async fn revoke_vpn_credential(
+        &self,
+        serial: &Serial,
+        by: &crate::TrustChange,
+        now: SystemTime,
+    ) -> Result<(), StoreError> {
+        let at = millis(now);
+        let mut tx = self.begin_write().await?;
+        let held: i64 = sqlx::query(
+            "SELECT COUNT(*) AS n FROM vpn_credentials WHERE serial = $1 AND revoked_at IS NULL",
+        )
+        .bind(serial.as_str())
+        .fetch_one(&mut *tx)
+        .await?
+        .try_get("n")?;
+        if held == 0 {
+            return Err(StoreError::Conflict(format!(
+                "terminal {serial} holds no VPN credential"
+            )));
+        }
+        revoke_in(&mut tx, serial, "regenerate", by.actor(), at, false).await?;
+        bump_generation(&mut tx, self.backend, serial.as_str(), at).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// Every credential of `kind`, active and revoked, oldest first: what
     /// the VPN server admits, and what its CRL lists.
     pub async fn vpn_credentials(&self, kind: &str) -> Result<Vec<VpnCredential>, StoreError> {

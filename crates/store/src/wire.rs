@@ -108,6 +108,22 @@ impl crate::TerminalKey {
     }
 }
 
+impl crate::VpnCredential {
+    /// The credential as the API shows it.
+    pub fn view(&self) -> pairgate_proto::vpn::VpnCredentialView {
+        pairgate_proto::vpn::VpnCredentialView {
+            vpn_type: self.kind.clone(),
+            public_key: self.public_key.clone(),
+            certificate_serial: self.certificate_serial.clone(),
+            address: self.address.clone(),
+            address_v6: self.address_v6.clone(),
+            issued_at: Timestamp(self.issued_at),
+            revoked_at: self.revoked_at.map(Timestamp),
+            revoked_reason: self.revoked_reason.clone(),
+        }
+    }
+}
+
 impl BlockedKey {
     /// The blocked key as the API shows it.
     pub fn view(&self) -> BlockedKeyView {

@@ -195,6 +195,8 @@ pub(crate) fn finish(
     };
     state.pending = None;
     state.paired = Some(paired.clone());
+    // A new pairing revokes the VPN credential of the one before.
+    state.vpn = None;
     Ok(paired)
 }
 

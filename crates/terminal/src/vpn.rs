@@ -24,6 +24,21 @@ pub const VPN_ALIAS: &str = "vpn";
 /// The WireGuard key's file in the state directory.
 pub const WIREGUARD_KEY_FILE: &str = "vpn-wireguard.key";
 
+/// How long `vpn_profile` waits for the master before it falls back.
+const MASTER_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// What `vpn_profile` may use instead of the master's answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fallback {
+    /// Nothing: the master answers or the call fails.
+    None,
+    /// The profile the server gave last, when the master cannot be
+    /// reached (not when it refuses).
+    Held,
+    /// Only the profile the server gave last, without asking.
+    Only,
+}
+
 /// Where to enrol.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Via {
@@ -153,18 +168,34 @@ impl Agent {
         Ok(status)
     }
 
-    /// The profile to write, completed with the key's place: the one the
-    /// server gave last when `local` and there is one (the master may be
-    /// reachable only through the VPN), else asked of the master,
-    /// enrolling first when the terminal holds no credential it admits.
-    pub async fn vpn_profile(&self, local: bool) -> Result<VpnProfile, TerminalError> {
-        if local && let Some(held) = self.state.load()?.vpn.filter(|s| s.enrolled) {
-            return self.complete(held);
+    /// The profile to write, completed with the key's place. Asked of
+    /// the master (enrolling again when the server no longer admits the
+    /// terminal's credential: regenerated, or revoked by a suspension
+    /// since lifted); with `fallback`, the profile the server gave last
+    /// when the master cannot be reached within a few seconds — it may be
+    /// reachable only through the VPN. A refusal by the master is never
+    /// bypassed.
+    pub async fn vpn_profile(&self, fallback: Fallback) -> Result<VpnProfile, TerminalError> {
+        let held = self.state.load()?.vpn.filter(|s| s.enrolled);
+        if let (Fallback::Only, Some(held)) = (fallback, &held) {
+            return self.complete(held.clone());
         }
-        let mut status = self.vpn_status(Via::Master).await?;
-        if !status.enrolled {
-            status = self.vpn_enrol(Via::Master).await?;
-        }
+        let asked = tokio::time::timeout(MASTER_WAIT, self.vpn_status(Via::Master)).await;
+        let status = match (asked, held, fallback) {
+            (Ok(Ok(status)), _, _) => status,
+            (Ok(Err(e @ TerminalError::Master { .. })), _, _) => return Err(e),
+            (Err(_) | Ok(Err(_)), Some(held), Fallback::Held) => return self.complete(held),
+            (Err(_), _, _) => {
+                return Err(TerminalError::Io(format!(
+                    "the master did not answer within {MASTER_WAIT:?}"
+                )));
+            }
+            (Ok(Err(e)), _, _) => return Err(e),
+        };
+        let status = match status.enrolled {
+            true => status,
+            false => self.vpn_enrol(Via::Master).await?,
+        };
         self.complete(status)
     }
 

@@ -401,6 +401,8 @@ fn openvpn_with_the_key_in_softhsm_is_refused_after_unpair() {
     );
     assert!(!ccd.exists());
     assert!(terminal(&["vpn", "down"]).status.success());
+    // The master is out of reach with the tunnel down: `vpn up` uses the
+    // profile it holds, and the VPN server refuses it.
     let again = terminal(&["vpn", "up"]);
     assert!(
         !again.status.success(),

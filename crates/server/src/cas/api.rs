@@ -36,6 +36,11 @@ pub fn router() -> Router<Cas> {
         .route("/terminals/{serial}/unpair", post(unpair))
         .route("/terminals/{serial}/suspend", post(suspend))
         .route("/terminals/{serial}/resume", post(resume))
+        .route("/terminals/{serial}/vpn", get(super::vpn::api_status))
+        .route(
+            "/terminals/{serial}/vpn/regenerate",
+            post(super::vpn::api_regenerate),
+        )
         .route("/pairing-requests/{id}", get(request))
         .route("/pairing-requests/{id}/approve", post(approve))
         .route("/pairing-requests/{id}/reject", post(reject))
@@ -83,7 +88,7 @@ pub(super) async fn bearer(cas: &Cas, headers: &HeaderMap) -> Result<Operator, R
     }
 }
 
-fn may_change(op: &Operator) -> Result<(), Response> {
+pub(super) fn may_change(op: &Operator) -> Result<(), Response> {
     if op.role.may_change_trust() {
         Ok(())
     } else {
@@ -153,7 +158,7 @@ async fn terminal(
 }
 
 /// Terminal `s`, or `404`.
-async fn existing(cas: &Cas, s: &Serial) -> Result<Terminal, Response> {
+pub(super) async fn existing(cas: &Cas, s: &Serial) -> Result<Terminal, Response> {
     store(cas.store.terminal(s).await)?.ok_or_else(|| {
         ApiError::new(
             StatusCode::NOT_FOUND,

@@ -38,6 +38,7 @@ pub fn page(title: &str, viewer: Option<&Viewer<'_>>, body: Markup) -> Markup {
                             a href="/requests" { "Pairing requests" }
                             a href="/blocked-keys" { "Blocked keys" }
                             a href="/vendors" { "Vendors" }
+                            a href="/vpn" { "VPN" }
                             a href="/audit" { "Audit log" }
                             @if v.operator.role == Role::Admin {
                                 a href="/operators" { "Operators" }

@@ -39,6 +39,7 @@ mod pages;
 mod requests;
 mod suspend;
 mod vendors;
+mod vpn;
 
 pub use pages::parse_import;
 
@@ -108,6 +109,8 @@ pub struct Cas {
     /// The server identity presented now (its certificate's expiry is
     /// shown on the dashboard).
     pub(crate) presented: Arc<crate::identity::Presented>,
+    /// The VPN offered to paired terminals, if any.
+    pub vpn: Option<Arc<crate::VpnSettings>>,
     /// What time it is.
     pub clock: pairgate_clock::Clock,
 }
@@ -342,6 +345,7 @@ pub fn router(cas: Cas) -> Router {
         .route("/terminals/{serial}/unpair", post(pages::unpair))
         .route("/terminals/{serial}/suspend", post(suspend::suspend))
         .route("/terminals/{serial}/resume", post(suspend::resume))
+        .route("/terminals/{serial}/vpn/regenerate", post(vpn::regenerate))
         .route("/requests", get(requests::list))
         .route("/requests/bulk", get(bulk::list).post(bulk::decide))
         .route("/requests/{id}", get(requests::detail))
@@ -354,6 +358,7 @@ pub fn router(cas: Cas) -> Router {
             post(blocked::unblock),
         )
         .route("/audit", get(admin::audit))
+        .route("/vpn", get(vpn::overview))
         .route("/vendors", get(vendors::list).post(vendors::add))
         .route("/vendors/{name}/remove", post(vendors::remove))
         .route("/manifests", post(vendors::import))

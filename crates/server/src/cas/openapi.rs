@@ -89,6 +89,15 @@ fn paths() -> Value {
             "get": { "summary": "The terminal's key lineage since it last paired, oldest first (empty until its first re-key)", "parameters": serial,
                      "responses": with_errors(json!({ "200": ok("TerminalKeyList") }), error_responses()) },
         },
+        "/terminals/{serial}/vpn": {
+            "get": { "summary": "The terminal's VPN credentials, newest first: the active one and those revoked (never a private key)", "parameters": serial,
+                     "responses": with_errors(json!({ "200": ok("TerminalVpn") }), error_responses()) },
+        },
+        "/terminals/{serial}/vpn/regenerate": {
+            "post": { "summary": "Revoke the VPN credential so the terminal makes a new key and enrols again (operator, admin; fresh TOTP)", "parameters": serial,
+                      "requestBody": body("Totp"),
+                      "responses": with_errors(json!({ "200": ok("TerminalVpn") }), error_responses()) },
+        },
         "/terminals/{serial}/unpair": {
             "post": { "summary": "Unpair (operator, admin; fresh TOTP)", "parameters": [{ "name": "serial", "in": "path", "required": true, "schema": string }],
                       "requestBody": body("Totp"),
@@ -169,6 +178,10 @@ fn schemas() -> Value {
             "TerminalKey": { "type": "object", "properties": { "fingerprint": string, "predecessor": opt_string, "recorded_at": string,
                 "activated_at": opt_string, "retired_at": opt_string, "not_after": string } },
             "TerminalKeyList": list("keys", "TerminalKey"),
+            "VpnCredential": { "type": "object", "properties": { "type": { "enum": ["openvpn", "wireguard"] }, "public_key": string,
+                "certificate_serial": opt_string, "address": string, "address_v6": opt_string, "issued_at": string,
+                "revoked_at": opt_string, "revoked_reason": opt_string } },
+            "TerminalVpn": list("credentials", "VpnCredential"),
             "Unblocked": { "type": "object", "properties": { "fingerprint": string, "blocked": { "type": "boolean" } } },
             "PairingRequest": { "type": "object", "properties": {
                 "id": string, "serial": string, "fingerprint": string, "state": { "enum": ["pending", "approved", "rejected", "expired", "superseded"] },

@@ -393,13 +393,14 @@ pub(super) async fn terminal_view(
     let Ok(serial) = Serial::new(serial) else {
         return super::refused(who, StatusCode::NOT_FOUND, "Terminal", "No such terminal.");
     };
-    let (t, history, keys) = match tokio::try_join!(
+    let (t, history, keys, vpn) = match tokio::try_join!(
         cas.store.terminal(&serial),
         cas.store.pairing_requests_for(&serial, 50),
-        cas.store.key_lineage(&serial)
+        cas.store.key_lineage(&serial),
+        cas.store.vpn_history(&serial)
     ) {
-        Ok((Some(t), h, k)) => (t, h, k),
-        Ok((None, _, _)) => {
+        Ok((Some(t), h, k, v)) => (t, h, k, v),
+        Ok((None, _, _, _)) => {
             return super::refused(who, StatusCode::NOT_FOUND, "Terminal", "No such terminal.");
         }
         Err(e) => return super::internal(&e),
@@ -426,9 +427,9 @@ pub(super) async fn terminal_view(
             dt { "Paired" } dd { (when(t.paired_at)) @if let Some(by) = &t.paired_by { " by " (by) } }
             dt { "Last seen" } dd { (when(t.last_seen_at)) @if let Some(a) = &t.last_seen_address { " from " (a) } }
             dt { "Firmware" } dd { (t.firmware.as_deref().unwrap_or("—")) }
-            dt { "VPN profile" } dd { pre { (t.vpn_profile) } }
         }
         (super::suspend::section(who, &t))
+        (super::vpn::section(who, &t, cas.vpn.as_deref(), &vpn))
         @if t.state == TerminalState::Paired && who.session.operator.role.may_change_trust() {
             h2 { "Unpair" }
             p { "The terminal loses access to the master at once and must pair again." }

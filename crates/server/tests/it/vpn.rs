@@ -337,6 +337,130 @@ async fn two_instances_never_share_an_address(db: Db) {
     assert_eq!(addresses.len(), 30);
 }
 
+/// The CAS API shows a terminal's credential and regenerates it with a
+/// fresh TOTP: revoked (audited), and the terminal enrols again with a
+/// new key and keeps its address. A wrong code changes nothing.
+async fn operators_regenerate_a_credential(db: Db) {
+    let f = start(db, "10.9.0.0/24").await;
+    let t = TestTerminal::new("ATM-G1");
+    paired_as(&f, "ATM-G1", &t).await;
+    let client = t.https(ServerTrust::Pins(vec![f.server.pin]));
+    let (key, _) = wireguard_key();
+    assert_eq!(enrol(&client, &f.gate("/v1/vpn"), &key).await.status, 200);
+    let creds = f
+        .store
+        .create_operator(
+            "vera",
+            pairgate_store::Role::Operator,
+            &Actor::new("admin"),
+            SystemTime::now(),
+        )
+        .await
+        .unwrap();
+    let mut app = crate::web::Authenticator::new(&creds.totp_uri);
+    let (_, token) = f
+        .store
+        .create_api_token_for(
+            "vera",
+            "ci",
+            &pairgate_store::AdminAction::local("admin"),
+            SystemTime::now(),
+        )
+        .await
+        .unwrap();
+    let web = crate::web::Web::new(f.server.cas_addr);
+    let r = web
+        .api("GET", "/terminals/ATM-G1/vpn", Some(&token), None)
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let shown = r.json();
+    assert_eq!(shown["credentials"][0]["public_key"], key.as_str());
+    assert_eq!(shown["credentials"][0]["address"], "10.9.0.2/24");
+    assert!(shown["credentials"][0]["revoked_at"].is_null());
+    let regenerate = "/terminals/ATM-G1/vpn/regenerate";
+    let before = audit_len(&f).await;
+    let r = web
+        .api(
+            "POST",
+            regenerate,
+            Some(&token),
+            Some(serde_json::json!({ "totp": "000000" })),
+        )
+        .await;
+    assert!(r.status == 401 || r.status == 403, "{}", r.body);
+    assert!(
+        f.store
+            .vpn_credential(&Serial::new("ATM-G1").unwrap())
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert_eq!(
+        audit_len(&f).await,
+        before + 1,
+        "only the failed step-up is recorded"
+    );
+    let body = serde_json::json!({ "totp": app.fresh().await });
+    let r = web.api("POST", regenerate, Some(&token), Some(body)).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["credentials"][0]["revoked_reason"], "regenerate");
+    let revoked = actions(&f, "vpn.revoked").await;
+    assert_eq!(revoked[0]["reason"], "regenerate");
+    assert_eq!(
+        json(&get(&client, &f.master("/v1/vpn")).await)["enrolled"],
+        false
+    );
+    let (again, _) = wireguard_key();
+    let r = enrol(&client, &f.master("/v1/vpn"), &again).await;
+    assert_eq!(json(&r)["address"], "10.9.0.2/24");
+    // The terminal's page shows it, and regenerates it too.
+    let (mut page_web, mut page_app) =
+        crate::cas::operator(&f, "walt", pairgate_store::Role::Operator).await;
+    let page = page_web.get("/terminals/ATM-G1").await;
+    assert_eq!(page.status, 200);
+    assert!(
+        page.body.contains("10.9.0.2/24") && page.body.contains(&again),
+        "{}",
+        page.body
+    );
+    let code = page_app.fresh().await;
+    let r = page_web
+        .post(
+            "/terminals/ATM-G1/vpn/regenerate",
+            &[("csrf", &page.csrf()), ("totp", &code)],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.body.contains("revoked (regenerate)"), "{}", r.body);
+    assert!(
+        f.store
+            .vpn_credential(&Serial::new("ATM-G1").unwrap())
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let overview = page_web.get("/vpn").await;
+    assert!(
+        overview.body.contains("vpn.example.net:51820")
+            && overview.body.contains("Admitted terminals (0)"),
+        "{}",
+        overview.body
+    );
+    // Nothing to regenerate for a terminal without a credential.
+    let other = TestTerminal::new("ATM-G2");
+    paired_as(&f, "ATM-G2", &other).await;
+    let body = serde_json::json!({ "totp": app.fresh().await });
+    let r = web
+        .api(
+            "POST",
+            "/terminals/ATM-G2/vpn/regenerate",
+            Some(&token),
+            Some(body),
+        )
+        .await;
+    assert_eq!(r.status, 409, "{}", r.body);
+}
+
 /// No VPN configured: 404 at both services, and the pairing config names
 /// none.
 async fn no_vpn_no_profile(db: Db) {
@@ -355,5 +479,6 @@ async fn no_vpn_no_profile(db: Db) {
 crate::on_both_databases!(
     enrolment_revocation_and_the_pool,
     two_instances_never_share_an_address,
+    operators_regenerate_a_credential,
     no_vpn_no_profile,
 );
