@@ -61,7 +61,7 @@ pub enum VpnCommand {
 
 /// The profile's file in the state directory.
 fn profile_path(state: &Path, vpn_type: VpnType) -> PathBuf {
-    let dir = state.join("vpn");
+    let dir = state.join(pairgate_terminal::vpn::VPN_DIR);
     match vpn_type {
         VpnType::WireGuard => dir.join(format!("{INTERFACE}.conf")),
         VpnType::OpenVpn => dir.join("pairgate.ovpn"),

@@ -135,7 +135,8 @@ pub(crate) async fn revoke_in(
 impl Store {
     /// Records terminal `serial`'s new VPN credential, presented by its
     /// key `fingerprint` (the paired key or its proven successor), and
-    /// its profile; the one before is revoked (`replaced`). One
+    /// its profile; the one before is revoked (`replaced`). A key any
+    /// credential held before is refused. One
     /// transaction with its audit record (`vpn.credential_issued`); every
     /// master learns the new profile through the paired set.
     pub async fn issue_vpn_credential(
@@ -162,6 +163,17 @@ impl Store {
             return Err(StoreError::Conflict(format!(
                 "terminal {serial} is suspended: no VPN credential until it is resumed"
             )));
+        }
+        // A key is admitted once: one revoked, or another terminal's,
+        // never comes back.
+        let seen = sqlx::query("SELECT 1 AS seen FROM vpn_credentials WHERE public_key = $1")
+            .bind(new.public_key)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if seen.is_some() {
+            return Err(StoreError::Conflict(
+                "this VPN key was presented before: make a new one".into(),
+            ));
         }
         revoke_in(&mut tx, serial, "replaced", actor, at, false).await?;
         let id = hex::encode(crate::operators::random_bytes::<16>());

@@ -497,6 +497,7 @@ impl Agent {
     /// the state (pins, pairing). Firmware roots are not in either.
     pub fn factory_reset(&self) -> Result<(), TerminalError> {
         self.store.factory_reset()?;
+        self.forget_vpn_files()?;
         self.state.remove()
     }
 }

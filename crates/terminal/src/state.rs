@@ -88,6 +88,9 @@ pub struct State {
     /// reachable only through the VPN.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vpn: Option<pairgate_proto::VpnStatus>,
+    /// The key-store alias of the OpenVPN key in use.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vpn_alias: Option<String>,
 }
 
 /// A new key made for a re-key that has not been switched to yet.

@@ -1,9 +1,10 @@
 //! The terminal's VPN (issue 19): its VPN key is made here and never
 //! sent. WireGuard: an X25519 key in `vpn-wireguard.key` in the state
 //! directory (0600); only its public key goes to the server. OpenVPN: a
-//! key under alias `vpn` in the key store and a CSR signed inside it; the
-//! server's VPN CA certifies it and the certificate is kept beside the
-//! key. The server answers with a profile holding no private key; the
+//! key under alias `vpn-…` in the key store and a CSR signed inside it;
+//! the server's VPN CA certifies it and the certificate is kept beside
+//! the key. Each enrolment makes a new key, which replaces the old one
+//! once the server accepted it: the server refuses a key it saw before. The server answers with a profile holding no private key; the
 //! agent completes it where it writes the file: WireGuard's `PrivateKey`,
 //! or OpenVPN's `pkcs11-providers`/`pkcs11-id`, which name the key on the
 //! token without taking it off.
@@ -19,8 +20,11 @@ use zeroize::Zeroizing;
 
 use crate::{Agent, TerminalError};
 
-/// The key-store alias of the OpenVPN key.
+/// The prefix of the OpenVPN key's alias: `vpn-` and 8 hex digits, a new
+/// one at each enrolment (the state names the one in use).
 pub const VPN_ALIAS: &str = "vpn";
+/// The directory in the state directory where `vpn up` writes profiles.
+pub const VPN_DIR: &str = "vpn";
 /// The WireGuard key's file in the state directory.
 pub const WIREGUARD_KEY_FILE: &str = "vpn-wireguard.key";
 
@@ -47,6 +51,14 @@ pub enum Via {
     Gate,
     /// The master.
     Master,
+}
+
+/// A key made for an enrolment, not yet in use.
+enum NewKey {
+    /// WireGuard: the file it waits in.
+    WireGuard(PathBuf),
+    /// OpenVPN: its alias.
+    OpenVpn(Alias),
 }
 
 /// A profile ready to be written: the server's text with the key's place.
@@ -109,63 +121,158 @@ impl Agent {
         self.vpn_request(via, "GET", None).await
     }
 
-    /// Makes the VPN key if there is none and sends its public half (or
-    /// a CSR) to the server, which answers with the profile; OpenVPN's
-    /// certificate is stored beside the key. The profile is kept in the
-    /// state.
+    /// Makes a new VPN key and sends its public half (or a CSR) to the
+    /// server, which answers with the profile and revokes the credential
+    /// it replaces; OpenVPN's certificate is stored beside the key. The
+    /// new key takes the old one's place only once the server accepted
+    /// it; the profile is kept in the state.
     pub async fn vpn_enrol(&self, via: Via) -> Result<VpnStatus, TerminalError> {
         let (paired, _) = self.paired()?;
         let vpn_type = paired.vpn.ok_or_else(|| {
             TerminalError::Io("the server offers no VPN (its configuration names none)".into())
         })?;
-        let body = match vpn_type {
-            VpnType::WireGuard => {
-                let path = self.wireguard_key_path();
-                let key = match path.exists() {
-                    true => WireGuardKey::load(&path)?,
-                    false => WireGuardKey::generate(&path)?,
-                };
-                VpnEnrolment {
-                    wireguard_public_key: Some(key.public_base64()),
-                    csr: None,
-                }
-            }
-            VpnType::OpenVpn => {
-                let alias = Alias::new(VPN_ALIAS)?;
-                match self.store.public_key(&alias) {
-                    Ok(_) => {}
-                    Err(KeyStoreError::NoSuchAlias(_)) => {
-                        self.store.generate_key(&alias, KeyAlgorithm::P256)?;
-                    }
-                    Err(e) => return Err(e.into()),
-                }
-                let subject = pairgate_pki::Subject::common_name(&paired.serial)
-                    .map_err(|e| TerminalError::Io(e.to_string()))?;
-                let csr =
-                    pairgate_keystore::certificate_request(self.store.as_ref(), &alias, &subject)?;
-                VpnEnrolment {
-                    wireguard_public_key: None,
-                    csr: Some(pairgate_pki::certificate::csr_pem(&csr)),
-                }
-            }
-        };
+        let (new, body) = self.new_vpn_key(vpn_type, &paired.serial)?;
         let json = serde_json::to_vec(&body).map_err(|e| TerminalError::Io(e.to_string()))?;
-        let status = self.vpn_request(via, "POST", Some(json)).await?;
-        if let Some(certificate) = &status.certificate {
-            // Refused unless it certifies the key made here.
-            pairgate_keystore::import_certificate_chain(
-                self.store.as_ref(),
-                &Alias::new(VPN_ALIAS)?,
-                certificate.as_bytes(),
-            )?;
-        }
+        let answered = self.vpn_request(via, "POST", Some(json)).await;
+        let status =
+            match answered.and_then(|status| self.keep_vpn_key(&new, &status).map(|()| status)) {
+                Ok(status) => status,
+                Err(e) => {
+                    self.drop_vpn_key(&new);
+                    return Err(e);
+                }
+            };
         let mut state = self.state.load()?;
         if let Some(p) = state.paired.as_mut() {
             p.vpn_profile.clone_from(&status.profile);
         }
+        let old = match &new {
+            NewKey::OpenVpn(alias) => state.vpn_alias.replace(alias.to_string()),
+            NewKey::WireGuard(_) => None,
+        };
         state.vpn = Some(status.clone());
         self.state.save(&state)?;
+        if let Some(old) = old.and_then(|a| Alias::new(&a).ok()) {
+            let _ = self.store.delete(&old);
+        }
         Ok(status)
+    }
+
+    /// A new key: WireGuard's in `vpn-wireguard.key.new`, OpenVPN's under
+    /// a fresh `vpn-…` alias; and the body that presents it.
+    fn new_vpn_key(
+        &self,
+        vpn_type: VpnType,
+        serial: &str,
+    ) -> Result<(NewKey, VpnEnrolment), TerminalError> {
+        Ok(match vpn_type {
+            VpnType::WireGuard => {
+                let path = self.wireguard_key_path().with_extension("key.new");
+                let _ = std::fs::remove_file(&path);
+                let key = WireGuardKey::generate(&path)?;
+                let body = VpnEnrolment {
+                    wireguard_public_key: Some(key.public_base64()),
+                    csr: None,
+                };
+                (NewKey::WireGuard(path), body)
+            }
+            VpnType::OpenVpn => {
+                let random = pairgate_pki::Nonce::random().to_hex();
+                let alias = Alias::new(&format!("{VPN_ALIAS}-{}", random.get(..8).unwrap_or("0")))?;
+                self.store.generate_key(&alias, KeyAlgorithm::P256)?;
+                let csr = pairgate_pki::Subject::common_name(serial)
+                    .map_err(|e| TerminalError::Io(e.to_string()))
+                    .and_then(|subject| {
+                        Ok(pairgate_keystore::certificate_request(
+                            self.store.as_ref(),
+                            &alias,
+                            &subject,
+                        )?)
+                    });
+                let csr = match csr {
+                    Ok(csr) => csr,
+                    Err(e) => {
+                        let _ = self.store.delete(&alias);
+                        return Err(e);
+                    }
+                };
+                let body = VpnEnrolment {
+                    wireguard_public_key: None,
+                    csr: Some(pairgate_pki::certificate::csr_pem(&csr)),
+                };
+                (NewKey::OpenVpn(alias), body)
+            }
+        })
+    }
+
+    /// The server accepted the new key: it takes the old one's place.
+    fn keep_vpn_key(&self, new: &NewKey, status: &VpnStatus) -> Result<(), TerminalError> {
+        match new {
+            NewKey::WireGuard(path) => std::fs::rename(path, self.wireguard_key_path())
+                .map_err(|e| TerminalError::Io(format!("keeping the WireGuard key: {e}"))),
+            NewKey::OpenVpn(alias) => {
+                let certificate = status.certificate.as_deref().ok_or_else(|| {
+                    TerminalError::Io("the server's OpenVPN answer has no certificate".into())
+                })?;
+                // Refused unless it certifies the key made here.
+                pairgate_keystore::import_certificate_chain(
+                    self.store.as_ref(),
+                    alias,
+                    certificate.as_bytes(),
+                )?;
+                Ok(())
+            }
+        }
+    }
+
+    fn drop_vpn_key(&self, new: &NewKey) {
+        let _ = match new {
+            NewKey::WireGuard(path) => std::fs::remove_file(path).map_err(|_| ()),
+            NewKey::OpenVpn(alias) => self.store.delete(alias).map_err(|_| ()),
+        };
+    }
+
+    /// Whether the key the held profile needs is here (a restore point
+    /// carries no VPN key).
+    fn holds_vpn_key(&self, vpn_type: VpnType) -> Result<bool, TerminalError> {
+        Ok(match vpn_type {
+            VpnType::WireGuard => self.wireguard_key_path().exists(),
+            VpnType::OpenVpn => match self.state.load()?.vpn_alias {
+                Some(alias) => match self.store.public_key(&Alias::new(&alias)?) {
+                    Ok(_) => true,
+                    Err(KeyStoreError::NoSuchAlias(_)) => false,
+                    Err(e) => return Err(e.into()),
+                },
+                None => false,
+            },
+        })
+    }
+
+    /// Deletes the VPN keys and files this module keeps outside the key
+    /// store (factory reset): the WireGuard key and the written profiles.
+    pub(crate) fn forget_vpn_files(&self) -> Result<(), TerminalError> {
+        let key = self.wireguard_key_path();
+        for path in [key.with_extension("key.new"), key] {
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    return Err(TerminalError::Io(format!(
+                        "removing {}: {e}",
+                        path.display()
+                    )));
+                }
+            }
+        }
+        let dir = self.state.dir().join(VPN_DIR);
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(TerminalError::Io(format!(
+                "removing {}: {e}",
+                dir.display()
+            ))),
+        }
     }
 
     /// The profile to write, completed with the key's place. Asked of
@@ -192,7 +299,7 @@ impl Agent {
             }
             (Ok(Err(e)), _, _) => return Err(e),
         };
-        let status = match status.enrolled {
+        let status = match status.enrolled && self.holds_vpn_key(status.vpn_type)? {
             true => status,
             false => self.vpn_enrol(Via::Master).await?,
         };
@@ -211,14 +318,19 @@ impl Agent {
                 )
             }
             VpnType::OpenVpn => {
-                let alias = Alias::new(VPN_ALIAS)?;
-                let reference = self.store.pkcs11_reference(&alias)?.ok_or_else(|| {
-                    TerminalError::Io(
+                let alias = self.state.load()?.vpn_alias.ok_or_else(|| {
+                    TerminalError::Io("no OpenVPN key: run `pairgate terminal vpn enrol`".into())
+                })?;
+                let reference = self
+                    .store
+                    .pkcs11_reference(&Alias::new(&alias)?)?
+                    .ok_or_else(|| {
+                        TerminalError::Io(
                         "OpenVPN reaches the VPN key only on a PKCS#11 token: this terminal's key \
                          store is software (docs/operations.md, VPN, says what to do)"
                             .into(),
                     )
-                })?;
+                    })?;
                 let text = format!(
                     "{}pkcs11-providers {}\npkcs11-id '{}'\n",
                     status.profile,

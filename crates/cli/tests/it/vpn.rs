@@ -272,8 +272,31 @@ fn wireguard_tunnel_carries_the_master_and_unpair_removes_the_peer() {
     assert_eq!(mode(Path::new(&out)), 0o600);
     no_private_key_on_the_server(&server.data, Some(&private));
 
-    server.admin(cwd, &["unpair", "ATM-V1"]);
+    // A new enrolment makes a new key; after the sync the VPN server
+    // knows only it, and the tunnel comes up again with it.
+    let before = std::fs::read_to_string(&key_file).unwrap();
+    let enrolled = json(&terminal(&["vpn", "enrol"]));
+    assert_eq!(enrolled["vpn"]["address"], "10.79.201.2/24", "{enrolled}");
+    let after = std::fs::read_to_string(&key_file).unwrap();
+    assert_ne!(before, after, "the same key again");
+    let new_public = {
+        let key = pairgate_keystore::wireguard::WireGuardKey::load(&key_file).unwrap();
+        key.public_base64()
+    };
     let peers = || Net::run(&net.server, "wg", &["show", &interface, "peers"]);
+    assert!(
+        eventually(Duration::from_secs(10), || peers().trim() == new_public),
+        "peers: {}",
+        peers()
+    );
+    terminal(&["vpn", "down"]);
+    terminal(&["vpn", "up"]);
+    let me = json(&terminal(&["call", "GET", "/v1/me"]));
+    assert_eq!(me["body"]["serial"], "ATM-V1");
+    let private = after.trim().to_owned();
+    no_private_key_on_the_server(&server.data, Some(&private));
+
+    server.admin(cwd, &["unpair", "ATM-V1"]);
     assert!(
         eventually(Duration::from_secs(10), || peers().trim().is_empty()),
         "peer still there"
@@ -284,6 +307,10 @@ fn wireguard_tunnel_carries_the_master_and_unpair_removes_the_peer() {
     );
     let audit = server.admin(cwd, &["audit", "--limit", "5"]);
     assert!(audit.contains("vpn.revoked"), "{audit}");
+    // A factory reset leaves no VPN key or profile behind.
+    terminal(&["vpn", "down"]);
+    terminal(&["factory-reset", "--yes"]);
+    assert!(!key_file.exists() && !Path::new(&format!("{state}/vpn")).exists());
 }
 
 #[test]

@@ -37,6 +37,7 @@ async fn start(db: Db, pool: &str) -> Fixture {
             s.vpn_endpoint = "vpn.example.net:51820".into();
             s.vpn_pool_v4 = pool;
             s.vpn_dns = vec!["10.9.0.1".into()];
+            s.vpn_pool_v6 = "fd00:9::/112".into();
         },
         async |store| {
             store
@@ -154,13 +155,14 @@ async fn enrolment_revocation_and_the_pool(db: Db) {
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     let status = json(&r);
     assert_eq!(status["address"], "10.9.0.2/29");
+    assert_eq!(status["address_v6"], "fd00:9::2/112");
     assert_eq!(status["server_address"], "10.9.0.1/29");
     let profile = status["profile"].as_str().unwrap().to_owned();
     assert!(
         profile.contains(&format!("PublicKey = {SERVER_KEY}\n")),
         "{profile}"
     );
-    assert!(profile.contains("DNS = 10.9.0.1\n") && profile.contains("Address = 10.9.0.2/29\n"));
+    assert!(profile.contains("DNS = 10.9.0.1\n") && profile.contains("Address = 10.9.0.2/29, fd00:9::2/112\n"));
     assert!(!profile.contains(&private) && !profile.contains("PrivateKey ="));
     // The master serves the same, and its paired set carries the profile.
     let r = get(&t, &f.master("/v1/vpn")).await;
@@ -193,6 +195,12 @@ async fn enrolment_revocation_and_the_pool(db: Db) {
     let revoked = actions(&f, "vpn.revoked").await;
     assert_eq!(revoked[0]["reason"], "replaced");
     assert_eq!(revoked[0]["public_key"], key.as_str());
+    // A key once replaced never comes back.
+    assert_error(
+        &enrol(&t, &f.master("/v1/vpn"), &key).await,
+        409,
+        "PG-CONFLICT",
+    );
 
     // Four more fill the /29; the fifth gets a clear 503.
     let mut others = Vec::new();
@@ -409,6 +417,11 @@ async fn operators_regenerate_a_credential(db: Db) {
     assert_eq!(
         json(&get(&client, &f.master("/v1/vpn")).await)["enrolled"],
         false
+    );
+    assert_error(
+        &enrol(&client, &f.master("/v1/vpn"), &key).await,
+        409,
+        "PG-CONFLICT",
     );
     let (again, _) = wireguard_key();
     let r = enrol(&client, &f.master("/v1/vpn"), &again).await;

@@ -18,6 +18,7 @@ CREATE TABLE vpn_credentials (
 );
 CREATE UNIQUE INDEX vpn_credentials_active ON vpn_credentials (serial) WHERE revoked_at IS NULL;
 CREATE INDEX vpn_credentials_kind ON vpn_credentials (kind);
+CREATE INDEX vpn_credentials_key ON vpn_credentials (public_key);
 
 -- The VPN server's public half: the WireGuard server key every profile
 -- names (its private key stays with `pairgate vpn`'s files).
