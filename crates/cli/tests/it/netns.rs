@@ -27,6 +27,24 @@ fn ip(args: &[&str]) {
 }
 
 impl Net {
+    /// Whether this process may make namespaces (root). CI runs as root
+    /// and must; elsewhere a test without it says it was skipped.
+    pub fn available() -> bool {
+        let root = Command::new("id")
+            .arg("-u")
+            .output()
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
+        if !root {
+            assert_ne!(
+                std::env::var("CI").as_deref(),
+                Ok("true"),
+                "CI runs as root and must make network namespaces"
+            );
+            eprintln!("skipped: network namespaces need root");
+        }
+        root
+    }
+
     /// Namespaces `pg<tag>s` and `pg<tag>t` (this process's id in the
     /// name, so parallel runs do not meet).
     pub fn new(tag: &str, net: u8) -> Self {

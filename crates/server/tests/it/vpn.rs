@@ -162,7 +162,10 @@ async fn enrolment_revocation_and_the_pool(db: Db) {
         profile.contains(&format!("PublicKey = {SERVER_KEY}\n")),
         "{profile}"
     );
-    assert!(profile.contains("DNS = 10.9.0.1\n") && profile.contains("Address = 10.9.0.2/29, fd00:9::2/112\n"));
+    assert!(
+        profile.contains("DNS = 10.9.0.1\n")
+            && profile.contains("Address = 10.9.0.2/29, fd00:9::2/112\n")
+    );
     assert!(!profile.contains(&private) && !profile.contains("PrivateKey ="));
     // The master serves the same, and its paired set carries the profile.
     let r = get(&t, &f.master("/v1/vpn")).await;
