@@ -184,6 +184,20 @@ async fn terminal_keys(
     .into_response()
 }
 
+/// The trust change of an API call on terminal `s`: the token's operator
+/// (whose role may change trust) and a fresh TOTP of theirs.
+pub(super) async fn stepped_up(
+    cas: &Cas,
+    op: &Operator,
+    s: &str,
+    totp: &str,
+) -> Result<(Serial, pairgate_store::TrustChange), Response> {
+    may_change(op)?;
+    let s = serial(s)?;
+    let factor = super::api_accounts::step_up(cas, op, totp).await?;
+    Ok((s, store(factor.trust_change())?))
+}
+
 async fn unpair(
     State(cas): State<Cas>,
     headers: HeaderMap,
@@ -191,13 +205,9 @@ async fn unpair(
     body: Result<JsonBody<TotpBody>, ApiError>,
 ) -> Response {
     let op = tri!(bearer(&cas, &headers).await);
-    tri!(may_change(&op));
     let JsonBody(body) = tri!(body.map_err(IntoResponse::into_response));
-    let s = tri!(serial(&s));
-    let now = cas.clock.now();
-    let factor = tri!(super::api_accounts::step_up(&cas, &op, &body.totp).await);
-    let by = tri!(store(factor.trust_change()));
-    let t = tri!(store(cas.store.unpair(&s, &by, now).await));
+    let (s, by) = tri!(stepped_up(&cas, &op, &s, &body.totp).await);
+    let t = tri!(store(cas.store.unpair(&s, &by, cas.clock.now()).await));
     Json(t.view()).into_response()
 }
 
@@ -222,12 +232,10 @@ async fn resume(
     JsonBody(body): JsonBody<TotpBody>,
 ) -> Response {
     let op = tri!(bearer(&cas, &headers).await);
-    tri!(may_change(&op));
-    let s = tri!(serial(&s));
-    let now = cas.clock.now();
-    let factor = tri!(super::api_accounts::step_up(&cas, &op, &body.totp).await);
-    let by = tri!(store(factor.trust_change()));
-    let t = tri!(store(cas.store.resume_terminal(&s, &by, now).await));
+    let (s, by) = tri!(stepped_up(&cas, &op, &s, &body.totp).await);
+    let t = tri!(store(
+        cas.store.resume_terminal(&s, &by, cas.clock.now()).await
+    ));
     Json(t.view()).into_response()
 }
 

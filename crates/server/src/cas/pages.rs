@@ -483,6 +483,45 @@ pub struct StepUpForm {
     pub totp: Zeroizing<String>,
 }
 
+/// A terminal page's trust change: the signed-in operator (whose role
+/// may change trust), the serial, and the change a fresh TOTP proves;
+/// or the answer saying why not ("Not `what`: …", on the terminal's page).
+pub(crate) async fn stepped_up(
+    cas: &Cas,
+    headers: &HeaderMap,
+    serial: &str,
+    form: &StepUpForm,
+    what: &str,
+) -> Result<(SignedIn, Serial, pairgate_store::TrustChange), Response> {
+    let who = cas.signed_in_form(headers, &form.csrf).await?;
+    may_change(&who)?;
+    let Ok(parsed) = Serial::new(serial) else {
+        return Err(super::refused(
+            &who,
+            StatusCode::NOT_FOUND,
+            "Terminal",
+            "No such terminal.",
+        ));
+    };
+    let proven = cas
+        .fresh_factor(&who, &form.totp)
+        .await
+        .and_then(|f| f.trust_change());
+    match proven {
+        Ok(trust) => Ok((who, parsed, trust)),
+        Err(e) => {
+            let Some((status, m)) = super::step_up_refusal(&e) else {
+                return Err(super::internal(&e));
+            };
+            let note = Some((Flash::Error, format!("Not {what}: {m}")));
+            Err(super::with_status(
+                terminal_view(cas, &who, serial, note).await,
+                status,
+            ))
+        }
+    }
+}
+
 /// `POST /terminals/{serial}/unpair`: a fresh TOTP, then the store's
 /// unpair (audited; the master drops the terminal at once).
 pub async fn unpair(
@@ -491,42 +530,11 @@ pub async fn unpair(
     Path(serial): Path<String>,
     Form(form): Form<StepUpForm>,
 ) -> Response {
-    let who = match cas.signed_in_form(&headers, &form.csrf).await {
-        Ok(w) => w,
+    let (who, parsed, trust) = match stepped_up(&cas, &headers, &serial, &form, "unpaired").await {
+        Ok(proven) => proven,
         Err(r) => return r,
     };
-    if let Err(r) = may_change(&who) {
-        return r;
-    }
-    let Ok(parsed) = Serial::new(&serial) else {
-        return super::refused(&who, StatusCode::NOT_FOUND, "Terminal", "No such terminal.");
-    };
-    let now = cas.clock.now();
-    let factor = match cas.fresh_factor(&who, &form.totp).await {
-        Ok(f) => f,
-        Err(e) => {
-            let Some((status, m)) = super::step_up_refusal(&e) else {
-                return super::internal(&e);
-            };
-            let view = terminal_view(
-                &cas,
-                &who,
-                &serial,
-                Some((Flash::Error, format!("Not unpaired: {m}"))),
-            )
-            .await;
-            return super::with_status(view, status);
-        }
-    };
-    let Ok(trust) = factor.trust_change() else {
-        return super::refused(
-            &who,
-            StatusCode::FORBIDDEN,
-            "Not allowed",
-            "Your role can look, not change.",
-        );
-    };
-    match cas.store.unpair(&parsed, &trust, now).await {
+    match cas.store.unpair(&parsed, &trust, cas.clock.now()).await {
         Ok(_) => terminal_view(&cas, &who, &serial, Some((Flash::Done, "Unpaired.".into()))).await,
         Err(e @ (StoreError::Invalid(_) | StoreError::Conflict(_) | StoreError::NotFound(_))) => {
             terminal_view(&cas, &who, &serial, Some((Flash::Error, e.to_string()))).await

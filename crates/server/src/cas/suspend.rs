@@ -13,7 +13,7 @@ use pairgate_store::{Serial, StoreError, Terminal, TerminalState};
 use super::Cas;
 use super::auth::SignedIn;
 use super::html::{Flash, csrf_field, when};
-use super::pages::{StepUpForm, may_change, terminal_view};
+use super::pages::{StepUpForm, may_change, stepped_up, terminal_view};
 
 /// The page section: the suspicion and its evidence, and the suspend or
 /// resume form the operator's role allows.
@@ -109,35 +109,10 @@ pub async fn resume(
     Path(serial): Path<String>,
     Form(form): Form<StepUpForm>,
 ) -> Response {
-    let who = match cas.signed_in_form(&headers, &form.csrf).await {
-        Ok(w) => w,
+    let (who, s, trust) = match stepped_up(&cas, &headers, &serial, &form, "resumed").await {
+        Ok(proven) => proven,
         Err(r) => return r,
     };
-    if let Err(r) = may_change(&who) {
-        return r;
-    }
-    let s = match parsed(&who, &serial) {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
-    let now = cas.clock.now();
-    let factor = cas.fresh_factor(&who, &form.totp).await;
-    let trust = match factor.and_then(|f| f.trust_change()) {
-        Ok(t) => t,
-        Err(e) => {
-            let Some((status, m)) = super::step_up_refusal(&e) else {
-                return super::internal(&e);
-            };
-            let view = terminal_view(
-                &cas,
-                &who,
-                &serial,
-                Some((Flash::Error, format!("Not resumed: {m}"))),
-            )
-            .await;
-            return super::with_status(view, status);
-        }
-    };
-    let done = cas.store.resume_terminal(&s, &trust, now).await;
+    let done = cas.store.resume_terminal(&s, &trust, cas.clock.now()).await;
     answer(&cas, &who, &serial, done, "Resumed").await
 }

@@ -15,10 +15,10 @@ use pairgate_proto::vpn::TerminalVpn;
 use pairgate_store::{Serial, StoreError, Terminal, TerminalState, VpnCredential};
 
 use super::Cas;
-use super::api::{bearer, existing, may_change as api_may_change, store};
+use super::api::{bearer, existing, store};
 use super::auth::SignedIn;
 use super::html::{Flash, csrf_field, when};
-use super::pages::{StepUpForm, may_change, terminal_view};
+use super::pages::{StepUpForm, stepped_up, terminal_view};
 use crate::error::ApiError;
 use crate::http::{JsonBody, JsonPath};
 
@@ -128,32 +128,16 @@ pub async fn regenerate(
     Path(serial): Path<String>,
     Form(form): Form<StepUpForm>,
 ) -> Response {
-    let who = match cas.signed_in_form(&headers, &form.csrf).await {
-        Ok(w) => w,
+    let (who, parsed, trust) = match stepped_up(&cas, &headers, &serial, &form, "regenerated").await
+    {
+        Ok(proven) => proven,
         Err(r) => return r,
     };
-    if let Err(r) = may_change(&who) {
-        return r;
-    }
-    let Ok(parsed) = Serial::new(&serial) else {
-        return super::refused(&who, StatusCode::NOT_FOUND, "Terminal", "No such terminal.");
-    };
-    let now = cas.clock.now();
-    let trust = match cas
-        .fresh_factor(&who, &form.totp)
+    let note = match cas
+        .store
+        .revoke_vpn_credential(&parsed, &trust, cas.clock.now())
         .await
-        .and_then(|f| f.trust_change())
     {
-        Ok(t) => t,
-        Err(e) => {
-            let Some((status, m)) = super::step_up_refusal(&e) else {
-                return super::internal(&e);
-            };
-            let note = Some((Flash::Error, format!("Not regenerated: {m}")));
-            return super::with_status(terminal_view(&cas, &who, &serial, note).await, status);
-        }
-    };
-    let note = match cas.store.revoke_vpn_credential(&parsed, &trust, now).await {
         Ok(()) => (
             Flash::Done,
             "VPN credential revoked; the terminal enrols again.".into(),
@@ -190,11 +174,8 @@ pub async fn api_regenerate(
     body: Result<JsonBody<TotpBody>, ApiError>,
 ) -> Response {
     let op = tri!(bearer(&cas, &headers).await);
-    tri!(api_may_change(&op));
     let JsonBody(body) = tri!(body.map_err(IntoResponse::into_response));
-    let s = tri!(Serial::new(&s).map_err(|e| ApiError::from(e).into_response()));
-    let factor = tri!(super::api_accounts::step_up(&cas, &op, &body.totp).await);
-    let by = tri!(store(factor.trust_change()));
+    let (s, by) = tri!(super::api::stepped_up(&cas, &op, &s, &body.totp).await);
     tri!(store(
         cas.store
             .revoke_vpn_credential(&s, &by, cas.clock.now())
