@@ -273,6 +273,37 @@ void pairgate_string_free(char *text);
 // `bytes` was returned by libpairgate and not yet freed.
 void pairgate_bytes_free(struct pairgate_bytes bytes);
 
+// Makes a new VPN key and enrols it: at the gate when `via_gate` is 1
+// (right after pairing, when the master is reachable only through the
+// VPN), else at the master. The server revokes the credential it
+// replaces. `*result_json` gets `{"type", "enrolled", "address",
+// "server_address", "certificate"?, "profile"}` (the profile holds no
+// private key).
+//
+// Ownership: `*result_json` is a new string; free it with
+// `pairgate_string_free`.
+//
+// # Safety
+// `agent` is a live handle; `result_json` is valid for one write.
+enum pairgate_status pairgate_agent_vpn_enrol(const struct pairgate_agent *agent, uint8_t via_gate, char **result_json);
+
+// Writes the VPN profile to `out_path` (mode 0600, replaced atomically):
+// the master's (enrolling a new key first when the server no longer
+// admits the terminal's credential), or the one the server gave last
+// when the master cannot be reached. WireGuard: a wg-quick file with the
+// terminal's private key, which leaves the terminal nowhere else.
+// OpenVPN: an `.ovpn` naming the key on the token (`pkcs11-providers`,
+// `pkcs11-id`); the firmware's OpenVPN asks for the token's PIN.
+// `*result_json` gets `{"type", "address", "server_address"}`.
+//
+// Ownership: `out_path` is only read during the call; `*result_json` is
+// a new string; free it with `pairgate_string_free`.
+//
+// # Safety
+// `agent` is a live handle; `out_path` is NUL-terminated; `result_json`
+// is valid for one write.
+enum pairgate_status pairgate_agent_vpn_profile(const struct pairgate_agent *agent, const char *out_path, char **result_json);
+
 #ifdef __cplusplus
 }  // extern "C"
 #endif  // __cplusplus

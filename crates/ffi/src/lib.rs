@@ -1,7 +1,7 @@
 //! `libpairgate`: the pairgate terminal agent for firmware written in C.
 //! Open an agent on a state directory and a key store, make its identity,
 //! pair (a callback shows the code), call the master, or take a mutual-TLS
-//! stream to it; factory reset. The header is `include/pairgate.h`,
+//! stream to it; enrol a VPN key and write its profile; factory reset. The header is `include/pairgate.h`,
 //! generated from this crate with cbindgen (the crate's tests check that
 //! it is current).
 //!
@@ -20,6 +20,7 @@ mod agent;
 mod error;
 mod stream;
 mod text;
+mod vpn;
 
 pub use agent::{
     PairgateAgent, PairgateCodeCallback, pairgate_agent_call, pairgate_agent_factory_reset,
@@ -32,6 +33,7 @@ pub use stream::{
     pairgate_stream_write,
 };
 pub use text::{PairgateBytes, pairgate_bytes_free, pairgate_string_free};
+pub use vpn::{pairgate_agent_vpn_enrol, pairgate_agent_vpn_profile};
 
 /// The library's version, e.g. `"0.1.0"`.
 ///

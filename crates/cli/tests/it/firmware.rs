@@ -60,6 +60,34 @@ pub fn server_with_terminal(cwd: &Path, serial: &str) -> (ServerProcess, String)
     (server, uri)
 }
 
+/// As [`server_with_terminal`], with OpenVPN profiles on offer (the VPN
+/// CA made by `pairgate vpn init` before the server starts).
+fn server_with_vpn(cwd: &Path, serial: &str) -> (ServerProcess, String) {
+    let data = cwd.join("server").display().to_string();
+    let vpn = [
+        "--set",
+        "vpn_type=openvpn",
+        "--set",
+        "vpn_endpoint=127.0.0.1:1194",
+    ];
+    let mut init = vec!["server", "init", "--data", &data];
+    init.extend(vpn);
+    crate::support::ok(cwd, &init);
+    let mut make = vec!["vpn", "--data", &data];
+    make.extend(vpn);
+    make.push("init");
+    crate::support::ok(cwd, &make);
+    let mut extra = vec!["--gate-listen", "127.0.0.1:0"];
+    extra.extend(vpn);
+    let server = ServerProcess::start(cwd, &cwd.join("server"), &extra);
+    server.admin(cwd, &["terminal", "add", serial, "--name", "Lobby"]);
+    let created = json(&server.admin(
+        cwd,
+        &["--json", "operator", "create", "olga", "--role", "operator"],
+    ));
+    (server, created["totp_uri"].as_str().unwrap().to_owned())
+}
+
 #[test]
 fn the_lean_agent_pairs_and_calls_like_pairgate_terminal() {
     let dir = temp_dir();
@@ -254,7 +282,7 @@ fn a_c_program_pairs_and_calls_with_its_key_in_softhsm() {
         Link::Static,
     );
 
-    let (server, uri) = server_with_terminal(cwd, "ATM-C");
+    let (server, uri) = server_with_vpn(cwd, "ATM-C");
     let keystore = softhsm_token_uri(&cwd.join("token"));
     let state = cwd.join("terminal");
     let mut child = Command::new(&example)
@@ -311,6 +339,30 @@ fn a_c_program_pairs_and_calls_with_its_key_in_softhsm() {
         .unwrap_or_else(|| panic!("no terminal.rekey.activate in {audit}"));
     assert_eq!(rekeyed["detail"]["previous_fingerprint"], me["fingerprint"]);
     assert!(text.contains("\"serial\":\"ATM-C\""), "{text}");
+    // The VPN profile C wrote: 0600, the VPN CA, the key named on the
+    // token and no key in it; the server issued the certificate.
+    assert!(text.contains("ok VPN profile written"), "{text}");
+    let profile_path = state.join("vpn.ovpn");
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(&profile_path).unwrap().permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600);
+    let profile = std::fs::read_to_string(&profile_path).unwrap();
+    assert!(
+        profile.contains("<ca>") && profile.contains("pkcs11-id '"),
+        "{profile}"
+    );
+    assert!(
+        !profile.contains("PRIVATE KEY") && !profile.contains("<key>"),
+        "{profile}"
+    );
+    assert!(
+        audit
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["action"] == "vpn.credential_issued")
+    );
 }
 
 /// The repository's root.

@@ -2,7 +2,7 @@
 /*
  * Exercises libpairgate on a terminal that examples/c/pair_and_call.c has
  * paired: bad arguments, status, a master call with a body, a re-key, a
- * raw mutual-TLS stream, factory reset. Prints one line per check; exits 1 at
+ * raw mutual-TLS stream, the VPN, factory reset. Prints one line per check; exits 1 at
  * the first that fails.
  *
  *   paired_terminal STATE_DIR KEYSTORE
@@ -120,6 +120,25 @@ int main(int argc, char **argv)
     check(strncmp(answer, "HTTP/1.1 200", 12) == 0, "the stream carried GET /v1/me");
     printf("stream %s\n", strstr(answer, "\r\n\r\n") ? strstr(answer, "\r\n\r\n") + 4 : answer);
     pairgate_stream_free(stream);
+
+    /* The VPN (the server offers OpenVPN): a new key on the token,
+     * certified by the VPN CA, enrolled at the gate; the profile names the
+     * key on the token and holds no key. */
+    char *vpn_json = NULL;
+    check(pairgate_agent_vpn_enrol(agent, 1, &vpn_json) == PAIRGATE_STATUS_OK
+              && strstr(vpn_json, "\"enrolled\":true") != NULL
+              && strstr(vpn_json, "PRIVATE KEY") == NULL,
+          "VPN enrol at the gate");
+    pairgate_string_free(vpn_json);
+    char vpn_path[4096];
+    snprintf(vpn_path, sizeof vpn_path, "%s/vpn.ovpn", argv[1]);
+    check(pairgate_agent_vpn_profile(agent, NULL, &vpn_json) == PAIRGATE_STATUS_INVALID_ARGUMENT,
+          "NULL out_path is INVALID_ARGUMENT");
+    check(pairgate_agent_vpn_profile(agent, vpn_path, &vpn_json) == PAIRGATE_STATUS_OK
+              && strstr(vpn_json, "\"type\":\"openvpn\"") != NULL,
+          "VPN profile written");
+    printf("vpn %s\n", vpn_json);
+    pairgate_string_free(vpn_json);
 
     /* Factory reset: no identity, no pairing. */
     check(pairgate_agent_factory_reset(agent) == PAIRGATE_STATUS_OK, "factory reset");
