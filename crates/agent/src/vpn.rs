@@ -299,7 +299,10 @@ fn openvpn_down(dir: &Path) -> Result<()> {
         .with_context(|| format!("reading {}: is the VPN up?", pid_file.display()))?;
     let pid = pid.trim();
     pid.parse::<u32>().context("the pid file holds no pid")?;
-    run_tool("kill", &["-TERM", pid])?;
+    // Gone already (it exited on its own) is down too.
+    if Path::new("/proc").join(pid).exists() {
+        run_tool("kill", &["-TERM", pid])?;
+    }
     let _ = std::fs::remove_file(&pid_file);
     Ok(())
 }

@@ -69,7 +69,9 @@ enum VpnCommand {
         #[arg(long)]
         dir: PathBuf,
         /// Shell command run after a change, e.g.
-        /// `wg syncconf wg0 DIR/wg-server.conf`.
+        /// `wg syncconf wg0 DIR/wg-server.conf`; PAIRGATE_VPN_DROPPED
+        /// names the terminals (serials = certificate CNs) that lost their
+        /// credential, whose live OpenVPN sessions it may end.
         #[arg(long)]
         hook: Option<String>,
         /// Full sync at least this often, in seconds; changes the store
@@ -263,29 +265,37 @@ async fn run_sync(
 ) -> Result<()> {
     let mut generation = None;
     let mut last_full = Instant::now();
-    let mut first = true;
+    let mut last: Option<sync::Synced> = None;
     loop {
         let now_generation = store.paired_generation().await.ok();
-        let due = first || last_full.elapsed() >= every || now_generation != generation;
+        let due = last.is_none() || last_full.elapsed() >= every || now_generation != generation;
         if due {
             let synced = sync::sync_once(vpn, store, keys, dir, SystemTime::now()).await?;
-            if synced.changed || first {
+            let dropped = last
+                .as_ref()
+                .map(|l| synced.dropped_since(l))
+                .unwrap_or_default();
+            if synced.changed || last.is_none() || !dropped.is_empty() {
                 if let Some(command) = hook {
-                    run_hook(command)?;
+                    run_hook(command, &dropped)?;
                 }
                 out.print(
                     format!(
-                        "synced {}: {} admitted, {} revoked",
+                        "synced {}: {} admitted, {} revoked{}",
                         dir.display(),
                         synced.admitted,
-                        synced.revoked
+                        synced.revoked,
+                        match dropped.is_empty() {
+                            true => String::new(),
+                            false => format!("; dropped {}", dropped.join(" ")),
+                        }
                     ),
-                    json!(synced),
+                    json!({ "synced": synced, "dropped": dropped }),
                 );
             }
             generation = now_generation;
             last_full = Instant::now();
-            first = false;
+            last = Some(synced);
         }
         if once {
             return Ok(());
@@ -294,9 +304,12 @@ async fn run_sync(
     }
 }
 
-fn run_hook(command: &str) -> Result<()> {
+/// Runs the hook with `PAIRGATE_VPN_DROPPED`: the serials (space
+/// separated) that lost their credential since the previous sync.
+fn run_hook(command: &str, dropped: &[String]) -> Result<()> {
     let status = std::process::Command::new("sh")
         .args(["-c", command])
+        .env("PAIRGATE_VPN_DROPPED", dropped.join(" "))
         .status()
         .with_context(|| format!("running the hook {command:?}"))?;
     if !status.success() {

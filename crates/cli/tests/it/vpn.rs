@@ -339,6 +339,8 @@ fn openvpn_with_the_key_in_softhsm_is_refused_after_unpair() {
         format!("{d}/server.pid"),
         format!("{d}/server.log"),
     );
+    // Its management port lets the sync's hook end a dropped terminal's
+    // live session (OpenVPN checks the CRL only at a connect).
     Net::run(
         &net.server,
         "openvpn",
@@ -351,10 +353,18 @@ fn openvpn_with_the_key_in_softhsm_is_refused_after_unpair() {
             &pid,
             "--log",
             &log,
+            "--management",
+            "127.0.0.1",
+            "7505",
         ],
     );
     net.kill_on_drop(Path::new(&pid));
-    server.sync(&mut net, &vpn_dir, None);
+    let hook = format!(
+        "for s in $PAIRGATE_VPN_DROPPED; do ip netns exec {} bash -c \
+         'exec 3<>/dev/tcp/127.0.0.1/7505; echo \"kill '$s'\" >&3; sleep 0.3'; done",
+        net.server
+    );
+    server.sync(&mut net, &vpn_dir, Some(&hook));
 
     let keystore = crate::support::softhsm_token_uri(&cwd.join("hsm"));
     let state = cwd.join("terminal").display().to_string();
@@ -419,6 +429,8 @@ fn openvpn_with_the_key_in_softhsm_is_refused_after_unpair() {
     );
     no_private_key_on_the_server(&server.data, None);
 
+    assert!(Net::connects(&ns, "10.80.202.1", 7743));
+
     server.admin(cwd, &["unpair", "ATM-O1"]);
     let serial = openssl_serial(certificate);
     let listed = || {
@@ -433,6 +445,15 @@ fn openvpn_with_the_key_in_softhsm_is_refused_after_unpair() {
         "the CRL does not list {serial}"
     );
     assert!(!ccd.exists());
+    // The hook ended the live session: the master is out of reach.
+    assert!(
+        eventually(Duration::from_secs(10), || !Net::connects(
+            &ns,
+            "10.80.202.1",
+            7743
+        )),
+        "the revoked terminal's tunnel still carries traffic"
+    );
     assert!(terminal(&["vpn", "down"]).status.success());
     // The master is out of reach with the tunnel down: `vpn up` uses the
     // profile it holds, and the VPN server refuses it.
@@ -445,6 +466,10 @@ fn openvpn_with_the_key_in_softhsm_is_refused_after_unpair() {
     assert!(said.contains("refused"), "{said}");
     let server_log = std::fs::read_to_string(&log).unwrap();
     assert!(server_log.contains("certificate revoked"), "{server_log}");
+    assert!(
+        server_log.contains("MANAGEMENT: CMD 'kill ATM-O1'"),
+        "{server_log}"
+    );
 }
 
 fn openssl_x509(pem: &str) -> String {

@@ -5,7 +5,9 @@
 //! admitted terminal's address (the server admits no one without one),
 //! and `crl.pem` listing every revoked certificate, signed by the VPN CA
 //! and renewed a day before it runs out. Files are replaced atomically;
-//! the caller runs the reload hook when something changed.
+//! the caller runs the reload hook when something changed, telling it
+//! which terminals lost their credential (OpenVPN re-reads the CRL only
+//! at a connect, so the hook may end their live sessions).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -41,6 +43,23 @@ pub struct Synced {
     pub admitted: usize,
     /// Revoked credentials (OpenVPN: on the CRL).
     pub revoked: usize,
+    /// The admitted terminals' serials, each with its credential's key.
+    #[serde(skip)]
+    pub admitted_keys: BTreeMap<String, String>,
+}
+
+impl Synced {
+    /// The terminals `earlier` admitted with a credential this sync no
+    /// longer admits (revoked, or replaced by a new key): the ones whose
+    /// live sessions a hook may end.
+    pub fn dropped_since(&self, earlier: &Synced) -> Vec<String> {
+        earlier
+            .admitted_keys
+            .iter()
+            .filter(|(serial, key)| self.admitted_keys.get(*serial) != Some(*key))
+            .map(|(serial, _)| serial.clone())
+            .collect()
+    }
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ServerError + '_ {
@@ -82,10 +101,16 @@ pub async fn sync_once(
             clients || crl
         }
     };
+    let admitted_keys = credentials
+        .iter()
+        .filter(|c| c.revoked_at.is_none())
+        .map(|c| (c.serial.as_str().to_owned(), c.public_key.clone()))
+        .collect();
     Ok(Synced {
         changed,
         admitted,
         revoked,
+        admitted_keys,
     })
 }
 
@@ -183,4 +208,27 @@ fn read_crl(path: &Path) -> Option<CurrentCrl> {
             .collect(),
         next_update: SystemTime::UNIX_EPOCH + Duration::from_secs(u64::try_from(next).unwrap_or(0)),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn synced(admitted: &[(&str, &str)]) -> Synced {
+        Synced {
+            admitted_keys: admitted
+                .iter()
+                .map(|(s, k)| ((*s).to_owned(), (*k).to_owned()))
+                .collect(),
+            ..Synced::default()
+        }
+    }
+
+    #[test]
+    fn dropped_terminals_are_the_revoked_and_the_rekeyed() {
+        let before = synced(&[("A", "k1"), ("B", "k2"), ("C", "k3")]);
+        let after = synced(&[("A", "k1"), ("C", "k4"), ("D", "k5")]);
+        assert_eq!(after.dropped_since(&before), ["B", "C"]);
+        assert!(before.dropped_since(&Synced::default()).is_empty());
+    }
 }
