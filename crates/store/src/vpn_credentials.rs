@@ -219,6 +219,17 @@ impl Store {
         credential(&row)
     }
 
+    /// Whether any credential, active or revoked, held `public_key`.
+    pub async fn vpn_key_seen(&self, public_key: &str) -> Result<bool, StoreError> {
+        Ok(
+            sqlx::query("SELECT 1 AS seen FROM vpn_credentials WHERE public_key = $1")
+                .bind(public_key)
+                .fetch_optional(&self.pool)
+                .await?
+                .is_some(),
+        )
+    }
+
     /// Terminal `serial`'s active VPN credential, if any.
     pub async fn vpn_credential(
         &self,

@@ -15,6 +15,7 @@ mod restore;
 mod server_keys;
 pub mod state;
 pub mod vpn;
+mod vpn_check;
 
 pub use agent::{Agent, IdentityMode, Init, PairOptions, PairingDisplay, Status};
 pub use rekey::{Rekeyed, renewal_due_at};

@@ -4,9 +4,10 @@
 //! key under alias `vpn-…` in the key store and a CSR signed inside it;
 //! the server's VPN CA certifies it and the certificate is kept beside
 //! the key. Each enrolment makes a new key, which replaces the old one
-//! once the server accepted it: the server refuses a key it saw before. The server answers with a profile holding no private key; the
-//! agent completes it where it writes the file: WireGuard's `PrivateKey`,
-//! or OpenVPN's `pkcs11-providers`/`pkcs11-id`, which name the key on the
+//! once the server accepted it: the server refuses a key it saw before.
+//! The server answers with a profile holding no private key; the agent
+//! completes it where it writes the file: WireGuard's `PrivateKey`, or
+//! OpenVPN's `pkcs11-providers`/`pkcs11-id`, which name the key on the
 //! token without taking it off.
 
 use std::path::{Path, PathBuf};
@@ -307,6 +308,7 @@ impl Agent {
     }
 
     fn complete(&self, status: VpnStatus) -> Result<VpnProfile, TerminalError> {
+        crate::vpn_check::check(status.vpn_type, &status.profile)?;
         let address = status.address.clone().unwrap_or_default();
         let server_address = status.server_address.clone().unwrap_or_default();
         let (text, token) = match status.vpn_type {

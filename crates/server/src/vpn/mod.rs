@@ -121,6 +121,21 @@ impl Vpn {
         if let Some(held) = held.as_ref().filter(|h| h.public_key == key.public) {
             return Ok(self.answer(Some(held)));
         }
+        // Refused before an address is taken; the store checks both again
+        // in the credential's transaction.
+        if terminal.suspended_at.is_some() {
+            return Err(StoreError::Conflict(format!(
+                "terminal {} is suspended: no VPN credential until it is resumed",
+                terminal.serial
+            ))
+            .into());
+        }
+        if store.vpn_key_seen(&key.public).await? {
+            return Err(StoreError::Conflict(
+                "this VPN key was presented before: make a new one".into(),
+            )
+            .into());
+        }
         let serial = &terminal.serial;
         let v4 = store
             .allocate_vpn_address(&self.settings.pool_v4, serial, actor, now)
@@ -192,13 +207,11 @@ impl Vpn {
                             "wireguard_public_key is not a WireGuard public key (32 bytes, base64)",
                         )
                     })?;
-                if Some(key.trim()) == self.server_key.as_deref() {
+                let public = base64::engine::general_purpose::STANDARD.encode(bytes);
+                if Some(public.as_str()) == self.server_key.as_deref() {
                     return Err(invalid("wireguard_public_key is the server's own key"));
                 }
-                Ok(PresentedKey {
-                    public: base64::engine::general_purpose::STANDARD.encode(bytes),
-                    spki: None,
-                })
+                Ok(PresentedKey { public, spki: None })
             }
             (VpnType::OpenVpn, None, Some(pem)) => {
                 let csr = pairgate_pki::certificate::parse_csr(pem.as_bytes())

@@ -198,12 +198,15 @@ async fn enrolment_revocation_and_the_pool(db: Db) {
     let revoked = actions(&f, "vpn.revoked").await;
     assert_eq!(revoked[0]["reason"], "replaced");
     assert_eq!(revoked[0]["public_key"], key.as_str());
-    // A key once replaced never comes back.
+    // A key once replaced never comes back, and the refusal writes
+    // nothing.
+    let before = audit_len(&f).await;
     assert_error(
         &enrol(&t, &f.master("/v1/vpn"), &key).await,
         409,
         "PG-CONFLICT",
     );
+    assert_eq!(audit_len(&f).await, before);
 
     // Four more fill the /29; the fifth gets a clear 503.
     let mut others = Vec::new();
