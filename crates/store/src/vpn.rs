@@ -1,7 +1,7 @@
 //! VPN address pools (issue 19): a CIDR range, IPv4 or IPv6, whose first
 //! host address is the VPN server's and whose next ones go to terminals,
 //! one each. [`AddressPool`] is the pure arithmetic; the store hands out
-//! the lowest free address in one transaction with its audit record.
+//! the next free address in one transaction with its audit record.
 //! Allocations from one pool queue on the pool's row, and should two ever
 //! pick the same address, the lease's key makes one of them take the next.
 
@@ -115,8 +115,9 @@ impl AddressPool {
 }
 
 impl Store {
-    /// Terminal `serial`'s address in `pool`: the one it holds, or the
-    /// lowest free one, recorded with its audit record
+    /// Terminal `serial`'s address in `pool`: the one it holds, else the
+    /// next never handed out, else (the pool's top taken) the lowest one
+    /// given back; recorded with its audit record
     /// (`vpn.address_allocated`). A full pool is [`StoreError::Limit`].
     pub async fn allocate_vpn_address(
         &self,
@@ -166,17 +167,31 @@ impl Store {
                 .parse()
                 .map_err(|_| StoreError::Corrupt(format!("VPN address {text:?}")));
         }
-        // The lowest index with no lease: 0, or one after a lease whose
-        // successor is free.
-        let free: i64 = sqlx::query(
-            "SELECT CASE WHEN NOT EXISTS (SELECT 1 FROM vpn_leases WHERE pool = $1 AND idx = 0) \
-             THEN 0 ELSE (SELECT MIN(l.idx) + 1 FROM vpn_leases l WHERE l.pool = $1 AND NOT EXISTS \
-             (SELECT 1 FROM vpn_leases n WHERE n.pool = $1 AND n.idx = l.idx + 1)) END AS free",
-        )
-        .bind(&name)
-        .fetch_one(&mut *tx)
-        .await?
-        .try_get("free")?;
+        // The index after the highest lease (one index lookup), or, once
+        // the pool's top is taken, the lowest one free: an address given
+        // back is handed out again only when the pool has no fresh one,
+        // as DHCP servers do, so it does not name another terminal at
+        // once in logs and firewall rules.
+        let top: Option<i64> =
+            sqlx::query("SELECT MAX(idx) AS top FROM vpn_leases WHERE pool = $1")
+                .bind(&name)
+                .fetch_one(&mut *tx)
+                .await?
+                .try_get("top")?;
+        let next = top.map_or(0, |t| t.saturating_add(1));
+        let free = if u64::try_from(next).is_ok_and(|n| n < pool.capacity()) {
+            next
+        } else {
+            sqlx::query(
+                "SELECT CASE WHEN NOT EXISTS (SELECT 1 FROM vpn_leases WHERE pool = $1 AND idx = 0) \
+                 THEN 0 ELSE (SELECT MIN(l.idx) + 1 FROM vpn_leases l WHERE l.pool = $1 AND NOT EXISTS \
+                 (SELECT 1 FROM vpn_leases n WHERE n.pool = $1 AND n.idx = l.idx + 1)) END AS free",
+            )
+            .bind(&name)
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get("free")?
+        };
         let index = u64::try_from(free).unwrap_or(u64::MAX);
         let Some(address) = pool.address(index) else {
             return Err(StoreError::Limit(format!(

@@ -478,6 +478,18 @@ async fn operators_regenerate_a_credential(db: Db) {
         )
         .await;
     assert_eq!(r.status, 409, "{}", r.body);
+
+    // An address given back waits while the pool has fresh ones: ATM-G1's
+    // goes, and the next terminal gets a new one.
+    let g2 = other.https(ServerTrust::Pins(vec![f.server.pin]));
+    let r = enrol(&g2, &f.gate("/v1/vpn"), &wireguard_key().0).await;
+    assert_eq!(json(&r)["address"], "10.9.0.3/24");
+    f.unpair("ATM-G1").await;
+    let third = TestTerminal::new("ATM-G3");
+    paired_as(&f, "ATM-G3", &third).await;
+    let g3 = third.https(ServerTrust::Pins(vec![f.server.pin]));
+    let r = enrol(&g3, &f.gate("/v1/vpn"), &wireguard_key().0).await;
+    assert_eq!(json(&r)["address"], "10.9.0.4/24");
 }
 
 /// No VPN configured: 404 at both services, and the pairing config names
