@@ -508,3 +508,82 @@ fn openssl(args: &[&str], input: &str) -> String {
     let out = child.wait_with_output().unwrap();
     String::from_utf8(out.stdout).unwrap()
 }
+
+/// `pairgate vpn` refuses what it cannot do, clearly, and changes nothing:
+/// no VPN configured, its keys made twice, a key file others may read, a
+/// server that does not know its VPN's keys.
+#[test]
+fn vpn_commands_refuse_what_they_cannot_do() {
+    let dir = pairgate_testkit::temp_dir();
+    let cwd = dir.path();
+    let data = cwd.join("data").display().to_string();
+    crate::support::ok(cwd, &["server", "init", "--data", &data]);
+    let wg = [
+        "--set",
+        "vpn_type=wireguard",
+        "--set",
+        "vpn_endpoint=192.0.2.1:51820",
+    ];
+    let with = |args: &[&str]| {
+        let mut all = vec!["vpn", "--data", &data];
+        all.extend(wg);
+        all.extend_from_slice(args);
+        all.iter().map(|a| (*a).to_owned()).collect::<Vec<_>>()
+    };
+    let run = |args: Vec<String>| {
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        crate::support::pairgate(cwd, &refs)
+    };
+    let said = crate::support::fails(cwd, &["vpn", "--data", &data, "init"]);
+    assert!(said.contains("vpn_type is \"none\""), "{said}");
+    // The server refuses to start with a VPN whose keys were never made.
+    let started = crate::support::pairgate(
+        cwd,
+        &[
+            "server",
+            "--data",
+            &data,
+            "--set",
+            "vpn_type=wireguard",
+            "--set",
+            "vpn_endpoint=192.0.2.1:51820",
+            "--gate-listen",
+            "127.0.0.1:0",
+            "--master-listen",
+            "127.0.0.1:0",
+            "--cas-listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "",
+        ],
+    );
+    assert!(!started.status.success());
+    assert!(String::from_utf8_lossy(&started.stderr).contains("pairgate vpn init"));
+    assert!(run(with(&["init"])).status.success());
+    let again = run(with(&["init"]));
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already recorded"));
+    let key = cwd.join("data/vpn/wireguard.key");
+    let open = <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o644);
+    std::fs::set_permissions(&key, open).unwrap();
+    let out_dir = cwd.join("vpn").display().to_string();
+    let refused = run(with(&["server-config", "--dir", &out_dir]));
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("may be read by others"));
+    let bad_pool = crate::support::fails(
+        cwd,
+        &[
+            "vpn",
+            "--data",
+            &data,
+            "--set",
+            "vpn_type=wireguard",
+            "--set",
+            "vpn_endpoint=x:1",
+            "--set",
+            "vpn_pool_v4=10.0.0.1/24",
+            "init",
+        ],
+    );
+    assert!(bad_pool.contains("vpn_pool_v4"), "{bad_pool}");
+}
