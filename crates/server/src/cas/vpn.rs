@@ -159,7 +159,12 @@ pub async fn api_status(
     tri!(bearer(&cas, &headers).await);
     let s = tri!(Serial::new(&s).map_err(|e| ApiError::from(e).into_response()));
     tri!(existing(&cas, &s).await);
-    let history = tri!(store(cas.store.vpn_history(&s).await));
+    listed(&cas, &s).await
+}
+
+/// Terminal `s`'s credentials, newest first, as the API shows them.
+async fn listed(cas: &Cas, s: &Serial) -> Response {
+    let history = tri!(store(cas.store.vpn_history(s).await));
     Json(TerminalVpn {
         credentials: history.iter().map(VpnCredential::view).collect(),
     })
@@ -181,9 +186,5 @@ pub async fn api_regenerate(
             .revoke_vpn_credential(&s, &by, cas.clock.now())
             .await
     ));
-    let history = tri!(store(cas.store.vpn_history(&s).await));
-    Json(TerminalVpn {
-        credentials: history.iter().map(VpnCredential::view).collect(),
-    })
-    .into_response()
+    listed(&cas, &s).await
 }
