@@ -275,6 +275,12 @@ async fn run_sync(
                 .as_ref()
                 .map(|l| synced.dropped_since(l))
                 .unwrap_or_default();
+            if !synced.unnamed.is_empty() {
+                eprintln!(
+                    "warning: OpenVPN cannot admit {}: a serial starting with '.' names no ccd file",
+                    synced.unnamed.join(" ")
+                );
+            }
             if synced.changed || last.is_none() || !dropped.is_empty() {
                 if let Some(command) = hook {
                     run_hook(command, &dropped)?;

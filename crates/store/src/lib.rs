@@ -74,7 +74,9 @@ pub use step_up::{StepUpLimits, StepUpLock};
 pub use terminals::{NewTerminal, PairedRows, Serial, Terminal, TerminalState};
 pub use views::{Page, TerminalFilter};
 pub use vpn::AddressPool;
-pub use vpn_credentials::{NewVpnCredential, VpnCredential};
+pub use vpn_credentials::{
+    MAX_CREDENTIALS_PER_DAY as MAX_VPN_CREDENTIALS_PER_DAY, NewVpnCredential, VpnCredential,
+};
 
 /// Which database a store runs on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

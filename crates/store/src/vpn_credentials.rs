@@ -17,6 +17,10 @@ use crate::paired::bump_generation;
 use crate::terminals::Serial;
 use crate::{Actor, Store, StoreError, millis};
 
+/// VPN credentials one terminal may be issued within a day.
+pub const MAX_CREDENTIALS_PER_DAY: i64 = 10;
+const DAY_MS: i64 = 86_400_000;
+
 /// A terminal's VPN credential, active or revoked.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VpnCredential {
@@ -136,7 +140,8 @@ impl Store {
     /// Records terminal `serial`'s new VPN credential, presented by its
     /// key `fingerprint` (the paired key or its proven successor), and
     /// its profile; the one before is revoked (`replaced`). A key any
-    /// credential held before is refused. One
+    /// credential held before is refused, and so is an eleventh
+    /// credential within a day. One
     /// transaction with its audit record (`vpn.credential_issued`); every
     /// master learns the new profile through the paired set.
     pub async fn issue_vpn_credential(
@@ -162,6 +167,21 @@ impl Store {
         if terminal.suspended_at.is_some() {
             return Err(StoreError::Conflict(format!(
                 "terminal {serial} is suspended: no VPN credential until it is resumed"
+            )));
+        }
+        // A terminal making key after key (a compromised one, or a loop)
+        // would fill the log and move every master's paired set.
+        let recent: i64 = sqlx::query(
+            "SELECT COUNT(*) AS n FROM vpn_credentials WHERE serial = $1 AND issued_at > $2",
+        )
+        .bind(serial.as_str())
+        .bind(at - DAY_MS)
+        .fetch_one(&mut *tx)
+        .await?
+        .try_get("n")?;
+        if recent >= MAX_CREDENTIALS_PER_DAY {
+            return Err(StoreError::RateLimited(format!(
+                "terminal {serial} enrolled {recent} VPN keys in the last day; try again tomorrow"
             )));
         }
         // A key is admitted once: one revoked, or another terminal's,

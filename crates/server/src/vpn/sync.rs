@@ -46,6 +46,9 @@ pub struct Synced {
     /// The admitted terminals' serials, each with its credential's key.
     #[serde(skip)]
     pub admitted_keys: BTreeMap<String, String>,
+    /// OpenVPN: terminals whose serial names no file (it starts with
+    /// `.`), so the VPN server cannot admit them.
+    pub unnamed: Vec<String>,
 }
 
 impl Synced {
@@ -101,6 +104,14 @@ pub async fn sync_once(
             clients || crl
         }
     };
+    let unnamed = match keys {
+        VpnKeys::OpenVpn(_) => credentials
+            .iter()
+            .filter(|c| c.revoked_at.is_none() && c.serial.as_str().starts_with('.'))
+            .map(|c| c.serial.as_str().to_owned())
+            .collect(),
+        VpnKeys::WireGuard(_) => Vec::new(),
+    };
     let admitted_keys = credentials
         .iter()
         .filter(|c| c.revoked_at.is_none())
@@ -111,6 +122,7 @@ pub async fn sync_once(
         admitted,
         revoked,
         admitted_keys,
+        unnamed,
     })
 }
 
@@ -121,9 +133,11 @@ fn sync_ccd(
     ccd: &Path,
 ) -> Result<bool, ServerError> {
     std::fs::create_dir_all(ccd).map_err(io(ccd))?;
+    // A serial such as `..` names no file here: that terminal is not
+    // admitted (ccd-exclusive); `unnamed` says so.
     let wanted: BTreeMap<&str, String> = credentials
         .iter()
-        .filter(|c| c.revoked_at.is_none())
+        .filter(|c| c.revoked_at.is_none() && !c.serial.as_str().starts_with('.'))
         .map(|c| (c.serial.as_str(), profile::openvpn_ccd(vpn, &c.address)))
         .collect();
     let mut changed = false;

@@ -492,6 +492,23 @@ async fn operators_regenerate_a_credential(db: Db) {
     assert_eq!(json(&r)["address"], "10.9.0.4/24");
 }
 
+/// A terminal enrols at most ten keys a day; the eleventh is 429 and
+/// writes nothing.
+async fn ten_keys_a_day(db: Db) {
+    let f = start(db, "10.9.0.0/24").await;
+    let t = TestTerminal::new("ATM-L1");
+    paired_as(&f, "ATM-L1", &t).await;
+    let client = t.https(ServerTrust::Pins(vec![f.server.pin]));
+    for _ in 0..pairgate_store::MAX_VPN_CREDENTIALS_PER_DAY {
+        let r = enrol(&client, &f.master("/v1/vpn"), &wireguard_key().0).await;
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    }
+    let before = audit_len(&f).await;
+    let r = enrol(&client, &f.master("/v1/vpn"), &wireguard_key().0).await;
+    assert_error(&r, 429, "PG-RATE-LIMITED");
+    assert_eq!(audit_len(&f).await, before);
+}
+
 /// No VPN configured: 404 at both services, and the pairing config names
 /// none.
 async fn no_vpn_no_profile(db: Db) {
@@ -511,5 +528,6 @@ crate::on_both_databases!(
     enrolment_revocation_and_the_pool,
     two_instances_never_share_an_address,
     operators_regenerate_a_credential,
+    ten_keys_a_day,
     no_vpn_no_profile,
 );
