@@ -154,47 +154,8 @@ impl Store {
     ) -> Result<VpnCredential, StoreError> {
         let at = millis(now);
         let mut tx = self.begin_write().await?;
-        let terminal = self
-            .terminal_in(&mut tx, serial)
-            .await?
-            .ok_or_else(|| StoreError::NotFound(format!("terminal {serial}")))?;
-        let presented = Some(*fingerprint);
-        if terminal.paired_fingerprint != presented && terminal.successor_fingerprint != presented {
-            return Err(StoreError::Conflict(format!(
-                "terminal {serial} is not paired with key {fingerprint}"
-            )));
-        }
-        if terminal.suspended_at.is_some() {
-            return Err(StoreError::Conflict(format!(
-                "terminal {serial} is suspended: no VPN credential until it is resumed"
-            )));
-        }
-        // A terminal making key after key (a compromised one, or a loop)
-        // would fill the log and move every master's paired set.
-        let recent: i64 = sqlx::query(
-            "SELECT COUNT(*) AS n FROM vpn_credentials WHERE serial = $1 AND issued_at > $2",
-        )
-        .bind(serial.as_str())
-        .bind(at - DAY_MS)
-        .fetch_one(&mut *tx)
-        .await?
-        .try_get("n")?;
-        if recent >= MAX_CREDENTIALS_PER_DAY {
-            return Err(StoreError::RateLimited(format!(
-                "terminal {serial} enrolled {recent} VPN keys in the last day; try again tomorrow"
-            )));
-        }
-        // A key is admitted once: one revoked, or another terminal's,
-        // never comes back.
-        let seen = sqlx::query("SELECT 1 AS seen FROM vpn_credentials WHERE public_key = $1")
-            .bind(new.public_key)
-            .fetch_optional(&mut *tx)
+        self.issuable(&mut tx, serial, fingerprint, new.public_key, at)
             .await?;
-        if seen.is_some() {
-            return Err(StoreError::Conflict(
-                "this VPN key was presented before: make a new one".into(),
-            ));
-        }
         revoke_in(&mut tx, serial, "replaced", actor, at, false).await?;
         let id = hex::encode(crate::operators::random_bytes::<16>());
         let row = sqlx::query(concat!(
@@ -237,6 +198,62 @@ impl Store {
         bump_generation(&mut tx, self.backend, serial.as_str(), at).await?;
         tx.commit().await?;
         credential(&row)
+    }
+
+    /// Whether terminal `serial` may be issued a credential for
+    /// `public_key`, presented by its key `fingerprint`: paired with it
+    /// (or its proven successor), not suspended, under its daily number,
+    /// and the key never held before.
+    async fn issuable(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        serial: &Serial,
+        fingerprint: &TerminalFingerprint,
+        public_key: &str,
+        at: i64,
+    ) -> Result<(), StoreError> {
+        let terminal = self
+            .terminal_in(tx, serial)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("terminal {serial}")))?;
+        let presented = Some(*fingerprint);
+        if terminal.paired_fingerprint != presented && terminal.successor_fingerprint != presented {
+            return Err(StoreError::Conflict(format!(
+                "terminal {serial} is not paired with key {fingerprint}"
+            )));
+        }
+        if terminal.suspended_at.is_some() {
+            return Err(StoreError::Conflict(format!(
+                "terminal {serial} is suspended: no VPN credential until it is resumed"
+            )));
+        }
+        // A terminal making key after key (a compromised one, or a loop)
+        // would fill the log and move every master's paired set.
+        let recent: i64 = sqlx::query(
+            "SELECT COUNT(*) AS n FROM vpn_credentials WHERE serial = $1 AND issued_at > $2",
+        )
+        .bind(serial.as_str())
+        .bind(at - DAY_MS)
+        .fetch_one(&mut **tx)
+        .await?
+        .try_get("n")?;
+        if recent >= MAX_CREDENTIALS_PER_DAY {
+            return Err(StoreError::RateLimited(format!(
+                "terminal {serial} enrolled {recent} VPN keys in the last day; try again tomorrow"
+            )));
+        }
+        // A key is admitted once: one revoked, or another terminal's,
+        // never comes back.
+        let seen = sqlx::query("SELECT 1 AS seen FROM vpn_credentials WHERE public_key = $1")
+            .bind(public_key)
+            .fetch_optional(&mut **tx)
+            .await?;
+        if seen.is_some() {
+            return Err(StoreError::Conflict(
+                "this VPN key was presented before: make a new one".into(),
+            ));
+        }
+        Ok(())
     }
 
     /// Whether any credential, active or revoked, held `public_key`.

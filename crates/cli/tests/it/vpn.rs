@@ -148,6 +148,79 @@ impl VpnServer {
     }
 }
 
+/// The WireGuard interface `server-config` describes, up in `net.server`
+/// (wireguard-go), and `pairgate vpn sync` with `wg syncconf` as its
+/// hook; returns the interface's name.
+fn wireguard_server(net: &mut Net, cwd: &Path, server: &VpnServer, vpn_dir: &Path) -> String {
+    let interface = format!("pgs{}", std::process::id() % 10_000);
+    let conf = vpn_dir.join(format!("{interface}.conf"));
+    let config = server.vpn(
+        cwd,
+        &["server-config", "--dir", &vpn_dir.display().to_string()],
+    );
+    std::fs::write(&conf, &config).unwrap();
+    let conf_arg = conf.display().to_string();
+    Net::run(&net.server, "wg-quick", &["up", &conf_arg]);
+    net.on_drop(&[
+        "ip",
+        "netns",
+        "exec",
+        &net.server.clone(),
+        "wg-quick",
+        "down",
+        &conf_arg,
+    ]);
+    let hook = format!(
+        "ip netns exec {} wg syncconf {interface} {}/wg-server.conf",
+        net.server,
+        vpn_dir.display()
+    );
+    server.sync(net, vpn_dir, Some(&hook));
+    interface
+}
+
+/// The OpenVPN server `server-config` describes, running in `net.server`
+/// with a management port, and `pairgate vpn sync` with a hook that ends
+/// a dropped terminal's live session there (OpenVPN checks the CRL only
+/// at a connect); returns the server's log file.
+fn openvpn_server(net: &mut Net, cwd: &Path, server: &VpnServer, vpn_dir: &Path) -> String {
+    let d = vpn_dir.display().to_string();
+    let config = server.vpn(cwd, &["server-config", "--dir", &d]);
+    std::fs::write(vpn_dir.join("server.conf"), &config).unwrap();
+    let (conf, pid, log) = (
+        format!("{d}/server.conf"),
+        format!("{d}/server.pid"),
+        format!("{d}/server.log"),
+    );
+    // Its management port lets the sync's hook end a dropped terminal's
+    // live session (OpenVPN checks the CRL only at a connect).
+    Net::run(
+        &net.server,
+        "openvpn",
+        &[
+            "--config",
+            &conf,
+            "--daemon",
+            "pgvpn-test",
+            "--writepid",
+            &pid,
+            "--log",
+            &log,
+            "--management",
+            "127.0.0.1",
+            "7505",
+        ],
+    );
+    net.kill_on_drop(Path::new(&pid));
+    let hook = format!(
+        "for s in $PAIRGATE_VPN_DROPPED; do ip netns exec {} bash -c \
+         'exec 3<>/dev/tcp/127.0.0.1/7505; echo \"kill '$s'\" >&3; sleep 0.3'; done",
+        net.server
+    );
+    server.sync(net, vpn_dir, Some(&hook));
+    log
+}
+
 /// The terminal's state file.
 fn state_json(state: &str) -> serde_json::Value {
     json(&std::fs::read_to_string(Path::new(state).join("state.json")).unwrap())
@@ -204,30 +277,7 @@ fn wireguard_tunnel_carries_the_master_and_unpair_removes_the_peer() {
     );
     let server = VpnServer::start(&mut net, cwd, &vpn);
     let vpn_dir = cwd.join("vpn");
-    let interface = format!("pgs{}", std::process::id() % 10_000);
-    let conf = vpn_dir.join(format!("{interface}.conf"));
-    let config = server.vpn(
-        cwd,
-        &["server-config", "--dir", &vpn_dir.display().to_string()],
-    );
-    std::fs::write(&conf, &config).unwrap();
-    let conf_arg = conf.display().to_string();
-    Net::run(&net.server, "wg-quick", &["up", &conf_arg]);
-    net.on_drop(&[
-        "ip",
-        "netns",
-        "exec",
-        &net.server.clone(),
-        "wg-quick",
-        "down",
-        &conf_arg,
-    ]);
-    let hook = format!(
-        "ip netns exec {} wg syncconf {interface} {}/wg-server.conf",
-        net.server,
-        vpn_dir.display()
-    );
-    server.sync(&mut net, &vpn_dir, Some(&hook));
+    let interface = wireguard_server(&mut net, cwd, &server, &vpn_dir);
 
     let state = cwd.join("terminal").display().to_string();
     server.pair(&net, cwd, (&state, &[]), "ATM-V1");
@@ -332,39 +382,7 @@ fn openvpn_with_the_key_in_softhsm_is_refused_after_unpair() {
     let server = VpnServer::start(&mut net, cwd, &vpn);
     let vpn_dir = cwd.join("vpn");
     let d = vpn_dir.display().to_string();
-    let config = server.vpn(cwd, &["server-config", "--dir", &d]);
-    std::fs::write(vpn_dir.join("server.conf"), &config).unwrap();
-    let (conf, pid, log) = (
-        format!("{d}/server.conf"),
-        format!("{d}/server.pid"),
-        format!("{d}/server.log"),
-    );
-    // Its management port lets the sync's hook end a dropped terminal's
-    // live session (OpenVPN checks the CRL only at a connect).
-    Net::run(
-        &net.server,
-        "openvpn",
-        &[
-            "--config",
-            &conf,
-            "--daemon",
-            "pgvpn-test",
-            "--writepid",
-            &pid,
-            "--log",
-            &log,
-            "--management",
-            "127.0.0.1",
-            "7505",
-        ],
-    );
-    net.kill_on_drop(Path::new(&pid));
-    let hook = format!(
-        "for s in $PAIRGATE_VPN_DROPPED; do ip netns exec {} bash -c \
-         'exec 3<>/dev/tcp/127.0.0.1/7505; echo \"kill '$s'\" >&3; sleep 0.3'; done",
-        net.server
-    );
-    server.sync(&mut net, &vpn_dir, Some(&hook));
+    let log = openvpn_server(&mut net, cwd, &server, &vpn_dir);
 
     let keystore = crate::support::softhsm_token_uri(&cwd.join("hsm"));
     let state = cwd.join("terminal").display().to_string();

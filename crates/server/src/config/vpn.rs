@@ -104,34 +104,7 @@ impl Settings {
                 "give the address terminals reach the VPN server at, as host:port",
             ));
         }
-        let pool_v4: AddressPool =
-            self.vpn_pool_v4
-                .parse()
-                .map_err(|e: pairgate_store::StoreError| {
-                    bad("vpn_pool_v4", &self.vpn_pool_v4, &e.to_string())
-                })?;
-        if !pool_v4.server_address().is_ipv4() {
-            return Err(bad("vpn_pool_v4", &self.vpn_pool_v4, "not an IPv4 network"));
-        }
-        let pool_v6 = match self.vpn_pool_v6.trim() {
-            "" => None,
-            text => {
-                let pool: AddressPool = text.parse().map_err(|e: pairgate_store::StoreError| {
-                    bad("vpn_pool_v6", text, &e.to_string())
-                })?;
-                if !pool.server_address().is_ipv6() {
-                    return Err(bad("vpn_pool_v6", text, "not an IPv6 network"));
-                }
-                if vpn_type == VpnType::OpenVpn {
-                    return Err(bad(
-                        "vpn_pool_v6",
-                        text,
-                        "IPv6 tunnel addresses are offered with WireGuard; OpenVPN profiles carry IPv4",
-                    ));
-                }
-                Some(pool)
-            }
-        };
+        let (pool_v4, pool_v6) = self.vpn_pools(vpn_type)?;
         for route in &self.vpn_routes {
             check_route(route)?;
         }
@@ -171,6 +144,42 @@ impl Settings {
             ca_alias: self.vpn_ca_alias.clone(),
             cert_days,
         }))
+    }
+
+    /// The IPv4 pool and the IPv6 one, if any (WireGuard only).
+    fn vpn_pools(
+        &self,
+        vpn_type: VpnType,
+    ) -> Result<(AddressPool, Option<AddressPool>), ConfigError> {
+        let pool_v4: AddressPool =
+            self.vpn_pool_v4
+                .parse()
+                .map_err(|e: pairgate_store::StoreError| {
+                    bad("vpn_pool_v4", &self.vpn_pool_v4, &e.to_string())
+                })?;
+        if !pool_v4.server_address().is_ipv4() {
+            return Err(bad("vpn_pool_v4", &self.vpn_pool_v4, "not an IPv4 network"));
+        }
+        let pool_v6 = match self.vpn_pool_v6.trim() {
+            "" => None,
+            text => {
+                let pool: AddressPool = text.parse().map_err(|e: pairgate_store::StoreError| {
+                    bad("vpn_pool_v6", text, &e.to_string())
+                })?;
+                if !pool.server_address().is_ipv6() {
+                    return Err(bad("vpn_pool_v6", text, "not an IPv6 network"));
+                }
+                if vpn_type == VpnType::OpenVpn {
+                    return Err(bad(
+                        "vpn_pool_v6",
+                        text,
+                        "IPv6 tunnel addresses are offered with WireGuard; OpenVPN profiles carry IPv4",
+                    ));
+                }
+                Some(pool)
+            }
+        };
+        Ok((pool_v4, pool_v6))
     }
 }
 

@@ -148,10 +148,19 @@ async fn enrolment_revocation_and_the_pool(db: Db) {
     let t = one.https(trust());
     bad_input_is_refused_and_changes_nothing(&f, &t).await;
 
+    enrol_replace_and_refuse(&f, &t).await;
+    let others = fill_the_pool(&f).await;
+    revocations(&f, &others).await;
+}
+
+/// ATM-W1 enrols at the gate, is served the same by the master, enrols
+/// the same key again (nothing changes) and another (it replaces the
+/// first, which never comes back).
+async fn enrol_replace_and_refuse(f: &Fixture, t: &HttpsClient) {
     // Enrolled at the gate: the first terminal address, a profile that
     // names the server's key and holds no private key.
     let (key, private) = wireguard_key();
-    let r = enrol(&t, &f.gate("/v1/vpn"), &key).await;
+    let r = enrol(t, &f.gate("/v1/vpn"), &key).await;
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     let status = json(&r);
     assert_eq!(status["address"], "10.9.0.2/29");
@@ -168,7 +177,7 @@ async fn enrolment_revocation_and_the_pool(db: Db) {
     );
     assert!(!profile.contains(&private) && !profile.contains("PrivateKey ="));
     // The master serves the same, and its paired set carries the profile.
-    let r = get(&t, &f.master("/v1/vpn")).await;
+    let r = get(t, &f.master("/v1/vpn")).await;
     assert_eq!(
         json(&r)["profile"],
         profile.as_str(),
@@ -177,43 +186,48 @@ async fn enrolment_revocation_and_the_pool(db: Db) {
     );
     assert!(
         eventually(Duration::from_secs(3), async || {
-            json(&get(&t, &f.master("/v1/me")).await)["vpn_profile"] == profile.as_str()
+            json(&get(t, &f.master("/v1/me")).await)["vpn_profile"] == profile.as_str()
         })
         .await
     );
     // The same key again changes nothing; another replaces it.
-    let issued = actions(&f, "vpn.credential_issued").await.len();
+    let issued = actions(f, "vpn.credential_issued").await.len();
     assert_eq!(
-        json(&enrol(&t, &f.master("/v1/vpn"), &key).await)["address"],
+        json(&enrol(t, &f.master("/v1/vpn"), &key).await)["address"],
         "10.9.0.2/29"
     );
-    assert_eq!(actions(&f, "vpn.credential_issued").await.len(), issued);
+    assert_eq!(actions(f, "vpn.credential_issued").await.len(), issued);
     let (second, _) = wireguard_key();
-    let r = enrol(&t, &f.master("/v1/vpn"), &second).await;
+    let r = enrol(t, &f.master("/v1/vpn"), &second).await;
     assert_eq!(
         json(&r)["address"],
         "10.9.0.2/29",
         "a terminal keeps its address"
     );
-    let revoked = actions(&f, "vpn.revoked").await;
+    let revoked = actions(f, "vpn.revoked").await;
     assert_eq!(revoked[0]["reason"], "replaced");
     assert_eq!(revoked[0]["public_key"], key.as_str());
     // A key once replaced never comes back, and the refusal writes
     // nothing.
-    let before = audit_len(&f).await;
+    let before = audit_len(f).await;
     assert_error(
-        &enrol(&t, &f.master("/v1/vpn"), &key).await,
+        &enrol(t, &f.master("/v1/vpn"), &key).await,
         409,
         "PG-CONFLICT",
     );
-    assert_eq!(audit_len(&f).await, before);
+    assert_eq!(audit_len(f).await, before);
+}
 
+/// Four more fill the /29 and a fifth gets a clear 503; the six
+/// terminals, ATM-W2 to ATM-W6.
+async fn fill_the_pool(f: &Fixture) -> Vec<(String, TestTerminal)> {
+    let trust = || ServerTrust::Pins(vec![f.server.pin]);
     // Four more fill the /29; the fifth gets a clear 503.
     let mut others = Vec::new();
     for n in 2..=6 {
         let serial = format!("ATM-W{n}");
         let other = TestTerminal::new(&serial);
-        paired_as(&f, &serial, &other).await;
+        paired_as(f, &serial, &other).await;
         let r = enrol(
             &other.https(trust()),
             &f.gate("/v1/vpn"),
@@ -233,7 +247,6 @@ async fn enrolment_revocation_and_the_pool(db: Db) {
         }
         others.push((serial, other));
     }
-    let waiting = others[4].1.clone();
     let addresses: std::collections::BTreeSet<String> = f
         .store
         .vpn_credentials("wireguard")
@@ -245,6 +258,13 @@ async fn enrolment_revocation_and_the_pool(db: Db) {
         .collect();
     assert_eq!(addresses.len(), 5, "{addresses:?}");
 
+    others
+}
+
+/// Suspension, unpair and re-pairing revoke; unpair frees the address.
+async fn revocations(f: &Fixture, others: &[(String, TestTerminal)]) {
+    let trust = || ServerTrust::Pins(vec![f.server.pin]);
+    let waiting = others[4].1.clone();
     // Suspension revokes; unpair revokes and gives the address back,
     // which the waiting terminal then gets.
     let w1 = Serial::new("ATM-W1").unwrap();
@@ -253,7 +273,7 @@ async fn enrolment_revocation_and_the_pool(db: Db) {
         .await
         .unwrap();
     assert!(f.store.vpn_credential(&w1).await.unwrap().is_none());
-    assert_eq!(actions(&f, "vpn.revoked").await[0]["reason"], "suspend");
+    assert_eq!(actions(f, "vpn.revoked").await[0]["reason"], "suspend");
     assert_eq!(
         f.store.terminal(&w1).await.unwrap().unwrap().vpn_profile,
         ""
@@ -267,7 +287,7 @@ async fn enrolment_revocation_and_the_pool(db: Db) {
         .unwrap()
         .address;
     f.unpair(&w2).await;
-    let last = actions(&f, "vpn.revoked").await;
+    let last = actions(f, "vpn.revoked").await;
     assert_eq!(
         (
             last[0]["reason"].as_str(),
@@ -294,7 +314,7 @@ async fn enrolment_revocation_and_the_pool(db: Db) {
     let mut op = crate::support::Operator::create(&f.store, "rita").await;
     let p = again.start_pairing(&f.gate(""), w3).await;
     op.approve(&f.store, &p.id, p.code).await.unwrap();
-    assert_eq!(actions(&f, "vpn.revoked").await[0]["reason"], "repair");
+    assert_eq!(actions(f, "vpn.revoked").await[0]["reason"], "repair");
     let r = get(&again.https(trust()), &f.gate("/v1/vpn")).await;
     assert_eq!(json(&r)["enrolled"], false);
 }
