@@ -452,13 +452,42 @@ async fn operators_regenerate_a_credential(db: Db) {
     let (again, _) = wireguard_key();
     let r = enrol(&client, &f.master("/v1/vpn"), &again).await;
     assert_eq!(json(&r)["address"], "10.9.0.2/24");
-    // The terminal's page shows it, and regenerates it too.
+    the_page_regenerates_too(&f, &again).await;
+    // Nothing to regenerate for a terminal without a credential.
+    let other = TestTerminal::new("ATM-G2");
+    paired_as(&f, "ATM-G2", &other).await;
+    let body = serde_json::json!({ "totp": app.fresh().await });
+    let r = web
+        .api(
+            "POST",
+            "/terminals/ATM-G2/vpn/regenerate",
+            Some(&token),
+            Some(body),
+        )
+        .await;
+    assert_eq!(r.status, 409, "{}", r.body);
+
+    // An address given back waits while the pool has fresh ones: ATM-G1's
+    // goes, and the next terminal gets a new one.
+    let g2 = other.https(ServerTrust::Pins(vec![f.server.pin]));
+    let r = enrol(&g2, &f.gate("/v1/vpn"), &wireguard_key().0).await;
+    assert_eq!(json(&r)["address"], "10.9.0.3/24");
+    f.unpair("ATM-G1").await;
+    let third = TestTerminal::new("ATM-G3");
+    paired_as(&f, "ATM-G3", &third).await;
+    let g3 = third.https(ServerTrust::Pins(vec![f.server.pin]));
+    let r = enrol(&g3, &f.gate("/v1/vpn"), &wireguard_key().0).await;
+    assert_eq!(json(&r)["address"], "10.9.0.4/24");
+}
+/// The terminal's page shows ATM-G1's credential (key `key`) and
+/// regenerates it; the VPN page shows the settings.
+async fn the_page_regenerates_too(f: &Fixture, key: &str) {
     let (mut page_web, mut page_app) =
-        crate::cas::operator(&f, "walt", pairgate_store::Role::Operator).await;
+        crate::cas::operator(f, "walt", pairgate_store::Role::Operator).await;
     let page = page_web.get("/terminals/ATM-G1").await;
     assert_eq!(page.status, 200);
     assert!(
-        page.body.contains("10.9.0.2/24") && page.body.contains(&again),
+        page.body.contains("10.9.0.2/24") && page.body.contains(key),
         "{}",
         page.body
     );
@@ -485,31 +514,6 @@ async fn operators_regenerate_a_credential(db: Db) {
         "{}",
         overview.body
     );
-    // Nothing to regenerate for a terminal without a credential.
-    let other = TestTerminal::new("ATM-G2");
-    paired_as(&f, "ATM-G2", &other).await;
-    let body = serde_json::json!({ "totp": app.fresh().await });
-    let r = web
-        .api(
-            "POST",
-            "/terminals/ATM-G2/vpn/regenerate",
-            Some(&token),
-            Some(body),
-        )
-        .await;
-    assert_eq!(r.status, 409, "{}", r.body);
-
-    // An address given back waits while the pool has fresh ones: ATM-G1's
-    // goes, and the next terminal gets a new one.
-    let g2 = other.https(ServerTrust::Pins(vec![f.server.pin]));
-    let r = enrol(&g2, &f.gate("/v1/vpn"), &wireguard_key().0).await;
-    assert_eq!(json(&r)["address"], "10.9.0.3/24");
-    f.unpair("ATM-G1").await;
-    let third = TestTerminal::new("ATM-G3");
-    paired_as(&f, "ATM-G3", &third).await;
-    let g3 = third.https(ServerTrust::Pins(vec![f.server.pin]));
-    let r = enrol(&g3, &f.gate("/v1/vpn"), &wireguard_key().0).await;
-    assert_eq!(json(&r)["address"], "10.9.0.4/24");
 }
 
 /// A terminal enrols at most ten keys a day; the eleventh is 429 and
