@@ -350,7 +350,9 @@ fn pair(agent: &Agent, options: &PairOptions, out: &Output) -> Result<()> {
             s.vpn_type,
             s.address.as_deref().unwrap_or("-")
         ),
-        Some(Err(e)) => format!("\nVPN: not enrolled ({e}); run `pairgate terminal vpn profile`"),
+        Some(Err(e)) => {
+            format!("\nVPN: not enrolled ({e}); run `pairgate terminal vpn enrol --gate`")
+        }
         None => String::new(),
     };
     out.print(
