@@ -47,13 +47,15 @@ pub(crate) fn refusal(r: &HttpsResponse) -> TerminalError {
     }
 }
 
-fn read<T: serde::de::DeserializeOwned>(r: &HttpsResponse) -> Result<T, TerminalError> {
+/// A 200 answer of the agent's own protocol read as `T`, or the
+/// server's refusal.
+pub(crate) fn read<T: serde::de::DeserializeOwned>(r: &HttpsResponse) -> Result<T, TerminalError> {
     if r.status != 200 {
         return Err(refusal(r));
     }
     serde_json::from_slice(&r.body).map_err(|e| {
         TerminalError::Io(format!(
-            "the master's answer is not what the protocol says: {e}"
+            "the server's answer is not what the protocol says: {e}"
         ))
     })
 }

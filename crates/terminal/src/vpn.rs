@@ -1,7 +1,8 @@
 //! The terminal's VPN (issue 19): its VPN key is made here and never
 //! sent. WireGuard: an X25519 key in `vpn-wireguard.key` in the state
 //! directory (0600); only its public key goes to the server. OpenVPN: a
-//! key under alias `vpn-…` in the key store and a CSR signed inside it;
+//! key under alias `vpn` (or `vpn.1`, in turn) in the key store and a
+//! CSR signed inside it;
 //! the server's VPN CA certifies it and the certificate is kept beside
 //! the key. Each enrolment makes a new key, which replaces the old one
 //! once the server accepted it: the server refuses a key it saw before.
@@ -16,14 +17,15 @@ use pairgate_keystore::wireguard::WireGuardKey;
 use pairgate_keystore::{Alias, KeyStoreError};
 use pairgate_pki::KeyAlgorithm;
 use pairgate_proto::{VpnEnrolment, VpnStatus, VpnType};
-use pairgate_tls::https::HttpsResponse;
 use zeroize::Zeroizing;
 
 use crate::{Agent, TerminalError};
 
-/// The prefix of the OpenVPN key's alias: `vpn-` and 8 hex digits, a new
-/// one at each enrolment (the state names the one in use).
+/// The key-store alias of the OpenVPN key.
 pub const VPN_ALIAS: &str = "vpn";
+/// The alias a new OpenVPN key waits under while `vpn` is in use; the
+/// two take turns (the state names the one in use).
+pub const VPN_ALIAS_NEXT: &str = "vpn.1";
 /// The directory in the state directory where `vpn up` writes profiles.
 pub const VPN_DIR: &str = "vpn";
 /// The WireGuard key's file in the state directory.
@@ -77,17 +79,6 @@ pub struct VpnProfile {
     pub token: Option<pairgate_keystore::Pkcs11Reference>,
 }
 
-fn read_status(r: &HttpsResponse) -> Result<VpnStatus, TerminalError> {
-    if r.status != 200 {
-        return Err(crate::rekey::refusal(r));
-    }
-    serde_json::from_slice(&r.body).map_err(|e| {
-        TerminalError::Io(format!(
-            "the server's VPN answer is not what the protocol says: {e}"
-        ))
-    })
-}
-
 impl Agent {
     fn wireguard_key_path(&self) -> PathBuf {
         self.state.dir().join(WIREGUARD_KEY_FILE)
@@ -114,7 +105,7 @@ impl Agent {
                     .await?
             }
         };
-        read_status(&r)
+        crate::rekey::read(&r)
     }
 
     /// The server's view of this terminal's VPN (`GET /v1/vpn`).
@@ -160,7 +151,8 @@ impl Agent {
     }
 
     /// A new key: WireGuard's in `vpn-wireguard.key.new`, OpenVPN's under
-    /// a fresh `vpn-…` alias; and the body that presents it.
+    /// `vpn` or `vpn.1`, whichever is not in use; and the body that
+    /// presents it.
     fn new_vpn_key(
         &self,
         vpn_type: VpnType,
@@ -178,8 +170,19 @@ impl Agent {
                 (NewKey::WireGuard(path), body)
             }
             VpnType::OpenVpn => {
-                let random = pairgate_pki::Nonce::random().to_hex();
-                let alias = Alias::new(&format!("{VPN_ALIAS}-{}", random.get(..8).unwrap_or("0")))?;
+                // `vpn`, or `vpn.1` while `vpn` is the key in use: the
+                // old key stays until the server has accepted the new.
+                let in_use = self.state.load()?.vpn_alias;
+                let name = match in_use.as_deref() {
+                    Some(VPN_ALIAS) => VPN_ALIAS_NEXT,
+                    _ => VPN_ALIAS,
+                };
+                let alias = Alias::new(name)?;
+                // A key left there by an enrolment that never finished.
+                match self.store.delete(&alias) {
+                    Ok(()) | Err(KeyStoreError::NoSuchAlias(_)) => {}
+                    Err(e) => return Err(e.into()),
+                }
                 self.store.generate_key(&alias, KeyAlgorithm::P256)?;
                 let csr = pairgate_pki::Subject::common_name(serial)
                     .map_err(|e| TerminalError::Io(e.to_string()))

@@ -447,19 +447,41 @@ fn openvpn_with_the_key_in_softhsm_is_refused_after_unpair() {
     );
     no_private_key_on_the_server(&server.data, None);
 
-    assert!(Net::connects(&ns, "10.80.202.1", 7743));
-
-    server.admin(cwd, &["unpair", "ATM-O1"]);
-    let serial = openssl_serial(certificate);
-    let listed = || {
+    // A new enrolment makes a new key on the token, under `vpn.1` while
+    // `vpn` is in use; the replaced certificate goes on the CRL, and the
+    // tunnel comes up again with the new one.
+    assert_eq!(state_json(&state)["vpn_alias"], "vpn");
+    assert!(terminal(&["vpn", "enrol"]).status.success());
+    assert_eq!(state_json(&state)["vpn_alias"], "vpn.1");
+    let replaced = openssl_serial(certificate);
+    let crl_lists = |serial: &str| {
         let out = Command::new("openssl")
             .args(["crl", "-noout", "-text", "-in", &format!("{d}/crl.pem")])
             .output()
             .unwrap();
-        String::from_utf8_lossy(&out.stdout).contains(&serial)
+        String::from_utf8_lossy(&out.stdout).contains(serial)
     };
+    assert!(eventually(Duration::from_secs(10), || crl_lists(&replaced)));
+    let certificate = state_json(&state)["vpn"]["certificate"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let certificate = certificate.as_str();
+    assert!(terminal(&["vpn", "down"]).status.success());
+    let up = terminal(&["vpn", "up"]);
     assert!(
-        eventually(Duration::from_secs(10), listed),
+        up.status.success(),
+        "{}",
+        String::from_utf8_lossy(&up.stderr)
+    );
+    assert!(terminal(&["call", "GET", "/v1/me"]).status.success());
+
+    assert!(Net::connects(&ns, "10.80.202.1", 7743));
+
+    server.admin(cwd, &["unpair", "ATM-O1"]);
+    let serial = openssl_serial(certificate);
+    assert!(
+        eventually(Duration::from_secs(10), || crl_lists(&serial)),
         "the CRL does not list {serial}"
     );
     assert!(!ccd.exists());
