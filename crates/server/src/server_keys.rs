@@ -14,11 +14,7 @@ use crate::ApiError;
 
 /// The answer for a connection on which this instance presented `presented`.
 pub(crate) async fn answer(store: &Store, presented: SpkiPin) -> Result<Response, ApiError> {
-    let (rotations, recorded, recovery) = tokio::try_join!(
-        store.rotations(),
-        store.recorded_identity(),
-        store.recovery_pins()
-    )?;
+    let (rotations, recorded, recovery) = store.server_keys().await?;
     let announced = rotations
         .iter()
         .filter(|r| r.activated_at.is_none())

@@ -92,11 +92,7 @@ impl Store {
     /// The pin of the server identity recorded by the first instance, if
     /// any.
     pub async fn recorded_identity(&self) -> Result<Option<SpkiPin>, StoreError> {
-        sqlx::query("SELECT pin FROM server_identity WHERE id = 1")
-            .fetch_optional(self.pool())
-            .await?
-            .map(|row| crate::parsed(&row, "pin", || "recorded server identity".to_owned()))
-            .transpose()
+        recorded_identity_in(self.pool()).await
     }
 
     /// Records `pin` as the server identity, audited, when none is
@@ -256,4 +252,15 @@ impl Store {
                 .rows_affected(),
         )
     }
+}
+
+/// The recorded server identity, read with `executor`.
+pub(crate) async fn recorded_identity_in<'e>(
+    executor: impl sqlx::Executor<'e, Database = sqlx::Any>,
+) -> Result<Option<SpkiPin>, StoreError> {
+    sqlx::query("SELECT pin FROM server_identity WHERE id = 1")
+        .fetch_optional(executor)
+        .await?
+        .map(|row| crate::parsed(&row, "pin", || "recorded server identity".to_owned()))
+        .transpose()
 }

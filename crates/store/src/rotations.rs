@@ -25,22 +25,21 @@ pub struct StoredRotation {
 impl Store {
     /// Every rotation, oldest first.
     pub async fn rotations(&self) -> Result<Vec<StoredRotation>, StoreError> {
-        let rows =
-            sqlx::query("SELECT seq, statement, activated_at FROM server_rotations ORDER BY seq")
-                .fetch_all(self.pool())
-                .await?;
-        rows.iter()
-            .map(|row| {
-                let seq: i64 = row.try_get("seq")?;
-                let text: String = row.try_get("statement")?;
-                let rotation: Rotation = serde_json::from_str(&text)
-                    .map_err(|e| StoreError::Corrupt(format!("rotation {seq}: {e}")))?;
-                Ok(StoredRotation {
-                    rotation,
-                    activated_at: row.try_get("activated_at")?,
-                })
-            })
-            .collect()
+        rotations_in(self.pool()).await
+    }
+
+    /// What `GET /v1/server-keys` answers from: every rotation, the
+    /// recorded identity and the recovery pins, read on one connection
+    /// (the endpoint is called at every heartbeat: it holds one of the
+    /// pool's connections, not three).
+    pub async fn server_keys(
+        &self,
+    ) -> Result<(Vec<StoredRotation>, Option<SpkiPin>, Vec<SpkiPin>), StoreError> {
+        let mut conn = self.pool().acquire().await?;
+        let rotations = rotations_in(&mut *conn).await?;
+        let recorded = crate::cluster::recorded_identity_in(&mut *conn).await?;
+        let recovery = recovery_pins_in(&mut *conn).await?;
+        Ok((rotations, recorded, recovery))
     }
 
     /// Records `rotation`, signed by the recorded identity and numbered one
@@ -158,12 +157,7 @@ impl Store {
 impl Store {
     /// The pins of the operator's recovery keys.
     pub async fn recovery_pins(&self) -> Result<Vec<SpkiPin>, StoreError> {
-        let rows = sqlx::query("SELECT pin FROM recovery_keys ORDER BY created_at, pin")
-            .fetch_all(self.pool())
-            .await?;
-        rows.iter()
-            .map(|row| crate::parsed(row, "pin", || "recovery pin".into()))
-            .collect()
+        recovery_pins_in(self.pool()).await
     }
 
     /// Records a recovery key's pin; audited (`server.recovery_key_created`).
@@ -304,4 +298,38 @@ async fn insert_rotation(
     .execute(&mut **tx)
     .await?;
     Ok(seq)
+}
+
+/// Every rotation, oldest first, read with `executor`.
+async fn rotations_in<'e>(
+    executor: impl sqlx::Executor<'e, Database = sqlx::Any>,
+) -> Result<Vec<StoredRotation>, StoreError> {
+    let rows =
+        sqlx::query("SELECT seq, statement, activated_at FROM server_rotations ORDER BY seq")
+            .fetch_all(executor)
+            .await?;
+    rows.iter()
+        .map(|row| {
+            let seq: i64 = row.try_get("seq")?;
+            let text: String = row.try_get("statement")?;
+            let rotation: Rotation = serde_json::from_str(&text)
+                .map_err(|e| StoreError::Corrupt(format!("rotation {seq}: {e}")))?;
+            Ok(StoredRotation {
+                rotation,
+                activated_at: row.try_get("activated_at")?,
+            })
+        })
+        .collect()
+}
+
+/// The recovery pins, read with `executor`.
+async fn recovery_pins_in<'e>(
+    executor: impl sqlx::Executor<'e, Database = sqlx::Any>,
+) -> Result<Vec<SpkiPin>, StoreError> {
+    let rows = sqlx::query("SELECT pin FROM recovery_keys ORDER BY created_at, pin")
+        .fetch_all(executor)
+        .await?;
+    rows.iter()
+        .map(|row| crate::parsed(row, "pin", || "recovery pin".into()))
+        .collect()
 }
