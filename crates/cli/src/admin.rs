@@ -126,6 +126,14 @@ pub(crate) fn existing(args: &SettingsArgs) -> Result<pairgate_server::Settings>
     Ok(settings)
 }
 
+/// The runtime a store command runs on.
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")
+}
+
 /// Who the audit log names for changes made here without an operator.
 pub(crate) fn cli_actor() -> Actor {
     let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
@@ -146,11 +154,7 @@ pub fn run(args: AdminArgs, out: &Output) -> Result<()> {
         return crate::admin_audit::verify_file(file, *server_pin, out);
     }
     let settings = existing(&args.settings)?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the runtime")?;
-    runtime.block_on(async {
+    runtime()?.block_on(async {
         let store = pairgate_server::open_store(&settings).await?;
         command(&store, &settings, args.command, out).await
     })

@@ -100,11 +100,7 @@ pub fn run(args: VpnArgs, out: &Output) -> Result<()> {
     let vpn = settings
         .vpn()?
         .context("vpn_type is \"none\": set vpn_type, vpn_endpoint and vpn_pool_v4 first")?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the runtime")?;
-    runtime.block_on(async {
+    crate::admin::runtime()?.block_on(async {
         let store = pairgate_server::open_store(&settings).await?;
         match args.command {
             VpnCommand::Init {

@@ -94,8 +94,12 @@ impl Settings {
             })?,
         };
         let endpoint = self.vpn_endpoint.trim();
+        // The host goes into profiles line by line: nothing that could
+        // end a line or split a directive.
         let port_ok = endpoint.rsplit_once(':').is_some_and(|(host, port)| {
-            !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)
+            !host.is_empty()
+                && !host.contains(|c: char| c.is_whitespace() || c.is_control() || c == '#')
+                && port.parse::<u16>().is_ok_and(|p| p > 0)
         });
         if !port_ok {
             return Err(bad(
@@ -216,6 +220,11 @@ mod tests {
             vec![("vpn_type", "ipsec")],
             vec![("vpn_type", "openvpn")],
             vec![("vpn_type", "openvpn"), ("vpn_endpoint", "vpn:0")],
+            vec![
+                ("vpn_type", "openvpn"),
+                ("vpn_endpoint", "vpn\nup /bin/sh:1194"),
+            ],
+            vec![("vpn_type", "openvpn"), ("vpn_endpoint", "v pn:1194")],
             vec![
                 ("vpn_type", "openvpn"),
                 ("vpn_endpoint", "vpn:1194"),
