@@ -33,6 +33,16 @@ pub struct Me<'a> {
     pub vpn_profile: Cow<'a, str>,
     /// The server's clock (RFC 3339).
     pub server_time: String,
+    /// The server keys to pin: the one this connection was served with,
+    /// and the next one while a rotation is announced (as the master read
+    /// them within `reconcile_secs`; `GET /v1/server-keys` reads the
+    /// store). Empty from a server that does not say.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub server_pins: Vec<pairgate_pki::SpkiPin>,
+    /// Every rotation statement, oldest first (docs/protocol.md, "Server
+    /// key rotation").
+    #[serde(default, skip_serializing_if = "<[_]>::is_empty")]
+    pub rotations: Cow<'a, [crate::server_keys::Rotation]>,
 }
 
 /// `POST /v1/heartbeat`.

@@ -5,7 +5,8 @@
 //! closed after it.
 //!
 //! - `GET /v1/me`: the terminal's record, from the paired set in memory
-//!   (last seen as this instance knows it).
+//!   (last seen as this instance knows it), with the server keys to pin
+//!   and the rotation statements as the master last read them.
 //! - `POST /v1/heartbeat` `{"firmware"?}`: last seen, address, firmware.
 //! - `/app/…` (any method): forwarded to `upstream_url` + the rest of the
 //!   path, with `X-Pairgate-Terminal-Serial` and
@@ -50,6 +51,8 @@ pub(crate) struct Master {
     pub terminal_ca: Option<Arc<crate::terminal_ca::TerminalCa>>,
     /// The VPN offered to paired terminals, if any.
     pub vpn: Option<Arc<crate::vpn::Vpn>>,
+    /// The server keys as this master last read them, for `GET /v1/me`.
+    pub keys: Arc<crate::server_keys::KeysView>,
 }
 
 /// The paired terminal a request comes from.
@@ -253,6 +256,7 @@ async fn me(
     Extension(paired): Extension<PairedPeer>,
 ) -> Result<Response, ApiError> {
     let t = &paired.terminal;
+    let keys = master.keys.get();
     Ok(Json(Me {
         serial: Cow::Borrowed(t.serial.as_str()),
         fingerprint: peer.fingerprint.to_hex(),
@@ -263,6 +267,8 @@ async fn me(
         firmware: t.firmware.as_deref().map(Cow::Borrowed),
         vpn_profile: Cow::Borrowed(&t.vpn_profile),
         server_time: rfc3339(unix_millis(master.clock.now())),
+        server_pins: keys.pins(peer.server_pin),
+        rotations: Cow::Borrowed(&keys.rotations),
     })
     .into_response())
 }

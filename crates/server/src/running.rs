@@ -142,6 +142,12 @@ pub(crate) fn terminals(
             ..services::master(settings, store, paired, &presence, clock)?
         };
         out.upstream = master.upstream.clone();
+        out.tasks.push(tokio::spawn(crate::server_keys::follow(
+            store.clone(),
+            master.keys.clone(),
+            Duration::from_secs(settings.reconcile_secs),
+            at.shutdown.clone(),
+        )));
         let guard = crate::clones::MasterGuard {
             paired: paired.clone(),
             presence,

@@ -160,6 +160,7 @@ pub(crate) fn master(
         rekey_overlap: std::time::Duration::from_secs(settings.rekey_overlap_secs),
         terminal_ca: crate::terminal_ca::TerminalCa::from_settings(settings)?.map(Arc::new),
         vpn: None,
+        keys: Arc::default(),
     })
 }
 

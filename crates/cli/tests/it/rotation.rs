@@ -130,6 +130,27 @@ fn terminals_follow_two_rotations_and_one_that_slept_follows_the_chain() {
         for state in awake {
             assert_eq!(pins(cwd, state), [current.as_str(), next.as_str()]);
         }
+        // GET /v1/me carries both pins and the statements too.
+        let me =
+            || json(&ok(cwd, &terminal(&awake[0], &["call", "GET", "/v1/me"])))["body"].clone();
+        let mut shown = me();
+        for _ in 0..20 {
+            if shown["rotations"].as_array().map(Vec::len) == Some(seq) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(250));
+            shown = me();
+        }
+        assert_eq!(
+            shown["server_pins"],
+            serde_json::json!([current, next]),
+            "{shown}"
+        );
+        assert_eq!(
+            shown["rotations"].as_array().map(Vec::len),
+            Some(seq),
+            "{shown}"
+        );
         let activated = json(&ok(
             cwd,
             &["--json", "admin", "--data", &data, "identity", "activate"],
