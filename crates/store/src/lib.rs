@@ -75,7 +75,8 @@ pub use terminals::{NewTerminal, PairedRows, Serial, Terminal, TerminalState};
 pub use views::{Page, TerminalFilter};
 pub use vpn::AddressPool;
 pub use vpn_credentials::{
-    MAX_CREDENTIALS_PER_DAY as MAX_VPN_CREDENTIALS_PER_DAY, NewVpnCredential, VpnCredential,
+    MAX_CREDENTIALS_PER_DAY as MAX_VPN_CREDENTIALS_PER_DAY, NewVpnCredential, VpnAddressing,
+    VpnCredential,
 };
 
 /// Which database a store runs on.

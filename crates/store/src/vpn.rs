@@ -9,7 +9,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::str::FromStr;
 use std::time::SystemTime;
 
-use sqlx::Row;
+use sqlx::{Any, Row, Transaction};
 
 use crate::audit::append;
 use crate::terminals::Serial;
@@ -146,84 +146,98 @@ impl Store {
         actor: &Actor,
         now: SystemTime,
     ) -> Result<IpAddr, StoreError> {
-        let name = pool.to_string();
         let mut tx = self.begin_write().await?;
-        // The pool's row lock: allocations from one pool queue here.
-        sqlx::query(
-            "INSERT INTO vpn_pools (pool) VALUES ($1) \
-             ON CONFLICT (pool) DO UPDATE SET pool = excluded.pool",
-        )
-        .bind(&name)
-        .execute(&mut *tx)
-        .await?;
-        let held = sqlx::query("SELECT address FROM vpn_leases WHERE pool = $1 AND serial = $2")
-            .bind(&name)
-            .bind(serial.as_str())
-            .fetch_optional(&mut *tx)
-            .await?;
-        if let Some(row) = held {
-            let text: String = row.try_get("address")?;
-            return text
-                .parse()
-                .map_err(|_| StoreError::Corrupt(format!("VPN address {text:?}")));
-        }
-        // The index after the highest lease (one index lookup), or, once
-        // the pool's top is taken, the lowest one free: an address given
-        // back is handed out again only when the pool has no fresh one,
-        // as DHCP servers do, so it does not name another terminal at
-        // once in logs and firewall rules.
-        let top: Option<i64> =
-            sqlx::query("SELECT MAX(idx) AS top FROM vpn_leases WHERE pool = $1")
-                .bind(&name)
-                .fetch_one(&mut *tx)
-                .await?
-                .try_get("top")?;
-        let next = top.map_or(0, |t| t.saturating_add(1));
-        let free = if u64::try_from(next).is_ok_and(|n| n < pool.capacity()) {
-            next
-        } else {
-            sqlx::query(
-                "SELECT CASE WHEN NOT EXISTS (SELECT 1 FROM vpn_leases WHERE pool = $1 AND idx = 0) \
-                 THEN 0 ELSE (SELECT MIN(l.idx) + 1 FROM vpn_leases l WHERE l.pool = $1 AND NOT EXISTS \
-                 (SELECT 1 FROM vpn_leases n WHERE n.pool = $1 AND n.idx = l.idx + 1)) END AS free",
-            )
-            .bind(&name)
-            .fetch_one(&mut *tx)
-            .await?
-            .try_get("free")?
-        };
-        let index = u64::try_from(free).unwrap_or(u64::MAX);
-        let Some(address) = pool.address(index) else {
-            return Err(StoreError::Limit(format!(
-                "VPN pool {pool} is full: all {} terminal addresses are in use; widen vpn_pool",
-                pool.capacity()
-            )));
-        };
-        let at = millis(now);
-        sqlx::query(
-            "INSERT INTO vpn_leases (pool, idx, serial, address, allocated_at) \
-             VALUES ($1, $2, $3, $4, $5)",
-        )
-        .bind(&name)
-        .bind(free)
-        .bind(serial.as_str())
-        .bind(address.to_string())
-        .bind(at)
-        .execute(&mut *tx)
-        .await?;
-        let detail = serde_json::json!({ "pool": name, "address": address.to_string() });
-        append(
-            &mut tx,
-            at,
-            actor,
-            "vpn.address_allocated",
-            serial.as_str(),
-            &detail,
-        )
-        .await?;
+        let address = allocate_in(&mut tx, pool, serial, actor, millis(now)).await?;
         tx.commit().await?;
         Ok(address)
     }
+}
+
+/// Terminal `serial`'s address in `pool` inside the caller's
+/// transaction: the one it holds, else the next never handed out, else
+/// (the pool's top taken) the lowest one given back, with its audit record
+/// (`vpn.address_allocated`). Two transactions taking one index collide
+/// on the lease's key; the caller retries.
+pub(crate) async fn allocate_in(
+    tx: &mut Transaction<'static, Any>,
+    pool: &AddressPool,
+    serial: &Serial,
+    actor: &Actor,
+    at: i64,
+) -> Result<IpAddr, StoreError> {
+    let name = pool.to_string();
+    // The pool's row lock: allocations from one pool queue here.
+    sqlx::query(
+        "INSERT INTO vpn_pools (pool) VALUES ($1) \
+         ON CONFLICT (pool) DO UPDATE SET pool = excluded.pool",
+    )
+    .bind(&name)
+    .execute(&mut **tx)
+    .await?;
+    let held = sqlx::query("SELECT address FROM vpn_leases WHERE pool = $1 AND serial = $2")
+        .bind(&name)
+        .bind(serial.as_str())
+        .fetch_optional(&mut **tx)
+        .await?;
+    if let Some(row) = held {
+        let text: String = row.try_get("address")?;
+        return text
+            .parse()
+            .map_err(|_| StoreError::Corrupt(format!("VPN address {text:?}")));
+    }
+    // The index after the highest lease (one index lookup), or, once
+    // the pool's top is taken, the lowest one free: an address given
+    // back is handed out again only when the pool has no fresh one,
+    // as DHCP servers do, so it does not name another terminal at
+    // once in logs and firewall rules.
+    let top: Option<i64> = sqlx::query("SELECT MAX(idx) AS top FROM vpn_leases WHERE pool = $1")
+        .bind(&name)
+        .fetch_one(&mut **tx)
+        .await?
+        .try_get("top")?;
+    let next = top.map_or(0, |t| t.saturating_add(1));
+    let free = if u64::try_from(next).is_ok_and(|n| n < pool.capacity()) {
+        next
+    } else {
+        sqlx::query(
+            "SELECT CASE WHEN NOT EXISTS (SELECT 1 FROM vpn_leases WHERE pool = $1 AND idx = 0) \
+             THEN 0 ELSE (SELECT MIN(l.idx) + 1 FROM vpn_leases l WHERE l.pool = $1 AND NOT EXISTS \
+             (SELECT 1 FROM vpn_leases n WHERE n.pool = $1 AND n.idx = l.idx + 1)) END AS free",
+        )
+        .bind(&name)
+        .fetch_one(&mut **tx)
+        .await?
+        .try_get("free")?
+    };
+    let index = u64::try_from(free).unwrap_or(u64::MAX);
+    let Some(address) = pool.address(index) else {
+        return Err(StoreError::Limit(format!(
+            "VPN pool {pool} is full: all {} terminal addresses are in use; widen vpn_pool",
+            pool.capacity()
+        )));
+    };
+    sqlx::query(
+        "INSERT INTO vpn_leases (pool, idx, serial, address, allocated_at) \
+         VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(&name)
+    .bind(free)
+    .bind(serial.as_str())
+    .bind(address.to_string())
+    .bind(at)
+    .execute(&mut **tx)
+    .await?;
+    let detail = serde_json::json!({ "pool": name, "address": address.to_string() });
+    append(
+        tx,
+        at,
+        actor,
+        "vpn.address_allocated",
+        serial.as_str(),
+        &detail,
+    )
+    .await?;
+    Ok(address)
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@
 //! longer serves is never admitted by the VPN server either, once
 //! `pairgate vpn sync` has run. The private key is never here.
 
+use std::net::IpAddr;
 use std::time::SystemTime;
 
 use pairgate_pki::TerminalFingerprint;
@@ -15,6 +16,7 @@ use sqlx::{Any, Row, Transaction};
 use crate::audit::append;
 use crate::paired::bump_generation;
 use crate::terminals::Serial;
+use crate::vpn::{AddressPool, allocate_in};
 use crate::{Actor, Store, StoreError, millis};
 
 /// VPN credentials one terminal may be issued within a day.
@@ -59,12 +61,20 @@ pub struct NewVpnCredential<'a> {
     pub certificate: Option<&'a str>,
     /// See [`VpnCredential::certificate_serial`].
     pub certificate_serial: Option<&'a str>,
+    /// The IPv4 pool, and the IPv6 one if any, the addresses come from.
+    pub pools: (&'a AddressPool, Option<&'a AddressPool>),
+}
+
+/// A credential's addresses as the profile writes them, and the profile
+/// (no private key in it), made once the addresses are allocated.
+#[derive(Clone, Debug)]
+pub struct VpnAddressing {
     /// See [`VpnCredential::address`].
-    pub address: &'a str,
+    pub address: String,
     /// See [`VpnCredential::address_v6`].
-    pub address_v6: Option<&'a str>,
-    /// The profile the terminal receives (no private key in it).
-    pub profile: &'a str,
+    pub address_v6: Option<String>,
+    /// The profile the terminal receives.
+    pub profile: String,
 }
 
 /// The columns a [`VpnCredential`] is read from.
@@ -139,23 +149,54 @@ pub(crate) async fn revoke_in(
 impl Store {
     /// Records terminal `serial`'s new VPN credential, presented by its
     /// key `fingerprint` (the paired key or its proven successor), and
-    /// its profile; the one before is revoked (`replaced`). A key any
-    /// credential held before is refused, and so is an eleventh
-    /// credential within a day. One
-    /// transaction with its audit record (`vpn.credential_issued`); every
-    /// master learns the new profile through the paired set.
+    /// its addresses from `new.pools` and the profile `render` makes for
+    /// them; the one before is revoked (`replaced`). A key any credential
+    /// held before is refused, and so is an eleventh credential within a
+    /// day. Addresses, credential and profile are written in one
+    /// transaction with their audit records (`vpn.address_allocated`,
+    /// `vpn.credential_issued`): a refusal leaves nothing. Every master
+    /// learns the new profile through the paired set.
     pub async fn issue_vpn_credential(
         &self,
         serial: &Serial,
         fingerprint: &TerminalFingerprint,
         new: &NewVpnCredential<'_>,
-        actor: &Actor,
-        now: SystemTime,
+        render: &(dyn Fn(IpAddr, Option<IpAddr>) -> VpnAddressing + Sync),
+        by: (&Actor, SystemTime),
+    ) -> Result<VpnCredential, StoreError> {
+        // Another instance taking the same address first makes the lease
+        // collide; the next round sees its lease and takes the next.
+        for _ in 0..16 {
+            match self.try_issue(serial, fingerprint, new, render, by).await {
+                Err(StoreError::Database(sqlx::Error::Database(e))) if e.is_unique_violation() => {}
+                other => return other,
+            }
+        }
+        Err(StoreError::Conflict(format!(
+            "VPN pool {} is being allocated from by many instances at once; retry",
+            new.pools.0
+        )))
+    }
+
+    async fn try_issue(
+        &self,
+        serial: &Serial,
+        fingerprint: &TerminalFingerprint,
+        new: &NewVpnCredential<'_>,
+        render: &(dyn Fn(IpAddr, Option<IpAddr>) -> VpnAddressing + Sync),
+        (actor, now): (&Actor, SystemTime),
     ) -> Result<VpnCredential, StoreError> {
         let at = millis(now);
         let mut tx = self.begin_write().await?;
         self.issuable(&mut tx, serial, fingerprint, new.public_key, at)
             .await?;
+        let (pool_v4, pool_v6) = new.pools;
+        let v4 = allocate_in(&mut tx, pool_v4, serial, actor, at).await?;
+        let v6 = match pool_v6 {
+            Some(pool) => Some(allocate_in(&mut tx, pool, serial, actor, at).await?),
+            None => None,
+        };
+        let addressing = render(v4, v6);
         revoke_in(&mut tx, serial, "replaced", actor, at, false).await?;
         let id = hex::encode(crate::operators::random_bytes::<16>());
         let row = sqlx::query(concat!(
@@ -170,21 +211,21 @@ impl Store {
         .bind(new.public_key)
         .bind(new.certificate)
         .bind(new.certificate_serial)
-        .bind(new.address)
-        .bind(new.address_v6)
-        .bind(new.profile)
+        .bind(&addressing.address)
+        .bind(&addressing.address_v6)
+        .bind(&addressing.profile)
         .bind(at)
         .fetch_one(&mut *tx)
         .await?;
         sqlx::query("UPDATE terminals SET vpn_profile = $1 WHERE serial = $2")
-            .bind(new.profile)
+            .bind(&addressing.profile)
             .bind(serial.as_str())
             .execute(&mut *tx)
             .await?;
         let detail = serde_json::json!({
             "kind": new.kind, "public_key": new.public_key, "fingerprint": fingerprint,
-            "certificate_serial": new.certificate_serial, "address": new.address,
-            "address_v6": new.address_v6,
+            "certificate_serial": new.certificate_serial, "address": addressing.address,
+            "address_v6": addressing.address_v6,
         });
         append(
             &mut tx,

@@ -13,6 +13,7 @@ pub mod profile;
 pub(crate) mod routes;
 pub mod sync;
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -21,7 +22,9 @@ use base64::Engine;
 use pairgate_pki::TerminalFingerprint;
 use pairgate_pki::ca::RequestedKey;
 use pairgate_proto::{ErrorCode, VpnEnrolment, VpnStatus, VpnType};
-use pairgate_store::{Actor, NewVpnCredential, Store, StoreError, Terminal, VpnCredential};
+use pairgate_store::{
+    Actor, NewVpnCredential, Store, StoreError, Terminal, VpnAddressing, VpnCredential,
+};
 
 use crate::terminal_ca::TerminalCa;
 use crate::{ApiError, ServerError, Settings, VpnSettings};
@@ -121,8 +124,8 @@ impl Vpn {
         if let Some(held) = held.as_ref().filter(|h| h.public_key == key.public) {
             return Ok(self.answer(Some(held)));
         }
-        // Refused before an address is taken; the store checks both again
-        // in the credential's transaction.
+        // Refused before the VPN CA signs (its key may be in an HSM); the
+        // store checks both again in the credential's transaction.
         if terminal.suspended_at.is_some() {
             return Err(StoreError::Conflict(format!(
                 "terminal {} is suspended: no VPN credential until it is resumed",
@@ -137,55 +140,56 @@ impl Vpn {
             .into());
         }
         let serial = &terminal.serial;
-        let v4 = store
-            .allocate_vpn_address(&self.settings.pool_v4, serial, actor, now)
-            .await
-            .map_err(pool_error)?;
-        let address = profile::with_prefix(v4, &self.settings.pool_v4);
-        let address_v6 = match &self.settings.pool_v6 {
-            Some(pool) => {
-                let v6 = store
-                    .allocate_vpn_address(pool, serial, actor, now)
-                    .await
-                    .map_err(pool_error)?;
-                Some(profile::with_prefix(v6, pool))
-            }
-            None => None,
-        };
-        let (text, certificate, certificate_serial) = match (&key.spki, &self.ca) {
+        let certified = match (&key.spki, &self.ca) {
             (Some(spki), Some(ca)) => {
                 let chain = issue(ca.clone(), spki.clone(), serial.as_str(), now).await?;
                 let leaf = pairgate_pki::CertificateInfo::parse(&chain[0])
                     .map_err(|e| internal(&e.to_string()))?;
-                let ca_pem = pairgate_pki::certificate::certificate_pem(&chain[1]);
-                let leaf_pem = pairgate_pki::certificate::certificate_pem(&chain[0]);
-                let text = profile::openvpn_client(&self.settings, serial.as_str(), &ca_pem);
-                (text, Some(leaf_pem), Some(leaf.serial))
+                Some((
+                    pairgate_pki::certificate::certificate_pem(&chain[0]),
+                    leaf.serial,
+                    pairgate_pki::certificate::certificate_pem(&chain[1]),
+                ))
             }
-            _ => {
-                let server = self.server_key.as_deref().unwrap_or_default();
-                let text = profile::wireguard_client(
-                    &self.settings,
+            _ => None,
+        };
+        let settings = &self.settings;
+        let server_key = self.server_key.as_deref().unwrap_or_default();
+        let ca_pem = certified.as_ref().map(|(_, _, ca)| ca.as_str());
+        // The profile names the addresses, which the store allocates in
+        // the credential's transaction.
+        let render = |v4: IpAddr, v6: Option<IpAddr>| {
+            let address = profile::with_prefix(v4, &settings.pool_v4);
+            let address_v6 = v6
+                .zip(settings.pool_v6.as_ref())
+                .map(|(a, p)| profile::with_prefix(a, p));
+            let profile = match ca_pem {
+                Some(ca) => profile::openvpn_client(settings, serial.as_str(), ca),
+                None => profile::wireguard_client(
+                    settings,
                     serial.as_str(),
-                    server,
+                    server_key,
                     &address,
                     address_v6.as_deref(),
-                );
-                (text, None, None)
+                ),
+            };
+            VpnAddressing {
+                address,
+                address_v6,
+                profile,
             }
         };
         let new = NewVpnCredential {
-            kind: self.settings.vpn_type.as_str(),
+            kind: settings.vpn_type.as_str(),
             public_key: &key.public,
-            certificate: certificate.as_deref(),
-            certificate_serial: certificate_serial.as_deref(),
-            address: &address,
-            address_v6: address_v6.as_deref(),
-            profile: &text,
+            certificate: certified.as_ref().map(|(leaf, _, _)| leaf.as_str()),
+            certificate_serial: certified.as_ref().map(|(_, serial, _)| serial.as_str()),
+            pools: (&settings.pool_v4, settings.pool_v6.as_ref()),
         };
         let recorded = store
-            .issue_vpn_credential(serial, fingerprint, &new, actor, now)
-            .await?;
+            .issue_vpn_credential(serial, fingerprint, &new, &render, (actor, now))
+            .await
+            .map_err(pool_error)?;
         Ok(self.answer(Some(&recorded)))
     }
 

@@ -228,6 +228,7 @@ async fn fill_the_pool(f: &Fixture) -> Vec<(String, TestTerminal)> {
         let serial = format!("ATM-W{n}");
         let other = TestTerminal::new(&serial);
         paired_as(f, &serial, &other).await;
+        let before = audit_len(f).await;
         let r = enrol(
             &other.https(trust()),
             &f.gate("/v1/vpn"),
@@ -238,6 +239,7 @@ async fn fill_the_pool(f: &Fixture) -> Vec<(String, TestTerminal)> {
             assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
         } else {
             assert_error(&r, 503, "PG-LIMIT");
+            assert_eq!(audit_len(f).await, before, "a full pool writes nothing");
             assert!(
                 json(&r)["error"]["message"]
                     .as_str()
